@@ -1,0 +1,1 @@
+"""Composition: settings, the controller (gateway + control API), its client and the CLI."""

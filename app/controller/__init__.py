@@ -1,0 +1,1 @@
+"""The controller daemon: OpenAI gateway, control API, metrics; it composes catalog and runtimes."""

@@ -1,0 +1,128 @@
+"""The control API under ``/llmctl/v1``: what the CLI and the TUI call (status, load/unload, logs, metrics)."""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from llmctl.app.controller.errors import ApiError
+from llmctl.catalog.errors import LlmctlError
+from llmctl.runtimes.base import BackendFailed
+from llmctl.runtimes.scheduler import ModelLoading
+
+if TYPE_CHECKING:
+    from llmctl.app.controller.server import Controller
+
+PREFIX = "/llmctl/v1"
+MAX_LOG_LINES = 5000
+
+
+class ControlApi:
+    def __init__(self, controller: Controller) -> None:
+        self.c = controller
+
+    def routes(self) -> list[web.AbstractRouteDef]:
+        return [
+            web.get("/health", self.health),
+            web.get("/metrics", self.prometheus),
+            web.get(f"{PREFIX}/status", self.status),
+            web.get(f"{PREFIX}/backends", self.backends),
+            web.post(f"{PREFIX}/backends/{{model}}/load", self.load),
+            web.post(f"{PREFIX}/backends/{{model}}/unload", self.unload),
+            web.get(f"{PREFIX}/backends/{{model}}/logs", self.logs),
+            web.get(f"{PREFIX}/requests", self.requests),
+            web.post(f"{PREFIX}/shutdown", self.shutdown),
+        ]
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def prometheus(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.c.metrics.exposition(), content_type="text/plain", charset="utf-8")
+
+    async def status(self, request: web.Request) -> web.Response:
+        return web.json_response(self.c.describe())
+
+    async def backends(self, request: web.Request) -> web.Response:
+        return web.json_response({"backends": [b.status() for b in self.c.scheduler.backends.values()]})
+
+    def _entry(self, request: web.Request):
+        name = request.match_info["model"]
+        entry = self.c.store.get(name)
+        if entry is None:
+            raise ApiError(404, f"no model named '{name}'; see `llmctl models list`", code="model_not_found")
+        return entry
+
+    async def load(self, request: web.Request) -> web.Response:
+        """Start a model (retrying a failed one). ``?wait=false`` returns at once; otherwise waits for ready."""
+        entry = self._entry(request)
+        wait = request.query.get("wait", "true").lower() != "false"
+        try:
+            backend = await self.c.scheduler.start(entry, force=True)
+            if wait:
+                await backend.wait_ready(self.c.settings.backends.ready_timeout)
+        except (BackendFailed, ModelLoading, TimeoutError) as exc:
+            tail = getattr(exc, "log_tail", [])
+            raise ApiError(503, f"{entry.name} did not become ready: {exc}"
+                           + (f"\nlast log lines:\n" + "\n".join(tail[-10:]) if tail else ""),
+                           code="backend_failed") from None
+        except LlmctlError as exc:
+            raise ApiError(409, f"{exc.title}: {exc.message}", code="cannot_start") from None
+        return web.json_response(backend.status())
+
+    async def unload(self, request: web.Request) -> web.Response:
+        name = request.match_info["model"].lower()
+        backend = await self.c.scheduler.stop(name)
+        if backend is None:
+            raise ApiError(404, f"'{name}' is not running", code="not_running")
+        return web.json_response(backend.status())
+
+    async def logs(self, request: web.Request) -> web.Response:
+        """``?tail=N`` last lines; ``?since=K`` lines after offset K (for follow). Falls back to the log file."""
+        name = request.match_info["model"].lower()
+        try:
+            tail = min(int(request.query.get("tail", "100")), MAX_LOG_LINES)
+            since = int(request.query["since"]) if "since" in request.query else None
+        except ValueError:
+            raise ApiError(400, "tail and since must be whole numbers", code="invalid_value") from None
+        backend = self.c.scheduler.get(name)
+        if backend is not None:
+            lines = list(backend.tail)
+            total = backend.log_lines
+            if since is not None:
+                lines = lines[max(0, len(lines) - (total - since)):] if total > since else []
+            else:
+                lines = lines[-tail:] if tail > 0 else []
+            return web.json_response({"model": name, "lines": lines, "next": total, "state": backend.state.value,
+                                      "log_path": str(backend.log_path)})
+        path = self.c.paths.logs_dir / f"{name.replace(':', '_')}.log"
+        if not _inside(path, self.c.paths.logs_dir) or not path.is_file():
+            raise ApiError(404, f"no logs for '{name}': it has not run under this controller", code="no_logs")
+        return web.json_response({"model": name, "lines": _last_lines(path, tail), "next": 0, "state": "stopped",
+                                  "log_path": str(path)})
+
+    async def requests(self, request: web.Request) -> web.Response:
+        try:
+            limit = max(0, min(int(request.query.get("limit", "50")), 500))
+        except ValueError:
+            raise ApiError(400, "limit must be a whole number", code="invalid_value") from None
+        recent = list(self.c.metrics.recent)[-limit:] if limit else []
+        return web.json_response({"requests": [r.to_json() for r in recent]})
+
+    async def shutdown(self, request: web.Request) -> web.Response:
+        self.c.request_shutdown()
+        return web.json_response({"status": "stopping"})
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return os.path.commonpath([path.resolve(), root.resolve()]) == str(root.resolve())
+
+
+def _last_lines(path: Path, n: int) -> list[str]:
+    with path.open("rb") as f:
+        f.seek(max(0, f.seek(0, os.SEEK_END) - 256 * 1024))
+        return [line.decode("utf-8", "replace") for line in deque(f.read().splitlines(), maxlen=n)]

@@ -1,0 +1,157 @@
+"""Per-request measurements (TTFT, inter-token latency, tokens, tokens/s) and their Prometheus export.
+
+Streams are measured without re-encoding: the gateway hands every chunk it forwards to ``StreamMeter.feed``,
+which splits server-sent events on blank lines and counts the ones that carry generated text.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+# an event carries a token when it has a non-empty "content" (chat) or "text" (completions) string
+_TOKEN_RE = re.compile(rb'"(?:content|text)"\s*:\s*"(?!")')
+_EVENT_SPLIT = re.compile(rb"\r?\n\r?\n")
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2)
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    id: int
+    model: str
+    endpoint: str
+    stream: bool
+    started_at: float  # wall clock
+    status: int = 0
+    ttft_ms: float | None = None
+    itl_ms: float | None = None
+    duration_ms: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    tokens_per_s: float | None = None
+    error: str | None = None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class StreamMeter:
+    """Counts token-bearing SSE events as they pass; notes when the first and last arrived."""
+
+    t0: float = field(default_factory=time.perf_counter)
+    first: float | None = None
+    last: float | None = None
+    tokens: int = 0
+    itl_sum: float = 0.0
+    usage: dict | None = None
+    _partial: bytes = b""
+
+    def feed(self, chunk: bytes, now: float | None = None) -> list[float]:
+        """Account for one forwarded chunk; returns the inter-token gaps it closed (seconds)."""
+        now = time.perf_counter() if now is None else now
+        events = _EVENT_SPLIT.split(self._partial + chunk)
+        self._partial = events.pop()[-65536:]
+        gaps = []
+        for event in events:
+            if _TOKEN_RE.search(event):
+                if self.first is None:
+                    self.first = now
+                elif self.last is not None:
+                    gaps.append(now - self.last)
+                    self.itl_sum += now - self.last
+                self.last = now
+                self.tokens += 1
+            elif b'"usage"' in event and b'"completion_tokens"' in event:
+                self.usage = _usage_of(event.removeprefix(b"data:").strip())
+        return gaps
+
+
+def _usage_of(payload: bytes) -> dict | None:
+    try:
+        usage = json.loads(payload).get("usage")
+    except (ValueError, AttributeError):
+        return None
+    return usage if isinstance(usage, dict) else None
+
+
+class Metrics:
+    """Prometheus series on a private registry plus the most recent requests for the control API."""
+
+    def __init__(self, recent: int = 500) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "llmctl_requests", "Gateway requests", ["model", "endpoint", "status"], registry=self.registry
+        )
+        self.tokens = Counter("llmctl_tokens", "Tokens processed", ["model", "kind"], registry=self.registry)
+        self.ttft = Histogram(
+            "llmctl_time_to_first_token_seconds", "Time to first token", ["model"],
+            buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.itl = Histogram(
+            "llmctl_inter_token_latency_seconds", "Gap between streamed tokens", ["model"],
+            buckets=_ITL_BUCKETS, registry=self.registry,
+        )
+        self.duration = Histogram(
+            "llmctl_request_duration_seconds", "Whole request", ["model", "endpoint"],
+            buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.in_flight = Gauge("llmctl_requests_in_flight", "Requests being served", registry=self.registry)
+        self.recent: deque[RequestRecord] = deque(maxlen=recent)
+        self._ids = itertools.count(1)
+
+    def begin(self, model: str, endpoint: str, stream: bool) -> RequestRecord:
+        self.in_flight.inc()
+        return RequestRecord(next(self._ids), model, endpoint, stream, time.time())
+
+    def finish(
+        self,
+        rec: RequestRecord,
+        status: int,
+        meter: StreamMeter,
+        *,
+        usage: dict | None = None,
+        error: str | None = None,
+    ) -> None:
+        end = time.perf_counter()
+        self.in_flight.dec()
+        rec.status = status
+        rec.error = error
+        rec.duration_ms = round((end - meter.t0) * 1000, 2)
+        usage = usage or meter.usage or {}
+        rec.prompt_tokens = usage.get("prompt_tokens")
+        rec.completion_tokens = usage.get("completion_tokens", meter.tokens if rec.stream else None)
+        if rec.stream and meter.first is not None:
+            rec.ttft_ms = round((meter.first - meter.t0) * 1000, 2)
+            if meter.tokens > 1 and meter.last is not None and meter.last > meter.first:
+                rec.itl_ms = round(meter.itl_sum / (meter.tokens - 1) * 1000, 3)
+                rec.tokens_per_s = round((meter.tokens - 1) / (meter.last - meter.first), 2)
+        elif not rec.stream and status == 200:
+            rec.ttft_ms = rec.duration_ms  # nothing arrives before the whole answer
+            if rec.completion_tokens:
+                rec.tokens_per_s = round(rec.completion_tokens / max(end - meter.t0, 1e-9), 2)
+        self.requests.labels(rec.model, rec.endpoint, str(status)).inc()
+        self.duration.labels(rec.model, rec.endpoint).observe(end - meter.t0)
+        if rec.ttft_ms is not None:
+            self.ttft.labels(rec.model).observe(rec.ttft_ms / 1000)
+        if rec.prompt_tokens:
+            self.tokens.labels(rec.model, "prompt").inc(rec.prompt_tokens)
+        if rec.completion_tokens:
+            self.tokens.labels(rec.model, "completion").inc(rec.completion_tokens)
+        self.recent.append(rec)
+
+    def observe_gaps(self, model: str, gaps: list[float]) -> None:
+        if gaps:
+            child = self.itl.labels(model)
+            for gap in gaps:
+                child.observe(gap)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

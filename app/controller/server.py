@@ -1,0 +1,234 @@
+"""The controller: one per user. Composes the model store, the scheduler and supervisor, the gateway and the
+control API on one aiohttp server, and owns every backend it starts.
+
+Start-up reaps orphans a SIGKILLed predecessor left (state file + start-time check), refuses a non-loopback
+bind without an API key, and refuses a port held by another process. SIGINT/SIGTERM stop every backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+from aiohttp import web
+
+from llmctl import __version__
+from llmctl.app.controller.control import ControlApi
+from llmctl.app.controller.gateway import Gateway
+from llmctl.app.controller.metrics import Metrics
+from llmctl.app.controller.security import add_cors_headers, build_middlewares
+from llmctl.app.paths import Paths
+from llmctl.app.settings import Settings, is_loopback
+from llmctl.catalog.errors import ConfigError, LlmctlError
+from llmctl.catalog.store import ModelEntry, ModelStore
+from llmctl.runtimes.base import LaunchSpec, PortInUseError
+from llmctl.runtimes.llama_cpp import pick_adapter
+from llmctl.runtimes.process import (
+    Backend,
+    RestartPolicy,
+    StateFile,
+    describe_port_owner,
+    free_port,
+    port_is_free,
+)
+from llmctl.runtimes.scheduler import Scheduler
+
+
+def physical_cores() -> int:
+    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerEvent:
+    """Something the foreground ``llmctl serve`` prints."""
+
+    kind: str  # listening | reaped | backend | stopping | stopped
+    message: str
+
+
+class Controller:
+    def __init__(
+        self,
+        settings: Settings,
+        paths: Paths,
+        *,
+        on_event: Callable[[ControllerEvent], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.paths = paths
+        self.on_event = on_event or (lambda e: None)
+        self.store = ModelStore(paths.data_dir)
+        self.state = StateFile(paths.backends_state)
+        self.metrics = Metrics()
+        b = settings.backends
+        self.policy = RestartPolicy(
+            max_restarts=b.max_restarts, window=b.restart_window, backoff_initial=b.backoff_initial,
+            backoff_max=b.backoff_max, ready_timeout=b.ready_timeout, stop_grace=b.stop_grace,
+        )
+        self.scheduler = Scheduler(
+            self._make_backend, max_loaded=b.max_loaded, load_wait=b.load_wait,
+            retry_failed_after=b.retry_failed_after,
+        )
+        self.gateway = Gateway(self.store, self.scheduler, self.metrics)
+        self.control = ControlApi(self)
+        self.started_at = time.time()
+        self._runner: web.AppRunner | None = None
+        self._stop: asyncio.Event | None = None
+        self.port = settings.server.port
+
+    # composition -------------------------------------------------------------------------------------------
+    def _make_backend(self, entry: ModelEntry) -> Backend:
+        b = self.settings.backends
+        adapter = pick_adapter(b.llama_server, b.prefer_native)
+        spec = LaunchSpec(
+            model_name=entry.name,
+            model_path=Path(entry.path),
+            port=free_port(),
+            ctx_size=_ctx_for(entry, b.ctx_size),
+            n_gpu_layers=b.n_gpu_layers,
+            threads=b.threads or physical_cores(),
+            parallel=b.parallel,
+        )
+        return Backend(spec, adapter, log_dir=self.paths.logs_dir, state=self.state, policy=self.policy,
+                       on_change=self._backend_changed)
+
+    def _backend_changed(self, backend: Backend) -> None:
+        detail = f" ({backend.error})" if backend.error else ""
+        self.on_event(ControllerEvent("backend", f"{backend.name}: {backend.state.value}{detail}"))
+
+    def build_app(self) -> web.Application:
+        app = web.Application(
+            middlewares=build_middlewares(self.settings.server),
+            client_max_size=self.settings.server.max_body_bytes,
+            handler_args={"access_log": None},
+        )
+        app.add_routes(self.gateway.routes())
+        app.add_routes(self.control.routes())
+        app.on_response_prepare.append(add_cors_headers)
+        return app
+
+    @property
+    def url(self) -> str:
+        host = self.settings.server.host
+        shown = f"[{host}]" if ":" in host else host
+        return f"http://{shown}:{self.port}"
+
+    def describe(self) -> dict:
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "url": self.url,
+            "endpoint": self.url + "/v1",
+            "started_at": self.started_at,
+            "backends": [b.status() for b in self.scheduler.backends.values()],
+            "models": [e.name for e in self.store.list()],
+        }
+
+    # lifecycle ---------------------------------------------------------------------------------------------
+    def check_bind(self) -> None:
+        server = self.settings.server
+        if not is_loopback(server.host) and server.api_key is None:
+            raise ConfigError(
+                f"refusing to listen on {server.host} without an API key",
+                "anyone who can reach this machine could use and manage your models. "
+                "Pass --api-key (or set LLMCTL_SERVER__API_KEY), or bind 127.0.0.1.",
+            )
+        if server.port and not port_is_free(server.host if server.host != "localhost" else "127.0.0.1", server.port):
+            raise PortInUseError(
+                f"port {server.port} is already in use by {describe_port_owner(server.port)}",
+                "is llmctl already running? (`llmctl ps`) Otherwise choose another port with --port.",
+            )
+
+    async def start(self) -> None:
+        self.check_bind()
+        reaped = await asyncio.to_thread(self.state.reap, self.settings.backends.stop_grace)
+        for rec in reaped:
+            self.on_event(ControllerEvent("reaped", f"stopped orphaned backend {rec['name']} (pid {rec['pid']}) "
+                                                    "left by a controller that did not exit cleanly"))
+        self._stop = asyncio.Event()
+        await self.gateway.open()
+        self._runner = web.AppRunner(self.build_app(), handle_signals=False, shutdown_timeout=5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.settings.server.host, self.settings.server.port, reuse_address=True)
+        await site.start()
+        sockets = site._server.sockets if site._server else []  # the real port when port 0 was asked for
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
+        self._write_state()
+        self.on_event(ControllerEvent("listening", self.url + "/v1"))
+
+    def _write_state(self) -> None:
+        self.paths.state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.paths.controller_state.with_suffix(".tmp")
+        tmp.write_text(json.dumps({
+            "pid": os.getpid(), "create_time": psutil.Process().create_time(), "url": self.url,
+            "host": self.settings.server.host, "port": self.port, "started_at": self.started_at,
+        }))
+        os.replace(tmp, self.paths.controller_state)
+
+    def request_shutdown(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+
+    async def preload(self, names: list[str]) -> None:
+        """Start the named models now instead of at their first request."""
+        for name in names:
+            entry = self.store.require(name)
+            try:
+                await self.scheduler.start(entry)
+            except LlmctlError as exc:
+                self.on_event(ControllerEvent("backend", f"{entry.name}: {exc}"))
+
+    async def wait_stopped(self) -> None:
+        assert self._stop is not None
+        await self._stop.wait()
+
+    async def close(self) -> None:
+        self.on_event(ControllerEvent("stopping", "stopping every backend"))
+        await self.scheduler.shutdown()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.gateway.close()
+        with contextlib.suppress(FileNotFoundError):
+            data = json.loads(self.paths.controller_state.read_text())
+            if data.get("pid") == os.getpid():
+                self.paths.controller_state.unlink()
+        self.on_event(ControllerEvent("stopped", "all backends stopped"))
+
+
+def _ctx_for(entry: ModelEntry, wanted: int) -> int:
+    """The configured context, never more than the model was trained for."""
+    trained = entry.facts.get("context_length")
+    return min(wanted, trained) if isinstance(trained, int) and trained > 0 else wanted
+
+
+async def serve_forever(controller: Controller, preload: list[str]) -> None:
+    """Run until SIGINT/SIGTERM or a shutdown request; then stop every backend."""
+    loop = asyncio.get_running_loop()
+    await controller.start()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, controller.request_shutdown)
+    try:
+        await controller.preload(preload)
+        await controller.wait_stopped()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await controller.close()
+
+
+def run(controller: Controller, preload: list[str]) -> None:
+    try:
+        import uvloop
+    except ImportError:  # not on Windows
+        asyncio.run(serve_forever(controller, preload))
+    else:
+        uvloop.run(serve_forever(controller, preload))

@@ -1,0 +1,122 @@
+"""Settings: defaults < the user's config.toml < the file named by ``LLMCTL_CONFIG`` < ``LLMCTL_<SECTION>__<KEY>``
+environment variables < command-line flags. Validated with pydantic; field docstrings are the documentation.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from llmctl.app.paths import Paths
+from llmctl.catalog.errors import ConfigError
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+class ServerSettings(BaseModel):
+    host: str = "127.0.0.1"
+    """Address the gateway binds. Anything but loopback requires ``api_key``."""
+    port: int = Field(7878, ge=1, le=65535)
+    """Port of the OpenAI-compatible endpoint and the control API."""
+    api_key: SecretStr | None = None
+    """When set, every route needs ``Authorization: Bearer <key>`` (or ``x-api-key``)."""
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    """Largest request body accepted; larger ones get 413."""
+    allowed_hosts: list[str] = []
+    """Extra Host header names accepted when bound to loopback (DNS-rebinding guard)."""
+    cors_origins: list[str] = []
+    """Origins allowed by CORS. Empty (the default) sends no CORS headers at all."""
+
+
+class BackendSettings(BaseModel):
+    llama_server: str | None = None
+    """Path (or name on PATH) of a native ``llama-server``; found on PATH when unset."""
+    prefer_native: bool = True
+    """Use the native ``llama-server`` when found; otherwise ``python -m llama_cpp.server``."""
+    ctx_size: int = Field(4096, ge=256, le=1 << 20)
+    """Context length per request slot."""
+    parallel: int = Field(2, ge=1, le=64)
+    """Concurrent request slots (native ``llama-server`` only)."""
+    threads: int | None = Field(None, ge=1, le=1024)
+    """CPU threads; default: the number of physical cores."""
+    n_gpu_layers: int = Field(0, ge=-1)
+    """Layers offloaded to the GPU (-1 = all)."""
+    max_loaded: int = Field(2, ge=1, le=64)
+    """Models kept loaded at once; the least recently used idle one is stopped to make room."""
+    load_wait: float = Field(120.0, gt=0)
+    """Seconds a request waits for its model to load before getting 503 with Retry-After."""
+    ready_timeout: float = Field(300.0, gt=0)
+    """Seconds a backend may take to load before it is stopped and marked failed."""
+    max_restarts: int = Field(3, ge=0)
+    """Crashes tolerated within ``restart_window`` before a backend is marked failed."""
+    restart_window: float = Field(120.0, gt=0)
+    backoff_initial: float = Field(1.0, gt=0)
+    backoff_max: float = Field(30.0, gt=0)
+    stop_grace: float = Field(10.0, gt=0)
+    """Seconds between SIGTERM and SIGKILL when stopping a backend."""
+    retry_failed_after: float = Field(30.0, ge=0)
+    """A failed model is tried again by a new request after this many seconds."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LLMCTL_", env_nested_delimiter="__", extra="forbid")
+
+    server: ServerSettings = ServerSettings()
+    backends: BackendSettings = BackendSettings()
+    offline: bool = False
+    """Never open a network connection beyond loopback."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        files = [Path(f) for f in settings_cls.model_config.get("toml_file") or () if Path(f).is_file()]
+        # later files win in TomlConfigSettingsSource's deep merge; the user's file comes first
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=files, deep_merge=True)
+        return (init_settings, env_settings, toml)
+
+
+def _deep_set(target: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        target = target.setdefault(part, {})
+    target[leaf] = value
+
+
+def load_settings(paths: Paths, overrides: dict[str, Any] | None = None) -> Settings:
+    """Load and validate settings. ``overrides`` are dotted keys from CLI flags (``{"server.port": 9000}``)."""
+    files = [paths.config_file]
+    extra = os.environ.get("LLMCTL_CONFIG")
+    if extra:
+        extra_path = Path(extra).expanduser()
+        if not extra_path.is_file():
+            raise ConfigError(f"LLMCTL_CONFIG points at {extra_path}, which is not a file", "fix or unset it.")
+        files.append(extra_path)
+    init: dict[str, Any] = {}
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _deep_set(init, key, value)
+    layered = type("Settings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": files}})
+    try:
+        return layered(**init)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors(include_url=False)
+        )
+        raise ConfigError("the configuration is invalid", f"{problems}. Check {', '.join(map(str, files))} "
+                          "and LLMCTL_* environment variables.") from None
+    except ValueError as exc:  # a TOML syntax error
+        raise ConfigError("a config file cannot be parsed", f"{exc}. Check {', '.join(map(str, files))}.") from None
+
+
+def is_loopback(host: str) -> bool:
+    return host in LOOPBACK_HOSTS or host.startswith("127.")

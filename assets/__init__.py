@@ -1,0 +1,1 @@
+"""Static files read with importlib.resources (styles, bundled catalog data)."""

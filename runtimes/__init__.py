@@ -1,0 +1,1 @@
+"""The local machine: runtime adapters, the process supervisor and the scheduler. No UI."""

@@ -1,0 +1,466 @@
+"""The process supervisor, written once for every runtime.
+
+One ``Backend`` is one model server process. It runs in its own process group (so a stop reaches the
+runtime's children too), its output goes to a log file and an in-memory tail, readiness is the adapter's own
+probe, a crash after readiness restarts with exponential backoff, a crash loop (or a failed first load) ends
+in the terminal ``failed`` state with the last log lines, and stop is SIGTERM, a grace period, then SIGKILL.
+
+Every live backend is written to a state file with its pid and process start time, so a controller that was
+SIGKILLed leaves enough behind for the next one to reap its orphans without ever killing a reused pid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from llmctl.runtimes.base import (
+    BackendFailed,
+    BackendState,
+    LaunchSpec,
+    PortInUseError,
+    RuntimeAdapter,
+)
+
+LOG_TAIL_LINES = 200
+
+
+@dataclass(frozen=True, slots=True)
+class RestartPolicy:
+    """Crash handling: backoff doubles from ``backoff_initial`` up to ``backoff_max``; ``max_restarts``
+    crashes inside ``window`` seconds make the backend ``failed`` (systemd's StartLimitBurst/Interval)."""
+
+    max_restarts: int = 3
+    window: float = 120.0
+    backoff_initial: float = 1.0
+    backoff_max: float = 30.0
+    ready_timeout: float = 300.0
+    stop_grace: float = 10.0
+
+
+# ports -------------------------------------------------------------------------------------------------------
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the kernel says is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def describe_port_owner(port: int) -> str:
+    """Best effort: 'pid 123 (python3)' for whoever listens on the port, or 'another process'."""
+    with contextlib.suppress(psutil.Error, OSError):
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
+                with contextlib.suppress(psutil.Error):
+                    return f"pid {conn.pid} ({psutil.Process(conn.pid).name()})"
+                return f"pid {conn.pid}"
+    return "another process"
+
+
+# the state file ----------------------------------------------------------------------------------------------
+class StateFile:
+    """``backends.json``: name -> {pid, create_time, port, argv}. Written atomically on every change."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def read(self) -> dict[str, dict]:
+        try:
+            data = json.loads(self.path.read_text("utf-8"))
+        except (FileNotFoundError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _write(self, data: dict[str, dict]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2), "utf-8")
+        os.replace(tmp, self.path)
+
+    def put(self, name: str, record: dict) -> None:
+        data = self.read()
+        data[name] = record
+        self._write(data)
+
+    def drop(self, name: str, pid: int | None = None) -> None:
+        data = self.read()
+        if name in data and (pid is None or data[name].get("pid") == pid):
+            del data[name]
+            self._write(data)
+
+    def reap(self, grace: float = 5.0) -> list[dict]:
+        """Kill the process groups of backends a dead controller left behind; return what was reaped.
+
+        A pid is only signalled when the process with that pid started at the recorded time, so a pid the
+        OS has since given to an unrelated process is never touched.
+        """
+        reaped = []
+        for name, rec in self.read().items():
+            pid, created = rec.get("pid"), rec.get("create_time")
+            if not isinstance(pid, int) or not isinstance(created, (int, float)):
+                continue
+            try:
+                proc = psutil.Process(pid)
+                if abs(proc.create_time() - created) > 0.05:
+                    continue  # the pid was reused: not ours
+            except psutil.Error:
+                continue
+            _kill_group(pid, grace)
+            reaped.append({"name": name, **rec})
+        self._write({})
+        return reaped
+
+
+def _kill_group(pgid: int, grace: float) -> None:
+    """SIGTERM the group, wait up to ``grace`` seconds for its leader, then SIGKILL it (blocking)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not psutil.pid_exists(pgid) or _is_zombie(pgid):
+            break
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True
+
+
+async def http_status(host: str, port: int, path: str, timeout: float = 2.0) -> int | None:
+    """The status code of a GET, or None when nothing answers. Tiny on purpose: used for readiness only."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except (OSError, TimeoutError):
+        return None
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode())
+        line = await asyncio.wait_for(reader.readline(), timeout)
+        parts = line.split()
+        return int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else None
+    except (OSError, TimeoutError, ValueError):
+        return None
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+# one backend -------------------------------------------------------------------------------------------------
+class Backend:
+    """A supervised model server. ``start()`` launches it and returns at once; ``wait_ready()`` waits."""
+
+    def __init__(
+        self,
+        spec: LaunchSpec,
+        adapter: RuntimeAdapter,
+        *,
+        log_dir: Path,
+        state: StateFile,
+        policy: RestartPolicy | None = None,
+        on_change: Callable[[Backend], None] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.adapter = adapter
+        self.policy = policy or RestartPolicy()
+        self.log_path = log_dir / f"{spec.model_name.replace(':', '_')}.log"
+        self.state_file = state
+        self.on_change = on_change
+        self.state = BackendState.STOPPED
+        self.pid: int | None = None
+        self.started_at: float | None = None  # wall clock of the current process's start
+        self.ready_at: float | None = None
+        self.restarts = 0
+        self.error: str | None = None
+        self.failed_at: float | None = None
+        self.last_used = time.monotonic()
+        self.in_flight = 0
+        self.tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+        self.log_lines = 0  # lines written since the controller started this backend (offset for `logs -f`)
+        self._proc: asyncio.subprocess.Process | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+        self._done = asyncio.Event()
+        self._stopping = False
+        self._load_timed_out = False
+        self._crashes: deque[float] = deque()
+
+    # public ------------------------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.spec.model_name
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.spec.host}:{self.spec.port}"
+
+    @property
+    def alive(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        """Launch (idempotent while alive). Raises PortInUseError before spawning if the port is taken."""
+        if self.alive:
+            return
+        if not port_is_free(self.spec.host, self.spec.port):
+            raise PortInUseError(
+                f"port {self.spec.port} is already in use by {describe_port_owner(self.spec.port)}",
+                "llmctl never talks to a server it did not start; stop that process or choose another port.",
+            )
+        self._stopping = False
+        self.error = None
+        self.failed_at = None
+        self._ready.clear()
+        self._done.clear()
+        self._crashes.clear()
+        self.restarts = 0
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        if self.log_path.exists():
+            os.replace(self.log_path, self.log_path.with_suffix(".log.1"))
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"backend:{self.name}")
+
+    async def wait_ready(self, timeout: float) -> None:
+        """Wait until ready; raise BackendFailed if it failed, TimeoutError if still loading."""
+        if self.state is BackendState.READY:
+            return
+        if self.state is BackendState.FAILED or (not self.alive and self.state is not BackendState.READY):
+            raise self._failure()
+        ready = asyncio.ensure_future(self._ready.wait())
+        done = asyncio.ensure_future(self._done.wait())
+        try:
+            await asyncio.wait({ready, done}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+            done.cancel()
+        if self.state is BackendState.READY:
+            return
+        if self.state in (BackendState.FAILED, BackendState.STOPPED):
+            raise self._failure()
+        raise TimeoutError(f"{self.name} is still {self.state.value}")
+
+    async def stop(self) -> None:
+        """SIGTERM the process group, wait the grace period, then SIGKILL. Safe to call in any state."""
+        self._stopping = True
+        if self._proc is not None and self._proc.returncode is None:
+            self._set_state(BackendState.STOPPING)
+            await self._terminate(self._proc)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.state is not BackendState.FAILED:
+            self._set_state(BackendState.STOPPED)
+
+    def memory_bytes(self) -> int | None:
+        """Resident memory of the server and its children."""
+        if self.pid is None or self.state not in (BackendState.READY, BackendState.STARTING):
+            return None
+        try:
+            proc = psutil.Process(self.pid)
+            return proc.memory_info().rss + sum(
+                c.memory_info().rss for c in proc.children(recursive=True) if c.is_running()
+            )
+        except psutil.Error:
+            return None
+
+    def status(self) -> dict:
+        now = time.time()
+        return {
+            "model": self.name,
+            "runtime": self.adapter.name,
+            "command": os.path.basename(self.adapter.build_command(self.spec)[0]),
+            "state": self.state.value,
+            "pid": self.pid if self.state not in (BackendState.STOPPED, BackendState.FAILED) else None,
+            "port": self.spec.port,
+            "uptime": round(now - self.ready_at, 1) if self.ready_at and self.state is BackendState.READY else None,
+            "restarts": self.restarts,
+            "memory_bytes": self.memory_bytes(),
+            "in_flight": self.in_flight,
+            "error": self.error,
+            "log_path": str(self.log_path),
+            "last_log_lines": list(self.tail)[-10:] if self.state is BackendState.FAILED else [],
+        }
+
+    # internals ---------------------------------------------------------------------------------------------
+    def _failure(self) -> BackendFailed:
+        return BackendFailed(
+            f"{self.name} failed",
+            self.error or f"the backend is {self.state.value}",
+            log_tail=list(self.tail)[-20:],
+        )
+
+    def _set_state(self, state: BackendState) -> None:
+        if self.state is not state:
+            self.state = state
+            if self.on_change:
+                self.on_change(self)
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                exit_code, was_ready = await self._run_once()
+                if self._stopping:
+                    return
+                if not was_ready:
+                    if self._load_timed_out:
+                        self._fail(f"the model was not ready after {self.policy.ready_timeout:.0f} s")
+                    else:
+                        self._fail(f"the server exited with code {exit_code} while loading the model")
+                    return
+                now = time.monotonic()
+                self._crashes.append(now)
+                while self._crashes and now - self._crashes[0] > self.policy.window:
+                    self._crashes.popleft()
+                if len(self._crashes) > self.policy.max_restarts:
+                    self._fail(
+                        f"crashed {len(self._crashes)} times in {self.policy.window:.0f} s "
+                        f"(last exit code {exit_code}); not restarting again"
+                    )
+                    return
+                delay = min(self.policy.backoff_initial * 2 ** (len(self._crashes) - 1), self.policy.backoff_max)
+                self.error = f"exited with code {exit_code}; restarting in {delay:.1f} s"
+                self._set_state(BackendState.RESTARTING)
+                await asyncio.sleep(delay)
+                if self._stopping:
+                    return
+                self.restarts += 1
+        finally:
+            self._done.set()
+
+    def _fail(self, reason: str) -> None:
+        self.error = reason
+        self.failed_at = time.monotonic()
+        self._set_state(BackendState.FAILED)
+
+    async def _run_once(self) -> tuple[int, bool]:
+        """Spawn, wait for readiness, then for exit. Returns (exit code, whether it became ready)."""
+        argv = self.adapter.build_command(self.spec)
+        self._ready.clear()
+        self._load_timed_out = False
+        self.ready_at = None
+        self._set_state(BackendState.STARTING)
+        with self.log_path.open("ab") as log:
+            log.write(f"--- llmctl: starting {' '.join(argv)}\n".encode())
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,  # its own process group: signals reach the runtime's children too
+        )
+        self._proc = proc
+        self.pid = proc.pid
+        self.started_at = time.time()
+        with contextlib.suppress(psutil.Error):
+            self.state_file.put(
+                self.name,
+                {"pid": proc.pid, "create_time": psutil.Process(proc.pid).create_time(),
+                 "port": self.spec.port, "argv": argv},
+            )
+        pump = asyncio.create_task(self._pump_output(proc))
+        was_ready = False
+        try:
+            was_ready = await self._wait_healthy(proc)
+            if was_ready:
+                self.ready_at = time.time()
+                self.error = None
+                self._set_state(BackendState.READY)
+                self._ready.set()
+            code = await proc.wait()
+            await asyncio.wait_for(pump, timeout=2.0)
+            return code, was_ready
+        except asyncio.CancelledError:
+            await self._terminate(proc)
+            raise
+        finally:
+            if not pump.done():
+                pump.cancel()
+            self.state_file.drop(self.name, proc.pid)
+            if self._proc is proc:
+                self._proc = None
+
+    async def _wait_healthy(self, proc: asyncio.subprocess.Process) -> bool:
+        """Poll the adapter's readiness path while our process lives; never probe a port after it exits."""
+        deadline = time.monotonic() + self.policy.ready_timeout
+        path = self.adapter.health_path()
+        delay = 0.05
+        while proc.returncode is None and time.monotonic() < deadline:
+            status = await http_status(self.spec.host, self.spec.port, path)
+            if status == 200 and proc.returncode is None:
+                return True
+            exited = asyncio.ensure_future(proc.wait())
+            try:
+                await asyncio.wait({exited}, timeout=delay)
+            finally:
+                if not exited.done():
+                    exited.cancel()
+            delay = min(delay * 1.5, 0.5)
+        if proc.returncode is None:
+            self._append_log(f"--- llmctl: not ready after {self.policy.ready_timeout:.0f} s; stopping it")
+            self._load_timed_out = True
+            await self._terminate(proc)
+        return False
+
+    async def _terminate(self, proc: asyncio.subprocess.Process) -> None:
+        if proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), self.policy.stop_grace)
+        except TimeoutError:
+            self._append_log(f"--- llmctl: no exit {self.policy.stop_grace:.0f} s after SIGTERM; sending SIGKILL")
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+        # the leader is gone; make sure nothing it forked lingers in the group
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    def _append_log(self, line: str) -> None:
+        self.tail.append(line)
+        self.log_lines += 1
+        with contextlib.suppress(OSError), self.log_path.open("ab") as log:
+            log.write(line.encode() + b"\n")
+
+    async def _pump_output(self, proc: asyncio.subprocess.Process) -> None:
+        """Copy the server's output to the log file and the tail. Reads chunks, not lines: llama.cpp prints
+        progress dots without newlines, which would overrun a line reader's limit."""
+        assert proc.stdout is not None
+        partial = b""
+        with self.log_path.open("ab") as log:
+            while chunk := await proc.stdout.read(65536):
+                log.write(chunk)
+                log.flush()
+                lines = (partial + chunk).split(b"\n")
+                partial = lines.pop()[-4096:]
+                for raw in lines:
+                    self.tail.append(raw.decode("utf-8", "replace").rstrip("\r"))
+                    self.log_lines += 1
+            if partial:
+                self.tail.append(partial.decode("utf-8", "replace"))
+                self.log_lines += 1

@@ -1,0 +1,1 @@
+"""Textual screens and widgets (the TUI lands with the TUI issue)."""
