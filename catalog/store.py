@@ -136,8 +136,8 @@ class ModelStore:
     def import_file(self, path: Path, name: str | None = None, *, replace: bool = False) -> ModelEntry:
         """Register a local GGUF by reference after reading (and so validating) its header."""
         resolved = path.expanduser().resolve()
-        info = read_gguf(resolved)  # raises ModelFileError with a clear message on anything malformed
         final = validate_name(name) if name else name_from_path(resolved)
+        info = read_gguf(resolved)  # raises ModelFileError with a clear message on anything malformed
         entry = ModelEntry(
             name=final,
             path=str(resolved),

@@ -66,6 +66,8 @@ class LlamaCppPython:
             "--n_threads", str(spec.threads),
             "--n_threads_batch", str(spec.threads),
             "--n_gpu_layers", str(spec.n_gpu_layers),
+            # its default lets every new request cut off the one streaming: queue them instead
+            "--interrupt_requests", "false",
         ]
         if spec.chat_template:
             argv += ["--chat_format", spec.chat_template]

@@ -31,7 +31,10 @@ def write_tiny_llama(
     dtype: type = np.float32,
     seed: int = 0,
     name: str = "tiny-llama",
+    omit_tensor: str | None = None,
 ) -> Path:
+    """Write the model; ``omit_tensor`` leaves one out, giving a file whose header is fine but that
+    llama.cpp refuses to load."""
     rng = np.random.default_rng(seed)
     w = gguf.GGUFWriter(str(path), "llama")
     w.add_name(name)
@@ -69,10 +72,13 @@ def write_tiny_llama(
     w.add_chat_template(CHAT_TEMPLATE)
 
     def t(name: str, *shape: int, scale: float = 0.02) -> None:
-        w.add_tensor(name, (rng.standard_normal(shape) * scale).astype(dtype))
+        data = (rng.standard_normal(shape) * scale).astype(dtype)
+        if name != omit_tensor:
+            w.add_tensor(name, data)
 
     def ones(name: str, n: int) -> None:
-        w.add_tensor(name, np.ones(n, dtype=np.float32))
+        if name != omit_tensor:
+            w.add_tensor(name, np.ones(n, dtype=np.float32))
 
     head_dim = n_embd // n_head
     t("token_embd.weight", n_vocab, n_embd, scale=1.0)

@@ -15,8 +15,9 @@ from dataclasses import asdict, dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-# an event carries a token when it has a non-empty "content" (chat) or "text" (completions) string
-_TOKEN_RE = re.compile(rb'"(?:content|text)"\s*:\s*"(?!")')
+# an event carries a token when it has a "content" (chat) or "text" (completions) string, even an empty one
+# (a byte-fallback token that ends mid-UTF-8 arrives as ""), and is not the opening role announcement
+_TOKEN_RE = re.compile(rb'"(?:content|text)"\s*:\s*"')
 _EVENT_SPLIT = re.compile(rb"\r?\n\r?\n")
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2)
@@ -61,7 +62,7 @@ class StreamMeter:
         self._partial = events.pop()[-65536:]
         gaps = []
         for event in events:
-            if _TOKEN_RE.search(event):
+            if _TOKEN_RE.search(event) and b'"role"' not in event:
                 if self.first is None:
                     self.first = now
                 elif self.last is not None:

@@ -1,0 +1,3 @@
+from llmctl.app.cli import main
+
+main()

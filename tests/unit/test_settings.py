@@ -1,0 +1,65 @@
+"""Precedence: defaults < config.toml < LLMCTL_CONFIG file < LLMCTL_* env < flags; clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llmctl.app.paths import resolve_paths
+from llmctl.app.settings import load_settings
+from llmctl.catalog.errors import ConfigError
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_llmctl_home_relocates_every_path(llmctl_home: Path) -> None:
+    paths = resolve_paths()
+    for value in paths.as_dict().values():
+        assert Path(value).is_relative_to(llmctl_home)
+    assert not llmctl_home.exists()  # nothing is created by resolving
+
+
+def test_defaults() -> None:
+    s = load_settings(resolve_paths())
+    assert (s.server.host, s.server.port, s.server.api_key) == ("127.0.0.1", 7878, None)
+
+
+def test_precedence(tmp_path: Path, monkeypatch) -> None:
+    paths = resolve_paths()
+    _write(paths.config_file, "[server]\nport = 8001\nmax_body_bytes = 4096\n[backends]\nctx_size = 1024\n"
+                              "parallel = 3\nthreads = 3\n")
+    assert load_settings(paths).server.port == 8001
+    extra = _write(tmp_path / "extra.toml", "[server]\nport = 8002\n[backends]\nctx_size = 2048\n")
+    monkeypatch.setenv("LLMCTL_CONFIG", str(extra))
+    s = load_settings(paths)
+    assert (s.server.port, s.backends.ctx_size, s.server.max_body_bytes) == (8002, 2048, 4096)
+    monkeypatch.setenv("LLMCTL_SERVER__PORT", "8003")
+    monkeypatch.setenv("LLMCTL_BACKENDS__PARALLEL", "5")
+    s = load_settings(paths)
+    assert (s.server.port, s.backends.parallel, s.backends.threads) == (8003, 5, 3)
+    s = load_settings(paths, {"server.port": 8004, "backends.threads": None})
+    assert (s.server.port, s.backends.threads) == (8004, 3)  # an unset flag does not override
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [("[server]\nport = 'x'\n", "server.port"), ("[server\n", "cannot be parsed"),
+     ("[server]\nport = 70000\n", "server.port"), ("[nonsense]\na = 1\n", "nonsense")],
+)
+def test_bad_config_is_a_clear_error(text: str, match: str) -> None:
+    paths = resolve_paths()
+    _write(paths.config_file, text)
+    with pytest.raises(ConfigError, match=match) as err:
+        load_settings(paths)
+    assert str(paths.config_file) in err.value.message
+
+
+def test_missing_llmctl_config_file(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("LLMCTL_CONFIG", str(tmp_path / "nope.toml"))
+    with pytest.raises(ConfigError, match="not a file"):
+        load_settings(resolve_paths())

@@ -1,0 +1,45 @@
+"""Requests are checked before they reach a backend; each failure names the field."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmctl.app.controller.errors import ApiError
+from llmctl.app.controller.validation import check_chat, check_completion, check_embeddings
+
+OK = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.mark.parametrize(
+    ("patch", "param"),
+    [({"model": ""}, "model"), ({"model": 3}, "model"), ({"messages": []}, "messages"),
+     ({"messages": "hi"}, "messages"), ({"messages": [{"content": "x"}]}, "messages[0]"),
+     ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
+     ({"max_tokens": -1}, "max_tokens"), ({"max_tokens": 0}, "max_tokens"), ({"max_tokens": 1.5}, "max_tokens"),
+     ({"max_tokens": True}, "max_tokens"), ({"max_tokens": 10**9}, "max_tokens"),
+     ({"max_completion_tokens": -5}, "max_completion_tokens"), ({"n": 2}, "n"), ({"n": 0}, "n"),
+     ({"temperature": -0.1}, "temperature"), ({"temperature": "hot"}, "temperature"), ({"top_p": 1.5}, "top_p"),
+     ({"stream": "yes"}, "stream"), ({"stop": [1]}, "stop"), ({"stop": ["a"] * 17}, "stop"),
+     ({"presence_penalty": 3}, "presence_penalty"), ({"top_logprobs": 50}, "top_logprobs")],
+)
+def test_chat_rejects(patch: dict, param: str) -> None:
+    with pytest.raises(ApiError) as err:
+        check_chat({**OK, **patch})
+    assert err.value.status == 400
+    assert err.value.param == param or (param == "model" and err.value.param == "model")
+    assert param.split("[")[0] in err.value.message
+
+
+def test_chat_accepts_valid_and_unknown_fields() -> None:
+    check_chat({**OK, "max_tokens": 16, "temperature": 0, "stream": True, "stop": ["\n"], "n": 1,
+                "vendor_extension": {"anything": 1}, "max_tokens_extra": -1})
+
+
+def test_completion_and_embeddings() -> None:
+    check_completion({"model": "m", "prompt": "hello"})
+    check_completion({"model": "m", "prompt": [1, 2, 3]})
+    with pytest.raises(ApiError, match="prompt"):
+        check_completion({"model": "m", "prompt": {"x": 1}})
+    check_embeddings({"model": "m", "input": ["a"]})
+    with pytest.raises(ApiError, match="input"):
+        check_embeddings({"model": "m", "input": []})
