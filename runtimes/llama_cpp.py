@@ -8,11 +8,26 @@ to half the logical cores, which on a 2-core machine made a 128-token completion
 from __future__ import annotations
 
 import importlib.util
+import re
 import shutil
 import sys
 from dataclasses import dataclass
 
 from llmctl.runtimes.base import LaunchSpec, RuntimeInfo
+
+# llama.cpp's own words for a load failure, e.g.
+# "llama_model_load: error loading model: check_tensor_dims: tensor 'output_norm.weight' not found"
+_LOAD_ERROR = re.compile(r"error loading model(?: architecture)?: (.+)|failed to allocate (.+)|"
+                         r"unknown model architecture: (.+)|error: (.+)", re.IGNORECASE)
+
+
+def llama_failure_reason(lines: list[str]) -> str | None:
+    """The first line in which llama.cpp says why loading failed."""
+    for line in lines:
+        m = _LOAD_ERROR.search(line)
+        if m:
+            return next(g for g in m.groups() if g).strip()
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +62,9 @@ class LlamaServer:
     def supports_embeddings(self) -> bool:
         return False  # llama-server's --embeddings restricts it to embedding models
 
+    def failure_reason(self, lines: list[str]) -> str | None:
+        return llama_failure_reason(lines)
+
 
 @dataclass(frozen=True, slots=True)
 class LlamaCppPython:
@@ -79,6 +97,9 @@ class LlamaCppPython:
 
     def supports_embeddings(self) -> bool:
         return False
+
+    def failure_reason(self, lines: list[str]) -> str | None:
+        return llama_failure_reason(lines)
 
 
 def find_llama_server(configured: str | None = None) -> RuntimeInfo | None:

@@ -51,7 +51,10 @@ class RestartPolicy:
 
 # ports -------------------------------------------------------------------------------------------------------
 def port_is_free(host: str, port: int) -> bool:
+    """True when nothing listens on the port. SO_REUSEADDR, as servers set it, so that connections still in
+    TIME_WAIT from a server we just stopped do not count as taken; a listener always does."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
@@ -200,7 +203,6 @@ class Backend:
         self.last_used = time.monotonic()
         self.in_flight = 0
         self.tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
-        self.log_lines = 0  # lines written since the controller started this backend (offset for `logs -f`)
         self._proc: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
@@ -242,6 +244,7 @@ class Backend:
         if self.log_path.exists():
             os.replace(self.log_path, self.log_path.with_suffix(".log.1"))
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"backend:{self.name}")
+        self._set_state(BackendState.STARTING)  # now, so a waiter never sees the previous run's state
 
     async def wait_ready(self, timeout: float) -> None:
         """Wait until ready; raise BackendFailed if it failed, TimeoutError if still loading."""
@@ -329,7 +332,9 @@ class Backend:
                     if self._load_timed_out:
                         self._fail(f"the model was not ready after {self.policy.ready_timeout:.0f} s")
                     else:
-                        self._fail(f"the server exited with code {exit_code} while loading the model")
+                        reason = self.adapter.failure_reason(list(self.tail))
+                        self._fail(f"the server exited with code {exit_code} while loading the model"
+                                   + (f": {reason}" if reason else ""))
                     return
                 now = time.monotonic()
                 self._crashes.append(now)
@@ -363,8 +368,7 @@ class Backend:
         self._load_timed_out = False
         self.ready_at = None
         self._set_state(BackendState.STARTING)
-        with self.log_path.open("ab") as log:
-            log.write(f"--- llmctl: starting {' '.join(argv)}\n".encode())
+        self._append_log(f"--- llmctl: starting {' '.join(argv)}")
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.DEVNULL,
@@ -443,7 +447,6 @@ class Backend:
 
     def _append_log(self, line: str) -> None:
         self.tail.append(line)
-        self.log_lines += 1
         with contextlib.suppress(OSError), self.log_path.open("ab") as log:
             log.write(line.encode() + b"\n")
 
@@ -460,7 +463,5 @@ class Backend:
                 partial = lines.pop()[-4096:]
                 for raw in lines:
                     self.tail.append(raw.decode("utf-8", "replace").rstrip("\r"))
-                    self.log_lines += 1
             if partial:
                 self.tail.append(partial.decode("utf-8", "replace"))
-                self.log_lines += 1

@@ -82,28 +82,22 @@ class ControlApi:
         return web.json_response(backend.status())
 
     async def logs(self, request: web.Request) -> web.Response:
-        """``?tail=N`` last lines; ``?since=K`` lines after offset K (for follow). Falls back to the log file."""
+        """``?tail=N``: the last N lines. ``?since=K``: what was written after byte K (``next`` is the new K),
+        for ``logs -f``. Read from the log file, so it works for stopped models too."""
         name = request.match_info["model"].lower()
         try:
-            tail = min(int(request.query.get("tail", "100")), MAX_LOG_LINES)
+            tail = max(0, min(int(request.query.get("tail", "100")), MAX_LOG_LINES))
             since = int(request.query["since"]) if "since" in request.query else None
         except ValueError:
             raise ApiError(400, "tail and since must be whole numbers", code="invalid_value") from None
         backend = self.c.scheduler.get(name)
-        if backend is not None:
-            lines = list(backend.tail)
-            total = backend.log_lines
-            if since is not None:
-                lines = lines[max(0, len(lines) - (total - since)):] if total > since else []
-            else:
-                lines = lines[-tail:] if tail > 0 else []
-            return web.json_response({"model": name, "lines": lines, "next": total, "state": backend.state.value,
-                                      "log_path": str(backend.log_path)})
-        path = self.c.paths.logs_dir / f"{name.replace(':', '_')}.log"
-        if not _inside(path, self.c.paths.logs_dir) or not path.is_file():
+        logs_dir = self.c.paths.logs_dir
+        path = backend.log_path if backend is not None else logs_dir / f"{name.replace(':', '_')}.log"
+        if not _inside(path, logs_dir) or not path.is_file():
             raise ApiError(404, f"no logs for '{name}': it has not run under this controller", code="no_logs")
-        return web.json_response({"model": name, "lines": _last_lines(path, tail), "next": 0, "state": "stopped",
-                                  "log_path": str(path)})
+        lines, end = _read_log(path, tail, since)
+        return web.json_response({"model": name, "lines": lines, "next": end, "log_path": str(path),
+                                  "state": backend.state.value if backend is not None else "stopped"})
 
     async def requests(self, request: web.Request) -> web.Response:
         try:
@@ -122,7 +116,16 @@ def _inside(path: Path, root: Path) -> bool:
     return os.path.commonpath([path.resolve(), root.resolve()]) == str(root.resolve())
 
 
-def _last_lines(path: Path, n: int) -> list[str]:
+def _read_log(path: Path, tail: int, since: int | None, window: int = 1 << 20) -> tuple[list[str], int]:
+    """Complete lines from a log file: the last ``tail`` ones, or those after byte ``since``."""
     with path.open("rb") as f:
-        f.seek(max(0, f.seek(0, os.SEEK_END) - 256 * 1024))
-        return [line.decode("utf-8", "replace") for line in deque(f.read().splitlines(), maxlen=n)]
+        size = f.seek(0, os.SEEK_END)
+        if since is None:
+            f.seek(max(0, size - window))
+            return [b.decode("utf-8", "replace") for b in deque(f.read().splitlines(), maxlen=tail)], size
+        if since > size:  # the log was rotated by a restart: start over
+            since = 0
+        f.seek(since)
+        chunk = f.read(window)
+    complete = chunk[: chunk.rfind(b"\n") + 1]
+    return [b.decode("utf-8", "replace") for b in complete.splitlines()], since + len(complete)

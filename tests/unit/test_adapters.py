@@ -53,3 +53,11 @@ def test_python_server_is_the_fallback(tmp_path: Path, monkeypatch) -> None:
     adapter = pick_adapter()
     assert isinstance(adapter, LlamaCppPython) and adapter.python == sys.executable
     assert isinstance(pick_adapter(configured=str(tmp_path / "missing")), LlamaCppPython)
+
+
+def test_load_failure_reason_is_llama_cpp_own_words() -> None:
+    lines = ["llama_model_loader: - kv 0", "llama_model_load: error loading model: check_tensor_dims: tensor "
+             "'output_norm.weight' not found", "llama_model_load_from_file_impl: failed to load model",
+             "ValueError: Failed to load model from file: /m.gguf"]
+    assert LlamaServer("x").failure_reason(lines) == "check_tensor_dims: tensor 'output_norm.weight' not found"
+    assert LlamaCppPython("x").failure_reason(["all fine"]) is None
