@@ -86,7 +86,7 @@ class ControllerClient:
         except httpx.ConnectError:
             raise ControllerUnavailable(
                 f"no llmctl controller is running at {self.base_url}",
-                "start one with `llmctl serve` (or check --port / LLMCTL_SERVER__PORT).",
+                "start one with `llmctl serve` (or point LLMCTL_SERVER__PORT at the one you started).",
             ) from None
         except httpx.TimeoutException:
             raise ControllerUnavailable(f"the controller at {self.base_url} did not answer in time",

@@ -51,7 +51,7 @@ class LaunchSpec:
     n_gpu_layers: int = 0
     threads: int = 1
     parallel: int = 1
-    chat_template: str | None = None  # a llama.cpp built-in template name, or None for the model's own
+    chat_template: str | None = None  # a built-in template family ("gemma", "chatml"), or None: the model's own
     extra_args: tuple[str, ...] = field(default_factory=tuple)
 
 

@@ -21,6 +21,19 @@ _LOAD_ERROR = re.compile(r"error loading model(?: architecture)?: (.+)|failed to
                          r"unknown model architecture: (.+)|error: (.+)", re.IGNORECASE)
 
 
+# a model file without a chat template gets its family's built-in one: (llama-server name, llama-cpp-python name)
+_FAMILY_TEMPLATES = {"gemma": ("gemma", "gemma"), "chatml": ("chatml", "chatml")}
+_ARCH_FAMILY = {"gemma": "gemma", "gemma2": "gemma", "gemma3": "gemma", "gemma3n": "gemma",
+                "qwen": "chatml", "qwen2": "chatml", "qwen3": "chatml", "qwen2moe": "chatml", "qwen3moe": "chatml"}
+
+
+def template_family(architecture: str | None, has_template: bool) -> str | None:
+    """For a file with no chat template of its own, the built-in template family of its architecture."""
+    if has_template or not architecture:
+        return None
+    return _ARCH_FAMILY.get(architecture)
+
+
 def llama_failure_reason(lines: list[str]) -> str | None:
     """The first line in which llama.cpp says why loading failed."""
     for line in lines:
@@ -53,7 +66,7 @@ class LlamaServer:
             "--no-webui",
         ]
         if spec.chat_template:
-            argv += ["--chat-template", spec.chat_template]
+            argv += ["--chat-template", _FAMILY_TEMPLATES.get(spec.chat_template, (spec.chat_template,))[0]]
         return argv + list(spec.extra_args)
 
     def health_path(self) -> str:
@@ -88,7 +101,7 @@ class LlamaCppPython:
             "--interrupt_requests", "false",
         ]
         if spec.chat_template:
-            argv += ["--chat_format", spec.chat_template]
+            argv += ["--chat_format", _FAMILY_TEMPLATES.get(spec.chat_template, (spec.chat_template,) * 2)[1]]
         return argv + list(spec.extra_args)
 
     def health_path(self) -> str:

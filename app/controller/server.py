@@ -30,7 +30,7 @@ from llmctl.app.settings import Settings, is_loopback
 from llmctl.catalog.errors import ConfigError, LlmctlError
 from llmctl.catalog.store import ModelEntry, ModelStore
 from llmctl.runtimes.base import LaunchSpec, PortInUseError
-from llmctl.runtimes.llama_cpp import pick_adapter
+from llmctl.runtimes.llama_cpp import pick_adapter, template_family
 from llmctl.runtimes.process import (
     Backend,
     RestartPolicy,
@@ -96,6 +96,7 @@ class Controller:
             n_gpu_layers=b.n_gpu_layers,
             threads=b.threads or physical_cores(),
             parallel=b.parallel,
+            chat_template=template_family(entry.facts.get("architecture"), entry.facts.get("has_chat_template", True)),
         )
         return Backend(spec, adapter, log_dir=self.paths.logs_dir, state=self.state, policy=self.policy,
                        on_change=self._backend_changed)

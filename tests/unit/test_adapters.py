@@ -61,3 +61,15 @@ def test_load_failure_reason_is_llama_cpp_own_words() -> None:
              "ValueError: Failed to load model from file: /m.gguf"]
     assert LlamaServer("x").failure_reason(lines) == "check_tensor_dims: tensor 'output_norm.weight' not found"
     assert LlamaCppPython("x").failure_reason(["all fine"]) is None
+
+
+def test_files_without_a_template_get_their_family_template() -> None:
+    from llmctl.runtimes.llama_cpp import template_family
+
+    assert template_family("gemma3", has_template=False) == "gemma"
+    assert template_family("qwen2", has_template=False) == "chatml"
+    assert template_family("gemma3", has_template=True) is None  # the file's own template wins
+    assert template_family("llama", has_template=False) is None  # the runtime's default
+    spec = LaunchSpec(model_name="g", model_path=Path("/g.gguf"), port=1, chat_template="gemma")
+    assert LlamaServer("ls").build_command(spec)[-2:] == ["--chat-template", "gemma"]
+    assert LlamaCppPython("py").build_command(spec)[-2:] == ["--chat_format", "gemma"]

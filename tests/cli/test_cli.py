@@ -1,0 +1,82 @@
+"""The CLI's offline commands through click's runner, and `--help` staying light."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from llmctl.app.cli import cli, main
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def test_import_list_rm(runner: CliRunner, tiny_gguf: Path, llmctl_home: Path) -> None:
+    r = runner.invoke(cli, ["import", str(tiny_gguf), "--name", "Tiny"])
+    assert r.exit_code == 0, r.output
+    assert "imported tiny: llama F32" in r.output and "context 2048" in r.output
+    listed = json.loads(runner.invoke(cli, ["models", "list", "--json"]).output)
+    assert [m["name"] for m in listed] == ["tiny"] and listed[0]["facts"]["n_layers"] == 2
+    table = runner.invoke(cli, ["models", "list"]).output
+    assert "tiny" in table and "F32" in table
+    r = runner.invoke(cli, ["models", "rm", "tiny"])
+    assert r.exit_code == 0 and "left in place" in r.output
+    assert tiny_gguf.exists()
+    assert "no models yet" in runner.invoke(cli, ["models", "list"]).output
+
+
+def test_paths_json(runner: CliRunner, llmctl_home: Path) -> None:
+    data = json.loads(runner.invoke(cli, ["paths", "--json"]).output)
+    assert data["config_file"] == str(llmctl_home / "config" / "config.toml")
+    assert all(Path(v).is_relative_to(llmctl_home) for v in data.values())
+
+
+def _main(args: list[str], monkeypatch, capsys) -> tuple[int, str]:
+    monkeypatch.setattr(sys, "argv", ["llmctl", *args])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    return exc.value.code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [(["import", "/no/such/file.gguf"], "does not exist"),
+     (["models", "rm", "ghost"], "no model named 'ghost'"),
+     (["import", "{tiny}", "--name", "../../etc"], "not a valid model name")],
+)
+def test_errors_are_one_clear_line_and_exit_1(monkeypatch, capsys, tiny_gguf: Path, args, expected) -> None:
+    code, err = _main([a.replace("{tiny}", str(tiny_gguf)) for a in args], monkeypatch, capsys)
+    assert code == 1
+    assert err.startswith("error: ") and expected in err
+    assert "Traceback" not in err
+
+
+def test_bad_model_file_error(monkeypatch, capsys, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\xff" * 16 + bytes(8))
+    code, err = _main(["import", str(bad)], monkeypatch, capsys)
+    assert code == 1 and "bad.gguf is not a valid GGUF file" in err and "Re-download" in err
+
+
+def test_bad_config_error(monkeypatch, capsys, llmctl_home: Path) -> None:
+    (llmctl_home / "config").mkdir(parents=True)
+    (llmctl_home / "config" / "config.toml").write_text("[server]\nport = 'eighty'\n")
+    code, err = _main(["ps"], monkeypatch, capsys)
+    assert code == 1 and "configuration is invalid" in err and "server.port" in err
+
+
+def test_help_does_not_import_heavy_modules() -> None:
+    code = ("import sys\nfrom llmctl.app.cli import main\nsys.argv=['llmctl','--help']\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "heavy=[m for m in ('textual','httpx','aiohttp','llama_cpp','rich','pydantic','psutil') "
+            "if m in sys.modules]\nprint('HEAVY', heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
+    assert "Usage: llmctl" in out
+    assert "HEAVY []" in out
