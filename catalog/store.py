@@ -119,7 +119,8 @@ class ModelStore:
             self._cache = None
             entries = dict(self._load())
             yield entries
-            payload = {"schema": _SCHEMA, "models": [e.to_json() for e in sorted(entries.values(), key=lambda e: e.name)]}
+            ordered = sorted(entries.values(), key=lambda e: e.name)
+            payload = {"schema": _SCHEMA, "models": [e.to_json() for e in ordered]}
             fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".models.", suffix=".tmp")
             try:
                 with os.fdopen(fd, "w", encoding="utf-8") as out:

@@ -68,7 +68,7 @@ class ControlApi:
         except (BackendFailed, ModelLoading, TimeoutError) as exc:
             tail = getattr(exc, "log_tail", [])
             raise ApiError(503, f"{entry.name} did not become ready: {exc}"
-                           + (f"\nlast log lines:\n" + "\n".join(tail[-10:]) if tail else ""),
+                           + ("\nlast log lines:\n" + "\n".join(tail[-10:]) if tail else ""),
                            code="backend_failed") from None
         except LlmctlError as exc:
             raise ApiError(409, f"{exc.title}: {exc.message}", code="cannot_start") from None

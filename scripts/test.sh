@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh machine: installs llmctl and its test tools into .venv (llama-cpp-python
+# builds from source the first time, ~9 minutes; pip caches the wheel), builds the native llama-server once
+# (cached), then runs ruff, the import-layer contracts and every test, integration tests included.
+# Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[test]'
+LLMCTL_TEST_LLAMA_SERVER=$(PYTHON=.venv/bin/python scripts/build-llama-server.sh)
+export LLMCTL_TEST_LLAMA_SERVER
+.venv/bin/ruff check .
+.venv/bin/lint-imports
+.venv/bin/python -m pytest "$@"
