@@ -151,10 +151,20 @@ class Gateway:
         finally:
             self.metrics.finish(rec, status, meter, usage=usage, error=error)
 
-    async def _unary(self, url: str, raw: bytes) -> tuple[web.Response, int, dict | None]:
+    async def _post(self, url: str, raw: bytes) -> aiohttp.ClientResponse:
+        """POST to a backend. A pooled connection the backend closed between requests (llama-server's HTTP
+        library does so after a number of keep-alive requests) fails before any answer; inference has no side
+        effects, so that one case is retried once on a fresh connection."""
         assert self.session is not None
+        headers = {"Content-Type": "application/json"}
         try:
-            async with self.session.post(url, data=raw, headers={"Content-Type": "application/json"}) as up:
+            return await self.session.post(url, data=raw, headers=headers)
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+            return await self.session.post(url, data=raw, headers=headers)
+
+    async def _unary(self, url: str, raw: bytes) -> tuple[web.Response, int, dict | None]:
+        try:
+            async with await self._post(url, raw) as up:
                 data = await up.read()
                 status, ctype = up.status, up.headers.get("Content-Type", "application/json")
         except _UPSTREAM_ERRORS as exc:
@@ -171,9 +181,8 @@ class Gateway:
     async def _stream(
         self, request: web.Request, url: str, raw: bytes, meter: StreamMeter, model: str
     ) -> tuple[web.StreamResponse, int, str | None]:
-        assert self.session is not None
         try:
-            upstream = await self.session.post(url, data=raw, headers={"Content-Type": "application/json"})
+            upstream = await self._post(url, raw)
         except _UPSTREAM_ERRORS as exc:
             raise ApiError(502, f"the model server did not answer ({type(exc).__name__})",
                            code="backend_error") from None

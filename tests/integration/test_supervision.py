@@ -186,3 +186,27 @@ def test_cli_without_controller_says_what_to_do(home: Path) -> None:
     r = run_cli(home, "ps", LLMCTL_SERVER__PORT="1")
     assert r.returncode == 1
     assert "no llmctl controller is running" in r.stderr and "llmctl serve" in r.stderr
+
+
+def test_request_during_a_long_load_gets_503_with_retry_after(controller) -> None:
+    proc = controller(LLMCTL_BACKENDS__LOAD_WAIT="0.001")
+    r = _chat(proc)
+    assert r.status_code == 503
+    assert r.headers["Retry-After"] == "5"
+    assert r.json()["error"]["code"] == "model_loading"
+    proc.wait_state("tiny", "ready")  # the load goes on; the retry succeeds
+    assert _chat(proc).status_code == 200
+
+
+def test_cors_is_llmctls_own_policy(controller) -> None:
+    proc = controller(LLMCTL_SERVER__CORS_ORIGINS='["http://app.local"]')
+    allowed = httpx.get(proc.url + "/v1/models", headers={"Origin": "http://app.local"}, timeout=10)
+    assert allowed.headers["access-control-allow-origin"] == "http://app.local"
+    other = httpx.get(proc.url + "/v1/models", headers={"Origin": "http://evil.example"}, timeout=10)
+    assert "access-control-allow-origin" not in other.headers
+    preflight = httpx.options(proc.url + "/v1/chat/completions", headers={"Origin": "http://app.local"}, timeout=10)
+    assert preflight.status_code == 204 and "Authorization" in preflight.headers["access-control-allow-headers"]
+    # streamed responses carry it too; the backend's own (permissive) CORS headers never pass through
+    with httpx.stream("POST", proc.url + "/v1/chat/completions", json={**CHAT, "stream": True},
+                      headers={"Origin": "http://evil.example"}, timeout=60) as r:
+        assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
