@@ -36,7 +36,7 @@ from llmctl.runtimes.process import free_port  # noqa: E402
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def unary(client: httpx.Client, url: str) -> float:
@@ -81,7 +81,8 @@ def _streamed(client: httpx.Client, url: str, tokens: int) -> tuple[float, float
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--llama-server", default=os.environ.get("LLMCTL_TEST_LLAMA_SERVER") or shutil.which("llama-server"),
+    native = os.environ.get("LLMCTL_TEST_LLAMA_SERVER") or shutil.which("llama-server")
+    ap.add_argument("--llama-server", default=native,
                     help="native llama-server (default: $LLMCTL_TEST_LLAMA_SERVER or PATH); else llama_cpp.server")
     ap.add_argument("--model", type=Path, help="a GGUF to serve (default: a tiny random-weight llama, ~8k tok/s)")
     ap.add_argument("--requests", type=int, default=300)

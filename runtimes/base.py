@@ -67,7 +67,8 @@ class RuntimeInfo:
 class RuntimeAdapter(Protocol):
     """What the supervisor needs from a runtime."""
 
-    name: str
+    name: str  # the runtime ("llama.cpp")
+    launcher: str  # how it is launched ("llama-server", "llama_cpp.server")
 
     def build_command(self, spec: LaunchSpec) -> list[str]:
         """The argv that starts the server (pure)."""

@@ -49,6 +49,7 @@ class LlamaServer:
 
     executable: str
     name: str = "llama.cpp"
+    launcher: str = "llama-server"
 
     def build_command(self, spec: LaunchSpec) -> list[str]:
         # llama-server splits -c across its --parallel slots; give every slot the full context asked for
@@ -85,6 +86,7 @@ class LlamaCppPython:
 
     python: str = sys.executable
     name: str = "llama.cpp"
+    launcher: str = "llama_cpp.server"
 
     def build_command(self, spec: LaunchSpec) -> list[str]:
         argv = [

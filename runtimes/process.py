@@ -295,7 +295,7 @@ class Backend:
         return {
             "model": self.name,
             "runtime": self.adapter.name,
-            "command": os.path.basename(self.adapter.build_command(self.spec)[0]),
+            "command": self.adapter.launcher,
             "state": self.state.value,
             "pid": self.pid if self.state not in (BackendState.STOPPED, BackendState.FAILED) else None,
             "port": self.spec.port,

@@ -211,17 +211,21 @@ def _ctx_for(entry: ModelEntry, wanted: int) -> int:
     return min(wanted, trained) if isinstance(trained, int) and trained > 0 else wanted
 
 
+# SIGHUP too: closing the terminal that runs `llmctl serve` must not orphan its model servers
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 async def serve_forever(controller: Controller, preload: list[str]) -> None:
-    """Run until SIGINT/SIGTERM or a shutdown request; then stop every backend."""
+    """Run until SIGINT/SIGTERM/SIGHUP or a shutdown request; then stop every backend."""
     loop = asyncio.get_running_loop()
     await controller.start()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, controller.request_shutdown)
     try:
         await controller.preload(preload)
         await controller.wait_stopped()
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
         await controller.close()
 

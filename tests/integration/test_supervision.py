@@ -118,8 +118,8 @@ def test_backend_dying_mid_stream_ends_the_clients_stream(controller) -> None:
     assert rec["status"] == 502 and "mid-stream" in rec["error"]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_sigint_and_sigterm_leave_no_backend(controller, sig: int) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_stop_signals_leave_no_backend(controller, sig: int) -> None:
     proc = controller()
     assert _chat(proc).status_code == 200
     pid = proc.wait_state("tiny", "ready")["pid"]
