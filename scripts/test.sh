@@ -4,11 +4,8 @@
 # (cached), then runs ruff, the import-layer contracts and every test, integration tests included.
 # Extra arguments go to pytest.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-[ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test]'
+source "$(dirname "$0")/venv.sh"
+ensure_venv test
 LLMCTL_TEST_LLAMA_SERVER=$(PYTHON=.venv/bin/python scripts/build-llama-server.sh)
 export LLMCTL_TEST_LLAMA_SERVER
 .venv/bin/ruff check .
