@@ -3,56 +3,13 @@ command bodies so ``llmctl --help`` stays fast."""
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
 import click
 
 from llmctl import __version__
-
-
-class Context:
-    """Lazily resolved paths, settings and controller client shared by the commands."""
-
-    def __init__(self, overrides: dict[str, Any] | None = None) -> None:
-        self.overrides = overrides or {}
-        self._settings = None
-        self._paths = None
-
-    @property
-    def paths(self):
-        if self._paths is None:
-            from llmctl.app.paths import resolve_paths
-
-            self._paths = resolve_paths()
-        return self._paths
-
-    @property
-    def settings(self):
-        if self._settings is None:
-            from llmctl.app.settings import load_settings
-
-            self._settings = load_settings(self.paths, self.overrides)
-        return self._settings
-
-    def store(self):
-        from llmctl.catalog.store import ModelStore
-
-        return ModelStore(self.paths.data_dir)
-
-    def client(self):
-        from llmctl.app.client import ControllerClient, controller_url
-
-        key = self.settings.server.api_key
-        return ControllerClient(controller_url(self.settings, self.paths), key.get_secret_value() if key else None)
-
-
-pass_ctx = click.make_pass_decorator(Context, ensure=True)
-
-
-def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
+from llmctl.app.cli_context import Context, emit_json, pass_ctx
 
 
 def _size(n: int | None) -> str:
@@ -354,6 +311,16 @@ def paths(ctx: Context, as_json: bool) -> None:
     width = max(map(len, data))
     for key, value in data.items():
         click.echo(f"{key.ljust(width)}  {value}")
+
+
+def _add_plan_commands() -> None:
+    from llmctl.app import plan
+
+    for command in (plan.hw, plan.doctor, plan.fit, plan.recommend):
+        cli.add_command(command)
+
+
+_add_plan_commands()
 
 
 def main() -> None:

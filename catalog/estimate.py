@@ -168,8 +168,9 @@ def split_llama(facts: ModelFacts, req: FitRequest, ngl: int) -> tuple[int, int,
     kv_cpu = kv_cache_bytes(facts, req, range(first_gpu))
     compute = compute_bytes(facts, req)
     out = output_bytes(facts, req)
-    # repacking is a CPU-backend step: only tensors that stay on the CPU get the extra copy
-    repack = int(facts.repack_bytes * (cpu_w / weights)) if weights else 0
+    # repacking is a CPU-backend step for block weights: only blocks that stay on the CPU get the extra copy
+    body = sum(layers)
+    repack = int(facts.repack_bytes * sum(layers[:first_gpu]) / body) if body else 0
     baseline = BASELINE.get(req.launcher, BASELINE["llama-server"]) + facts.n_vocab * VOCAB_BYTES_PER_TOKEN
     terms = {"weights": weights, "repack": repack, "kv": kv_gpu + kv_cpu, "compute": compute, "output": out}
     if ngl == 0:

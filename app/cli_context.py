@@ -1,0 +1,51 @@
+"""What every CLI command shares: lazily resolved paths, settings and the controller client, and --json output."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+
+class Context:
+    """Lazily resolved paths, settings and controller client shared by the commands."""
+
+    def __init__(self, overrides: dict[str, Any] | None = None) -> None:
+        self.overrides = overrides or {}
+        self._settings = None
+        self._paths = None
+
+    @property
+    def paths(self):
+        if self._paths is None:
+            from llmctl.app.paths import resolve_paths
+
+            self._paths = resolve_paths()
+        return self._paths
+
+    @property
+    def settings(self):
+        if self._settings is None:
+            from llmctl.app.settings import load_settings
+
+            self._settings = load_settings(self.paths, self.overrides)
+        return self._settings
+
+    def store(self):
+        from llmctl.catalog.store import ModelStore
+
+        return ModelStore(self.paths.data_dir)
+
+    def client(self):
+        from llmctl.app.client import ControllerClient, controller_url
+
+        key = self.settings.server.api_key
+        return ControllerClient(controller_url(self.settings, self.paths), key.get_secret_value() if key else None)
+
+
+pass_ctx = click.make_pass_decorator(Context, ensure=True)
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))

@@ -1,0 +1,249 @@
+"""`llmctl hw`, `doctor`, `fit` and `recommend`: thin commands over runtimes.hardware and catalog's estimator."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import click
+
+from llmctl.app.cli_context import Context, emit_json, pass_ctx
+
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "kb": 10**3, "m": 1 << 20, "mib": 1 << 20, "mb": 10**6,
+          "g": 1 << 30, "gib": 1 << 30, "gb": 10**9, "t": 1 << 40, "tib": 1 << 40, "tb": 10**12}
+
+
+def parse_size(text: str) -> int:
+    m = re.fullmatch(r"\s*([\d.]+)\s*([a-zA-Z]*)\s*", text)
+    if not m or m.group(2).lower() not in _UNITS:
+        raise click.BadParameter(f"{text!r} is not a size; write e.g. 24GiB, 16G or 8192MiB")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def _gib(n: int | None) -> str:
+    return "-" if n is None else f"{n / (1 << 30):.1f} GiB"
+
+
+def _probe(ctx: Context):
+    from llmctl.runtimes.hardware import probe
+
+    return probe(ctx.paths.models_dir)
+
+
+def _budget(ctx: Context, gpu: str | None, vram: str | None, ram: str | None):
+    """The memory to plan for: this machine's, or the one described by --gpu / --vram / --ram."""
+    from llmctl.catalog.catalog import find_gpu
+    from llmctl.catalog.estimate import Budget
+
+    bandwidth = 0.0
+    if gpu or vram:
+        report = None if ram else _probe(ctx)
+        if gpu:
+            spec = find_gpu(gpu)
+            vram_bytes, names, bandwidth = int(spec.vram_gib * (1 << 30)), (spec.name,), spec.bandwidth_gbs
+        else:
+            vram_bytes, names = parse_size(vram), ("planned GPU",)
+            bandwidth = 500.0
+        ram_bytes = parse_size(ram) if ram else report.ram_total
+        return Budget((vram_bytes,), ram_bytes, names), bandwidth, f"planning for {names[0]} ({_gib(vram_bytes)}) " \
+               f"with {_gib(ram_bytes)} RAM"
+    report = _probe(ctx)
+    ram_bytes = parse_size(ram) if ram else report.ram_available
+    if report.gpus:
+        from llmctl.catalog.catalog import find_gpu as lookup
+
+        try:
+            bandwidth = lookup(report.gpus[0].name).bandwidth_gbs
+        except Exception:
+            bandwidth = 500.0
+    budget = Budget(tuple(g.vram_free for g in report.gpus), ram_bytes, tuple(g.name for g in report.gpus))
+    where = ", ".join(f"{g.name} ({_gib(g.vram_free)} free)" for g in report.gpus) or "no GPU"
+    return budget, bandwidth, f"this machine: {where}, {_gib(ram_bytes)} RAM available"
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def hw(ctx: Context, as_json: bool) -> None:
+    """This machine: CPU, RAM, disk at the model store, NVIDIA GPUs."""
+    report = _probe(ctx)
+    if as_json:
+        emit_json(report.to_json())
+        return
+    c = report.cpu
+    click.echo(f"CPU   {c.model} ({c.arch}), {c.physical_cores} cores / {c.logical_cores} threads")
+    click.echo(f"      flags: {', '.join(c.flags) or 'none of the ones llama.cpp uses'}")
+    click.echo(f"RAM   {_gib(report.ram_available)} available of {_gib(report.ram_total)}")
+    click.echo(f"Disk  {_gib(report.disk_free)} free at {report.disk_path}")
+    if not report.gpus:
+        click.echo(f"GPU   none ({report.gpu_detail})")
+    for g in report.gpus:
+        click.echo(f"GPU {g.index} {g.name}: {_gib(g.vram_free)} free of {_gib(g.vram_total)}, driver {g.driver}, "
+                   f"CUDA {g.cuda_version}, compute {g.compute_capability}, {g.utilization}% busy")
+
+
+@click.command()
+@pass_ctx
+def doctor(ctx: Context) -> None:
+    """Check everything llmctl depends on and say what to do about each problem."""
+    import importlib.metadata as md
+    import os
+    import shutil
+    import subprocess
+
+    from llmctl.runtimes.llama_cpp import find_llama_server
+
+    problems = 0
+
+    def line(ok: bool, what: str, fix: str = "") -> None:
+        nonlocal problems
+        problems += not ok
+        click.echo(f"{'ok ' if ok else 'FIX'}  {what}" + (f"\n     -> {fix}" if fix and not ok else ""))
+
+    report = _probe(ctx)
+    line(True, f"CPU {report.cpu.model}: {report.cpu.physical_cores} cores, {', '.join(report.cpu.flags) or '-'}")
+    line(report.ram_available > 2 << 30, f"RAM {_gib(report.ram_available)} available",
+         "close other programs; even a 1B model wants ~2 GiB")
+    line(bool(report.gpus) or report.gpu_status in ("no-library", "no-device"),
+         f"GPU: {report.gpu_detail}", "install or load the NVIDIA driver, or run on the CPU (it works, slower)")
+    native = find_llama_server(ctx.settings.backends.llama_server)
+    if native:
+        try:
+            out = subprocess.run([native.executable, "--version"], capture_output=True, text=True, timeout=10)
+            version = (out.stdout + out.stderr).strip().splitlines()[0] if (out.stdout + out.stderr).strip() else "?"
+        except (OSError, subprocess.TimeoutExpired):
+            version = "did not answer --version"
+        line(True, f"llama-server: {native.executable} ({version})")
+    else:
+        line(True, "llama-server: not found; llama-cpp-python's server is used instead (one request at a time)")
+    try:
+        line(True, f"llama-cpp-python {md.version('llama-cpp-python')}")
+    except md.PackageNotFoundError:
+        line(False, "llama-cpp-python is not installed", "pip install 'llama-cpp-python[server]'")
+    for name in ("ollama", "vllm"):
+        found = shutil.which(name)
+        click.echo(f"     {name}: {found or 'not found'}")
+    store = ctx.paths.data_dir
+    probe_dir = store if store.exists() else store.parent
+    while not probe_dir.exists() and probe_dir != probe_dir.parent:
+        probe_dir = probe_dir.parent
+    line(os.access(probe_dir, os.W_OK), f"model store {store} writable, {_gib(report.disk_free)} free",
+         f"make {probe_dir} writable or set LLMCTL_HOME")
+    offline = ctx.settings.offline or os.environ.get("HF_HUB_OFFLINE") == "1"
+    click.echo(f"     offline mode: {'on' if offline else 'off'}")
+    click.echo(f"\n{problems} problem(s)" if problems else "\nall good")
+    if problems:
+        raise SystemExit(1)
+
+
+def _resolve_facts(target: str, runtime: str):
+    """(facts, label) for a .gguf path, a registered model, or a catalog name / repo id."""
+    from llmctl.catalog.catalog import default_quant, facts_for, facts_for_safetensors, find_model
+    from llmctl.catalog.facts import facts_from_gguf
+    from llmctl.catalog.gguf import read_gguf
+
+    path = Path(target).expanduser()
+    if target.endswith(".gguf") or path.is_file():
+        return facts_from_gguf(read_gguf(path)), str(path)
+    model, quant = find_model(target)
+    if runtime == "vllm":
+        variant = next((v for v in ("awq", "gptq", "fp8") if v in model.safetensors), None)
+        if variant is None:
+            from llmctl.catalog.errors import LlmctlError
+
+            raise LlmctlError(f"{model.name} has no AWQ/GPTQ/FP8 variant in the catalog", "use --runtime llama.cpp")
+        return facts_for_safetensors(model, variant), f"{model.name} ({variant.upper()}, {model.safetensors[variant]})"
+    quant = quant or default_quant(model)
+    return facts_for(model, quant), f"{model.name}:{quant} ({model.gguf.repo})"
+
+
+_PLAN_OPTIONS = [
+    click.option("--gpu", help='Plan for another machine\'s GPU, e.g. "RTX 3090".'),
+    click.option("--vram", help="Plan for this much VRAM, e.g. 24GiB."),
+    click.option("--ram", help="Plan for this much RAM, e.g. 64GiB."),
+]
+
+
+def plan_options(f):
+    for option in reversed(_PLAN_OPTIONS):
+        f = option(f)
+    return f
+
+
+@click.command()
+@click.argument("target")
+@click.option("--ctx", "ctx_len", default=8192, show_default=True, help="Context length per request slot.")
+@click.option("--kv-type", type=click.Choice(["f16", "q8_0", "q4_0"]), default="f16", show_default=True)
+@click.option("--parallel", default=1, show_default=True, help="Concurrent request slots.")
+@click.option("--runtime", type=click.Choice(["llama.cpp", "vllm"]), default="llama.cpp", show_default=True)
+@click.option("--gpu-layers", default="auto", show_default=True, help="auto, or a number of layers to offload.")
+@plan_options
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def fit(ctx: Context, target: str, **kw: Any) -> None:
+    """How much memory TARGET needs here: a catalog MODEL[:QUANT], a Hub repo id, or a PATH.gguf."""
+    from llmctl.catalog.estimate import FitRequest, estimate
+    from llmctl.runtimes.llama_cpp import pick_adapter
+
+    facts, label = _resolve_facts(target, kw["runtime"])
+    budget, _bw, where = _budget(ctx, kw["gpu"], kw["vram"], kw["ram"])
+    layers = kw["gpu_layers"]
+    if layers != "auto" and not layers.lstrip("-").isdigit():
+        raise click.BadParameter("--gpu-layers takes 'auto' or a number")
+    launcher = pick_adapter(ctx.settings.backends.llama_server, ctx.settings.backends.prefer_native).launcher
+    req = FitRequest(ctx=kw["ctx_len"], kv_type=kw["kv_type"], parallel=kw["parallel"], runtime=kw["runtime"],
+                     launcher=launcher, gpu_layers=None if layers == "auto" else int(layers))
+    est = estimate(facts, req, budget)
+    if kw["as_json"]:
+        emit_json({"model": label, "plan": where, **est.to_json()})
+        return
+    click.echo(f"{label}\n{where}; runtime {est.runtime}, context {kw['ctx_len']} x {kw['parallel']}, KV {kw['kv_type']}\n")
+    rows = [("weights", est.weights_bytes), ("weights repacked for the CPU", est.repack_bytes),
+            ("KV cache", est.kv_cache_bytes), ("compute buffers", est.compute_bytes), ("output buffer", est.output_bytes),
+            ("runtime overhead", est.overhead_bytes), ("total", est.total_bytes)]
+    for name, value in rows:
+        click.echo(f"  {name:30} {_gib(value):>10}")
+    click.echo(f"\n  on the GPU {_gib(est.gpu_bytes):>10}   ({est.gpu_layers} of {est.n_layers + 1} layers)")
+    click.echo(f"  on the CPU {_gib(est.cpu_bytes):>10}")
+    colour = {"yes": "green", "tight": "yellow", "no": "red"}[est.fits]
+    click.secho(f"\nfits: {est.fits} - {est.reason}", fg=colour)
+    for note in est.notes:
+        click.echo(f"  note: {note}")
+
+
+@click.command()
+@click.option("--use", type=click.Choice(["chat", "code", "reasoning", "small"]))
+@click.option("--ctx", "ctx_len", default=8192, show_default=True)
+@click.option("--top", default=10, show_default=True)
+@click.option("--ram-bandwidth", default=50.0, show_default=True, help="GB/s, for the speed guess on the CPU.")
+@plan_options
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def recommend(ctx: Context, use: str | None, **kw: Any) -> None:
+    """The best models for this machine (or --gpu / --vram / --ram), best quality that fits first."""
+    from llmctl.catalog.recommend import recommend as rank
+    from llmctl.runtimes.llama_cpp import pick_adapter
+
+    budget, bandwidth, where = _budget(ctx, kw["gpu"], kw["vram"], kw["ram"])
+    launcher = pick_adapter(ctx.settings.backends.llama_server, ctx.settings.backends.prefer_native).launcher
+    options, left_out = rank(budget, use=use, ctx=kw["ctx_len"], gpu_bandwidth_gbs=bandwidth,
+                             ram_bandwidth_gbs=kw["ram_bandwidth"], launcher=launcher)
+    if kw["as_json"]:
+        emit_json({"plan": where, "options": [o.to_json() for o in options[: kw["top"]]], "left_out": left_out})
+        return
+    click.echo(f"{where}; context {kw['ctx_len']}\n")
+    if not options:
+        click.echo("nothing in the catalog fits; try a smaller --ctx")
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for col in ("#", "MODEL", "QUANT", "CONTEXT", "OFFLOAD", "NEEDS", "HEADROOM", "TOK/S", "FITS", "WHY"):
+        table.add_column(col)
+    for i, o in enumerate(options[: kw["top"]], 1):
+        offload = f"{o.gpu_layers}/{o.n_layers}" if o.gpu_layers else "CPU"
+        table.add_row(str(i), o.model, o.quant, str(o.ctx), offload, _gib(o.total_bytes), _gib(o.headroom_bytes),
+                      f"~{o.tokens_per_s:g}", o.fits, "; ".join(o.why))
+    Console().print(table)
+    click.echo("\ntokens/s is a rough guide from memory bandwidth; `llmctl fit MODEL:QUANT` shows the breakdown.")

@@ -1,0 +1,197 @@
+"""The bundled model catalog (``assets/catalog.json``) and GPU table (``assets/gpus.json``), validated with
+pydantic, and the facts the estimator needs for a catalog model at a given quant. Works offline."""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import re
+from importlib import resources
+
+from pydantic import BaseModel, Field, ValidationError
+
+from llmctl.catalog.errors import LlmctlError
+from llmctl.catalog.facts import ModelFacts, swa_layout
+
+# effective bits per weight of a whole GGUF file per quant (llama.cpp's quantize table for a 7-8B llama;
+# k-quants keep some tensors at higher precision, which these averages include)
+QUANT_BITS = {
+    "Q2_K": 3.00, "Q3_K_S": 3.50, "Q3_K_M": 3.91, "Q3_K_L": 4.27, "IQ4_XS": 4.25, "Q4_0": 4.55, "Q4_K_S": 4.58,
+    "Q4_K_M": 4.89, "Q5_K_S": 5.54, "Q5_K_M": 5.70, "Q6_K": 6.56, "Q8_0": 8.50, "F16": 16.0, "BF16": 16.0,
+    "MXFP4_MOE": 4.63,
+}
+# relative quality of a quant (1.0 = unquantized), from llama.cpp's published perplexity increases
+QUANT_QUALITY = {
+    "Q2_K": 0.82, "Q3_K_S": 0.88, "Q3_K_M": 0.92, "Q3_K_L": 0.93, "IQ4_XS": 0.96, "Q4_0": 0.95, "Q4_K_S": 0.965,
+    "Q4_K_M": 0.97, "Q5_K_S": 0.98, "Q5_K_M": 0.985, "Q6_K": 0.995, "Q8_0": 0.999, "F16": 1.0, "BF16": 1.0,
+    "MXFP4_MOE": 1.0,  # gpt-oss is trained for MXFP4
+}
+# share of a block's weights the CPU backend repacks, per quant (Q4_K_M keeps some tensors at Q6_K)
+REPACK_SHARE = {"Q4_0": 1.0, "Q4_K_S": 0.9, "Q4_K_M": 0.7, "IQ4_NL": 1.0}
+# bytes per parameter of safetensors variants served by vLLM (4-bit with group-128 scales and zeros)
+SAFETENSORS_BITS = {"awq": 4.25, "gptq": 4.25, "fp8": 8.0}
+
+
+class CatalogArch(BaseModel):
+    n_layers: int = Field(gt=0)
+    n_embd: int = Field(gt=0)
+    n_head: int = Field(gt=0)
+    n_head_kv: int = Field(gt=0)
+    head_dim: int = Field(gt=0)
+    n_ff: int = Field(gt=0)
+    n_vocab: int = Field(gt=0)
+    ctx_max: int = Field(gt=0)
+    tied_embeddings: bool = False
+    swa_window: int = 0
+    swa_every: int = 0
+    n_expert: int = 0
+    n_expert_used: int = 0
+
+
+class GgufSource(BaseModel):
+    repo: str
+    quants: list[str]
+    bytes: dict[str, int] = {}
+    """Exact file sizes where known; others are computed from QUANT_BITS."""
+
+
+class CatalogModel(BaseModel):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    family: str
+    architecture: str
+    hf_repo: str
+    license: str
+    uses: list[str]
+    params_b: float = Field(gt=0)
+    active_params_b: float | None = None
+    arch: CatalogArch
+    gguf: GgufSource
+    safetensors: dict[str, str] = {}
+
+    @property
+    def effective_params_b(self) -> float:
+        """For mixture-of-experts, the geometric mean of total and active parameters (a common rule of thumb
+        for the dense model of equal quality); otherwise the parameter count."""
+        if self.active_params_b:
+            return math.sqrt(self.params_b * self.active_params_b)
+        return self.params_b
+
+    def gguf_bytes(self, quant: str) -> int:
+        if quant in self.gguf.bytes:
+            return self.gguf.bytes[quant]
+        return int(self.params_b * 1e9 * QUANT_BITS[quant] / 8)
+
+
+class Catalog(BaseModel):
+    schema_: int = Field(alias="schema")
+    note: str = ""
+    models: list[CatalogModel]
+
+
+class GpuSpec(BaseModel):
+    name: str
+    vram_gib: float = Field(gt=0)
+    bandwidth_gbs: float = Field(gt=0)
+
+
+class GpuTable(BaseModel):
+    schema_: int = Field(alias="schema")
+    note: str = ""
+    gpus: list[GpuSpec]
+
+
+def _asset(name: str) -> dict:
+    return json.loads(resources.files("llmctl.assets").joinpath(name).read_text("utf-8"))
+
+
+@functools.cache
+def load_catalog() -> Catalog:
+    try:
+        return Catalog.model_validate(_asset("catalog.json"))
+    except (ValidationError, ValueError) as exc:
+        raise LlmctlError("the bundled model catalog is invalid", f"{exc}. Reinstall llmctl.") from None
+
+
+@functools.cache
+def load_gpus() -> GpuTable:
+    return GpuTable.model_validate(_asset("gpus.json"))
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", text.lower())
+
+
+def find_gpu(name: str) -> GpuSpec:
+    wanted = _norm(name.removeprefix("NVIDIA ").removeprefix("GeForce "))
+    gpus = load_gpus().gpus
+    for spec in gpus:
+        if _norm(spec.name) == wanted or _norm("RTX " + spec.name) == wanted:
+            return spec
+    close = [g.name for g in gpus if wanted and (wanted in _norm(g.name) or _norm(g.name) in wanted)]
+    if len(close) == 1:
+        return next(g for g in gpus if g.name == close[0])
+    raise LlmctlError(f"unknown GPU {name!r}", "known: " + ", ".join(g.name for g in gpus)
+                      + ". Or give --vram and --ram directly.")
+
+
+def find_model(query: str) -> tuple[CatalogModel, str | None]:
+    """``name[:QUANT]`` or the Hub repo id (original, GGUF or safetensors), case-insensitive."""
+    base, _, quant = query.partition(":")
+    q = base.strip().lower()
+    for model in load_catalog().models:
+        repos = [model.hf_repo, model.gguf.repo, *model.safetensors.values()]
+        if q == model.name or q in (r.lower() for r in repos):
+            if quant:
+                wanted = quant.upper()
+                if wanted not in model.gguf.quants:
+                    raise LlmctlError(f"{model.name} has no {quant} quant in the catalog",
+                                      f"available: {', '.join(model.gguf.quants)}")
+                return model, wanted
+            return model, None
+    names = [m.name for m in load_catalog().models]
+    hints = [n for n in names if q and q.split("-")[0] in n][:6]
+    raise LlmctlError(f"{query!r} is neither a catalog model nor a .gguf file",
+                      f"{'did you mean: ' + ', '.join(hints) + '? ' if hints else ''}"
+                      "`llmctl recommend` lists what the catalog has.")
+
+
+def default_quant(model: CatalogModel) -> str:
+    return "Q4_K_M" if "Q4_K_M" in model.gguf.quants else model.gguf.quants[0]
+
+
+def facts_for(model: CatalogModel, quant: str) -> ModelFacts:
+    """Facts for a catalog model at a GGUF quant (sizes computed unless the catalog gives exact bytes)."""
+    a = model.arch
+    bits = QUANT_BITS.get(quant, 16.0)
+    weights = model.gguf_bytes(quant)
+    embd = int(a.n_vocab * a.n_embd * bits / 8)
+    output = 0 if a.tied_embeddings else embd
+    body = max(0, weights - embd - output)
+    per_layer = body // a.n_layers
+    return ModelFacts(
+        architecture=model.architecture,
+        n_layers=a.n_layers, n_embd=a.n_embd, n_head=a.n_head, n_head_kv=a.n_head_kv,
+        head_dim_k=a.head_dim, head_dim_v=a.head_dim,
+        n_ff=a.n_ff * max(1, a.n_expert_used),  # MoE: the experts a token visits share the compute buffer
+        n_vocab=a.n_vocab, ctx_train=a.ctx_max, weights_bytes=weights,
+        layer_bytes=tuple([per_layer] * a.n_layers), output_bytes=output, input_bytes=embd,
+        repack_bytes=int(body * REPACK_SHARE.get(quant, 0.0)),
+        swa_window=a.swa_window,
+        swa_layers=tuple((i + 1) % a.swa_every != 0 for i in range(a.n_layers)) if a.swa_every
+        else swa_layout(model.architecture, a.n_layers, a.swa_window),
+        n_expert=a.n_expert, n_expert_used=a.n_expert_used,
+        parameter_count=int(model.params_b * 1e9), quant=quant, source=f"catalog:{model.name}",
+    )
+
+
+def facts_for_safetensors(model: CatalogModel, variant: str) -> ModelFacts:
+    """Facts for a vLLM-served AWQ/GPTQ/FP8 variant."""
+    a = model.arch
+    weights = int(model.params_b * 1e9 * SAFETENSORS_BITS[variant] / 8)
+    return ModelFacts(
+        architecture=model.architecture, n_layers=a.n_layers, n_embd=a.n_embd, n_head=a.n_head,
+        n_head_kv=a.n_head_kv, head_dim_k=a.head_dim, head_dim_v=a.head_dim,
+        n_ff=a.n_ff * max(1, a.n_expert_used), n_vocab=a.n_vocab, ctx_train=a.ctx_max, weights_bytes=weights,
+        parameter_count=int(model.params_b * 1e9), quant=variant.upper(), source=f"catalog:{model.name}",
+    )
