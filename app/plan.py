@@ -198,10 +198,11 @@ def fit(ctx: Context, target: str, **kw: Any) -> None:
     if kw["as_json"]:
         emit_json({"model": label, "plan": where, **est.to_json()})
         return
-    click.echo(f"{label}\n{where}; runtime {est.runtime}, context {kw['ctx_len']} x {kw['parallel']}, KV {kw['kv_type']}\n")
+    click.echo(f"{label}\n{where}; runtime {est.runtime}, "
+               f"context {kw['ctx_len']} x {kw['parallel']}, KV {kw['kv_type']}\n")
     rows = [("weights", est.weights_bytes), ("weights repacked for the CPU", est.repack_bytes),
-            ("KV cache", est.kv_cache_bytes), ("compute buffers", est.compute_bytes), ("output buffer", est.output_bytes),
-            ("runtime overhead", est.overhead_bytes), ("total", est.total_bytes)]
+            ("KV cache", est.kv_cache_bytes), ("compute buffers", est.compute_bytes),
+            ("output buffer", est.output_bytes), ("runtime overhead", est.overhead_bytes), ("total", est.total_bytes)]
     for name, value in rows:
         click.echo(f"  {name:30} {_gib(value):>10}")
     click.echo(f"\n  on the GPU {_gib(est.gpu_bytes):>10}   ({est.gpu_layers} of {est.n_layers + 1} layers)")
@@ -239,11 +240,14 @@ def recommend(ctx: Context, use: str | None, **kw: Any) -> None:
     from rich.table import Table
 
     table = Table(box=None, header_style="bold")
-    for col in ("#", "MODEL", "QUANT", "CONTEXT", "OFFLOAD", "NEEDS", "HEADROOM", "TOK/S", "FITS", "WHY"):
-        table.add_column(col)
+    for col in ("#", "MODEL", "QUANT", "GPU", "NEEDS", "FREE", "TOK/S", "FIT"):
+        table.add_column(col, no_wrap=True)
     for i, o in enumerate(options[: kw["top"]], 1):
         offload = f"{o.gpu_layers}/{o.n_layers}" if o.gpu_layers else "CPU"
-        table.add_row(str(i), o.model, o.quant, str(o.ctx), offload, _gib(o.total_bytes), _gib(o.headroom_bytes),
-                      f"~{o.tokens_per_s:g}", o.fits, "; ".join(o.why))
+        table.add_row(str(i), o.model, o.quant, offload, _gib(o.total_bytes), _gib(o.headroom_bytes),
+                      f"~{o.tokens_per_s:g}", o.fits)
     Console().print(table)
+    click.echo()
+    for i, o in enumerate(options[: kw["top"]], 1):
+        click.echo(f"{i:>2}. {o.model}: {'; '.join(o.why)}")
     click.echo("\ntokens/s is a rough guide from memory bandwidth; `llmctl fit MODEL:QUANT` shows the breakdown.")

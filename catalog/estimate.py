@@ -267,7 +267,7 @@ def estimate_vllm(facts: ModelFacts, req: FitRequest, budget: Budget) -> Estimat
         weights_bytes=facts.weights_bytes, repack_bytes=0, kv_cache_bytes=kv_needed, compute_bytes=act,
         output_bytes=0, overhead_bytes=VLLM_CUDA_GRAPHS + CUDA_CONTEXT + BASELINE["vllm"],
         total_bytes=max(reserve, fixed + kv_needed) + BASELINE["vllm"],
-        gpu_bytes=max(reserve, fixed + kv_needed), cpu_bytes=BASELINE["vllm"], gpu_layers=facts.n_layers,
+        gpu_bytes=max(reserve, fixed + kv_needed), cpu_bytes=BASELINE["vllm"], gpu_layers=facts.n_layers + 1,
         n_layers=facts.n_layers, kv_cells=req.ctx * req.parallel, fits=fits, reason=reason, runtime="vllm",
         notes=notes,
     )

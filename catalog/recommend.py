@@ -91,11 +91,14 @@ def recommend(
             if est.fits == "no":
                 continue
             tps = expected_tokens_per_s(model, facts, est, gpu_bandwidth_gbs, ram_bandwidth_gbs)
-            have = (budget.vram_free[0] if budget.vram_free and est.gpu_layers else 0) + budget.ram_available
+            # headroom of the tighter side: VRAM left when layers are on the GPU, RAM left on the CPU
+            room = [budget.ram_available - est.cpu_bytes]
+            if est.gpu_layers and budget.vram_free:
+                room.append(budget.vram_free[0] - est.gpu_bytes)
+            partial = bool(budget.vram_free) and est.gpu_layers <= est.n_layers
             option = Option(model.name, quant, want_ctx, est.runtime, est.fits, est.gpu_layers, est.n_layers + 1,
-                            est.total_bytes, est.gpu_bytes, est.cpu_bytes, have - est.total_bytes, tps,
-                            _score(model, quant, est.fits, tps, bool(budget.vram_free) and est.gpu_layers <= est.n_layers),
-                            model.license)
+                            est.total_bytes, est.gpu_bytes, est.cpu_bytes, min(room), tps,
+                            _score(model, quant, est.fits, tps, partial), model.license)
             if best is None or option.score > best.score:
                 best = option
         if best is None:
