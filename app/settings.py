@@ -43,8 +43,8 @@ class BackendSettings(BaseModel):
     """Concurrent request slots (native ``llama-server`` only)."""
     threads: int | None = Field(None, ge=1, le=1024)
     """CPU threads; default: the number of physical cores."""
-    n_gpu_layers: int = Field(0, ge=-1)
-    """Layers offloaded to the GPU (-1 = all)."""
+    n_gpu_layers: int | None = Field(None, ge=-1)
+    """Layers offloaded to the GPU (-1 = all). Unset: as many as `llmctl fit` says fit in the free VRAM."""
     max_loaded: int = Field(2, ge=1, le=64)
     """Models kept loaded at once; the least recently used idle one is stopped to make room."""
     load_wait: float = Field(120.0, gt=0)

@@ -30,6 +30,7 @@ from llmctl.app.settings import Settings, is_loopback
 from llmctl.catalog.errors import ConfigError, LlmctlError
 from llmctl.catalog.store import ModelEntry, ModelStore
 from llmctl.runtimes.base import LaunchSpec, PortInUseError
+from llmctl.runtimes.hardware import GpuProbe, NvmlProbe
 from llmctl.runtimes.llama_cpp import pick_adapter, template_family
 from llmctl.runtimes.process import (
     Backend,
@@ -61,8 +62,10 @@ class Controller:
         paths: Paths,
         *,
         on_event: Callable[[ControllerEvent], None] | None = None,
+        gpu_probe: GpuProbe | None = None,
     ) -> None:
         self.settings = settings
+        self.gpu_probe = gpu_probe or NvmlProbe()
         self.paths = paths
         self.on_event = on_event or (lambda e: None)
         self.store = ModelStore(paths.data_dir)
@@ -93,13 +96,26 @@ class Controller:
             model_path=Path(entry.path),
             port=free_port(),
             ctx_size=_ctx_for(entry, b.ctx_size),
-            n_gpu_layers=b.n_gpu_layers,
+            n_gpu_layers=b.n_gpu_layers if b.n_gpu_layers is not None else self._auto_gpu_layers(entry, adapter),
             threads=b.threads or physical_cores(),
             parallel=b.parallel,
             chat_template=template_family(entry.facts.get("architecture"), entry.facts.get("has_chat_template", True)),
         )
         return Backend(spec, adapter, log_dir=self.paths.logs_dir, state=self.state, policy=self.policy,
                        on_change=self._backend_changed)
+
+    def _auto_gpu_layers(self, entry: ModelEntry, adapter) -> int:
+        """As many layers as the estimator says fit in the first GPU's free VRAM; 0 without a GPU."""
+        from llmctl.catalog.estimate import Budget, FitRequest, estimate
+        from llmctl.catalog.facts import facts_from_gguf
+        from llmctl.catalog.gguf import read_gguf
+        gpus, _status, _detail = self.gpu_probe.read()
+        if not gpus:
+            return 0
+        b = self.settings.backends
+        req = FitRequest(ctx=_ctx_for(entry, b.ctx_size), parallel=b.parallel, launcher=adapter.launcher)
+        budget = Budget(tuple(g.vram_free for g in gpus), psutil.virtual_memory().available)
+        return estimate(facts_from_gguf(read_gguf(Path(entry.path))), req, budget).gpu_layers
 
     def _backend_changed(self, backend: Backend) -> None:
         detail = f" ({backend.error})" if backend.error else ""

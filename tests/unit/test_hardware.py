@@ -18,10 +18,10 @@ class RecordedNvml:
     class NVMLError(Exception):
         pass
 
-    class NVMLError_DriverNotLoaded(NVMLError):  # noqa: N801 - pynvml's own name
+    class NVMLError_DriverNotLoaded(NVMLError):
         pass
 
-    class NVMLError_LibraryNotFound(NVMLError):  # noqa: N801
+    class NVMLError_LibraryNotFound(NVMLError):
         pass
 
     def __init__(self, cards: list[dict], init_error: type | None = None) -> None:
@@ -29,35 +29,35 @@ class RecordedNvml:
         self.init_error = init_error
         self.shut = False
 
-    def nvmlInit(self) -> None:  # noqa: N802
+    def nvmlInit(self) -> None:
         if self.init_error:
             raise self.init_error("recorded failure")
 
-    def nvmlShutdown(self) -> None:  # noqa: N802
+    def nvmlShutdown(self) -> None:
         self.shut = True
 
-    def nvmlDeviceGetCount(self) -> int:  # noqa: N802
+    def nvmlDeviceGetCount(self) -> int:
         return len(self.cards)
 
-    def nvmlSystemGetDriverVersion(self) -> bytes:  # noqa: N802
+    def nvmlSystemGetDriverVersion(self) -> bytes:
         return b"550.54.14"
 
-    def nvmlSystemGetCudaDriverVersion(self) -> int:  # noqa: N802
+    def nvmlSystemGetCudaDriverVersion(self) -> int:
         return 12040
 
-    def nvmlDeviceGetHandleByIndex(self, i: int) -> dict:  # noqa: N802
+    def nvmlDeviceGetHandleByIndex(self, i: int) -> dict:
         return self.cards[i]
 
-    def nvmlDeviceGetName(self, h: dict) -> str:  # noqa: N802
+    def nvmlDeviceGetName(self, h: dict) -> str:
         return h["name"]
 
-    def nvmlDeviceGetMemoryInfo(self, h: dict) -> SimpleNamespace:  # noqa: N802
+    def nvmlDeviceGetMemoryInfo(self, h: dict) -> SimpleNamespace:
         return SimpleNamespace(total=h["total"], free=h["free"], used=h["total"] - h["free"])
 
-    def nvmlDeviceGetCudaComputeCapability(self, h: dict) -> tuple[int, int]:  # noqa: N802
+    def nvmlDeviceGetCudaComputeCapability(self, h: dict) -> tuple[int, int]:
         return h["cc"]
 
-    def nvmlDeviceGetUtilizationRates(self, h: dict) -> SimpleNamespace:  # noqa: N802
+    def nvmlDeviceGetUtilizationRates(self, h: dict) -> SimpleNamespace:
         if h.get("util") is None:
             raise self.NVMLError("Not Supported")
         return SimpleNamespace(gpu=h["util"], memory=0)
