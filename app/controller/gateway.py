@@ -212,7 +212,9 @@ class Gateway:
                     await response.write_eof()
                 return response, 502, message
             finished = True
-            await response.write_eof()
+            # clients (the openai SDK among them) may hang up as soon as they read [DONE]; the stream was whole
+            with contextlib.suppress(*_UPSTREAM_ERRORS):
+                await response.write_eof()
             return response, 200, None
         finally:
             if finished:

@@ -84,7 +84,7 @@ def test_request_metrics_are_recorded(shared_controller, oai: openai.OpenAI) -> 
     with shared_controller.client() as c:
         recent = c.get("/llmctl/v1/requests", params={"limit": 1}).json()["requests"][-1]
         prom = c.get("/metrics").text
-    assert recent["model"] == "tiny" and recent["stream"] and recent["status"] == 200
+    assert recent["model"] == "tiny" and recent["stream"] and recent["status"] == 200, (recent, shared_controller.output[-3000:])
     assert recent["completion_tokens"] == 20
     assert recent["ttft_ms"] > 0 and recent["duration_ms"] >= recent["ttft_ms"]
     assert recent["tokens_per_s"] is None or recent["tokens_per_s"] > 0
@@ -133,3 +133,17 @@ def test_dns_rebinding_host_is_refused(shared_controller) -> None:
     assert r.status_code == 403 and r.json()["error"]["code"] == "bad_host"
     ok = httpx.get(shared_controller.url + "/v1/models", headers={"Host": "localhost"}, timeout=10)
     assert ok.status_code == 200
+
+
+def test_client_hanging_up_after_done_is_a_complete_request(shared_controller) -> None:
+    """The openai SDK closes the connection as soon as it reads [DONE]; that stream was delivered whole."""
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "bye"}], "max_tokens": 3, "stream": True}
+    with httpx.Client(base_url=shared_controller.url, timeout=30) as c:
+        for _ in range(20):
+            with c.stream("POST", "/v1/chat/completions", json=body) as r:
+                for line in r.iter_lines():
+                    if line == "data: [DONE]":
+                        break
+            # leaving the block closes the connection before the final chunk is read
+        statuses = [rec["status"] for rec in c.get("/llmctl/v1/requests", params={"limit": 20}).json()["requests"]]
+    assert statuses == [200] * 20
