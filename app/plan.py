@@ -158,6 +158,15 @@ def _resolve_facts(target: str, runtime: str):
     return facts_for(model, quant), f"{model.name}:{quant} ({model.gguf.repo})"
 
 
+def _measured_baseline(launcher: str) -> int | None:
+    """The Python server's baseline varies with installed packages: measure it (about a second)."""
+    if launcher != "llama_cpp.server":
+        return None
+    from llmctl.runtimes.llama_cpp import python_server_baseline
+
+    return python_server_baseline()
+
+
 _PLAN_OPTIONS = [
     click.option("--gpu", help='Plan for another machine\'s GPU, e.g. "RTX 3090".'),
     click.option("--vram", help="Plan for this much VRAM, e.g. 24GiB."),
@@ -192,7 +201,7 @@ def fit(ctx: Context, target: str, **kw: Any) -> None:
     if layers != "auto" and not layers.lstrip("-").isdigit():
         raise click.BadParameter("--gpu-layers takes 'auto' or a number")
     launcher = pick_adapter(ctx.settings.backends.llama_server, ctx.settings.backends.prefer_native).launcher
-    req = FitRequest(ctx=kw["ctx_len"], kv_type=kw["kv_type"], parallel=kw["parallel"], runtime=kw["runtime"],
+    req = FitRequest(baseline_bytes=_measured_baseline(launcher), ctx=kw["ctx_len"], kv_type=kw["kv_type"], parallel=kw["parallel"], runtime=kw["runtime"],
                      launcher=launcher, gpu_layers=None if layers == "auto" else int(layers))
     est = estimate(facts, req, budget)
     if kw["as_json"]:
@@ -229,7 +238,8 @@ def recommend(ctx: Context, use: str | None, **kw: Any) -> None:
     budget, bandwidth, where = _budget(ctx, kw["gpu"], kw["vram"], kw["ram"])
     launcher = pick_adapter(ctx.settings.backends.llama_server, ctx.settings.backends.prefer_native).launcher
     options, left_out = rank(budget, use=use, ctx=kw["ctx_len"], gpu_bandwidth_gbs=bandwidth,
-                             ram_bandwidth_gbs=kw["ram_bandwidth"], launcher=launcher)
+                             ram_bandwidth_gbs=kw["ram_bandwidth"], launcher=launcher,
+                             baseline_bytes=_measured_baseline(launcher))
     if kw["as_json"]:
         emit_json({"plan": where, "options": [o.to_json() for o in options[: kw["top"]]], "left_out": left_out})
         return

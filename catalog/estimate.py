@@ -18,13 +18,14 @@ GiB = 1 << 30
 KV_PAD = 256  # llama.cpp pads the KV cache to a multiple of 256 cells (llama-context.cpp, n_ctx padding)
 KV_TYPE_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q5_1": 24 / 32, "q5_0": 22 / 32,
                  "q4_1": 20 / 32, "q4_0": 18 / 32}
-# process baselines, the RSS of the runtime before it maps any weights, measured here (benchmarks/fit_accuracy.py
-# prints them): python + llama-cpp-python's server stack 68 MiB (+4 MiB of context heap seen with flash attention),
-# the native llama-server 15 MiB; rounded up.
+# process baselines, the RSS of the runtime before it maps any weights, when not measured (FitRequest.baseline_bytes;
+# `llmctl fit` measures the Python one): python + llama-cpp-python's server stack 68-76 MiB here depending on the
+# environment's packages, the native llama-server 15 MiB; rounded up.
 # vLLM's (torch + CUDA libraries in host memory) is a typical figure from its users' reports, not measured here.
-BASELINE = {"llama_cpp.server": 72 * MiB, "llama-server": 16 * MiB, "vllm": 2 * GiB}
-VOCAB_BYTES_PER_TOKEN = 100 # llama.cpp's in-memory vocabulary (token texts, scores, lookup maps): 24 MiB of
+BASELINE = {"llama_cpp.server": 76 * MiB, "llama-server": 16 * MiB, "vllm": 2 * GiB}
+VOCAB_BYTES_PER_TOKEN = 100  # llama.cpp's in-memory vocabulary (token texts, scores, lookup maps): 24 MiB of
 # llama-server's RSS for Gemma 3's 262,144 tokens beyond its buffers and baseline, measured here
+CONTEXT_HEAP = 4 * MiB  # llama_context's own allocations beyond its buffers (graph metadata, threads), measured
 CUDA_CONTEXT = 400 * MiB  # CUDA context + cuBLAS workspace per GPU; nvidia-smi shows 300-500 MiB for an idle server
 VLLM_CUDA_GRAPHS = 512 * MiB  # vLLM's captured CUDA graphs (its logs report 0.3-1 GiB)
 
@@ -43,6 +44,7 @@ class FitRequest:
     n_ubatch: int = 512
     gpu_memory_utilization: float = 0.9  # vLLM
     max_num_batched_tokens: int = 8192  # vLLM
+    baseline_bytes: int | None = None  # the runtime process before any model, when measured; else BASELINE
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +173,10 @@ def split_llama(facts: ModelFacts, req: FitRequest, ngl: int) -> tuple[int, int,
     # repacking is a CPU-backend step for block weights: only blocks that stay on the CPU get the extra copy
     body = sum(layers)
     repack = int(facts.repack_bytes * sum(layers[:first_gpu]) / body) if body else 0
-    baseline = BASELINE.get(req.launcher, BASELINE["llama-server"]) + facts.n_vocab * VOCAB_BYTES_PER_TOKEN
+    process = req.baseline_bytes
+    if process is None:
+        process = BASELINE.get(req.launcher, BASELINE["llama-server"])
+    baseline = process + CONTEXT_HEAP + facts.n_vocab * VOCAB_BYTES_PER_TOKEN
     terms = {"weights": weights, "repack": repack, "kv": kv_gpu + kv_cpu, "compute": compute, "output": out}
     if ngl == 0:
         return 0, cpu_w + repack + kv_cpu + compute + out + baseline, {**terms, "overhead": baseline}

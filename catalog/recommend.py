@@ -76,6 +76,7 @@ def recommend(
     gpu_bandwidth_gbs: float = 0.0,
     ram_bandwidth_gbs: float = 50.0,
     launcher: str = "llama-server",
+    baseline_bytes: int | None = None,
 ) -> tuple[list[Option], list[str]]:
     """(ranked options that fit, one per model; reasons for models left out)."""
     options: list[Option] = []
@@ -87,7 +88,8 @@ def recommend(
         for quant in model.gguf.quants:
             facts = facts_for(model, quant)
             want_ctx = min(ctx, model.arch.ctx_max)
-            est = estimate(facts, FitRequest(ctx=want_ctx, launcher=launcher), budget)
+            req = FitRequest(ctx=want_ctx, launcher=launcher, baseline_bytes=baseline_bytes)
+            est = estimate(facts, req, budget)
             if est.fits == "no":
                 continue
             tps = expected_tokens_per_s(model, facts, est, gpu_bandwidth_gbs, ram_bandwidth_gbs)
@@ -103,8 +105,8 @@ def recommend(
                 best = option
         if best is None:
             smallest = model.gguf.quants[0]
-            need = estimate(facts_for(model, smallest), FitRequest(ctx=min(ctx, model.arch.ctx_max),
-                                                                   launcher=launcher), budget)
+            req = FitRequest(ctx=min(ctx, model.arch.ctx_max), launcher=launcher, baseline_bytes=baseline_bytes)
+            need = estimate(facts_for(model, smallest), req, budget)
             left_out.append(f"{model.name}: even {smallest} does not fit ({need.reason})")
         else:
             options.append(best)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
 
@@ -134,3 +135,17 @@ def pick_adapter(configured: str | None = None, prefer_native: bool = True) -> L
         if found:
             return LlamaServer(found.executable)
     return LlamaCppPython()
+
+
+_BASELINE_PROBE = "import psutil, llama_cpp.server.app; print(psutil.Process().memory_info().rss)"
+
+
+def python_server_baseline(python: str = sys.executable) -> int | None:
+    """RSS of a Python that has imported llama-cpp-python's server stack, before any model: the process
+    baseline of the ``llama_cpp.server`` launcher. It varies with the environment's package versions (68-76 MiB
+    seen here), so `llmctl fit` measures it instead of guessing. None when it cannot be measured."""
+    try:
+        out = subprocess.run([python, "-c", _BASELINE_PROBE], capture_output=True, text=True, timeout=60)
+        return int(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else None
+    except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+        return None

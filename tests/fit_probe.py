@@ -144,13 +144,16 @@ def write_models(folder: Path, gemma: Path | None) -> dict[str, Path]:
 
 
 def run_cases(paths: dict[str, Path], native: str | None) -> list[dict]:
+    from llmctl.runtimes.llama_cpp import python_server_baseline
+
+    baseline = python_server_baseline()  # what `llmctl fit` measures for this launcher
     rows = []
     for shape, ctx, kv, fa in PY_CASES:
         if shape not in paths:
             continue
         facts = facts_from_gguf(read_gguf(paths[shape]))
         est = estimate(facts, FitRequest(ctx=ctx, kv_type=kv, flash_attn=fa, launcher="llama_cpp.server",
-                                         gpu_layers=0), Budget(ram_available=1 << 40))
+                                         gpu_layers=0, baseline_bytes=baseline), Budget(ram_available=1 << 40))
         m = measure_python(paths[shape], ctx, kv, fa)
         measured_total = m.baseline + m.buffers
         rows.append({"case": f"{shape} ctx={ctx} kv={kv} fa={int(fa)} (python)", "estimate": est.total_bytes,
