@@ -201,7 +201,8 @@ def fit(ctx: Context, target: str, **kw: Any) -> None:
     if layers != "auto" and not layers.lstrip("-").isdigit():
         raise click.BadParameter("--gpu-layers takes 'auto' or a number")
     launcher = pick_adapter(ctx.settings.backends.llama_server, ctx.settings.backends.prefer_native).launcher
-    req = FitRequest(baseline_bytes=_measured_baseline(launcher), ctx=kw["ctx_len"], kv_type=kw["kv_type"], parallel=kw["parallel"], runtime=kw["runtime"],
+    req = FitRequest(ctx=kw["ctx_len"], kv_type=kw["kv_type"], parallel=kw["parallel"], runtime=kw["runtime"],
+                     baseline_bytes=_measured_baseline(launcher),
                      launcher=launcher, gpu_layers=None if layers == "auto" else int(layers))
     est = estimate(facts, req, budget)
     if kw["as_json"]:
