@@ -179,8 +179,7 @@ def models_rm(ctx: Context, name: str) -> None:
 @pass_ctx
 def ps(ctx: Context, as_json: bool) -> None:
     """Model servers of the running controller."""
-    with ctx.client() as client:
-        backends = client.backends()
+    backends = ctx.call(lambda c: c.backends())
     if as_json:
         emit_json(backends)
         return
@@ -210,8 +209,7 @@ def ps(ctx: Context, as_json: bool) -> None:
 @pass_ctx
 def start(ctx: Context, model: str) -> None:
     """Load a model now (and retry one that failed)."""
-    with ctx.client() as client:
-        status = client.load(model)
+    status = ctx.call(lambda c: c.load(model))
     click.echo(f"{status['model']} is {status['state']} on port {status['port']} (pid {status['pid']})")
 
 
@@ -220,8 +218,7 @@ def start(ctx: Context, model: str) -> None:
 @pass_ctx
 def stop(ctx: Context, model: str) -> None:
     """Stop a model's server (SIGTERM, grace period, SIGKILL)."""
-    with ctx.client() as client:
-        status = client.unload(model)
+    status = ctx.call(lambda c: c.unload(model))
     click.echo(f"{status['model']} is {status['state']}")
 
 
@@ -232,19 +229,21 @@ def stop(ctx: Context, model: str) -> None:
 @pass_ctx
 def logs(ctx: Context, model: str, follow: bool, lines: int) -> None:
     """A model server's log."""
-    import time
+    import asyncio
 
-    with ctx.client() as client:
-        data = client.logs(model, tail=lines)
+    async def run(client) -> None:
+        data = await client.logs(model, tail=lines)
         for line in data["lines"]:
             click.echo(line)
         offset = data["next"]
         while follow:
-            time.sleep(0.5)
-            data = client.logs(model, since=offset)
+            await asyncio.sleep(0.5)
+            data = await client.logs(model, since=offset)
             for line in data["lines"]:
                 click.echo(line)
             offset = data["next"]
+
+    ctx.call(run)
 
 
 @cli.command()
@@ -260,42 +259,46 @@ def chat(ctx: Context, model: str, system: str | None, temperature: float, max_t
     from llmctl.app.client import ChatTurn
 
     messages: list[dict] = [{"role": "system", "content": system}] if system else []
-    with ctx.client() as client:
+
+    async def reply(client, text: str) -> str:
+        messages.append({"role": "user", "content": text})
+        answer = ""
+        try:
+            async for part in client.stream_chat(model, messages, temperature=temperature, max_tokens=max_tokens):
+                if isinstance(part, ChatTurn):
+                    answer = part.text
+                    ttft = f"{part.ttft_s * 1000:.0f} ms" if part.ttft_s is not None else "-"
+                    rate = f"{part.tokens_per_s:.1f} tok/s" if part.tokens_per_s else "-"
+                    click.secho(f"\n[{part.tokens} tokens, first after {ttft}, {rate}]", dim=True)
+                else:
+                    click.echo(part, nl=False)
+        except KeyboardInterrupt:
+            click.echo("\n[stopped]")
+        messages.append({"role": "assistant", "content": answer})
+        return answer
+
+    async def run(client) -> None:
+        if one_shot is not None:
+            await reply(client, one_shot)
+            return
         while True:
-            if one_shot is not None:
-                text = one_shot
-            else:
-                try:
-                    text = input("you> ").strip()
-                except (EOFError, KeyboardInterrupt):
-                    click.echo()
-                    return
-                if not text:
-                    return
-            messages.append({"role": "user", "content": text})
-            reply = ""
             try:
-                for part in client.stream_chat(model, messages, temperature=temperature, max_tokens=max_tokens):
-                    if isinstance(part, ChatTurn):
-                        reply = part.text
-                        ttft = f"{part.ttft_s * 1000:.0f} ms" if part.ttft_s is not None else "-"
-                        rate = part.tokens / part.seconds if part.seconds else 0
-                        click.secho(f"\n[{part.tokens} tokens, first after {ttft}, {rate:.1f} tok/s]", dim=True)
-                    else:
-                        click.echo(part, nl=False)
-            except KeyboardInterrupt:
-                click.echo("\n[stopped]")
-            messages.append({"role": "assistant", "content": reply})
-            if one_shot is not None:
+                text = input("you> ").strip()
+            except (EOFError, KeyboardInterrupt):
+                click.echo()
                 return
+            if not text:
+                return
+            await reply(client, text)
+
+    ctx.call(run)
 
 
 @cli.command()
 @pass_ctx
 def shutdown(ctx: Context) -> None:
     """Stop the running controller and every model server it started."""
-    with ctx.client() as client:
-        client.shutdown()
+    ctx.call(lambda c: c.shutdown())
     click.echo("the controller is stopping its model servers and exiting")
 
 

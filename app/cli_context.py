@@ -43,6 +43,16 @@ class Context:
         key = self.settings.server.api_key
         return ControllerClient(controller_url(self.settings, self.paths), key.get_secret_value() if key else None)
 
+    def call(self, use):
+        """Run ``await use(client)`` with a fresh client and return its result (for one-shot commands)."""
+        import asyncio
+
+        async def main():
+            async with self.client() as client:
+                return await use(client)
+
+        return asyncio.run(main())
+
 
 pass_ctx = click.make_pass_decorator(Context, ensure=True)
 

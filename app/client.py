@@ -1,4 +1,5 @@
-"""The client of the controller's control API and gateway, used by the CLI (and, later, the TUI).
+"""The client of the controller's control API and gateway, used by the CLI and the TUI (async only; the CLI
+runs it with ``asyncio.run``).
 
 It finds the running controller through its state file (pid + start time checked, so a stale file from a
 crashed controller is ignored) and falls back to the configured address.
@@ -7,7 +8,8 @@ crashed controller is ignored) and falls back to the configured address.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,30 +66,41 @@ class ChatTurn:
     seconds: float = 0.0
     usage: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def tokens_per_s(self) -> float | None:
+        if self.ttft_s is None or self.tokens < 2 or self.seconds <= self.ttft_s:
+            return None
+        return (self.tokens - 1) / (self.seconds - self.ttft_s)
+
+
+def _unavailable(base_url: str) -> ControllerUnavailable:
+    return ControllerUnavailable(
+        f"no llmctl controller is running at {base_url}",
+        "start one with `llmctl serve` (or point LLMCTL_SERVER__PORT at the one you started).",
+    )
+
 
 class ControllerClient:
-    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 30.0) -> None:
+    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 30.0,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+        self._http = httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=timeout, transport=transport)
 
-    def close(self) -> None:
-        self._http.close()
+    async def aclose(self) -> None:
+        await self._http.aclose()
 
-    def __enter__(self) -> ControllerClient:
+    async def __aenter__(self) -> ControllerClient:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+    async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
-            response = self._http.request(method, path, **kwargs)
+            response = await self._http.request(method, path, **kwargs)
         except httpx.ConnectError:
-            raise ControllerUnavailable(
-                f"no llmctl controller is running at {self.base_url}",
-                "start one with `llmctl serve` (or point LLMCTL_SERVER__PORT at the one you started).",
-            ) from None
+            raise _unavailable(self.base_url) from None
         except httpx.TimeoutException:
             raise ControllerUnavailable(f"the controller at {self.base_url} did not answer in time",
                                         "it may be busy loading a model; try again.") from None
@@ -96,49 +109,59 @@ class ControllerClient:
         return response.json()
 
     # control API -------------------------------------------------------------------------------------------
-    def status(self) -> dict:
-        return self._request("GET", "/llmctl/v1/status")
+    async def status(self) -> dict:
+        return await self._request("GET", "/llmctl/v1/status")
 
-    def backends(self) -> list[dict]:
-        return self._request("GET", "/llmctl/v1/backends")["backends"]
+    async def backends(self) -> list[dict]:
+        return (await self._request("GET", "/llmctl/v1/backends"))["backends"]
 
-    def load(self, model: str, wait: bool = True, timeout: float = 600.0) -> dict:
-        return self._request("POST", f"/llmctl/v1/backends/{model}/load", params={"wait": str(wait).lower()},
-                             timeout=timeout)
+    async def load(self, model: str, wait: bool = True, timeout: float = 600.0) -> dict:
+        return await self._request("POST", f"/llmctl/v1/backends/{model}/load",
+                                   params={"wait": str(wait).lower()}, timeout=timeout)
 
-    def unload(self, model: str) -> dict:
-        return self._request("POST", f"/llmctl/v1/backends/{model}/unload", timeout=120.0)
+    async def unload(self, model: str) -> dict:
+        return await self._request("POST", f"/llmctl/v1/backends/{model}/unload", timeout=120.0)
 
-    def logs(self, model: str, tail: int = 100, since: int | None = None) -> dict:
+    async def logs(self, model: str, tail: int = 100, since: int | None = None) -> dict:
         params: dict[str, Any] = {"tail": tail}
         if since is not None:
             params["since"] = since
-        return self._request("GET", f"/llmctl/v1/backends/{model}/logs", params=params)
+        return await self._request("GET", f"/llmctl/v1/backends/{model}/logs", params=params)
 
-    def requests(self, limit: int = 50) -> list[dict]:
-        return self._request("GET", "/llmctl/v1/requests", params={"limit": limit})["requests"]
+    async def requests(self, limit: int = 50) -> list[dict]:
+        return (await self._request("GET", "/llmctl/v1/requests", params={"limit": limit}))["requests"]
 
-    def shutdown(self) -> dict:
-        return self._request("POST", "/llmctl/v1/shutdown")
+    async def shutdown(self) -> dict:
+        return await self._request("POST", "/llmctl/v1/shutdown")
 
-    def models(self) -> list[dict]:
-        return self._request("GET", "/v1/models")["data"]
+    async def hardware(self) -> dict:
+        return await self._request("GET", "/llmctl/v1/hardware")
+
+    async def models(self) -> list[dict]:
+        return (await self._request("GET", "/llmctl/v1/models"))["models"]
+
+    async def import_model(self, path: str, name: str | None = None) -> dict:
+        return await self._request("POST", "/llmctl/v1/models", json={"path": path, "name": name})
+
+    async def remove_model(self, name: str) -> dict:
+        return await self._request("DELETE", f"/llmctl/v1/models/{name}")
+
+    async def catalog(self, ctx: int = 8192) -> dict:
+        return await self._request("GET", "/llmctl/v1/catalog", params={"ctx": ctx})
 
     # gateway -----------------------------------------------------------------------------------------------
-    def stream_chat(self, model: str, messages: list[dict], **params: Any) -> Iterator[str | ChatTurn]:
+    async def stream_chat(self, model: str, messages: list[dict], **params: Any) -> AsyncIterator[str | ChatTurn]:
         """Yield text deltas as they arrive, then one ChatTurn with the totals."""
-        import time
-
         body = {"model": model, "messages": messages, "stream": True, **params}
         turn = ChatTurn()
         t0 = time.perf_counter()
         try:
-            with self._http.stream("POST", "/v1/chat/completions", json=body, timeout=httpx.Timeout(
-                    30.0, read=None)) as response:
+            async with self._http.stream("POST", "/v1/chat/completions", json=body,
+                                         timeout=httpx.Timeout(30.0, read=None)) as response:
                 if response.status_code >= 400:
-                    response.read()
+                    await response.aread()
                     raise _error_from(response)
-                for line in response.iter_lines():
+                async for line in response.aiter_lines():
                     if not line.startswith("data:"):
                         continue
                     data = line[5:].strip()
@@ -152,17 +175,17 @@ class ControllerClient:
                         turn.usage = event["usage"]
                     for choice in event.get("choices", []):
                         delta = choice.get("delta", {}).get("content")
-                        if delta:
+                        if delta is not None and "role" not in choice.get("delta", {}):
                             if turn.ttft_s is None:
                                 turn.ttft_s = time.perf_counter() - t0
                             turn.tokens += 1
                             turn.text += delta
-                            yield delta
+                            if delta:
+                                yield delta
                         if choice.get("finish_reason"):
                             turn.finish_reason = choice["finish_reason"]
         except httpx.ConnectError:
-            raise ControllerUnavailable(f"no llmctl controller is running at {self.base_url}",
-                                        "start one with `llmctl serve`.") from None
+            raise _unavailable(self.base_url) from None
         turn.seconds = time.perf_counter() - t0
         yield turn
 

@@ -23,6 +23,7 @@ from aiohttp import web
 from llmctl import __version__
 from llmctl.app.controller.control import ControlApi
 from llmctl.app.controller.gateway import Gateway
+from llmctl.app.controller.inventory import InventoryApi
 from llmctl.app.controller.metrics import Metrics
 from llmctl.app.controller.security import add_cors_headers, build_middlewares
 from llmctl.app.paths import Paths
@@ -82,6 +83,7 @@ class Controller:
         )
         self.gateway = Gateway(self.store, self.scheduler, self.metrics)
         self.control = ControlApi(self)
+        self.inventory = InventoryApi(self)
         self.started_at = time.time()
         self._runner: web.AppRunner | None = None
         self._stop: asyncio.Event | None = None
@@ -129,6 +131,7 @@ class Controller:
         )
         app.add_routes(self.gateway.routes())
         app.add_routes(self.control.routes())
+        app.add_routes(self.inventory.routes())
         app.on_response_prepare.append(add_cors_headers)
         return app
 

@@ -1,0 +1,128 @@
+"""Control-API routes about the machine and the models on it, for the TUI and other clients:
+
+- ``GET /llmctl/v1/hardware``: CPU, RAM, disk, GPUs (a live sample: the monitor polls it);
+- ``GET /llmctl/v1/models``: registered models with their header facts and a fit estimate for this machine;
+- ``POST /llmctl/v1/models`` ``{"path", "name"?}``: register a local GGUF; ``DELETE /llmctl/v1/models/{name}``;
+- ``GET /llmctl/v1/catalog?ctx=N``: the bundled catalog, each quant with its fit verdict here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import psutil
+from aiohttp import web
+
+from llmctl.app.controller.errors import ApiError
+from llmctl.catalog.catalog import facts_for, load_catalog
+from llmctl.catalog.errors import LlmctlError
+from llmctl.catalog.estimate import Budget, FitRequest, estimate
+from llmctl.catalog.facts import facts_from_gguf
+from llmctl.catalog.gguf import read_gguf
+from llmctl.runtimes.hardware import probe
+from llmctl.runtimes.llama_cpp import pick_adapter
+
+if TYPE_CHECKING:
+    from llmctl.app.controller.server import Controller
+
+PREFIX = "/llmctl/v1"
+
+
+class InventoryApi:
+    def __init__(self, controller: Controller) -> None:
+        self.c = controller
+
+    def routes(self) -> list[web.AbstractRouteDef]:
+        return [
+            web.get(f"{PREFIX}/hardware", self.hardware),
+            web.get(f"{PREFIX}/models", self.models),
+            web.post(f"{PREFIX}/models", self.import_model),
+            web.delete(f"{PREFIX}/models/{{name}}", self.remove_model),
+            web.get(f"{PREFIX}/catalog", self.catalog),
+        ]
+
+    def _report(self):
+        return probe(self.c.paths.models_dir, self.c.gpu_probe)
+
+    def _budget(self, report) -> Budget:
+        return Budget(tuple(g.vram_free for g in report.gpus), report.ram_available, tuple(g.name for g in report.gpus))
+
+    def _request(self, ctx: int) -> FitRequest:
+        b = self.c.settings.backends
+        launcher = pick_adapter(b.llama_server, b.prefer_native).launcher
+        return FitRequest(ctx=ctx, parallel=b.parallel, launcher=launcher)
+
+    async def hardware(self, request: web.Request) -> web.Response:
+        report = await asyncio.to_thread(self._report)
+        data = report.to_json()
+        data["cpu_percent"] = psutil.cpu_percent(interval=None)
+        return web.json_response(data)
+
+    async def models(self, request: web.Request) -> web.Response:
+        def build() -> list[dict]:
+            report = self._report()
+            budget, req = self._budget(report), self._request(self.c.settings.backends.ctx_size)
+            out = []
+            for entry in self.c.store.list():
+                item = entry.to_json()
+                backend = self.c.scheduler.get(entry.name)
+                item["state"] = backend.state.value if backend else "stopped"
+                try:
+                    item["fit"] = estimate(facts_from_gguf(read_gguf(Path(entry.path))), req, budget).to_json()
+                except LlmctlError as exc:
+                    item["fit"] = None
+                    item["problem"] = f"{exc.title}: {exc.message}"
+                out.append(item)
+            return out
+
+        return web.json_response({"models": await asyncio.to_thread(build)})
+
+    async def import_model(self, request: web.Request) -> web.Response:
+        try:
+            body = json.loads(await request.read())
+            path, name = body["path"], body.get("name")
+            if not isinstance(path, str) or (name is not None and not isinstance(name, str)):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            raise ApiError(400, 'send {"path": "/path/to/model.gguf", "name": optional}', code="invalid_json") from None
+        try:
+            entry = await asyncio.to_thread(self.c.store.import_file, Path(path), name)
+        except LlmctlError as exc:
+            raise ApiError(400, f"{exc.title}: {exc.message}", code="import_failed") from None
+        return web.json_response(entry.to_json())
+
+    async def remove_model(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        await self.c.scheduler.stop(name.lower())
+        try:
+            entry = self.c.store.remove(name)
+        except LlmctlError as exc:
+            raise ApiError(404, f"{exc.title}: {exc.message}", code="model_not_found") from None
+        return web.json_response(entry.to_json())
+
+    async def catalog(self, request: web.Request) -> web.Response:
+        try:
+            ctx = max(256, min(int(request.query.get("ctx", "8192")), 1 << 20))
+        except ValueError:
+            raise ApiError(400, "ctx must be a whole number", code="invalid_value") from None
+
+        def build() -> list[dict]:
+            report = self._report()
+            budget = self._budget(report)
+            out = []
+            for model in load_catalog().models:
+                req = self._request(min(ctx, model.arch.ctx_max))
+                quants = []
+                for quant in model.gguf.quants:
+                    est = estimate(facts_for(model, quant), req, budget)
+                    quants.append({"quant": quant, "fits": est.fits, "total_bytes": est.total_bytes,
+                                   "gpu_layers": est.gpu_layers, "reason": est.reason, "estimate": est.to_json()})
+                out.append({"name": model.name, "family": model.family, "params_b": model.params_b,
+                            "uses": model.uses, "license": model.license, "repo": model.gguf.repo,
+                            "quants": quants})
+            return out
+
+        return web.json_response({"ctx": ctx, "models": await asyncio.to_thread(build)})
