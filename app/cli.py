@@ -29,17 +29,29 @@ def _duration(seconds: float | None) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)
 @click.version_option(__version__, prog_name="llmctl")
-def cli() -> None:
-    """Run local LLMs behind one OpenAI-compatible endpoint.
+@click.pass_context
+def cli(click_ctx: click.Context) -> None:
+    """Run local LLMs behind one OpenAI-compatible endpoint. With no command, opens the TUI.
 
     \b
     Quick start:
       llmctl import ~/models/model.gguf     register a GGUF you have
       llmctl serve                          start the endpoint (models load on first request)
       llmctl chat MODEL                     talk to it from the terminal
+      llmctl                                the TUI (starts a background controller if none runs)
     """
+    if click_ctx.invoked_subcommand is None:
+        tui(click_ctx.ensure_object(Context))
+
+
+def tui(ctx: Context) -> None:
+    from llmctl.app.background import ensure_controller
+    from llmctl.app.tui import LlmctlApp
+
+    notice = ensure_controller(ctx.settings, ctx.paths)
+    LlmctlApp(ctx.settings, ctx.client(), notice=notice).run()
 
 
 # serve -------------------------------------------------------------------------------------------------------

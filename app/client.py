@@ -131,6 +131,10 @@ class ControllerClient:
     async def requests(self, limit: int = 50) -> list[dict]:
         return (await self._request("GET", "/llmctl/v1/requests", params={"limit": limit}))["requests"]
 
+    async def requests_snapshot(self, limit: int = 100) -> dict:
+        """Recent request records and the number in flight."""
+        return await self._request("GET", "/llmctl/v1/requests", params={"limit": limit})
+
     async def shutdown(self) -> dict:
         return await self._request("POST", "/llmctl/v1/shutdown")
 

@@ -105,7 +105,7 @@ class ControlApi:
         except ValueError:
             raise ApiError(400, "limit must be a whole number", code="invalid_value") from None
         recent = list(self.c.metrics.recent)[-limit:] if limit else []
-        return web.json_response({"requests": [r.to_json() for r in recent]})
+        return web.json_response({"requests": [r.to_json() for r in recent], "in_flight": self.c.metrics.active})
 
     async def shutdown(self, request: web.Request) -> web.Response:
         self.c.request_shutdown()

@@ -106,10 +106,12 @@ class Metrics:
         )
         self.in_flight = Gauge("llmctl_requests_in_flight", "Requests being served", registry=self.registry)
         self.recent: deque[RequestRecord] = deque(maxlen=recent)
+        self.active = 0  # requests in flight, for the control API (the gauge is for Prometheus)
         self._ids = itertools.count(1)
 
     def begin(self, model: str, endpoint: str, stream: bool) -> RequestRecord:
         self.in_flight.inc()
+        self.active += 1
         return RequestRecord(next(self._ids), model, endpoint, stream, time.time())
 
     def finish(
@@ -123,6 +125,7 @@ class Metrics:
     ) -> None:
         end = time.perf_counter()
         self.in_flight.dec()
+        self.active -= 1
         rec.status = status
         rec.error = error
         rec.duration_ms = round((end - meter.t0) * 1000, 2)

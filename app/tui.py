@@ -1,0 +1,94 @@
+"""The llmctl TUI: dashboard, models, servers, chat and monitor, each a mode with its own screen stack.
+
+A thin shell: screens fetch through ``self.app.client`` (the controller's async client) from workers and render
+what comes back; worker failures surface once, here, as notifications.
+"""
+
+from __future__ import annotations
+
+from textual.app import App
+from textual.binding import Binding
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.worker import Worker, WorkerState
+
+from llmctl.app.client import ControllerClient, ControllerUnavailable
+from llmctl.app.settings import Settings
+from llmctl.screens.chat import ChatScreen
+from llmctl.screens.dashboard import DashboardScreen
+from llmctl.screens.models import ModelsScreen
+from llmctl.screens.monitor import MonitorScreen
+from llmctl.screens.servers import ServersScreen
+
+SECTIONS = {
+    "dashboard": "Dashboard: hardware, running models, the endpoint",
+    "models": "Models: local and catalog models with fit for this machine",
+    "servers": "Servers: model servers, start/stop, live logs",
+    "chat": "Chat: streaming chat with a model",
+    "monitor": "Monitor: tokens/s, latency, CPU/RAM/GPU over time",
+}
+
+
+class SectionCommands(Provider):
+    """Command palette: jump to any section."""
+
+    async def discover(self) -> Hits:
+        for mode, help_text in SECTIONS.items():
+            yield DiscoveryHit(f"Go to {mode}", lambda m=mode: self.app.switch_mode(m), help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for mode, help_text in SECTIONS.items():
+            text = f"Go to {mode}"
+            if (score := matcher.match(text)) > 0:
+                yield Hit(score, matcher.highlight(text), lambda m=mode: self.app.switch_mode(m), help=help_text)
+
+
+class LlmctlApp(App):
+    TITLE = "llmctl"
+    CSS_PATH = "../assets/llmctl.tcss"
+    MODES = {
+        "dashboard": DashboardScreen,
+        "models": ModelsScreen,
+        "servers": ServersScreen,
+        "chat": ChatScreen,
+        "monitor": MonitorScreen,
+    }
+    DEFAULT_MODE = "dashboard"
+    COMMANDS = App.COMMANDS | {SectionCommands}
+    BINDINGS = [
+        Binding("1,f1", "switch_mode('dashboard')", "Dashboard", id="go-dashboard"),
+        Binding("2,f2", "switch_mode('models')", "Models", id="go-models"),
+        Binding("3,f3", "switch_mode('servers')", "Servers", id="go-servers"),
+        Binding("4,f4", "switch_mode('chat')", "Chat", id="go-chat"),
+        Binding("5,f5", "switch_mode('monitor')", "Monitor", id="go-monitor"),
+        Binding("q", "quit", "Quit", id="quit"),
+    ]
+
+    def __init__(self, settings: Settings, client: ControllerClient, *, notice: str | None = None,
+                 mode: str | None = None) -> None:
+        if mode is not None:
+            self.DEFAULT_MODE = mode  # read by App.__init__: the section the app opens on
+        super().__init__()
+        self.settings = settings
+        self.client = client
+        self._notice = notice
+
+    def on_mount(self) -> None:
+        self.sub_title = self.client.base_url + "/v1"
+        if self._notice:
+            self.notify(self._notice, timeout=8)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """One place that turns a failed worker into something a person can read."""
+        if event.state is not WorkerState.ERROR or event.worker.error is None:
+            return
+        error = event.worker.error
+        if isinstance(error, ControllerUnavailable):
+            self.notify(f"{error.title}. {error.message}", severity="error", timeout=10)
+        elif hasattr(error, "title"):
+            self.notify(f"{error.title}: {getattr(error, 'message', '')}", severity="error", timeout=10)
+        else:
+            self.notify(f"{event.worker.description or event.worker.name} failed: {error}", severity="error")
+
+    async def on_unmount(self) -> None:
+        await self.client.aclose()

@@ -1,0 +1,97 @@
+"""Dashboard: the machine (CPU, RAM, disk, GPUs with VRAM bars), running model servers, and the endpoint."""
+
+from __future__ import annotations
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Label, ProgressBar, Static
+
+from llmctl.screens.format import duration, size
+
+SNIPPET = """from openai import OpenAI
+client = OpenAI(base_url="{url}", api_key="unused")
+client.chat.completions.create(model="{model}",
+    messages=[{{"role": "user", "content": "Hi"}}])"""
+
+
+class DashboardScreen(Screen):
+    BINDINGS = [
+        Binding("y", "copy_endpoint", "Copy endpoint", id="copy-endpoint"),
+        Binding("r", "refresh", "Refresh", id="dashboard-refresh"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="dashboard"):
+            with VerticalScroll(id="machine"):
+                yield Label("Machine", classes="section-title")
+                yield Static("reading the hardware...", id="cpu")
+                yield Label("RAM", id="ram-label")
+                yield ProgressBar(id="ram-bar", show_eta=False)
+                yield Static("", id="disk")
+                yield Vertical(id="gpus")
+            with Vertical(id="serving"):
+                yield Label("Endpoint", classes="section-title")
+                yield Static("", id="endpoint")
+                yield Static("", id="snippet")
+                yield Label("Model servers", classes="section-title")
+                yield DataTable(id="backends", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#backends", DataTable)
+        table.add_columns("MODEL", "STATE", "PORT", "UPTIME", "MEMORY")
+        url = self.app.client.base_url + "/v1"
+        self.query_one("#endpoint", Static).update(f"[b]{url}[/]   [dim](y copies it)[/]")
+        self.action_refresh()
+        self.set_interval(2.0, self.action_refresh)
+
+    def action_refresh(self) -> None:
+        self.refresh_data()
+
+    def action_copy_endpoint(self) -> None:
+        self.app.copy_to_clipboard(self.app.client.base_url + "/v1")
+        self.notify("endpoint copied")
+
+    @work(exclusive=True, group="dashboard", description="reading the dashboard")
+    async def refresh_data(self) -> None:
+        hw = await self.app.client.hardware()
+        backends = await self.app.client.backends()
+        models = await self.app.client.models()
+        self._show_hardware(hw)
+        self._show_backends(backends)
+        model = next((b["model"] for b in backends if b["state"] == "ready"), None)
+        model = model or (models[0]["name"] if models else "MODEL")
+        self.query_one("#snippet", Static).update(SNIPPET.format(url=self.app.client.base_url + "/v1", model=model))
+
+    def _show_hardware(self, hw: dict) -> None:
+        cpu = hw["cpu"]
+        self.query_one("#cpu", Static).update(
+            f"[b]{cpu['model']}[/]\n{cpu['physical_cores']} cores / {cpu['logical_cores']} threads, "
+            f"{hw.get('cpu_percent', 0):.0f}% busy\n"
+            f"[dim]{', '.join(cpu['flags']) or 'no SIMD flags llama.cpp uses'}[/]")
+        used = hw["ram_total"] - hw["ram_available"]
+        self.query_one("#ram-label", Label).update(f"RAM  {size(used)} used of {size(hw['ram_total'])}")
+        self.query_one("#ram-bar", ProgressBar).update(total=hw["ram_total"], progress=used)
+        self.query_one("#disk", Static).update(f"Disk {size(hw['disk_free'])} free for models")
+        gpus = self.query_one("#gpus", Vertical)
+        gpus.remove_children()
+        if not hw["gpus"]:
+            gpus.mount(Static(f"GPU  none [dim]({hw['gpu_detail']})[/]"))
+        for g in hw["gpus"]:
+            used_vram = g["vram_total"] - g["vram_free"]
+            gpus.mount(Label(f"GPU {g['index']} {g['name']}  {size(used_vram)} of {size(g['vram_total'])}"))
+            bar = ProgressBar(show_eta=False)
+            gpus.mount(bar)
+            bar.update(total=g["vram_total"], progress=used_vram)
+
+    def _show_backends(self, backends: list[dict]) -> None:
+        table = self.query_one("#backends", DataTable)
+        table.clear()
+        for b in backends:
+            table.add_row(b["model"], b["state"], str(b["port"]), duration(b["uptime"]), size(b["memory_bytes"]))
+        if not backends:
+            table.add_row("[dim]none yet: models start on their first request[/]", "", "", "", "")

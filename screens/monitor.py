@@ -1,0 +1,107 @@
+"""Monitor: live plots over the last minutes of tokens/s, time to first token, inter-token latency, requests
+in flight, CPU and RAM, and each GPU's utilisation and VRAM, from the controller's metrics."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+from textual import work
+from textual.app import ComposeResult
+from textual.containers import Grid
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Label
+from textual_plotext import PlotextPlot
+
+WINDOW = 300  # seconds of history kept and shown
+
+
+class Series:
+    """Timestamped samples of one measure, trimmed to the window."""
+
+    def __init__(self) -> None:
+        self.points: deque[tuple[float, float]] = deque()
+
+    def add(self, t: float, value: float | None) -> None:
+        if value is not None:
+            self.points.append((t, value))
+        while self.points and self.points[0][0] < t - WINDOW:
+            self.points.popleft()
+
+    def last(self) -> float | None:
+        return self.points[-1][1] if self.points else None
+
+
+PLOTS = [
+    ("tps", "tokens/s per reply", "tok/s"),
+    ("ttft", "time to first token", "ms"),
+    ("itl", "inter-token latency", "ms"),
+    ("inflight", "requests in flight", ""),
+    ("cpu", "CPU busy", "%"),
+    ("ram", "RAM used", "%"),
+    ("gpu", "GPU 0 utilisation", "%"),
+    ("vram", "GPU 0 VRAM used", "%"),
+]
+
+
+class MonitorScreen(Screen):
+    def __init__(self) -> None:
+        super().__init__()
+        self.series = {key: Series() for key, _, _ in PLOTS}
+        self.seen_request = 0
+        self.started = time.monotonic()
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Label("waiting for the first sample...", id="monitor-summary")
+        with Grid(id="monitor-grid"):
+            for key, _title, _unit in PLOTS:
+                yield PlotextPlot(id=f"plot-{key}", classes="plot")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        for key, title, unit in PLOTS:
+            plt = self.query_one(f"#plot-{key}", PlotextPlot).plt
+            plt.title(f"{title}" + (f" ({unit})" if unit else ""))
+        self.sample()
+        self.set_interval(1.0, self.sample)
+
+    @work(exclusive=True, group="monitor", description="sampling metrics")
+    async def sample(self) -> None:
+        snap = await self.app.client.requests_snapshot(limit=100)
+        hw = await self.app.client.hardware()
+        now = time.monotonic() - self.started
+        fresh = [r for r in snap["requests"] if r["id"] > self.seen_request]
+        if fresh:
+            self.seen_request = max(r["id"] for r in fresh)
+        for r in fresh:
+            self.series["tps"].add(now, r.get("tokens_per_s"))
+            self.series["ttft"].add(now, r.get("ttft_ms"))
+            self.series["itl"].add(now, r.get("itl_ms"))
+        self.series["inflight"].add(now, snap["in_flight"])
+        self.series["cpu"].add(now, hw.get("cpu_percent"))
+        self.series["ram"].add(now, 100 * (1 - hw["ram_available"] / hw["ram_total"]))
+        if hw["gpus"]:
+            g = hw["gpus"][0]
+            self.series["gpu"].add(now, g.get("utilization"))
+            self.series["vram"].add(now, 100 * (1 - g["vram_free"] / g["vram_total"]))
+        self._draw(now, hw)
+
+    def _draw(self, now: float, hw: dict) -> None:
+        for key, title, _unit in PLOTS:
+            widget = self.query_one(f"#plot-{key}", PlotextPlot)
+            plt = widget.plt
+            plt.clear_data()
+            points = self.series[key].points
+            if points:
+                plt.plot([t - now for t, _ in points], [v for _, v in points], marker="braille")
+            elif key in ("gpu", "vram") and not hw["gpus"]:
+                plt.title(f"{title}: no GPU")
+            plt.xlim(-WINDOW, 0)
+            widget.refresh()
+        tps, ttft = self.series["tps"].last(), self.series["ttft"].last()
+        self.query_one("#monitor-summary", Label).update(
+            f"last reply: {tps if tps is not None else '-'} tok/s, first token after "
+            f"{ttft if ttft is not None else '-'} ms   |   in flight {self.series['inflight'].last():.0f}   |   "
+            f"CPU {self.series['cpu'].last() or 0:.0f}%  RAM {self.series['ram'].last() or 0:.0f}%"
+        )

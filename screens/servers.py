@@ -1,0 +1,100 @@
+"""Servers: every model server with its state, and the live log of the selected one; start, stop, restart."""
+
+from __future__ import annotations
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Label, RichLog
+
+from llmctl.screens.format import duration, size
+
+STATE_STYLE = {"ready": "green", "starting": "yellow", "restarting": "yellow", "failed": "red", "stopping": "yellow"}
+
+
+class ServersScreen(Screen):
+    BINDINGS = [
+        Binding("s", "start", "Start", id="server-start"),
+        Binding("x", "stop", "Stop", id="server-stop"),
+        Binding("R", "restart", "Restart", id="server-restart"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.selected: str | None = None
+        self.log_offset: int | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Vertical(id="servers"):
+            yield DataTable(id="servers-table", cursor_type="row", zebra_stripes=True)
+            yield Label("log", id="log-title", classes="section-title")
+            yield RichLog(id="server-log", max_lines=2000, wrap=False, markup=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        columns = ("MODEL", "STATE", "RUNTIME", "PORT", "PID", "UPTIME", "RESTARTS", "MEMORY")
+        self.query_one(DataTable).add_columns(*columns)
+        self.poll()
+        self.set_interval(1.0, self.poll)
+
+    @work(exclusive=True, group="runtime-health", description="reading the model servers")
+    async def poll(self) -> None:
+        backends = await self.app.client.backends()
+        table = self.query_one(DataTable)
+        cursor = table.cursor_row
+        table.clear()
+        for b in backends:
+            state = f"[{STATE_STYLE.get(b['state'], 'white')}]{b['state']}[/]"
+            table.add_row(b["model"], state, f"{b['runtime']} ({b['command']})", str(b["port"]), str(b["pid"] or "-"),
+                          duration(b["uptime"]), str(b["restarts"]), size(b["memory_bytes"]), key=b["model"])
+        if not backends:
+            table.add_row("[dim]no model servers yet[/]", "", "", "", "", "", "", "")
+            return
+        table.move_cursor(row=min(cursor, len(backends) - 1))
+        if self.selected is None:
+            self._select(backends[0]["model"])
+        await self._follow_log()
+
+    def _select(self, model: str) -> None:
+        if model != self.selected:
+            self.selected = model
+            self.log_offset = None
+            self.query_one(RichLog).clear()
+            self.query_one("#log-title", Label).update(f"log of {model}")
+
+    @on(DataTable.RowHighlighted)
+    def row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key and event.row_key.value:
+            self._select(str(event.row_key.value))
+
+    async def _follow_log(self) -> None:
+        if self.selected is None:
+            return
+        data = await self.app.client.logs(self.selected, tail=200, since=self.log_offset)
+        log = self.query_one(RichLog)
+        for line in data["lines"]:
+            log.write(line)
+        self.log_offset = data["next"]
+
+    @work(group="runtime", description="starting a model server")
+    async def action_start(self) -> None:
+        if self.selected:
+            self.notify(f"starting {self.selected}...")
+            status = await self.app.client.load(self.selected)
+            self.notify(f"{status['model']} is {status['state']}")
+
+    @work(group="runtime", description="stopping a model server")
+    async def action_stop(self) -> None:
+        if self.selected:
+            status = await self.app.client.unload(self.selected)
+            self.notify(f"{status['model']} is {status['state']}")
+
+    @work(group="runtime", description="restarting a model server")
+    async def action_restart(self) -> None:
+        if self.selected:
+            await self.app.client.unload(self.selected)
+            status = await self.app.client.load(self.selected)
+            self.notify(f"{status['model']} restarted: {status['state']}")
