@@ -73,7 +73,8 @@ async def test_servers_stop_and_start(make_app) -> None:
         await app.workers.wait_for_complete()
         await pilot.press("s")
         await app.workers.wait_for_complete()
-        assert client.calls[-2:] == [("unload", "llama-3.1-8b-instruct-q4_k_m"), ("load", "llama-3.1-8b-instruct-q4_k_m")]
+        name = "llama-3.1-8b-instruct-q4_k_m"
+        assert client.calls[-2:] == [("unload", name), ("load", name)]
 
 
 async def test_chat_streams_markdown_and_keeps_history(make_app) -> None:
