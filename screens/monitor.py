@@ -88,7 +88,7 @@ class MonitorScreen(Screen):
         self._draw(now, hw)
 
     def _draw(self, now: float, hw: dict) -> None:
-        for key, title, _unit in PLOTS:
+        for key, title, unit in PLOTS:
             widget = self.query_one(f"#plot-{key}", PlotextPlot)
             plt = widget.plt
             plt.clear_data()
@@ -98,10 +98,13 @@ class MonitorScreen(Screen):
             elif key in ("gpu", "vram") and not hw["gpus"]:
                 plt.title(f"{title}: no GPU")
             plt.xlim(-WINDOW, 0)
+            if unit == "%":
+                plt.ylim(0, 100)
             widget.refresh()
         tps, ttft = self.series["tps"].last(), self.series["ttft"].last()
         self.query_one("#monitor-summary", Label).update(
-            f"last reply: {tps if tps is not None else '-'} tok/s, first token after "
-            f"{ttft if ttft is not None else '-'} ms   |   in flight {self.series['inflight'].last():.0f}   |   "
+            f"last reply: {f'{tps:.1f}' if tps is not None else '-'} tok/s, first token after "
+            f"{f'{ttft:.0f}' if ttft is not None else '-'} ms   |   "
+            f"in flight {self.series['inflight'].last():.0f}   |   "
             f"CPU {self.series['cpu'].last() or 0:.0f}%  RAM {self.series['ram'].last() or 0:.0f}%"
         )
