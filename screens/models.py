@@ -44,7 +44,7 @@ class ModelsScreen(Screen):
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        table.add_columns("MODEL", "WHERE", "QUANT", "NEEDS", "FIT", "STATE")
+        table.add_columns("MODEL", "FIT", "NEEDS", "QUANT", "WHERE", "STATE")
         table.focus()
         self.action_refresh()
 
@@ -95,7 +95,7 @@ class ModelsScreen(Screen):
         for key, r in self.rows.items():
             if wanted and wanted not in r["search"].lower():
                 continue
-            table.add_row(r["name"], r["where"], r["quant"], size(r["needs"]), badge(r["fits"]), r["state"], key=key)
+            table.add_row(r["name"], badge(r["fits"]), size(r["needs"]), r["quant"], r["where"], r["state"], key=key)
 
     @on(Input.Changed, "#filter")
     def filter_changed(self) -> None:
