@@ -13,11 +13,7 @@ from textual.worker import Worker, WorkerState
 
 from llmctl.app.client import ControllerClient, ControllerUnavailable
 from llmctl.app.settings import Settings
-from llmctl.screens.chat import ChatScreen
 from llmctl.screens.dashboard import DashboardScreen
-from llmctl.screens.models import ModelsScreen
-from llmctl.screens.monitor import MonitorScreen
-from llmctl.screens.servers import ServersScreen
 
 SECTIONS = {
     "dashboard": "Dashboard: hardware, running models, the endpoint",
@@ -43,15 +39,27 @@ class SectionCommands(Provider):
                 yield Hit(score, matcher.highlight(text), lambda m=mode: self.app.switch_mode(m), help=help_text)
 
 
+def _lazy(module: str, name: str):
+    """A mode factory that imports its screen the first time the section opens (keeps the first paint fast:
+    the chat and monitor screens pull in markdown-it and plotext)."""
+
+    def make():
+        import importlib
+
+        return getattr(importlib.import_module(f"llmctl.screens.{module}"), name)()
+
+    return make
+
+
 class LlmctlApp(App):
     TITLE = "llmctl"
     CSS_PATH = "../assets/llmctl.tcss"
     MODES = {
         "dashboard": DashboardScreen,
-        "models": ModelsScreen,
-        "servers": ServersScreen,
-        "chat": ChatScreen,
-        "monitor": MonitorScreen,
+        "models": _lazy("models", "ModelsScreen"),
+        "servers": _lazy("servers", "ServersScreen"),
+        "chat": _lazy("chat", "ChatScreen"),
+        "monitor": _lazy("monitor", "MonitorScreen"),
     }
     DEFAULT_MODE = "dashboard"
     COMMANDS = App.COMMANDS | {SectionCommands}

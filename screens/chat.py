@@ -12,7 +12,11 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Label, Markdown, Select, Static
 
-FLUSH_INTERVAL = 0.1  # seconds between hand-overs of streamed text to the markdown widget (10 a second)
+
+def flush_interval(tokens: int) -> float:
+    """Seconds between hand-overs of streamed text to the markdown widget. Each hand-over reflows the reply, and
+    a reflow costs more the longer the reply is, so long replies are handed over less often."""
+    return 0.1 if tokens < 1000 else 0.25 if tokens < 4000 else 0.5
 
 
 def reply_parser() -> MarkdownIt:
@@ -88,7 +92,7 @@ class ChatScreen(Screen):
         messages = ([{"role": "system", "content": system}] if system else []) + self.history
         messages.append({"role": "user", "content": text})
         stream = Markdown.get_stream(reply)
-        answer, pending, flushed = "", "", time.monotonic()
+        answer, pending, flushed, tokens = "", "", time.monotonic(), 0
         try:
             async for part in self.app.client.stream_chat(
                 model, messages, temperature=self._number("#chat-temperature", 0.7),
@@ -97,8 +101,8 @@ class ChatScreen(Screen):
                 if isinstance(part, str):
                     answer += part
                     pending += part
-                    # every append reflows the screen: at hundreds of tokens/s, hand them over ~10 times a second
-                    if time.monotonic() - flushed >= FLUSH_INTERVAL:
+                    tokens += 1
+                    if time.monotonic() - flushed >= flush_interval(tokens):
                         await stream.write(pending)
                         pending, flushed = "", time.monotonic()
                 else:
