@@ -6,6 +6,7 @@ what comes back; worker failures surface once, here, as notifications.
 
 from __future__ import annotations
 
+from textual import work
 from textual.app import App
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
@@ -51,6 +52,36 @@ def _lazy(module: str, name: str):
     return make
 
 
+class ModelCommands(Provider):
+    """Command palette: every verb on every model (start, stop, chat, remove), plus import and copy endpoint."""
+
+    async def startup(self) -> None:
+        try:
+            self.models = [m["name"] for m in await self.app.client.models()]
+        except Exception:  # the palette must open even when the controller is away
+            self.models = []
+
+    def _commands(self):
+        app = self.app
+        yield "Import a GGUF file", app.action_import_model, "register a local .gguf (Models screen)"
+        yield "Copy the endpoint URL", app.action_copy_endpoint, app.client.base_url + "/v1"
+        for name in self.models:
+            yield f"Start {name}", lambda n=name: app.run_verb("load", n), "load the model now"
+            yield f"Stop {name}", lambda n=name: app.run_verb("unload", n), "stop its server"
+            yield f"Chat with {name}", lambda n=name: app.open_chat(n), "open Chat with this model"
+            yield f"Remove {name}", lambda n=name: app.run_verb("remove_model", n), "unregister (file stays)"
+
+    async def discover(self) -> Hits:
+        for text, callback, help_text in self._commands():
+            yield DiscoveryHit(text, callback, help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for text, callback, help_text in self._commands():
+            if (score := matcher.match(text)) > 0:
+                yield Hit(score, matcher.highlight(text), callback, help=help_text)
+
+
 class LlmctlApp(App):
     TITLE = "llmctl"
     CSS_PATH = "../assets/llmctl.tcss"
@@ -62,7 +93,7 @@ class LlmctlApp(App):
         "monitor": _lazy("monitor", "MonitorScreen"),
     }
     DEFAULT_MODE = "dashboard"
-    COMMANDS = App.COMMANDS | {SectionCommands}
+    COMMANDS = App.COMMANDS | {SectionCommands, ModelCommands}
     BINDINGS = [
         Binding("1,f1", "switch_mode('dashboard')", "Dashboard", id="go-dashboard"),
         Binding("2,f2", "switch_mode('models')", "Models", id="go-models"),
@@ -85,6 +116,25 @@ class LlmctlApp(App):
         self.sub_title = self.client.base_url + "/v1"
         if self._notice:
             self.notify(self._notice, timeout=8)
+
+    def action_copy_endpoint(self) -> None:
+        self.copy_to_clipboard(self.client.base_url + "/v1")
+        self.notify("endpoint copied")
+
+    async def action_import_model(self) -> None:
+        await self.switch_mode("models")
+        await self.screen.run_action("import_model")
+
+    @work(group="runtime", description="running a model command")
+    async def run_verb(self, verb: str, name: str) -> None:
+        result = await getattr(self.client, verb)(name)
+        state = result.get("state", "removed")
+        self.notify(f"{name}: {state}")
+
+    async def open_chat(self, name: str) -> None:
+        await self.switch_mode("chat")
+        self.screen.preferred_model = name
+        self.screen.load_models()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """One place that turns a failed worker into something a person can read."""

@@ -35,6 +35,7 @@ class ChatScreen(Screen):
         super().__init__()
         self.history: list[dict] = []
         self.last_reply = ""
+        self.preferred_model: str | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -57,9 +58,12 @@ class ChatScreen(Screen):
         models = await self.app.client.models()
         select = self.query_one("#chat-model", Select)
         select.set_options([(m["name"], m["name"]) for m in models])
+        names = [m["name"] for m in models]
         ready = [m["name"] for m in models if m.get("state") == "ready"]
-        if models:
-            select.value = ready[0] if ready else models[0]["name"]
+        if self.preferred_model in names:
+            select.value = self.preferred_model
+        elif models:
+            select.value = ready[0] if ready else names[0]
 
     @on(Input.Submitted, "#chat-input")
     def submit(self, event: Input.Submitted) -> None:

@@ -53,8 +53,7 @@ class DashboardScreen(Screen):
         self.refresh_data()
 
     def action_copy_endpoint(self) -> None:
-        self.app.copy_to_clipboard(self.app.client.base_url + "/v1")
-        self.notify("endpoint copied")
+        self.app.action_copy_endpoint()
 
     @work(exclusive=True, group="dashboard", description="reading the dashboard")
     async def refresh_data(self) -> None:

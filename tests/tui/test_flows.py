@@ -142,3 +142,26 @@ async def test_html_in_a_reply_is_shown_not_swallowed(make_app) -> None:
         await pilot.pause()
         rendered = " ".join(str(block._content) for block in app.screen.query(".reply *") if hasattr(block, "_content"))
         assert "<h2>" in rendered and "The title" in rendered
+
+
+async def test_palette_has_every_model_verb(make_app) -> None:
+    client = FakeClient()
+    app = make_app(client)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"stop tiny")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        assert ("unload", "tiny") in client.calls
+        await pilot.press("ctrl+p")
+        await pilot.press(*"chat with tiny")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        assert app.current_mode == "chat"
+        assert app.screen.query_one("#chat-model").value == "tiny"
