@@ -203,6 +203,7 @@ def fit(ctx: Context, target: str, **kw: Any) -> None:
     launcher = pick_adapter(ctx.settings.backends.llama_server, ctx.settings.backends.prefer_native).launcher
     req = FitRequest(ctx=kw["ctx_len"], kv_type=kw["kv_type"], parallel=kw["parallel"], runtime=kw["runtime"],
                      baseline_bytes=_measured_baseline(launcher),
+                     prompt_cache_bytes=ctx.settings.backends.prompt_cache_mib << 20,
                      launcher=launcher, gpu_layers=None if layers == "auto" else int(layers))
     est = estimate(facts, req, budget)
     if kw["as_json"]:
@@ -240,7 +241,8 @@ def recommend(ctx: Context, use: str | None, **kw: Any) -> None:
     launcher = pick_adapter(ctx.settings.backends.llama_server, ctx.settings.backends.prefer_native).launcher
     options, left_out = rank(budget, use=use, ctx=kw["ctx_len"], gpu_bandwidth_gbs=bandwidth,
                              ram_bandwidth_gbs=kw["ram_bandwidth"], launcher=launcher,
-                             baseline_bytes=_measured_baseline(launcher))
+                             baseline_bytes=_measured_baseline(launcher),
+                             prompt_cache_bytes=ctx.settings.backends.prompt_cache_mib << 20)
     if kw["as_json"]:
         emit_json({"plan": where, "options": [o.to_json() for o in options[: kw["top"]]], "left_out": left_out})
         return

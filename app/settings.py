@@ -45,6 +45,9 @@ class BackendSettings(BaseModel):
     """CPU threads; default: the number of physical cores."""
     n_gpu_layers: int | None = Field(None, ge=-1)
     """Layers offloaded to the GPU (-1 = all). Unset: as many as `llmctl fit` says fit in the free VRAM."""
+    prompt_cache_mib: int = Field(1024, ge=0)
+    """RAM llama-server may use to keep recent prompts for reuse (its own default is 8 GiB, which a soak test
+    watched it fill); counted by `llmctl fit`. 0 turns the cache off."""
     max_loaded: int = Field(2, ge=1, le=64)
     """Models kept loaded at once; the least recently used idle one is stopped to make room."""
     load_wait: float = Field(120.0, gt=0)

@@ -45,6 +45,7 @@ class FitRequest:
     gpu_memory_utilization: float = 0.9  # vLLM
     max_num_batched_tokens: int = 8192  # vLLM
     baseline_bytes: int | None = None  # the runtime process before any model, when measured; else BASELINE
+    prompt_cache_bytes: int = 0  # llama-server's host-RAM prompt cache cap (--cache-ram), on the CPU side
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +178,8 @@ def split_llama(facts: ModelFacts, req: FitRequest, ngl: int) -> tuple[int, int,
     if process is None:
         process = BASELINE.get(req.launcher, BASELINE["llama-server"])
     baseline = process + CONTEXT_HEAP + facts.n_vocab * VOCAB_BYTES_PER_TOKEN
+    if req.launcher == "llama-server":
+        baseline += req.prompt_cache_bytes  # the prompt cache fills over time up to its cap
     terms = {"weights": weights, "repack": repack, "kv": kv_gpu + kv_cpu, "compute": compute, "output": out}
     if ngl == 0:
         return 0, cpu_w + repack + kv_cpu + compute + out + baseline, {**terms, "overhead": baseline}

@@ -77,6 +77,7 @@ def recommend(
     ram_bandwidth_gbs: float = 50.0,
     launcher: str = "llama-server",
     baseline_bytes: int | None = None,
+    prompt_cache_bytes: int = 0,
 ) -> tuple[list[Option], list[str]]:
     """(ranked options that fit, one per model; reasons for models left out)."""
     options: list[Option] = []
@@ -88,7 +89,8 @@ def recommend(
         for quant in model.gguf.quants:
             facts = facts_for(model, quant)
             want_ctx = min(ctx, model.arch.ctx_max)
-            req = FitRequest(ctx=want_ctx, launcher=launcher, baseline_bytes=baseline_bytes)
+            req = FitRequest(ctx=want_ctx, launcher=launcher, baseline_bytes=baseline_bytes,
+                             prompt_cache_bytes=prompt_cache_bytes)
             est = estimate(facts, req, budget)
             if est.fits == "no":
                 continue
@@ -105,7 +107,8 @@ def recommend(
                 best = option
         if best is None:
             smallest = model.gguf.quants[0]
-            req = FitRequest(ctx=min(ctx, model.arch.ctx_max), launcher=launcher, baseline_bytes=baseline_bytes)
+            req = FitRequest(ctx=min(ctx, model.arch.ctx_max), launcher=launcher, baseline_bytes=baseline_bytes,
+                             prompt_cache_bytes=prompt_cache_bytes)
             need = estimate(facts_for(model, smallest), req, budget)
             left_out.append(f"{model.name}: even {smallest} does not fit ({need.reason})")
         else:

@@ -51,6 +51,7 @@ class LaunchSpec:
     n_gpu_layers: int = 0
     threads: int = 1
     parallel: int = 1
+    prompt_cache_mib: int | None = None  # llama-server's host-RAM prompt cache cap (--cache-ram); None: its default
     chat_template: str | None = None  # a built-in template family ("gemma", "chatml"), or None: the model's own
     extra_args: tuple[str, ...] = field(default_factory=tuple)
 

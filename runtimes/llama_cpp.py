@@ -67,6 +67,8 @@ class LlamaServer:
             "--jinja",
             "--no-webui",
         ]
+        if spec.prompt_cache_mib is not None:
+            argv += ["--cache-ram", str(spec.prompt_cache_mib)]
         if spec.chat_template:
             argv += ["--chat-template", _FAMILY_TEMPLATES.get(spec.chat_template, (spec.chat_template,))[0]]
         return argv + list(spec.extra_args)

@@ -53,7 +53,7 @@ class InventoryApi:
     def _request(self, ctx: int) -> FitRequest:
         b = self.c.settings.backends
         launcher = pick_adapter(b.llama_server, b.prefer_native).launcher
-        return FitRequest(ctx=ctx, parallel=b.parallel, launcher=launcher)
+        return FitRequest(ctx=ctx, parallel=b.parallel, launcher=launcher, prompt_cache_bytes=b.prompt_cache_mib << 20)
 
     async def hardware(self, request: web.Request) -> web.Response:
         report = await asyncio.to_thread(self._report)

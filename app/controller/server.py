@@ -101,6 +101,7 @@ class Controller:
             n_gpu_layers=b.n_gpu_layers if b.n_gpu_layers is not None else self._auto_gpu_layers(entry, adapter),
             threads=b.threads or physical_cores(),
             parallel=b.parallel,
+            prompt_cache_mib=b.prompt_cache_mib,
             chat_template=template_family(entry.facts.get("architecture"), entry.facts.get("has_chat_template", True)),
         )
         return Backend(spec, adapter, log_dir=self.paths.logs_dir, state=self.state, policy=self.policy,
@@ -115,7 +116,8 @@ class Controller:
         if not gpus:
             return 0
         b = self.settings.backends
-        req = FitRequest(ctx=_ctx_for(entry, b.ctx_size), parallel=b.parallel, launcher=adapter.launcher)
+        req = FitRequest(ctx=_ctx_for(entry, b.ctx_size), parallel=b.parallel, launcher=adapter.launcher,
+                         prompt_cache_bytes=b.prompt_cache_mib << 20)
         budget = Budget(tuple(g.vram_free for g in gpus), psutil.virtual_memory().available)
         return estimate(facts_from_gguf(read_gguf(Path(entry.path))), req, budget).gpu_layers
 

@@ -31,6 +31,13 @@ def test_llama_cpp_python_argv() -> None:
     ]
 
 
+def test_prompt_cache_is_capped_on_the_native_server() -> None:
+    spec = LaunchSpec(model_name="m", model_path=Path("/m.gguf"), port=1, prompt_cache_mib=1024)
+    argv = LlamaServer("ls").build_command(spec)
+    assert argv[argv.index("--cache-ram") + 1] == "1024"
+    assert "--cache-ram" not in LlamaCppPython("py").build_command(spec)  # it has no such cache
+
+
 def test_chat_template_and_extra_args_are_passed() -> None:
     spec = LaunchSpec(model_name="m", model_path=Path("/m.gguf"), port=1, chat_template="chatml",
                       extra_args=("--flash-attn", "on"))
