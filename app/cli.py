@@ -10,23 +10,7 @@ import click
 
 from llmctl import __version__
 from llmctl.app.cli_context import Context, emit_json, pass_ctx
-
-
-def _size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+from llmctl.app.format import duration, size
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)
@@ -142,7 +126,7 @@ def import_(ctx: Context, path: str, name: str | None, replace: bool, as_json: b
     f = entry.facts
     click.echo(f"imported {entry.name}: {f.get('architecture')} {f.get('quant')}, "
                f"{f.get('parameter_count', 0) / 1e6:.1f}M parameters, context {f.get('context_length')}, "
-               f"{_size(entry.size)}")
+               f"{size(entry.size)}")
 
 
 @cli.group()
@@ -171,7 +155,7 @@ def models_list(ctx: Context, as_json: bool) -> None:
     for e in entries:
         f = e.facts
         table.add_row(e.name, str(f.get("architecture")), str(f.get("quant")),
-                      f"{(f.get('parameter_count') or 0) / 1e6:.1f}M", str(f.get("context_length")), _size(e.size),
+                      f"{(f.get('parameter_count') or 0) / 1e6:.1f}M", str(f.get("context_length")), size(e.size),
                       e.path)
     Console().print(table)
 
@@ -207,7 +191,7 @@ def ps(ctx: Context, as_json: bool) -> None:
     for b in backends:
         state = b["state"] + (f" ({b['error']})" if b.get("error") else "")
         table.add_row(b["model"], f"{b['runtime']} ({b['command']})", state, str(b["pid"] or "-"), str(b["port"]),
-                      _duration(b["uptime"]), str(b["restarts"]), _size(b["memory_bytes"]))
+                      duration(b["uptime"]), str(b["restarts"]), size(b["memory_bytes"]))
     Console().print(table)
     for b in backends:
         if b["state"] == "failed" and b.get("last_log_lines"):

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
+from llmctl.app.format import duration, size
+
+__all__ = ["badge", "breakdown", "duration", "size"]
+
 FIT_STYLE = {"yes": "green", "tight": "yellow", "no": "red"}
-
-
-def size(n: float | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 def badge(fits: str | None) -> str:
@@ -20,13 +14,6 @@ def badge(fits: str | None) -> str:
     if not fits:
         return "[dim]?[/]"
     return f"[{FIT_STYLE.get(fits, 'white')}]{fits}[/]"
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
 def breakdown(est: dict) -> str:
