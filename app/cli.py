@@ -313,9 +313,9 @@ def paths(ctx: Context, as_json: bool) -> None:
 
 
 def _add_plan_commands() -> None:
-    from llmctl.app import plan
+    from llmctl.app import plan, pull
 
-    for command in (plan.hw, plan.doctor, plan.fit, plan.recommend):
+    for command in (plan.hw, plan.doctor, plan.fit, plan.recommend, pull.pull):
         cli.add_command(command)
 
 

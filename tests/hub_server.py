@@ -1,0 +1,170 @@
+"""A local server that speaks the Hugging Face Hub's file protocol, for tests (no test may reach the Hub).
+
+What the real `huggingface_hub` client and llmctl's downloader use:
+- ``GET /api/models/{repo}/revision/{rev}``: model info with ``sha`` (the commit) and ``siblings``;
+- ``GET /api/models/{repo}/tree/{rev}?recursive=...``: files with ``size``, ``oid`` and, for LFS files,
+  ``lfs: {oid: sha256, size}``;
+- ``HEAD|GET /{repo}/resolve/{rev}/{file}``: ``X-Repo-Commit``, ``ETag``/``X-Linked-Etag`` (the sha256 of LFS
+  files), ``X-Linked-Size``; LFS files redirect (302) to ``/lfs/{sha256}``, which honours ``Range``.
+
+Switches on ``HubServer`` make it misbehave: cut a body after N bytes, corrupt a byte, answer a status, stall.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+@dataclass
+class HubServer:
+    repos: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    cut_after: int | None = None  # close the connection after sending this many body bytes
+    corrupt: bool = False  # flip one byte in file bodies
+    status: int | None = None  # answer every resolve with this status
+    stall: float = 0.0  # seconds to wait before each body
+    chunk_delay: float = 0.0  # seconds between 64 KiB chunks (a slow link)
+    gated: set[str] = field(default_factory=set)  # repos that need a token
+    requests: list[tuple[str, str, str | None]] = field(default_factory=list)  # (method, path, Range)
+    port: int = 0
+
+    def add_file(self, repo: str, name: str, data: bytes) -> None:
+        self.repos.setdefault(repo, {})[name] = data
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def bytes_served(self) -> int:
+        return self._served
+
+    # lifecycle ---------------------------------------------------------------------------------------------
+    def start(self) -> HubServer:
+        self._served = 0
+        ready = threading.Event()
+
+        def run() -> None:
+            self._loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self._loop)
+            app = web.Application()
+            app.add_routes([
+                web.get("/api/models/{org}/{name}/revision/{rev}", self._info),
+                web.get("/api/models/{org}/{name}/tree/{rev}", self._tree),
+                web.route("*", "/{org}/{name}/resolve/{rev}/{file:.+}", self._resolve),
+                web.get("/lfs/{sha}", self._lfs),
+            ])
+            self._runner = web.AppRunner(app)
+            self._loop.run_until_complete(self._runner.setup())
+            site = web.TCPSite(self._runner, "127.0.0.1", 0)
+            self._loop.run_until_complete(site.start())
+            self.port = site._server.sockets[0].getsockname()[1]
+            ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        async def shutdown() -> None:
+            await self._runner.cleanup()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    # handlers ----------------------------------------------------------------------------------------------
+    def _files(self, request: web.Request) -> dict[str, bytes]:
+        repo = f"{request.match_info['org']}/{request.match_info['name']}"
+        if repo not in self.repos:
+            raise web.HTTPNotFound(headers={"X-Error-Code": "RepoNotFound"}, text=f"Repository {repo} not found")
+        if repo in self.gated and "Authorization" not in request.headers:
+            raise web.HTTPUnauthorized(headers={"X-Error-Code": "GatedRepo"},
+                                       text=f"Access to model {repo} is restricted")
+        return self.repos[repo]
+
+    async def _info(self, request: web.Request) -> web.Response:
+        files = self._files(request)
+        repo = f"{request.match_info['org']}/{request.match_info['name']}"
+        return web.json_response({"id": repo, "modelId": repo, "sha": COMMIT, "private": False,
+                                  "siblings": [{"rfilename": n} for n in files]})
+
+    async def _tree(self, request: web.Request) -> web.Response:
+        files = self._files(request)
+        out = []
+        for name, data in files.items():
+            entry = {"type": "file", "path": name, "size": len(data), "oid": hashlib.sha1(data).hexdigest()}
+            if name.endswith((".gguf", ".safetensors", ".bin")):
+                entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
+            out.append(entry)
+        return web.json_response(out)
+
+    async def _resolve(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append((request.method, request.path, request.headers.get("Range")))
+        if self.status:
+            return web.Response(status=self.status, text="switched")
+        files = self._files(request)
+        name = request.match_info["file"]
+        if name not in files:
+            raise web.HTTPNotFound(headers={"X-Error-Code": "EntryNotFound"}, text=f"{name} not found")
+        data = files[name]
+        sha = hashlib.sha256(data).hexdigest()
+        headers = {"X-Repo-Commit": COMMIT, "ETag": f'"{hashlib.sha1(data).hexdigest()}"',
+                   "X-Linked-Etag": f'"{sha}"', "X-Linked-Size": str(len(data)),
+                   "Location": f"/lfs/{sha}"}
+        return web.Response(status=302, headers=headers)
+
+    async def _lfs(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append((request.method, request.path, request.headers.get("Range")))
+        sha = request.match_info["sha"]
+        data = next((d for files in self.repos.values() for d in files.values()
+                     if hashlib.sha256(d).hexdigest() == sha), None)
+        if data is None:
+            raise web.HTTPNotFound()
+        start = 0
+        rng = request.headers.get("Range")
+        if rng and rng.startswith("bytes="):
+            start = int(rng[6:].split("-")[0])
+        body = data[start:]
+        if self.corrupt and body:
+            body = bytes([body[0] ^ 0xFF]) + body[1:]
+        status = 206 if start else 200
+        headers = {"Content-Length": str(len(body)), "ETag": f'"{sha}"', "Accept-Ranges": "bytes"}
+        if start:
+            headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+        response = web.StreamResponse(status=status, headers=headers)
+        await response.prepare(request)
+        if self.stall:
+            await asyncio.sleep(self.stall)
+        sent = 0
+        for i in range(0, len(body), 65536):
+            chunk = body[i : i + 65536]
+            if self.cut_after is not None and sent + len(chunk) > self.cut_after:
+                chunk = chunk[: self.cut_after - sent]
+                await response.write(chunk)
+                self._served += len(chunk)
+                request.transport.close()  # mid-body: the client sees a truncated response
+                return response
+            await response.write(chunk)
+            sent += len(chunk)
+            self._served += len(chunk)
+            if self.chunk_delay:
+                await asyncio.sleep(self.chunk_delay)
+        await response.write_eof()
+        return response
+
+
+def write_payload(path: Path, size: int, seed: int = 0) -> bytes:
+    import random
+
+    data = random.Random(seed).randbytes(size)
+    path.write_bytes(data)
+    return data
