@@ -327,8 +327,8 @@ def main() -> None:
 
     try:
         cli(standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("\ninterrupted (a pull resumes where it stopped when run again)", err=True)
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()

@@ -25,6 +25,7 @@ import httpx
 from llmctl.catalog.errors import LlmctlError
 
 CHUNK = 1 << 20
+PROGRESS_EVERY = 4 << 20  # bytes between progress events
 DISK_MARGIN = 512 << 20  # keep this much free after a download
 
 
@@ -233,13 +234,16 @@ class HubDownloader:
                     if offset and r.status_code != 206:  # the server ignored Range: start over
                         offset, digest = 0, hashlib.sha256()
                         partial.unlink(missing_ok=True)
-                    with partial.open("ab") as out:
-                        for chunk in r.iter_bytes():  # as it arrives: a cut keeps every byte received
+                    reported = offset
+                    with partial.open("ab", buffering=CHUNK) as out:
+                        for chunk in r.iter_raw():  # as it arrives (identity encoding): a cut keeps what came
                             out.write(chunk)
                             digest.update(chunk)
                             offset += len(chunk)
                             fetched += len(chunk)
-                            yield FileProgressed(f.name, offset, f.size)
+                            if offset - reported >= PROGRESS_EVERY or offset == f.size:
+                                reported = offset
+                                yield FileProgressed(f.name, offset, f.size)
                 break
         except httpx.HTTPError as exc:
             raise DownloadError(f"the download of {f.name} broke off at {offset} of {f.size} bytes",

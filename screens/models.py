@@ -82,7 +82,8 @@ class ModelsScreen(Screen):
                 "detail": f"[b]{m['name']}[/]  {m['params_b']}B, {m['license']}, for {', '.join(m['uses'])}\n"
                           f"[dim]{m['repo']}[/]\n"
                           + "  ".join(f"{x['quant']} {badge(x['fits'])}" for x in m["quants"])
-                          + "\n[dim]Downloading from the Hub is not built yet: import a GGUF you have with i.[/]",
+                          + f"\n[dim]Get it with `llmctl pull {m['name']}:{q['quant']}` (pulling from this screen "
+                          "is not built yet), or import a GGUF you have with i.[/]",
                 "search": f"{m['name']} catalog {m['family']} {' '.join(m['uses'])}",
             }
         self.rows = rows
