@@ -34,8 +34,12 @@ def selection(target: str):
         return base, lambda name: name == spec, Path(spec).stem.lower(), spec
     if spec:
         return base, _quant_selector(spec), f"{base.split('/')[1].lower().removesuffix('-gguf')}-{spec.lower()}", spec
-    raise LlmctlError(f"say which file of {base} to pull",
-                      f"write {base}:QUANT (e.g. {base}:Q4_K_M) or {base}:FILE.gguf")
+    if base.lower().endswith("-gguf"):
+        raise LlmctlError(f"say which file of {base} to pull",
+                          f"write {base}:QUANT (e.g. {base}:Q4_K_M) or {base}:FILE.gguf")
+    from llmctl.catalog.downloads import safetensors_files
+
+    return base, safetensors_files, None, f"{base} (safetensors, for vLLM)"
 
 
 def _quant_selector(quant: str):
@@ -85,6 +89,9 @@ def pull(ctx: Context, target: str, revision: str, name: str | None, offline: bo
                 else:
                     done[event.name] = plan.files[[f.name for f in plan.files].index(event.name)].size
             progress.update(total, completed=sum(done.values()))
+    if default_name is None:  # a safetensors repo: vLLM serves the folder
+        click.echo(f"pulled {what} -> {paths[0].parent}")
+        return
     first = next((p for p in sorted(paths) if "-00001-of-" in p.name), sorted(paths)[0])
     entry = ctx.store().import_file(first, name or default_name, replace=True)
     click.echo(f"pulled {what} -> {first}\nregistered as {entry.name}; `llmctl chat {entry.name}` to try it")

@@ -74,6 +74,16 @@ class FileFinished:
 
 
 Event = FileStarted | FileProgressed | FileFinished
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
+def safetensors_files(name: str) -> bool:
+    """What vLLM needs from an AWQ/GPTQ/FP8 repo: configs, tokenizer, safetensors weights. Never pickles
+    (RELIABILITY 4: llmctl does not fetch or load anything that unpickles)."""
+    lowered = name.lower()
+    if lowered.endswith(PICKLE_SUFFIXES) or lowered.endswith(".gguf"):
+        return False
+    return lowered.endswith((".safetensors", ".json", ".model", ".txt", ".tiktoken", ".jinja"))
 
 
 def safe_name(name: str) -> str:

@@ -81,8 +81,20 @@ def test_pull_errors_are_clear(hub, llmctl_home: Path, tmp_path: Path) -> None:
     env = _env(llmctl_home, hub, tmp_path)
     r = _run(env, "pull", "org/missing-GGUF:Q4_K_M")
     assert r.returncode == 1 and "was not found" in r.stderr
-    r = _run(env, "pull", "org/x")
+    r = _run(env, "pull", "org/x-GGUF")
     assert r.returncode == 1 and "say which file" in r.stderr
     r = _run({**env, "HF_HUB_OFFLINE": "1"}, "pull", "org/x:Q4_K_M")
     assert r.returncode == 1 and "offline" in r.stderr
     assert hub.requests == [] or all("missing" in p for _m, p, _r in hub.requests)
+
+
+def test_safetensors_repo_skips_pickles(hub, llmctl_home: Path, tmp_path: Path) -> None:
+    repo = "org/model-AWQ"
+    for name, data in {"config.json": b"{}", "tokenizer.json": b"{}", "model.safetensors": b"S" * 1000,
+                       "pytorch_model.bin": b"PICKLE", "training_args.pt": b"PICKLE"}.items():
+        hub.add_file(repo, name, data)
+    r = _run(_env(llmctl_home, hub, tmp_path), "pull", repo)
+    assert r.returncode == 0, r.stderr
+    snapshot = next((tmp_path / "hf" / "hub" / "models--org--model-AWQ" / "snapshots").iterdir())
+    assert sorted(p.name for p in snapshot.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
+    assert not any(p.endswith((".bin", ".pt")) for _m, p, _r in hub.requests)
