@@ -111,15 +111,37 @@ def demo_model(ctx: Context):
 # models ------------------------------------------------------------------------------------------------------
 @cli.command("import")
 @click.argument("path", type=click.Path(dir_okay=False, path_type=str))
-@click.option("--name", help="Model name (default: from the file name).")
+@click.option("--name", help="Model name (default: from the file name, or the bundle's).")
 @click.option("--replace", is_flag=True, help="Replace a model of the same name.")
+@click.option("--copy", is_flag=True, help="Copy the file into llmctl's model folder instead of referencing it.")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-def import_(ctx: Context, path: str, name: str | None, replace: bool, as_json: bool) -> None:
-    """Register a local GGUF file by reference (the file is not copied)."""
+def import_(ctx: Context, path: str, name: str | None, replace: bool, copy: bool, as_json: bool) -> None:
+    """Register a local GGUF (by reference, or --copy), or install a bundle made by `llmctl export` (FILE.tar,
+    verified file by file)."""
+    import shutil
     from pathlib import Path
 
-    entry = ctx.store().import_file(Path(path), name, replace=replace)
+    source = Path(path).expanduser()
+    if source.suffix == ".tar":
+        from llmctl.catalog.bundles import import_bundle
+
+        entry = import_bundle(source, ctx.paths.models_dir, ctx.store(), name)
+    else:
+        if copy:
+            from llmctl.catalog.gguf import read_gguf
+
+            read_gguf(source)  # refuse a bad file before copying gigabytes
+            target = ctx.paths.models_dir / source.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(target.name + ".partial")
+            try:
+                shutil.copyfile(source, partial)
+                partial.replace(target)
+            finally:
+                partial.unlink(missing_ok=True)
+            source = target
+        entry = ctx.store().import_file(source, name, replace=replace)
     if as_json:
         emit_json(entry.to_json())
         return
@@ -127,6 +149,20 @@ def import_(ctx: Context, path: str, name: str | None, replace: bool, as_json: b
     click.echo(f"imported {entry.name}: {f.get('architecture')} {f.get('quant')}, "
                f"{f.get('parameter_count', 0) / 1e6:.1f}M parameters, context {f.get('context_length')}, "
                f"{size(entry.size)}")
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--to", "target", required=True, type=click.Path(dir_okay=False), help="The bundle to write (.tar).")
+@pass_ctx
+def export(ctx: Context, model: str, target: str) -> None:
+    """Write MODEL as a bundle (files + manifest with sizes and sha256) for `llmctl import` on another machine."""
+    from pathlib import Path
+
+    from llmctl.catalog.bundles import export_bundle
+
+    out = export_bundle(ctx.store().require(model), Path(target).expanduser())
+    click.echo(f"wrote {out} ({size(out.stat().st_size)}); on the other machine: llmctl import {out.name}")
 
 
 @cli.group()

@@ -80,3 +80,23 @@ def test_help_does_not_import_heavy_modules() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
     assert "Usage: llmctl" in out
     assert "HEAVY []" in out
+
+
+def test_export_then_import_on_another_machine(runner: CliRunner, tiny_gguf: Path, tmp_path: Path, monkeypatch) -> None:
+    assert runner.invoke(cli, ["import", str(tiny_gguf), "--name", "tiny"]).exit_code == 0
+    bundle = tmp_path / "tiny.tar"
+    r = runner.invoke(cli, ["export", "tiny", "--to", str(bundle)])
+    assert r.exit_code == 0 and bundle.exists(), r.output
+    monkeypatch.setenv("LLMCTL_HOME", str(tmp_path / "airgapped"))
+    r = runner.invoke(cli, ["import", str(bundle), "--json"])
+    assert r.exit_code == 0, r.output
+    entry = json.loads(r.output)
+    assert entry["name"] == "tiny" and entry["path"].startswith(str(tmp_path / "airgapped"))
+    assert Path(entry["path"]).read_bytes() == tiny_gguf.read_bytes()
+
+
+def test_import_copy_puts_the_file_in_the_store(runner: CliRunner, tiny_gguf: Path, llmctl_home: Path) -> None:
+    r = runner.invoke(cli, ["import", str(tiny_gguf), "--copy", "--json"])
+    assert r.exit_code == 0, r.output
+    path = Path(json.loads(r.output)["path"])
+    assert path.is_relative_to(llmctl_home) and path.read_bytes() == tiny_gguf.read_bytes()

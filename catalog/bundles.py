@@ -1,0 +1,152 @@
+"""Model bundles for air-gapped machines: ``llmctl export MODEL --to FILE.tar`` and ``llmctl import FILE.tar``.
+
+A bundle is an uncompressed tar: ``manifest.json`` first (name, facts, every file's size and sha256), then
+``files/<name>``. Import never extracts blindly (zip-slip, CVE-2024-45436): it reads the manifest with a size
+bound, accepts only regular-file members that the manifest lists under ``files/`` with safe names, streams each
+to a partial file while hashing, and moves it into place only when size and sha256 match. A bad bundle leaves
+nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tarfile
+from pathlib import Path
+
+from llmctl.catalog.downloads import safe_name
+from llmctl.catalog.errors import LlmctlError
+from llmctl.catalog.store import ModelEntry, ModelStore, validate_name
+
+MANIFEST = "manifest.json"
+MAX_MANIFEST = 1 << 20
+CHUNK = 1 << 20
+
+
+class BundleError(LlmctlError):
+    """A bundle is malformed, does not verify, or would write outside the store."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def model_files(entry: ModelEntry) -> list[Path]:
+    """The model's file, and its sibling parts when it is a split GGUF (name-00001-of-0000N.gguf)."""
+    path = Path(entry.path)
+    if "-00001-of-" in path.name:
+        prefix = path.name.split("-00001-of-")[0]
+        total = path.name.split("-of-")[1].removesuffix(".gguf")
+        return [path.with_name(f"{prefix}-{i:05d}-of-{total}.gguf") for i in range(1, int(total) + 1)]
+    return [path]
+
+
+def export_bundle(entry: ModelEntry, target: Path) -> Path:
+    files = model_files(entry)
+    missing = [str(p) for p in files if not p.is_file()]
+    if missing:
+        raise BundleError(f"{entry.name}'s file is gone", f"missing: {', '.join(missing)}. Import it again.")
+    manifest = {"schema": 1, "name": entry.name, "format": entry.format, "facts": entry.facts,
+                "files": [{"name": p.name, "size": p.stat().st_size, "sha256": _sha256(p)} for p in files]}
+    data = json.dumps(manifest, indent=1).encode()
+    partial = target.with_name(target.name + ".partial")
+    try:
+        with tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as tar:
+            info = tarfile.TarInfo(MANIFEST)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+            for p in files:
+                tar.add(p, arcname=f"files/{p.name}", recursive=False)
+        os.replace(partial, target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def _open(bundle: Path) -> tarfile.TarFile:
+    try:
+        return tarfile.open(bundle, "r:")
+    except (OSError, tarfile.TarError) as exc:
+        raise BundleError(f"{bundle} is not a readable bundle", f"{exc}. Export it again with `llmctl export`.") \
+            from None
+
+
+def import_bundle(bundle: Path, models_dir: Path, store: ModelStore, name: str | None = None) -> ModelEntry:
+    with _open(bundle) as tar:
+        manifest = _read_manifest(tar, bundle)
+        final_name = validate_name(name or manifest["name"])
+        target_dir = models_dir / final_name.replace(":", "_")
+        created = not target_dir.exists()
+        wanted = {f["name"]: f for f in manifest["files"]}
+        written: list[Path] = []
+        try:
+            for member in tar:
+                if member.name == MANIFEST:
+                    continue
+                if not member.name.startswith("files/") or not member.isreg():
+                    raise BundleError(f"{bundle} holds an unexpected member {member.name!r}",
+                                      "only files listed in its manifest are accepted; the bundle is not trustworthy.")
+                file_name = safe_name(member.name.removeprefix("files/"))
+                spec = wanted.pop(file_name, None)
+                if spec is None or "/" in file_name:
+                    raise BundleError(f"{bundle} holds {member.name!r}, which its manifest does not list",
+                                      "the bundle is not trustworthy.")
+                written.append(_extract(tar, member, spec, target_dir / file_name))
+            if wanted:
+                raise BundleError(f"{bundle} is incomplete", f"missing: {', '.join(wanted)}")
+        except BaseException:
+            for path in written:
+                path.unlink(missing_ok=True)
+            if created:
+                shutil.rmtree(target_dir, ignore_errors=True)
+            raise
+    first = next((p for p in written if "-00001-of-" in p.name), written[0])
+    return store.import_file(first, final_name, replace=True)
+
+
+def _read_manifest(tar: tarfile.TarFile, bundle: Path) -> dict:
+    member = tar.next()
+    if member is None or member.name != MANIFEST or not member.isreg() or member.size > MAX_MANIFEST:
+        raise BundleError(f"{bundle} has no manifest first", "it was not made by `llmctl export`.")
+    raw = tar.extractfile(member).read(MAX_MANIFEST + 1)
+    try:
+        manifest = json.loads(raw)
+        files = manifest["files"]
+        if not isinstance(manifest["name"], str) or not files or not all(
+            isinstance(f["name"], str) and isinstance(f["size"], int) and isinstance(f["sha256"], str) for f in files
+        ):
+            raise ValueError("fields")
+        for f in files:
+            safe_name(f["name"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BundleError(f"{bundle}'s manifest is invalid", f"{exc}. Export it again.") from None
+    return manifest
+
+
+def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, spec: dict, target: Path) -> Path:
+    if member.size != spec["size"]:
+        raise BundleError(f"{member.name} is {member.size} bytes, its manifest says {spec['size']}",
+                          "the bundle is damaged; export it again.")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    digest = hashlib.sha256()
+    source = tar.extractfile(member)
+    try:
+        with partial.open("wb") as out:
+            while chunk := source.read(CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+        if digest.hexdigest() != spec["sha256"]:
+            raise BundleError(f"{member.name} does not match its sha256", "the bundle is damaged; export it again.")
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
