@@ -4,6 +4,7 @@ command bodies so ``llmctl --help`` stays fast."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -174,13 +175,17 @@ def models() -> None:
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
 def models_list(ctx: Context, as_json: bool) -> None:
-    """Registered models."""
+    """Registered models, then GGUFs other tools have here (HF cache, Ollama, LM Studio) that are not registered."""
+    from llmctl.catalog.discovery import discover
+
     entries = ctx.store().list()
+    registered = {str(Path(e.path).resolve()) for e in entries}
+    found = [f for f in discover() if str(Path(f.path).resolve()) not in registered]
     if as_json:
-        emit_json([e.to_json() for e in entries])
+        emit_json([{**e.to_json(), "where": "llmctl"} for e in entries] + [f.to_json() for f in found])
         return
-    if not entries:
-        click.echo("no models yet: add one with `llmctl import PATH` (or `llmctl serve --demo`)")
+    if not entries and not found:
+        click.echo("no models yet: `llmctl pull NAME`, `llmctl import PATH`, or `llmctl serve --demo`")
         return
     from rich.console import Console
     from rich.table import Table
@@ -193,7 +198,17 @@ def models_list(ctx: Context, as_json: bool) -> None:
         table.add_row(e.name, str(f.get("architecture")), str(f.get("quant")),
                       f"{(f.get('parameter_count') or 0) / 1e6:.1f}M", str(f.get("context_length")), size(e.size),
                       e.path)
-    Console().print(table)
+    console = Console()
+    if entries:
+        console.print(table)
+    if found:
+        other = Table(box=None, header_style="bold", title="found elsewhere (llmctl import PATH to use one)",
+                      title_justify="left")
+        for col in ("NAME", "WHERE", "SIZE", "PATH"):
+            other.add_column(col, no_wrap=col != "PATH")
+        for f in found:
+            other.add_row(f.name, f.source, size(f.size), f.path)
+        console.print(other)
 
 
 @models.command("rm")

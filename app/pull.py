@@ -11,14 +11,6 @@ import click
 from llmctl.app.cli_context import Context, pass_ctx
 
 
-def hf_cache() -> Path:
-    """Where Hugging Face tools keep downloads: HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
-    return Path(home).expanduser() / "hub"
-
-
 def selection(target: str):
     """(repo, file selector, name to register, human description) for TARGET."""
     from llmctl.catalog.catalog import default_quant, find_model
@@ -62,7 +54,9 @@ def pull(ctx: Context, target: str, revision: str, name: str | None, offline: bo
 
     repo, select, default_name, what = selection(target)
     offline = offline or ctx.settings.offline or os.environ.get("HF_HUB_OFFLINE") == "1"
-    downloader = HubDownloader(hf_cache(), endpoint=os.environ.get("HF_ENDPOINT", "https://huggingface.co"),
+    from llmctl.catalog.discovery import hf_cache_dir
+
+    downloader = HubDownloader(hf_cache_dir(), endpoint=os.environ.get("HF_ENDPOINT", "https://huggingface.co"),
                                token=os.environ.get("HF_TOKEN"), offline=offline)
     plan = downloader.plan(repo, select, revision)
     click.echo(f"{what}: {len(plan.files)} file(s), {plan.total / 2**30:.2f} GiB from {repo}@{plan.commit[:10]}")

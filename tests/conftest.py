@@ -49,6 +49,10 @@ def llmctl_home(tmp_path, monkeypatch) -> Path:
     for var in [v for v in __import__("os").environ if v.startswith("LLMCTL_") and v != "LLMCTL_HOME"]:
         monkeypatch.delenv(var)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # other tools' stores that discovery reads: never the real ones of whoever runs the tests
+    monkeypatch.setenv("HOME", str(tmp_path / "user-home"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path / "ollama-models"))
     return home
 
 
