@@ -211,6 +211,68 @@ def models_list(ctx: Context, as_json: bool) -> None:
         console.print(other)
 
 
+@models.command("info")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def models_info(ctx: Context, name: str, as_json: bool) -> None:
+    """A model's file, header facts and what it needs on this machine."""
+    from llmctl.catalog.estimate import Budget, FitRequest, estimate
+    from llmctl.catalog.facts import facts_from_gguf
+    from llmctl.catalog.gguf import read_gguf
+    from llmctl.runtimes.hardware import probe
+    from llmctl.runtimes.llama_cpp import pick_adapter
+
+    entry = ctx.store().require(name)
+    b = ctx.settings.backends
+    report = probe(ctx.paths.models_dir)
+    req = FitRequest(ctx=min(b.ctx_size, entry.facts.get("context_length") or b.ctx_size), parallel=b.parallel,
+                     launcher=pick_adapter(b.llama_server, b.prefer_native).launcher,
+                     prompt_cache_bytes=b.prompt_cache_mib << 20)
+    est = estimate(facts_from_gguf(read_gguf(Path(entry.path))), req,
+                   Budget(tuple(g.vram_free for g in report.gpus), report.ram_available))
+    if as_json:
+        emit_json({**entry.to_json(), "fit": est.to_json()})
+        return
+    click.echo(f"{entry.name}\n  file     {entry.path} ({size(entry.size)})")
+    for key, value in entry.facts.items():
+        click.echo(f"  {key:<17}{value}")
+    click.echo(f"  needs    {size(est.total_bytes)} at context {req.ctx} x {req.parallel} ({est.runtime}); "
+               f"fits: {est.fits} - {est.reason}")
+
+
+@models.command("prune")
+@click.option("--yes", is_flag=True, help="Delete without asking.")
+@pass_ctx
+def models_prune(ctx: Context, yes: bool) -> None:
+    """Remove partial downloads and files in llmctl's model folder that no model uses; show what it frees first."""
+    from llmctl.catalog.discovery import hf_cache_dir
+
+    store = ctx.store()
+    used = {Path(e.path).resolve() for e in store.list()}
+    candidates = list(hf_cache_dir().glob("models--*/blobs/*.incomplete"))
+    candidates += [p for p in ctx.paths.models_dir.rglob("*.partial")] if ctx.paths.models_dir.exists() else []
+    if ctx.paths.models_dir.exists():
+        candidates += [p for p in ctx.paths.models_dir.rglob("*.gguf") if p.resolve() not in used]
+    dangling = [e for e in store.list() if not Path(e.path).exists()]
+    if not candidates and not dangling:
+        click.echo("nothing to prune")
+        return
+    total = sum(p.stat().st_size for p in candidates)
+    for p in candidates:
+        click.echo(f"  {size(p.stat().st_size):>10}  {p}")
+    for e in dangling:
+        click.echo(f"  {'':>10}  {e.name}: its file {e.path} is gone (the entry goes)")
+    if not yes and not click.confirm(f"delete these and free {size(total)}?", default=False):
+        click.echo("nothing deleted")
+        return
+    for p in candidates:
+        p.unlink(missing_ok=True)
+    for e in dangling:
+        store.remove(e.name)
+    click.echo(f"freed {size(total)}")
+
+
 @models.command("rm")
 @click.argument("name")
 @pass_ctx

@@ -100,3 +100,34 @@ def test_import_copy_puts_the_file_in_the_store(runner: CliRunner, tiny_gguf: Pa
     assert r.exit_code == 0, r.output
     path = Path(json.loads(r.output)["path"])
     assert path.is_relative_to(llmctl_home) and path.read_bytes() == tiny_gguf.read_bytes()
+
+
+def test_models_info(runner: CliRunner, tiny_gguf: Path) -> None:
+    runner.invoke(cli, ["import", str(tiny_gguf), "--name", "tiny"])
+    data = json.loads(runner.invoke(cli, ["models", "info", "tiny", "--json"]).output)
+    assert data["facts"]["n_layers"] == 2 and data["fit"]["fits"] == "yes" and data["fit"]["kv_cache_bytes"] > 0
+    text = runner.invoke(cli, ["models", "info", "tiny"]).output
+    assert "needs" in text and "fits: yes" in text
+
+
+def test_prune_shows_then_frees(runner: CliRunner, tiny_gguf: Path, llmctl_home: Path, tmp_path: Path) -> None:
+    import os
+
+    partial = Path(os.environ["HF_HOME"]) / "hub" / "models--org--x" / "blobs" / ("a" * 64 + ".incomplete")
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(b"x" * 4096)
+    runner.invoke(cli, ["import", str(tiny_gguf), "--copy", "--name", "kept"])
+    orphan = llmctl_home / "data" / "models" / "orphan.gguf"
+    orphan.write_bytes(b"GGUF")
+    gone = tmp_path / "gone.gguf"
+    gone.write_bytes(tiny_gguf.read_bytes())
+    runner.invoke(cli, ["import", str(gone), "--name", "gone"])
+    gone.unlink()
+    r = runner.invoke(cli, ["models", "prune"], input="n\n")
+    assert "orphan.gguf" in r.output and ".incomplete" in r.output and "gone" in r.output
+    assert "nothing deleted" in r.output and partial.exists()
+    r = runner.invoke(cli, ["models", "prune", "--yes"])
+    assert r.exit_code == 0 and "freed" in r.output
+    assert not partial.exists() and not orphan.exists()
+    names = [m["name"] for m in json.loads(runner.invoke(cli, ["models", "list", "--json"]).output)]
+    assert names == ["kept"]  # the copied model's file is in use and stays
