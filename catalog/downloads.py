@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import re
 import shutil
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
@@ -112,6 +115,7 @@ class HubDownloader:
         offline: bool = False,
         disk_free: Callable[[Path], int] | None = None,
         http: httpx.Client | None = None,
+        workers: int = 4,
     ) -> None:
         self.cache = cache
         self.endpoint = endpoint.rstrip("/")
@@ -119,6 +123,8 @@ class HubDownloader:
         self.offline = offline
         self._disk_free = disk_free or (lambda p: shutil.disk_usage(p).free)
         self._http = http or httpx.Client(timeout=httpx.Timeout(30.0, read=60.0))
+        self.workers = workers
+        self._stop = threading.Event()
 
     # listing -----------------------------------------------------------------------------------------------
     def plan(self, repo: str, select: Callable[[str], bool], revision: str = "main") -> PullPlan:
@@ -183,11 +189,48 @@ class HubDownloader:
             raise DownloadError(f"not enough disk for {plan.repo}: {need / 2**30:.2f} GiB to fetch, "
                                 f"{free / 2**30:.2f} GiB free at {folder}",
                                 "free some space (or point HF_HOME elsewhere) and run pull again.")
-        for f in plan.files:
-            yield from self._fetch(folder, plan, f)
+        yield from self._fetch_all(folder, plan)
         refs = folder / "refs"
         refs.mkdir(exist_ok=True)
         (refs / safe_name(plan.revision)).write_text(plan.commit)
+
+    def _fetch_all(self, folder: Path, plan: PullPlan) -> Iterator[Event]:
+        """Files of a plan download concurrently (split GGUFs, safetensors shards); events interleave. Leaving
+        early (an error, Ctrl-C) stops every transfer at its next chunk, keeping the partial files."""
+        if len(plan.files) == 1:
+            yield from self._fetch(folder, plan, plan.files[0])
+            return
+        events: queue.Queue = queue.Queue()
+        errors: list[BaseException] = []
+        done = object()
+
+        def run(f: RemoteFile) -> None:
+            try:
+                for event in self._fetch(folder, plan, f):
+                    events.put(event)
+            except BaseException as exc:  # handed to the consumer below
+                errors.append(exc)
+                self._stop.set()
+            finally:
+                events.put(done)
+
+        self._stop.clear()
+        with ThreadPoolExecutor(max_workers=min(self.workers, len(plan.files))) as pool:
+            try:
+                for f in plan.files:
+                    pool.submit(run, f)
+                remaining = len(plan.files)
+                while remaining:
+                    event = events.get()
+                    if event is done:
+                        remaining -= 1
+                    else:
+                        yield event
+            finally:
+                self._stop.set()
+        self._stop.clear()
+        if errors:
+            raise errors[0]
 
     def _blob(self, folder: Path, f: RemoteFile) -> Path:
         key = f.sha256 or hashlib.sha256(f"{f.name}:{f.size}".encode()).hexdigest()
@@ -247,6 +290,9 @@ class HubDownloader:
                     reported = offset
                     with partial.open("ab", buffering=CHUNK) as out:
                         for chunk in r.iter_raw():  # as it arrives (identity encoding): a cut keeps what came
+                            if self._stop.is_set():
+                                raise DownloadError(f"{f.name} stopped at {offset} of {f.size} bytes",
+                                                    "run pull again: it resumes where it stopped.")
                             out.write(chunk)
                             digest.update(chunk)
                             offset += len(chunk)

@@ -130,3 +130,23 @@ def test_token_goes_only_to_the_hub_host(tmp_path) -> None:
     dl = HubDownloader(tmp_path, endpoint="http://127.0.0.1:9", token="secret")
     assert dl._headers("http://127.0.0.1:9/org/x/resolve/main/f") == {"Authorization": "Bearer secret"}
     assert dl._headers("http://cdn.example/lfs/abc") == {}
+
+
+def test_split_files_download_concurrently_and_a_failure_keeps_partials(hub, tmp_path) -> None:
+    parts = {f"m-Q4_K_M-0000{i}-of-00003.gguf": os.urandom(2 * 1024 * 1024 + i) for i in (1, 2, 3)}
+    for name, data in parts.items():
+        hub.add_file(REPO, name, data)
+    hub.chunk_delay = 0.002
+    events = _pull(HubDownloader(tmp_path, endpoint=hub.url), lambda n: "Q4_K_M" in n)
+    finished = {e.name: e.path for e in events if isinstance(e, FileFinished)}
+    assert {n: p.read_bytes() for n, p in finished.items()} == parts
+    names = [e.name for e in events if not isinstance(e, FileFinished)]
+    first_done = names.index(next(n for n in names if n.endswith("00001-of-00003.gguf")))
+    assert len(set(names[: first_done + 40])) > 1, "progress of several files interleaves"
+    # a cut on a fresh cache: every file keeps what arrived, and the error surfaces
+    hub.chunk_delay = 0
+    hub.cut_after = 500_000
+    fresh = tmp_path / "fresh"
+    with pytest.raises(DownloadError):
+        _pull(HubDownloader(fresh, endpoint=hub.url), lambda n: "Q4_K_M" in n)
+    assert [p for p in _blobs(fresh) if p.name.endswith(".incomplete")]
