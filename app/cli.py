@@ -111,15 +111,15 @@ def demo_model(ctx: Context):
 
 # models ------------------------------------------------------------------------------------------------------
 @cli.command("import")
-@click.argument("path", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("path", type=click.Path(path_type=str))
 @click.option("--name", help="Model name (default: from the file name, or the bundle's).")
 @click.option("--replace", is_flag=True, help="Replace a model of the same name.")
 @click.option("--copy", is_flag=True, help="Copy the file into llmctl's model folder instead of referencing it.")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
 def import_(ctx: Context, path: str, name: str | None, replace: bool, copy: bool, as_json: bool) -> None:
-    """Register a local GGUF (by reference, or --copy), or install a bundle made by `llmctl export` (FILE.tar,
-    verified file by file)."""
+    """Register a local GGUF or a safetensors model folder (by reference, or --copy), or install a bundle made by
+    `llmctl export` (FILE.tar, verified file by file)."""
     import shutil
     from pathlib import Path
 
@@ -129,7 +129,14 @@ def import_(ctx: Context, path: str, name: str | None, replace: bool, copy: bool
 
         entry = import_bundle(source, ctx.paths.models_dir, ctx.store(), name)
     else:
-        if copy:
+        if copy and source.is_dir():
+            from llmctl.catalog.safetensors_dir import PICKLES, read_model_dir
+
+            read_model_dir(source)  # refuse a bad folder before copying gigabytes
+            target = ctx.paths.models_dir / source.name
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns(*(f"*{s}" for s in PICKLES)))
+            source = target
+        elif copy:
             from llmctl.catalog.gguf import read_gguf
 
             read_gguf(source)  # refuse a bad file before copying gigabytes
@@ -224,6 +231,14 @@ def models_info(ctx: Context, name: str, as_json: bool) -> None:
     from llmctl.runtimes.llama_cpp import pick_adapter
 
     entry = ctx.store().require(name)
+    if entry.format != "gguf":
+        if as_json:
+            emit_json(entry.to_json())
+            return
+        click.echo(f"{entry.name}\n  folder   {entry.path} ({size(entry.size)} of safetensors, for vLLM)")
+        for key, value in entry.facts.items():
+            click.echo(f"  {key:<17}{value}")
+        return
     b = ctx.settings.backends
     report = probe(ctx.paths.models_dir)
     req = FitRequest(ctx=min(b.ctx_size, entry.facts.get("context_length") or b.ctx_size), parallel=b.parallel,

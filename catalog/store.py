@@ -24,6 +24,7 @@ from typing import Any
 
 from llmctl.catalog.errors import StoreError
 from llmctl.catalog.gguf import read_gguf
+from llmctl.catalog.safetensors_dir import read_model_dir
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._:-]{0,127}$")
 _SCHEMA = 1
@@ -135,17 +136,20 @@ class ModelStore:
             self._cache = None
 
     def import_file(self, path: Path, name: str | None = None, *, replace: bool = False) -> ModelEntry:
-        """Register a local GGUF by reference after reading (and so validating) its header."""
+        """Register a local GGUF, or a safetensors model folder (for vLLM), by reference after reading (and so
+        validating) its headers."""
         resolved = path.expanduser().resolve()
         final = validate_name(name) if name else name_from_path(resolved)
-        info = read_gguf(resolved)  # raises ModelFileError with a clear message on anything malformed
-        entry = ModelEntry(
-            name=final,
-            path=str(resolved),
-            size=info.file_size,
-            added_at=time.time(),
-            facts=info.summary(),
-        )
+        if resolved.is_dir():
+            facts, size = read_model_dir(resolved)
+            entry = ModelEntry(final, str(resolved), "safetensors", size, time.time(), facts)
+        else:
+            info = read_gguf(resolved)  # raises ModelFileError with a clear message on anything malformed
+            entry = ModelEntry(final, str(resolved), "gguf", info.file_size, time.time(), info.summary())
+        return self._put(entry, replace)
+
+    def _put(self, entry: ModelEntry, replace: bool) -> ModelEntry:
+        final = entry.name
         with self._locked() as entries:
             old = entries.get(final)
             if old is not None and not replace and old.path != entry.path:

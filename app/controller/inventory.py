@@ -71,6 +71,8 @@ class InventoryApi:
                 backend = self.c.scheduler.get(entry.name)
                 item["state"] = backend.state.value if backend else "stopped"
                 try:
+                    if entry.format != "gguf":
+                        raise LlmctlError(f"{entry.format} folder", "served by vLLM, not estimated here")
                     item["fit"] = estimate(facts_from_gguf(read_gguf(Path(entry.path))), req, budget).to_json()
                 except LlmctlError as exc:
                     item["fit"] = None

@@ -91,6 +91,9 @@ class Controller:
 
     # composition -------------------------------------------------------------------------------------------
     def _make_backend(self, entry: ModelEntry) -> Backend:
+        if entry.format != "gguf":
+            raise LlmctlError(f"{entry.name} is a {entry.format} model folder",
+                              "it needs the vLLM runtime, which llmctl cannot start yet; serve a GGUF instead.")
         b = self.settings.backends
         adapter = pick_adapter(b.llama_server, b.prefer_native)
         spec = LaunchSpec(

@@ -1,0 +1,78 @@
+"""Facts of a Hugging Face model directory (AWQ/GPTQ/FP8 safetensors, served by vLLM), read with bounds:
+``config.json`` (at most 1 MiB) and each ``.safetensors`` header (8-byte length, at most 64 MiB of JSON).
+Pickle weights (``.bin``, ``.pt``...) are never read; a directory with only those is refused (RELIABILITY 4)."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+from llmctl.catalog.errors import ModelFileError
+
+MAX_CONFIG = 1 << 20
+MAX_HEADER = 64 << 20
+PICKLES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
+def _header(path: Path) -> dict[str, Any]:
+    with path.open("rb") as f:
+        raw = f.read(8)
+        if len(raw) != 8:
+            raise ModelFileError(f"{path.name} is not a safetensors file", "it is shorter than its header.")
+        (n,) = struct.unpack("<Q", raw)
+        size = path.stat().st_size
+        if n > MAX_HEADER or n + 8 > size:
+            raise ModelFileError(f"{path.name} is not a valid safetensors file",
+                                 f"its header claims {n} bytes. Re-download it.")
+        try:
+            header = json.loads(f.read(n))
+        except ValueError:
+            raise ModelFileError(f"{path.name} is not a valid safetensors file", "its header is not JSON.") from None
+    if not isinstance(header, dict):
+        raise ModelFileError(f"{path.name} is not a valid safetensors file", "its header is not an object.")
+    return header
+
+
+def read_model_dir(folder: Path) -> tuple[dict[str, Any], int]:
+    """(facts, bytes of safetensors weights) for a model directory."""
+    if not folder.is_dir():
+        raise ModelFileError(f"{folder} is not a directory", "give a model folder with config.json.")
+    config_path = folder / "config.json"
+    if not config_path.is_file() or config_path.stat().st_size > MAX_CONFIG:
+        raise ModelFileError(f"{folder} has no usable config.json", "it must be a Hugging Face model folder.")
+    try:
+        config = json.loads(config_path.read_text("utf-8"))
+    except ValueError:
+        raise ModelFileError(f"{config_path} is not valid JSON", "re-download the model.") from None
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights:
+        pickles = [p.name for p in folder.iterdir() if p.suffix in PICKLES]
+        raise ModelFileError(f"{folder} has no .safetensors weights",
+                             "llmctl never loads pickle weights" + (f" ({', '.join(pickles)})" if pickles else "")
+                             + "; use a safetensors variant of the model.")
+    params = 0
+    for path in weights:
+        for key, tensor in _header(path).items():
+            if key != "__metadata__" and isinstance(tensor, dict) and isinstance(tensor.get("shape"), list):
+                n = 1
+                for d in tensor["shape"]:
+                    n *= int(d)
+                params += n
+    quant = (config.get("quantization_config") or {}).get("quant_method") or config.get("torch_dtype") or "?"
+    facts = {
+        "architecture": config.get("model_type", "unknown"),
+        "name": folder.name,
+        "quant": str(quant).upper(),
+        "parameter_count": params,  # stored elements; packed 4-bit weights count 8 per int32
+        "context_length": config.get("max_position_embeddings"),
+        "n_layers": config.get("num_hidden_layers"),
+        "n_embd": config.get("hidden_size"),
+        "n_heads": config.get("num_attention_heads"),
+        "n_kv_heads": config.get("num_key_value_heads") or config.get("num_attention_heads"),
+        "vocab_size": config.get("vocab_size"),
+        "has_chat_template": (folder / "tokenizer_config.json").is_file(),
+        "pickles_ignored": sorted(p.name for p in folder.iterdir() if p.suffix in PICKLES),
+    }
+    return facts, sum(p.stat().st_size for p in weights)
