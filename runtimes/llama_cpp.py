@@ -7,7 +7,6 @@ to half the logical cores, which on a 2-core machine made a 128-token completion
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shutil
 import subprocess
@@ -124,10 +123,6 @@ def find_llama_server(configured: str | None = None) -> RuntimeInfo | None:
     """The native server: the configured path if it is executable, else ``llama-server`` on PATH."""
     exe = shutil.which(configured) if configured else shutil.which("llama-server")
     return RuntimeInfo("llama-server", exe) if exe else None
-
-
-def has_llama_cpp_python() -> bool:
-    return importlib.util.find_spec("llama_cpp") is not None
 
 
 def pick_adapter(configured: str | None = None, prefer_native: bool = True) -> LlamaServer | LlamaCppPython:
