@@ -224,11 +224,11 @@ def models_list(ctx: Context, as_json: bool) -> None:
 @pass_ctx
 def models_info(ctx: Context, name: str, as_json: bool) -> None:
     """A model's file, header facts and what it needs on this machine."""
-    from llmctl.catalog.estimate import Budget, FitRequest, estimate
+    from llmctl.app.fitting import machine_budget, serving_request
+    from llmctl.catalog.estimate import estimate
     from llmctl.catalog.facts import facts_from_gguf
     from llmctl.catalog.gguf import read_gguf
     from llmctl.runtimes.hardware import probe
-    from llmctl.runtimes.llama_cpp import pick_adapter
 
     entry = ctx.store().require(name)
     if entry.format != "gguf":
@@ -239,13 +239,11 @@ def models_info(ctx: Context, name: str, as_json: bool) -> None:
         for key, value in entry.facts.items():
             click.echo(f"  {key:<17}{value}")
         return
-    b = ctx.settings.backends
+    wanted = ctx.settings.backends.ctx_size
     report = probe(ctx.paths.models_dir)
-    req = FitRequest(ctx=min(b.ctx_size, entry.facts.get("context_length") or b.ctx_size), parallel=b.parallel,
-                     launcher=pick_adapter(b.llama_server, b.prefer_native).launcher,
-                     prompt_cache_bytes=b.prompt_cache_mib << 20)
+    req = serving_request(ctx.settings, min(wanted, entry.facts.get("context_length") or wanted))
     est = estimate(facts_from_gguf(read_gguf(Path(entry.path))), req,
-                   Budget(tuple(g.vram_free for g in report.gpus), report.ram_available))
+                   machine_budget(report.gpus, report.ram_available))
     if as_json:
         emit_json({**entry.to_json(), "fit": est.to_json()})
         return

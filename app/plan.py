@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import click
 
 from llmctl.app.cli_context import Context, emit_json, pass_ctx
+from llmctl.app.format import size
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "kb": 10**3, "m": 1 << 20, "mib": 1 << 20, "mb": 10**6,
           "g": 1 << 30, "gib": 1 << 30, "gb": 10**9, "t": 1 << 40, "tib": 1 << 40, "tb": 10**12}
@@ -21,8 +23,7 @@ def parse_size(text: str) -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
-def _gib(n: int | None) -> str:
-    return "-" if n is None else f"{n / (1 << 30):.1f} GiB"
+UNKNOWN_BANDWIDTH = 500.0  # GB/s assumed for a GPU the table does not list (a mid-range card)
 
 
 def _probe(ctx: Context):
@@ -32,34 +33,33 @@ def _probe(ctx: Context):
 
 
 def _budget(ctx: Context, gpu: str | None, vram: str | None, ram: str | None):
-    """The memory to plan for: this machine's, or the one described by --gpu / --vram / --ram."""
+    """(budget, GPU bandwidth GB/s, description): this machine's memory, or the machine described by --gpu /
+    --vram / --ram (RAM not given is this machine's total when planning for another GPU)."""
+    from llmctl.app.fitting import machine_budget
     from llmctl.catalog.catalog import find_gpu
+    from llmctl.catalog.errors import LlmctlError
     from llmctl.catalog.estimate import Budget
 
-    bandwidth = 0.0
     if gpu or vram:
-        report = None if ram else _probe(ctx)
         if gpu:
             spec = find_gpu(gpu)
-            vram_bytes, names, bandwidth = int(spec.vram_gib * (1 << 30)), (spec.name,), spec.bandwidth_gbs
+            vram_bytes, label, bandwidth = int(spec.vram_gib * (1 << 30)), spec.name, spec.bandwidth_gbs
         else:
-            vram_bytes, names = parse_size(vram), ("planned GPU",)
-            bandwidth = 500.0
-        ram_bytes = parse_size(ram) if ram else report.ram_total
-        return Budget((vram_bytes,), ram_bytes, names), bandwidth, f"planning for {names[0]} ({_gib(vram_bytes)}) " \
-               f"with {_gib(ram_bytes)} RAM"
+            vram_bytes, label, bandwidth = parse_size(vram), "planned GPU", UNKNOWN_BANDWIDTH
+        ram_bytes = parse_size(ram) if ram else _probe(ctx).ram_total
+        return (Budget((vram_bytes,), ram_bytes), bandwidth,
+                f"planning for {label} ({size(vram_bytes)}) with {size(ram_bytes)} RAM")
     report = _probe(ctx)
     ram_bytes = parse_size(ram) if ram else report.ram_available
+    bandwidth = 0.0
     if report.gpus:
-        from llmctl.catalog.catalog import find_gpu as lookup
-
         try:
-            bandwidth = lookup(report.gpus[0].name).bandwidth_gbs
-        except Exception:
-            bandwidth = 500.0
-    budget = Budget(tuple(g.vram_free for g in report.gpus), ram_bytes, tuple(g.name for g in report.gpus))
-    where = ", ".join(f"{g.name} ({_gib(g.vram_free)} free)" for g in report.gpus) or "no GPU"
-    return budget, bandwidth, f"this machine: {where}, {_gib(ram_bytes)} RAM available"
+            bandwidth = find_gpu(report.gpus[0].name).bandwidth_gbs
+        except LlmctlError:  # a card the table does not know
+            bandwidth = UNKNOWN_BANDWIDTH
+    where = ", ".join(f"{g.name} ({size(g.vram_free)} free)" for g in report.gpus) or "no GPU"
+    return (machine_budget(report.gpus, ram_bytes), bandwidth,
+            f"this machine: {where}, {size(ram_bytes)} RAM available")
 
 
 @click.command()
@@ -74,12 +74,12 @@ def hw(ctx: Context, as_json: bool) -> None:
     c = report.cpu
     click.echo(f"CPU   {c.model} ({c.arch}), {c.physical_cores} cores / {c.logical_cores} threads")
     click.echo(f"      flags: {', '.join(c.flags) or 'none of the ones llama.cpp uses'}")
-    click.echo(f"RAM   {_gib(report.ram_available)} available of {_gib(report.ram_total)}")
-    click.echo(f"Disk  {_gib(report.disk_free)} free at {report.disk_path}")
+    click.echo(f"RAM   {size(report.ram_available)} available of {size(report.ram_total)}")
+    click.echo(f"Disk  {size(report.disk_free)} free at {report.disk_path}")
     if not report.gpus:
         click.echo(f"GPU   none ({report.gpu_detail})")
     for g in report.gpus:
-        click.echo(f"GPU {g.index} {g.name}: {_gib(g.vram_free)} free of {_gib(g.vram_total)}, driver {g.driver}, "
+        click.echo(f"GPU {g.index} {g.name}: {size(g.vram_free)} free of {size(g.vram_total)}, driver {g.driver}, "
                    f"CUDA {g.cuda_version}, compute {g.compute_capability}, {g.utilization}% busy")
 
 
@@ -103,7 +103,7 @@ def doctor(ctx: Context) -> None:
 
     report = _probe(ctx)
     line(True, f"CPU {report.cpu.model}: {report.cpu.physical_cores} cores, {', '.join(report.cpu.flags) or '-'}")
-    line(report.ram_available > 2 << 30, f"RAM {_gib(report.ram_available)} available",
+    line(report.ram_available > 2 << 30, f"RAM {size(report.ram_available)} available",
          "close other programs; even a 1B model wants ~2 GiB")
     line(bool(report.gpus) or report.gpu_status in ("no-library", "no-device"),
          f"GPU: {report.gpu_detail}", "install or load the NVIDIA driver, or run on the CPU (it works, slower)")
@@ -128,7 +128,7 @@ def doctor(ctx: Context) -> None:
     probe_dir = store if store.exists() else store.parent
     while not probe_dir.exists() and probe_dir != probe_dir.parent:
         probe_dir = probe_dir.parent
-    line(os.access(probe_dir, os.W_OK), f"model store {store} writable, {_gib(report.disk_free)} free",
+    line(os.access(probe_dir, os.W_OK), f"model store {store} writable, {size(report.disk_free)} free",
          f"make {probe_dir} writable or set LLMCTL_HOME")
     offline = ctx.settings.offline or os.environ.get("HF_HUB_OFFLINE") == "1"
     click.echo(f"     offline mode: {'on' if offline else 'off'}")
@@ -192,19 +192,17 @@ def plan_options(f):
 @pass_ctx
 def fit(ctx: Context, target: str, **kw: Any) -> None:
     """How much memory TARGET needs here: a catalog MODEL[:QUANT], a Hub repo id, or a PATH.gguf."""
-    from llmctl.catalog.estimate import FitRequest, estimate
-    from llmctl.runtimes.llama_cpp import pick_adapter
+    from llmctl.app.fitting import serving_request
+    from llmctl.catalog.estimate import estimate
 
     facts, label = _resolve_facts(target, kw["runtime"])
     budget, _bw, where = _budget(ctx, kw["gpu"], kw["vram"], kw["ram"])
     layers = kw["gpu_layers"]
     if layers != "auto" and not layers.lstrip("-").isdigit():
         raise click.BadParameter("--gpu-layers takes 'auto' or a number")
-    launcher = pick_adapter(ctx.settings.backends.llama_server, ctx.settings.backends.prefer_native).launcher
-    req = FitRequest(ctx=kw["ctx_len"], kv_type=kw["kv_type"], parallel=kw["parallel"], runtime=kw["runtime"],
-                     baseline_bytes=_measured_baseline(launcher),
-                     prompt_cache_bytes=ctx.settings.backends.prompt_cache_mib << 20,
-                     launcher=launcher, gpu_layers=None if layers == "auto" else int(layers))
+    req = serving_request(ctx.settings, kw["ctx_len"], kv_type=kw["kv_type"], parallel=kw["parallel"],
+                          runtime=kw["runtime"], gpu_layers=None if layers == "auto" else int(layers))
+    req = replace(req, baseline_bytes=_measured_baseline(req.launcher))
     est = estimate(facts, req, budget)
     if kw["as_json"]:
         emit_json({"model": label, "plan": where, **est.to_json()})
@@ -215,9 +213,9 @@ def fit(ctx: Context, target: str, **kw: Any) -> None:
             ("KV cache", est.kv_cache_bytes), ("compute buffers", est.compute_bytes),
             ("output buffer", est.output_bytes), ("runtime overhead", est.overhead_bytes), ("total", est.total_bytes)]
     for name, value in rows:
-        click.echo(f"  {name:30} {_gib(value):>10}")
-    click.echo(f"\n  on the GPU {_gib(est.gpu_bytes):>10}   ({est.gpu_layers} of {est.n_layers + 1} layers)")
-    click.echo(f"  on the CPU {_gib(est.cpu_bytes):>10}")
+        click.echo(f"  {name:30} {size(value):>10}")
+    click.echo(f"\n  on the GPU {size(est.gpu_bytes):>10}   ({est.gpu_layers} of {est.n_layers + 1} layers)")
+    click.echo(f"  on the CPU {size(est.cpu_bytes):>10}")
     colour = {"yes": "green", "tight": "yellow", "no": "red"}[est.fits]
     click.secho(f"\nfits: {est.fits} - {est.reason}", fg=colour)
     for note in est.notes:
@@ -234,15 +232,14 @@ def fit(ctx: Context, target: str, **kw: Any) -> None:
 @pass_ctx
 def recommend(ctx: Context, use: str | None, **kw: Any) -> None:
     """The best models for this machine (or --gpu / --vram / --ram), best quality that fits first."""
+    from llmctl.app.fitting import serving_request
     from llmctl.catalog.recommend import recommend as rank
-    from llmctl.runtimes.llama_cpp import pick_adapter
 
     budget, bandwidth, where = _budget(ctx, kw["gpu"], kw["vram"], kw["ram"])
-    launcher = pick_adapter(ctx.settings.backends.llama_server, ctx.settings.backends.prefer_native).launcher
+    launch = serving_request(ctx.settings, kw["ctx_len"])
+    launch = replace(launch, baseline_bytes=_measured_baseline(launch.launcher))
     options, left_out = rank(budget, use=use, ctx=kw["ctx_len"], gpu_bandwidth_gbs=bandwidth,
-                             ram_bandwidth_gbs=kw["ram_bandwidth"], launcher=launcher,
-                             baseline_bytes=_measured_baseline(launcher),
-                             prompt_cache_bytes=ctx.settings.backends.prompt_cache_mib << 20)
+                             ram_bandwidth_gbs=kw["ram_bandwidth"], launch=launch)
     if kw["as_json"]:
         emit_json({"plan": where, "options": [o.to_json() for o in options[: kw["top"]]], "left_out": left_out})
         return
@@ -257,7 +254,7 @@ def recommend(ctx: Context, use: str | None, **kw: Any) -> None:
         table.add_column(col, no_wrap=True)
     for i, o in enumerate(options[: kw["top"]], 1):
         offload = f"{o.gpu_layers}/{o.n_layers}" if o.gpu_layers else "CPU"
-        table.add_row(str(i), o.model, o.quant, offload, _gib(o.total_bytes), _gib(o.headroom_bytes),
+        table.add_row(str(i), o.model, o.quant, offload, size(o.total_bytes), size(o.headroom_bytes),
                       f"~{o.tokens_per_s:g}", o.fits)
     Console().print(table)
     click.echo()

@@ -54,7 +54,6 @@ class Budget:
 
     vram_free: tuple[int, ...] = ()
     ram_available: int = 0
-    gpu_names: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)

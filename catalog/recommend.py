@@ -9,7 +9,7 @@ read per token, with the GPU part at the GPU's bandwidth and the rest at RAM's.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from llmctl.catalog.catalog import QUANT_QUALITY, CatalogModel, facts_for, load_catalog
 from llmctl.catalog.estimate import Budget, Estimate, FitRequest, estimate
@@ -75,22 +75,21 @@ def recommend(
     ctx: int = 8192,
     gpu_bandwidth_gbs: float = 0.0,
     ram_bandwidth_gbs: float = 50.0,
-    launcher: str = "llama-server",
-    baseline_bytes: int | None = None,
-    prompt_cache_bytes: int = 0,
+    launch: FitRequest | None = None,
 ) -> tuple[list[Option], list[str]]:
-    """(ranked options that fit, one per model; reasons for models left out)."""
+    """(ranked options that fit, one per model; reasons for models left out). ``launch`` is how the models would
+    be started (launcher, slots, caches); its context is replaced by each model's share of ``ctx``."""
+    launch = launch or FitRequest()
     options: list[Option] = []
     left_out: list[str] = []
     for model in load_catalog().models:
         if use and use not in model.uses:
             continue
         best: Option | None = None
+        want_ctx = min(ctx, model.arch.ctx_max)
+        req = replace(launch, ctx=want_ctx)
         for quant in model.gguf.quants:
             facts = facts_for(model, quant)
-            want_ctx = min(ctx, model.arch.ctx_max)
-            req = FitRequest(ctx=want_ctx, launcher=launcher, baseline_bytes=baseline_bytes,
-                             prompt_cache_bytes=prompt_cache_bytes)
             est = estimate(facts, req, budget)
             if est.fits == "no":
                 continue
@@ -107,8 +106,6 @@ def recommend(
                 best = option
         if best is None:
             smallest = model.gguf.quants[0]
-            req = FitRequest(ctx=min(ctx, model.arch.ctx_max), launcher=launcher, baseline_bytes=baseline_bytes,
-                             prompt_cache_bytes=prompt_cache_bytes)
             need = estimate(facts_for(model, smallest), req, budget)
             left_out.append(f"{model.name}: even {smallest} does not fit ({need.reason})")
         else:

@@ -17,13 +17,13 @@ import psutil
 from aiohttp import web
 
 from llmctl.app.controller.errors import ApiError
+from llmctl.app.fitting import machine_budget, serving_request
 from llmctl.catalog.catalog import facts_for, load_catalog
 from llmctl.catalog.errors import LlmctlError
 from llmctl.catalog.estimate import Budget, FitRequest, estimate
 from llmctl.catalog.facts import facts_from_gguf
 from llmctl.catalog.gguf import read_gguf
 from llmctl.runtimes.hardware import probe
-from llmctl.runtimes.llama_cpp import pick_adapter
 
 if TYPE_CHECKING:
     from llmctl.app.controller.server import Controller
@@ -48,12 +48,10 @@ class InventoryApi:
         return probe(self.c.paths.models_dir, self.c.gpu_probe)
 
     def _budget(self, report) -> Budget:
-        return Budget(tuple(g.vram_free for g in report.gpus), report.ram_available, tuple(g.name for g in report.gpus))
+        return machine_budget(report.gpus, report.ram_available)
 
     def _request(self, ctx: int) -> FitRequest:
-        b = self.c.settings.backends
-        launcher = pick_adapter(b.llama_server, b.prefer_native).launcher
-        return FitRequest(ctx=ctx, parallel=b.parallel, launcher=launcher, prompt_cache_bytes=b.prompt_cache_mib << 20)
+        return serving_request(self.c.settings, ctx)
 
     async def hardware(self, request: web.Request) -> web.Response:
         report = await asyncio.to_thread(self._report)

@@ -112,16 +112,17 @@ class Controller:
 
     def _auto_gpu_layers(self, entry: ModelEntry, adapter) -> int:
         """As many layers as the estimator says fit in the first GPU's free VRAM; 0 without a GPU."""
-        from llmctl.catalog.estimate import Budget, FitRequest, estimate
+        from llmctl.app.fitting import machine_budget, serving_request
+        from llmctl.catalog.estimate import estimate
         from llmctl.catalog.facts import facts_from_gguf
         from llmctl.catalog.gguf import read_gguf
+
         gpus, _status, _detail = self.gpu_probe.read()
         if not gpus:
             return 0
-        b = self.settings.backends
-        req = FitRequest(ctx=_ctx_for(entry, b.ctx_size), parallel=b.parallel, launcher=adapter.launcher,
-                         prompt_cache_bytes=b.prompt_cache_mib << 20)
-        budget = Budget(tuple(g.vram_free for g in gpus), psutil.virtual_memory().available)
+        req = serving_request(self.settings, _ctx_for(entry, self.settings.backends.ctx_size),
+                              launcher=adapter.launcher)
+        budget = machine_budget(gpus, psutil.virtual_memory().available)
         return estimate(facts_from_gguf(read_gguf(Path(entry.path))), req, budget).gpu_layers
 
     def _backend_changed(self, backend: Backend) -> None:
