@@ -65,8 +65,9 @@ def pull(ctx: Context, target: str, revision: str, name: str | None, offline: bo
                TimeRemainingColumn())
     with Progress(*columns, disable=not os.isatty(1)) as progress:
         total = progress.add_task("total", total=plan.total)
+        sizes = {f.name: f.size for f in plan.files}
         tasks: dict[str, int] = {}
-        done: dict[str, int] = {}
+        done: dict[str, int] = {}  # bytes on disk per file
         for event in downloader.pull(plan):
             if isinstance(event, FileStarted):
                 tasks[event.name] = progress.add_task(event.name, total=event.size, completed=event.resumed_from)
@@ -76,12 +77,11 @@ def pull(ctx: Context, target: str, revision: str, name: str | None, offline: bo
             elif isinstance(event, FileProgressed):
                 progress.update(tasks[event.name], completed=event.done)
                 done[event.name] = event.done
-            elif isinstance(event, FileFinished):
+            elif isinstance(event, FileFinished):  # also for a file already in the cache (no Started event)
                 paths.append(event.path)
+                done[event.name] = sizes[event.name]
                 if event.name in tasks:
-                    progress.update(tasks[event.name], completed=progress.tasks[tasks[event.name]].total)
-                else:
-                    done[event.name] = plan.files[[f.name for f in plan.files].index(event.name)].size
+                    progress.update(tasks[event.name], completed=sizes[event.name])
             progress.update(total, completed=sum(done.values()))
     if default_name is None:  # a safetensors repo: vLLM serves the folder
         click.echo(f"pulled {what} -> {paths[0].parent}")

@@ -149,15 +149,14 @@ class ModelStore:
         return self._put(entry, replace)
 
     def _put(self, entry: ModelEntry, replace: bool) -> ModelEntry:
-        final = entry.name
         with self._locked() as entries:
-            old = entries.get(final)
+            old = entries.get(entry.name)
             if old is not None and not replace and old.path != entry.path:
                 raise StoreError(
-                    f"a model named {final!r} already exists (at {old.path})",
+                    f"a model named {entry.name!r} already exists (at {old.path})",
                     "pick another name with --name, or remove it first with `llmctl models rm`.",
                 )
-            entries[final] = entry
+            entries[entry.name] = entry
         return entry
 
     def remove(self, name: str) -> ModelEntry:

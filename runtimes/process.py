@@ -195,7 +195,6 @@ class Backend:
         self.on_change = on_change
         self.state = BackendState.STOPPED
         self.pid: int | None = None
-        self.started_at: float | None = None  # wall clock of the current process's start
         self.ready_at: float | None = None
         self.restarts = 0
         self.error: str | None = None
@@ -378,7 +377,6 @@ class Backend:
         )
         self._proc = proc
         self.pid = proc.pid
-        self.started_at = time.time()
         with contextlib.suppress(psutil.Error):
             self.state_file.put(
                 self.name,
