@@ -14,6 +14,7 @@ from textual.worker import Worker, WorkerState
 
 from llmctl.app.client import ControllerClient, ControllerUnavailable
 from llmctl.app.settings import Settings
+from llmctl.catalog.errors import LlmctlError
 from llmctl.screens.dashboard import DashboardScreen
 
 SECTIONS = {
@@ -58,7 +59,7 @@ class ModelCommands(Provider):
     async def startup(self) -> None:
         try:
             self.models = [m["name"] for m in await self.app.client.models()]
-        except Exception:  # the palette must open even when the controller is away
+        except LlmctlError:  # the palette must open even when the controller is away
             self.models = []
 
     def _commands(self):
