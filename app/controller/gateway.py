@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Callable
 
 import aiohttp
 from aiohttp import web
@@ -19,7 +20,7 @@ from llmctl.app.controller.metrics import Metrics, StreamMeter
 from llmctl.app.controller.validation import check_chat, check_completion, check_embeddings
 from llmctl.catalog.errors import LlmctlError
 from llmctl.catalog.store import ModelEntry, ModelStore
-from llmctl.runtimes.base import BackendFailed
+from llmctl.runtimes.base import CHAT, COMPLETIONS, EMBEDDINGS, BackendFailed
 from llmctl.runtimes.scheduler import ModelLoading, Scheduler
 
 _STREAM_HEADERS = {
@@ -30,11 +31,16 @@ _STREAM_HEADERS = {
 _UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError)
 
 
+_NEEDS = {"/v1/chat/completions": CHAT, "/v1/completions": COMPLETIONS, "/v1/embeddings": EMBEDDINGS}
+
+
 class Gateway:
-    def __init__(self, store: ModelStore, scheduler: Scheduler, metrics: Metrics) -> None:
+    def __init__(self, store: ModelStore, scheduler: Scheduler, metrics: Metrics,
+                 capabilities: Callable[[ModelEntry], frozenset[str]]) -> None:
         self.store = store
         self.scheduler = scheduler
         self.metrics = metrics
+        self.capabilities = capabilities  # what a model's deployment serves, known before it is started
         self.session: aiohttp.ClientSession | None = None
 
     def routes(self) -> list[web.AbstractRouteDef]:
@@ -116,23 +122,23 @@ class Gateway:
         raw, body = await self._body(request)
         check(body)
         entry = self._entry(body["model"])
-        if path == "/v1/embeddings":
-            backend = self.scheduler.get(entry.name)
-            if backend is None or not backend.adapter.supports_embeddings():
-                raise ApiError(400, f"'{entry.name}' is not served with embeddings enabled by its runtime "
-                               "(llama.cpp chat servers run without them)", code="embeddings_unsupported",
-                               param="model")
+        caps = self.capabilities(entry)
+        if _NEEDS[path] not in caps:
+            hint = (f"set `embeddings = true` under [models.{entry.name}] in config.toml to serve it for embeddings"
+                    if path == "/v1/embeddings" else "it is configured as an embeddings model")
+            raise ApiError(400, f"'{entry.name}' does not serve {path} ({', '.join(sorted(caps))} only): {hint}",
+                           code="unsupported_capability", param="model")
         stream = bool(body.get("stream"))
         rec = self.metrics.begin(entry.name, path, stream)
         meter = StreamMeter()
         status, error, usage = 500, None, None
         try:
             async with self.scheduler.use(entry) as backend:
-                url = backend.base_url + path
+                url, auth = backend.base_url + path, backend.auth_headers
                 if stream:
-                    response, status, error = await self._stream(request, url, raw, meter, entry.name)
+                    response, status, error = await self._stream(request, url, auth, raw, meter, entry.name)
                 else:
-                    response, status, usage = await self._unary(url, raw)
+                    response, status, usage = await self._unary(url, auth, raw)
                 return response
         except ModelLoading as exc:
             status, error = 503, f"model is still {exc.state}"
@@ -151,20 +157,20 @@ class Gateway:
         finally:
             self.metrics.finish(rec, status, meter, usage=usage, error=error)
 
-    async def _post(self, url: str, raw: bytes) -> aiohttp.ClientResponse:
+    async def _post(self, url: str, auth: dict[str, str], raw: bytes) -> aiohttp.ClientResponse:
         """POST to a backend. A pooled connection the backend closed between requests (llama-server's HTTP
         library does so after a number of keep-alive requests) fails before any answer; inference has no side
         effects, so that one case is retried once on a fresh connection."""
         assert self.session is not None
-        headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": "application/json", **auth}
         try:
             return await self.session.post(url, data=raw, headers=headers)
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
             return await self.session.post(url, data=raw, headers=headers)
 
-    async def _unary(self, url: str, raw: bytes) -> tuple[web.Response, int, dict | None]:
+    async def _unary(self, url: str, auth: dict[str, str], raw: bytes) -> tuple[web.Response, int, dict | None]:
         try:
-            async with await self._post(url, raw) as up:
+            async with await self._post(url, auth, raw) as up:
                 data = await up.read()
                 status, ctype = up.status, up.headers.get("Content-Type", "application/json")
         except _UPSTREAM_ERRORS as exc:
@@ -179,10 +185,10 @@ class Gateway:
         return web.Response(body=data, status=status, headers={"Content-Type": ctype}), status, usage
 
     async def _stream(
-        self, request: web.Request, url: str, raw: bytes, meter: StreamMeter, model: str
+        self, request: web.Request, url: str, auth: dict[str, str], raw: bytes, meter: StreamMeter, model: str
     ) -> tuple[web.StreamResponse, int, str | None]:
         try:
-            upstream = await self._post(url, raw)
+            upstream = await self._post(url, auth, raw)
         except _UPSTREAM_ERRORS as exc:
             raise ApiError(502, f"the model server did not answer ({type(exc).__name__})",
                            code="backend_error") from None

@@ -17,7 +17,7 @@ import psutil
 from aiohttp import web
 
 from llmctl.app.controller.errors import ApiError
-from llmctl.app.fitting import machine_budget, serving_request
+from llmctl.app.fitting import entry_request, machine_budget, serving_request
 from llmctl.catalog.catalog import facts_for, load_catalog
 from llmctl.catalog.errors import LlmctlError
 from llmctl.catalog.estimate import Budget, FitRequest, estimate
@@ -62,7 +62,7 @@ class InventoryApi:
     async def models(self, request: web.Request) -> web.Response:
         def build() -> list[dict]:
             report = self._report()
-            budget, req = self._budget(report), self._request(self.c.settings.backends.ctx_size)
+            budget = self._budget(report)
             out = []
             for entry in self.c.store.list():
                 item = entry.to_json()
@@ -71,6 +71,7 @@ class InventoryApi:
                 try:
                     if entry.format != "gguf":
                         raise LlmctlError(f"{entry.format} folder", "served by vLLM, not estimated here")
+                    req = entry_request(self.c.settings, entry)
                     item["fit"] = estimate(facts_from_gguf(read_gguf(Path(entry.path))), req, budget).to_json()
                 except LlmctlError as exc:
                     item["fit"] = None

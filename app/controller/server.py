@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import signal
 import time
 from collections.abc import Callable
@@ -26,13 +27,13 @@ from llmctl.app.controller.gateway import Gateway
 from llmctl.app.controller.inventory import InventoryApi
 from llmctl.app.controller.metrics import Metrics
 from llmctl.app.controller.security import add_cors_headers, build_middlewares
+from llmctl.app.deployments import LaunchPlan, launch_plan, profile_for
 from llmctl.app.paths import Paths
 from llmctl.app.settings import Settings, is_loopback
 from llmctl.catalog.errors import ConfigError, LlmctlError
 from llmctl.catalog.store import ModelEntry, ModelStore
-from llmctl.runtimes.base import LaunchSpec, PortInUseError
+from llmctl.runtimes.base import CHAT, COMPLETIONS, EMBEDDINGS, Deployment, PortInUseError
 from llmctl.runtimes.hardware import GpuProbe, NvmlProbe
-from llmctl.runtimes.llama_cpp import pick_adapter, template_family
 from llmctl.runtimes.process import (
     Backend,
     RestartPolicy,
@@ -81,7 +82,7 @@ class Controller:
             self._make_backend, max_loaded=b.max_loaded, load_wait=b.load_wait,
             retry_failed_after=b.retry_failed_after,
         )
-        self.gateway = Gateway(self.store, self.scheduler, self.metrics)
+        self.gateway = Gateway(self.store, self.scheduler, self.metrics, self.capabilities)
         self.control = ControlApi(self)
         self.inventory = InventoryApi(self)
         self.started_at = time.time()
@@ -90,29 +91,44 @@ class Controller:
         self.port = settings.server.port
 
     # composition -------------------------------------------------------------------------------------------
-    def _make_backend(self, entry: ModelEntry) -> Backend:
-        if entry.format != "gguf":
-            raise LlmctlError(f"{entry.name} is a {entry.format} model folder",
-                              "it needs the vLLM runtime, which llmctl cannot start yet; serve a GGUF instead.")
+    async def _make_backend(self, entry: ModelEntry) -> Backend:
+        """The deployment for a registered model: its launch plan (engine, settings), this launch's port and
+        secret key, and, when unset, as many GPU layers as the estimate says fit (read off the thread: it parses
+        the GGUF header and asks the GPU)."""
+        plan = launch_plan(self.settings, entry, store=self.store)
+        layers = plan.n_gpu_layers
+        if layers is None:
+            layers = await asyncio.to_thread(self._auto_gpu_layers, entry, plan)
         b = self.settings.backends
-        adapter = pick_adapter(b.llama_server, b.prefer_native)
-        spec = LaunchSpec(
+        deployment = Deployment(
             model_name=entry.name,
             model_path=Path(entry.path),
             port=free_port(),
-            ctx_size=_ctx_for(entry, b.ctx_size),
-            n_gpu_layers=b.n_gpu_layers if b.n_gpu_layers is not None else self._auto_gpu_layers(entry, adapter),
+            ctx_size=plan.ctx_size,
+            parallel=plan.parallel,
+            n_gpu_layers=layers,
             threads=b.threads or physical_cores(),
-            parallel=b.parallel,
-            prompt_cache_mib=b.prompt_cache_mib,
-            chat_template=template_family(entry.facts.get("architecture"), entry.facts.get("has_chat_template", True)),
+            kv_type=plan.kv_type,
+            kv_type_v=plan.kv_type_v,
+            flash_attn=plan.flash_attn,
+            prompt_cache_mib=plan.prompt_cache_mib,
+            chat_template=plan.chat_template,
+            draft_model=plan.draft_model,
+            embeddings=plan.embeddings,
+            api_key=secrets.token_urlsafe(32),
+            extra_args=plan.extra_args,
         )
-        return Backend(spec, adapter, log_dir=self.paths.logs_dir, state=self.state, policy=self.policy,
+        return Backend(deployment, plan.engine, log_dir=self.paths.logs_dir, state=self.state, policy=self.policy,
                        on_change=self._backend_changed)
 
-    def _auto_gpu_layers(self, entry: ModelEntry, adapter) -> int:
+    def capabilities(self, entry: ModelEntry) -> frozenset[str]:
+        """What the model's deployment serves, from its profile (known before it starts)."""
+        return frozenset({EMBEDDINGS}) if profile_for(self.settings, entry.name).embeddings \
+            else frozenset({CHAT, COMPLETIONS})
+
+    def _auto_gpu_layers(self, entry: ModelEntry, plan: LaunchPlan) -> int:
         """As many layers as the estimator says fit in the first GPU's free VRAM; 0 without a GPU."""
-        from llmctl.app.fitting import machine_budget, serving_request
+        from llmctl.app.fitting import machine_budget
         from llmctl.catalog.estimate import estimate
         from llmctl.catalog.facts import facts_from_gguf
         from llmctl.catalog.gguf import read_gguf
@@ -120,10 +136,8 @@ class Controller:
         gpus, _status, _detail = self.gpu_probe.read()
         if not gpus:
             return 0
-        req = serving_request(self.settings, _ctx_for(entry, self.settings.backends.ctx_size),
-                              launcher=adapter.launcher)
         budget = machine_budget(gpus, psutil.virtual_memory().available)
-        return estimate(facts_from_gguf(read_gguf(Path(entry.path))), req, budget).gpu_layers
+        return estimate(facts_from_gguf(read_gguf(Path(entry.path))), plan.fit_request(), budget).gpu_layers
 
     def _backend_changed(self, backend: Backend) -> None:
         detail = f" ({backend.error})" if backend.error else ""
@@ -228,12 +242,6 @@ class Controller:
             if data.get("pid") == os.getpid():
                 self.paths.controller_state.unlink()
         self.on_event(ControllerEvent("stopped", "all backends stopped"))
-
-
-def _ctx_for(entry: ModelEntry, wanted: int) -> int:
-    """The configured context, never more than the model was trained for."""
-    trained = entry.facts.get("context_length")
-    return min(wanted, trained) if isinstance(trained, int) and trained > 0 else wanted
 
 
 # SIGHUP too: closing the terminal that runs `llmctl serve` must not orphan its model servers
