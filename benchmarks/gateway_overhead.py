@@ -108,8 +108,8 @@ def main() -> None:
             engine = LlamaServer(args.llama_server)
         proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         gateway = f"http://127.0.0.1:{port}"
-        twin = Deployment("bench", model, free_port(), ctx_size=min(4096, entry.facts["context_length"]), parallel=1, threads=1, prompt_cache_mib=1024,
-                          api_key="bench-key")
+        twin = Deployment("bench", model, free_port(), ctx_size=min(4096, entry.facts["context_length"]), parallel=1,
+                          threads=1, prompt_cache_mib=1024, api_key="bench-key")
         twin_proc = subprocess.Popen(engine.build_command(twin), env={**os.environ, **engine.build_env(twin)},
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
