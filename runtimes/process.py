@@ -27,6 +27,7 @@ from pathlib import Path
 import psutil
 
 from llmctl.runtimes.base import BackendFailed, BackendState, Deployment, Engine, PortInUseError
+from llmctl.runtimes.ledger import Footprint
 
 LOG_TAIL_LINES = 200
 
@@ -201,7 +202,13 @@ class Backend:
         self.error: str | None = None
         self.failed_at: float | None = None
         self.last_used = time.monotonic()
-        self.in_flight = 0
+        self.in_flight = 0  # requests being served or waiting for it to load
+        # placement: memory per device (estimated before launch, measured once ready), idle TTL, pin
+        self.footprint = Footprint()
+        self.pinned = False
+        self.ttl: float | None = None  # seconds idle before it is unloaded; None: never
+        self.keep_alive: float | None = None  # a request's keep_alive, which overrides ttl until the next one
+        self.stop_reason: str | None = None  # why it last stopped: shown in ps and the TUI
         self.tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
         self._proc: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
@@ -240,6 +247,8 @@ class Backend:
             )
         self._stopping = False
         self.error = None
+        self.stop_reason = None
+        self.footprint.measured.clear()
         self.failed_at = None
         self._ready.clear()
         self._done.clear()
@@ -274,8 +283,16 @@ class Backend:
             raise self._failure()
         raise TimeoutError(f"{self.name} is still {self.state.value}")
 
-    async def stop(self) -> None:
+    @property
+    def idle_ttl(self) -> float | None:
+        """Seconds of idleness after which it is unloaded (a request's keep_alive wins); None or < 0: never."""
+        ttl = self.keep_alive if self.keep_alive is not None else self.ttl
+        return None if ttl is None or ttl < 0 else ttl
+
+    async def stop(self, reason: str | None = None) -> None:
         """SIGTERM the process group, wait the grace period, then SIGKILL. Safe to call in any state."""
+        if self.alive and reason:
+            self.stop_reason = reason
         self._stopping = True
         if self._proc is not None and self._proc.returncode is None:
             self._set_state(BackendState.STOPPING)
@@ -293,11 +310,14 @@ class Backend:
             return None
         try:
             proc = psutil.Process(self.pid)
-            return proc.memory_info().rss + sum(
+            rss = proc.memory_info().rss + sum(
                 c.memory_info().rss for c in proc.children(recursive=True) if c.is_running()
             )
         except psutil.Error:
             return None
+        if self.state is BackendState.READY:
+            self.footprint.measured["ram"] = rss
+        return rss
 
     def status(self) -> dict:
         now = time.time()
@@ -318,6 +338,11 @@ class Backend:
             "in_flight": self.in_flight,
             "error": self.error,
             "log_path": str(self.log_path),
+            "memory": self.footprint.to_json(),
+            "pinned": self.pinned,
+            "ttl": self.idle_ttl,
+            "idle_for": round(time.monotonic() - self.last_used, 1) if self.in_flight == 0 else 0.0,
+            "stop_reason": self.stop_reason if self.state in (BackendState.STOPPED, BackendState.FAILED) else None,
             "last_log_lines": list(self.tail)[-10:] if self.state is BackendState.FAILED else [],
         }
 

@@ -1,12 +1,19 @@
-"""Which model runs where: on-demand start, bounded waits, least-recently-used eviction.
+"""Which model runs where: on-demand start, bounded waits, placement by memory, idle unloads.
 
 The scheduler owns every ``Backend``. A request ``use``s the backend of its model for its whole length. The
 path of a request to a ready model takes no lock at all. Starting a model takes that model's own lock only, so
-concurrent first requests start it once and one model's slow start or swap never delays another model. A
-backend with requests in flight, *including requests waiting for it to load*, is never evicted; victims are
-chosen without awaiting anything and stopped outside every lock. How a backend is built (engine, port,
-threads, GPU layers — which may read files or the GPU) is the caller's business, passed in as the coroutine
-``make_backend``.
+concurrent first requests start it once and one model's slow start or swap never delays another model.
+
+Placement (``runtimes.ledger``): a deployment reserves its estimated memory per device before launch; it starts
+when it fits beside what is loaded with a margin; otherwise idle deployments are stopped, least recently used
+first. A backend with requests in flight, *including requests waiting for it to load*, a loading one and a
+pinned one are never victims. ``max_loaded`` stays as an optional cap on the count. Victims are chosen without
+awaiting anything and stopped outside every lock. A model that cannot fit even alone gets ``DoesNotFit`` with
+the figures. Idle deployments are unloaded after their TTL (a request's ``keep_alive`` overrides it, as Ollama's
+does: 0 unloads after that request, negative never).
+
+How a backend is built (engine, port, threads, GPU layers, its estimate — which may read files or the GPU) is the
+caller's business, passed in as the coroutine ``make_backend``.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from pathlib import Path
 
 from llmctl.catalog.store import ModelEntry
 from llmctl.runtimes.base import BackendFailed, BackendState
+from llmctl.runtimes.ledger import place
 from llmctl.runtimes.process import Backend
 
 
@@ -36,18 +44,23 @@ class Scheduler:
         self,
         make_backend: Callable[[ModelEntry], Awaitable[Backend]],
         *,
-        max_loaded: int = 2,
+        max_loaded: int | None = None,
         load_wait: float = 120.0,
         retry_failed_after: float = 30.0,
+        capacity: Callable[[list[Backend]], dict[str, int]] | None = None,
+        margin: int = 1 << 30,
     ) -> None:
         self._make_backend = make_backend
         self.max_loaded = max_loaded
         self.load_wait = load_wait
         self.retry_failed_after = retry_failed_after
+        self.capacity = capacity  # bytes per device that models may use, given our live backends; None: no ledger
+        self.margin = margin
         self.backends: dict[str, Backend] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._starting: set[str] = set()  # models being started: they count as loaded for eviction
+        self._starting: set[str] = set()  # models being started: they count as loaded for placement
         self._evicting: set[int] = set()  # id() of backends chosen as victims and being stopped
+        self._unloads: set[asyncio.Task] = set()
 
     def get(self, name: str) -> Backend | None:
         return self.backends.get(name)
@@ -57,23 +70,32 @@ class Scheduler:
         return (backend is not None and backend.alive and id(backend) not in self._evicting
                 and backend.state is not BackendState.STOPPING and backend.spec.model_path == Path(entry.path))
 
-    def _victims_for(self, name: str) -> list[Backend]:
-        """Least-recently-used idle backends to stop so that ``name`` fits under ``max_loaded``. Synchronous, so
-        no other task can pick the same victims or slip in between counting and choosing."""
-        live = [b for b in self.backends.values()
-                if b.alive and b.name != name and id(b) not in self._evicting]
-        room = self.max_loaded - 1 - len(self._starting - {name})
-        excess = len(live) - room
-        if excess <= 0:
-            return []
-        idle = sorted((b for b in live if b.in_flight == 0), key=lambda b: b.last_used)
-        victims = idle[:excess]  # if everything is busy, run over the limit rather than break a request
+    # placement ---------------------------------------------------------------------------------------------
+    def _victims_for(self, backend: Backend) -> list[Backend]:
+        """Backends to stop so that ``backend`` fits: by memory (the ledger) and by count (``max_loaded``).
+        Synchronous, so no other task can pick the same victims or slip in between counting and choosing."""
+        others = [b for b in self.backends.values()
+                  if b is not backend and id(b) not in self._evicting and (b.alive or b.name in self._starting)]
+        idle = {b.name for b in others if b.alive and b.state is BackendState.READY and b.name not in self._starting}
+        victims: list[Backend] = []
+        if self.capacity is not None:
+            for b in others:
+                b.memory_bytes()  # refresh what the ready ones measure
+            victims = place(backend.footprint.reserved, self.capacity(others), others, margin=self.margin,
+                            name=backend.name, evictable=idle)
+        if self.max_loaded is not None:
+            left = [b for b in others if b not in victims]
+            excess = len(left) - (self.max_loaded - 1)
+            by_age = sorted((b for b in left if b.name in idle and b.in_flight == 0 and not b.pinned),
+                            key=lambda b: b.last_used)
+            victims += by_age[:max(0, excess)]  # if everything is busy, run over the count rather than break one
         self._evicting.update(id(v) for v in victims)
         return victims
 
-    async def _evict(self, victims: list[Backend]) -> None:
+    async def _evict(self, victims: list[Backend], why: str) -> None:
         try:
-            await asyncio.gather(*(v.stop() for v in victims), return_exceptions=True)
+            await asyncio.gather(*(v.stop(f"evicted to make room for {why}") for v in victims),
+                                 return_exceptions=True)
         finally:
             self._evicting.difference_update(id(v) for v in victims)
 
@@ -98,14 +120,14 @@ class Scheduler:
                     f"{backend.error}. See `llmctl logs {entry.name}`; `llmctl start {entry.name}` tries again.",
                     log_tail=list(backend.tail)[-20:],
                 )
+            if backend is not None and backend.alive:  # being stopped, or registered again with another file
+                await backend.stop()
+            if backend is None or backend.spec.model_path != Path(entry.path) or force:
+                backend = await self._make_backend(entry)  # a fresh plan: settings or the file may have changed
+                self.backends[entry.name] = backend
             self._starting.add(entry.name)
             try:
-                await self._evict(self._victims_for(entry.name))
-                if backend is not None and backend.alive:  # being stopped, or registered again with another file
-                    await backend.stop()
-                if backend is None or backend.spec.model_path != Path(entry.path):
-                    backend = await self._make_backend(entry)
-                    self.backends[entry.name] = backend
+                await self._evict(self._victims_for(backend), entry.name)
                 backend.start()
             finally:
                 self._starting.discard(entry.name)
@@ -116,14 +138,18 @@ class Scheduler:
             return backend
 
     @contextlib.asynccontextmanager
-    async def use(self, entry: ModelEntry, wait: float | None = None) -> AsyncIterator[Backend]:
+    async def use(self, entry: ModelEntry, wait: float | None = None, *,
+                  keep_alive: float | None = None) -> AsyncIterator[Backend]:
         """Hold the model's ready backend for the length of one request. The request counts as in flight from
-        the moment it waits for the model, so a model loading for a waiting client is never evicted."""
+        the moment it waits for the model, so a model loading for a waiting client is never evicted.
+        ``keep_alive`` (seconds; 0: unload after this request; negative: never) replaces the model's TTL."""
         backend = self.backends.get(entry.name)
         if backend is None or backend.state is not BackendState.READY or not self._usable(backend, entry):
             backend = await self.start(entry)
         backend.in_flight += 1
         backend.last_used = time.monotonic()
+        if keep_alive is not None:
+            backend.keep_alive = keep_alive
         try:
             if backend.state is not BackendState.READY:
                 try:
@@ -134,13 +160,45 @@ class Scheduler:
         finally:
             backend.in_flight -= 1
             backend.last_used = time.monotonic()
+            if backend.in_flight == 0 and backend.idle_ttl == 0:
+                self._unload_later(backend, "keep_alive 0: unloaded after its request")
 
-    async def stop(self, name: str) -> Backend | None:
+    # idle unloads ------------------------------------------------------------------------------------------
+    def _unload_later(self, backend: Backend, reason: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._unload_if_idle(backend, reason))
+        self._unloads.add(task)
+        task.add_done_callback(self._unloads.discard)
+
+    async def _unload_if_idle(self, backend: Backend, reason: str) -> None:
+        if backend.in_flight == 0 and backend.alive and backend.state is BackendState.READY \
+                and id(backend) not in self._evicting and not backend.pinned:
+            await backend.stop(reason)
+
+    def unload_idle(self, now: float | None = None) -> list[str]:
+        """Start unloading every ready backend idle past its TTL; returns their names."""
+        now = time.monotonic() if now is None else now
+        due = [b for b in self.backends.values()
+               if b.state is BackendState.READY and b.in_flight == 0 and not b.pinned and b.idle_ttl is not None
+               and now - b.last_used >= b.idle_ttl and id(b) not in self._evicting]
+        for b in due:
+            self._unload_later(b, f"idle for {b.idle_ttl:g} s (ttl)")
+        return [b.name for b in due]
+
+    async def run_idle_unloads(self, every: float = 1.0) -> None:
+        """Forever: unload what has been idle past its TTL. The controller runs it as a task."""
+        while True:
+            await asyncio.sleep(every)
+            self.unload_idle()
+
+    async def stop(self, name: str, reason: str = "stopped by request") -> Backend | None:
         backend = self.backends.get(name)
         if backend is not None:
-            await backend.stop()
+            await backend.stop(reason)
         return backend
 
     async def shutdown(self) -> None:
         """Stop every backend, concurrently (each: SIGTERM, grace, SIGKILL)."""
-        await asyncio.gather(*(b.stop() for b in self.backends.values()), return_exceptions=True)
+        for task in list(self._unloads):
+            task.cancel()
+        await asyncio.gather(*(b.stop("the controller stopped") for b in self.backends.values()),
+                             return_exceptions=True)
