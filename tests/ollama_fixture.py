@@ -429,8 +429,10 @@ class OllamaFixture:
     async def _pull(self, request: web.Request) -> web.StreamResponse:
         self.requests.append(("POST", request.path))
         body = await self._body(request)
+        if isinstance(body, dict) and body.get("insecure") is False:  # the ollama client sends the default
+            del body["insecure"]
         if not isinstance(body, dict) or set(body) - {"model", "stream"}:
-            return _unrecorded("pull with fields other than model, stream")
+            return _unrecorded("pull with fields other than model, stream (insecure: false)")
         if body.get("model") != self._rec.pull_stream["request_body"]["model"]:
             return _unrecorded("a pull of a name other than the recorded one (the recorded server was offline)")
         if body.get("stream", True) is False:
