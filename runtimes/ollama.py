@@ -214,15 +214,6 @@ class PullFinished:
 
 
 @dataclass(frozen=True, slots=True)
-class BlobHashed:
-    """Progress of hashing a file before upload."""
-
-    path: Path
-    done: int
-    total: int
-
-
-@dataclass(frozen=True, slots=True)
 class BlobUploaded:
     digest: str
     size: int
