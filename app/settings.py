@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import AliasChoices, BaseModel, ByteSize, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from llmctl.app.paths import Paths
@@ -57,8 +57,15 @@ class BackendSettings(BaseModel):
     prompt_cache_mib: int = Field(1024, ge=0)
     """RAM llama-server may use to keep recent prompts for reuse (its own default is 8 GiB, which a soak test
     watched it fill); counted by `llmctl fit`. 0 turns the cache off."""
-    max_loaded: int = Field(2, ge=1, le=64)
-    """Models kept loaded at once; the least recently used idle one is stopped to make room."""
+    max_loaded: int | None = Field(None, ge=1, le=64)
+    """An optional cap on models loaded at once (placement is by memory: see ``ram_budget``)."""
+    ram_budget: ByteSize | None = None
+    """RAM models may use in all ("12GiB"); unset: what is available now plus what llmctl's models hold. A model
+    loads when its estimate fits beside the loaded ones; idle ones are unloaded, least recently used first."""
+    memory_margin: ByteSize = ByteSize(1 << 30)
+    """Kept free on every device (llama.cpp's own --fit keeps 1 GiB)."""
+    ttl: float = Field(600.0, ge=-1)
+    """Seconds a model may sit idle before it is unloaded (0: after each request; -1: never)."""
     load_wait: float = Field(120.0, gt=0)
     """Seconds a request waits for its model to load before getting 503 with Retry-After."""
     ready_timeout: float = Field(300.0, gt=0)
@@ -98,6 +105,12 @@ class ModelProfile(BaseModel):
     """How embeddings pool token vectors; unset: the model's own (a chat model has none: set ``mean``)."""
     args: list[str] = []
     """Extra engine arguments, passed as they are."""
+    aliases: list[str] = []
+    """Other names clients may ask for (``gpt-4o-mini``, ``coder``)."""
+    ttl: float | None = Field(None, ge=-1)
+    """Idle seconds before unloading (overrides ``backends.ttl``; 0: after each request; -1: never)."""
+    pinned: bool = False
+    """Never unloaded to make room or when idle (only by `llmctl stop`)."""
 
 
 class Settings(BaseSettings):

@@ -287,7 +287,7 @@ class Backend:
     def idle_ttl(self) -> float | None:
         """Seconds of idleness after which it is unloaded (a request's keep_alive wins); None or < 0: never."""
         ttl = self.keep_alive if self.keep_alive is not None else self.ttl
-        return None if ttl is None or ttl < 0 else ttl
+        return None if ttl is None or ttl < 0 or ttl == float("inf") else ttl
 
     async def stop(self, reason: str | None = None) -> None:
         """SIGTERM the process group, wait the grace period, then SIGKILL. Safe to call in any state."""

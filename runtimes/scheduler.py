@@ -47,14 +47,16 @@ class Scheduler:
         max_loaded: int | None = None,
         load_wait: float = 120.0,
         retry_failed_after: float = 30.0,
-        capacity: Callable[[list[Backend]], dict[str, int]] | None = None,
+        capacity: Callable[[dict[str, int]], dict[str, int]] | None = None,
         margin: int = 1 << 30,
     ) -> None:
         self._make_backend = make_backend
         self.max_loaded = max_loaded
         self.load_wait = load_wait
         self.retry_failed_after = retry_failed_after
-        self.capacity = capacity  # bytes per device that models may use, given our live backends; None: no ledger
+        # bytes per device models may use in all, given what llmctl's live backends hold now (it reads RAM and the
+        # GPUs: run on a thread); None: no memory placement
+        self.capacity = capacity
         self.margin = margin
         self.backends: dict[str, Backend] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -71,18 +73,30 @@ class Scheduler:
                 and backend.state is not BackendState.STOPPING and backend.spec.model_path == Path(entry.path))
 
     # placement ---------------------------------------------------------------------------------------------
-    def _victims_for(self, backend: Backend) -> list[Backend]:
+    def _others(self, backend: Backend) -> list[Backend]:
+        return [b for b in self.backends.values()
+                if b is not backend and id(b) not in self._evicting and (b.alive or b.name in self._starting)]
+
+    async def _capacity(self, backend: Backend) -> dict[str, int] | None:
+        if self.capacity is None:
+            return None
+        ours: dict[str, int] = {}
+        for b in self._others(backend):
+            b.memory_bytes()  # refresh what the ready ones measure
+            for dev in {*b.footprint.reserved, *b.footprint.measured}:
+                # what it holds of the device right now: measured where measured (RAM), else its reservation
+                ours[dev] = ours.get(dev, 0) + b.footprint.measured.get(dev, b.footprint.reserved.get(dev, 0))
+        return await asyncio.to_thread(self.capacity, ours)
+
+    def _victims_for(self, backend: Backend, capacity: dict[str, int] | None) -> list[Backend]:
         """Backends to stop so that ``backend`` fits: by memory (the ledger) and by count (``max_loaded``).
         Synchronous, so no other task can pick the same victims or slip in between counting and choosing."""
-        others = [b for b in self.backends.values()
-                  if b is not backend and id(b) not in self._evicting and (b.alive or b.name in self._starting)]
+        others = self._others(backend)
         idle = {b.name for b in others if b.alive and b.state is BackendState.READY and b.name not in self._starting}
         victims: list[Backend] = []
-        if self.capacity is not None:
-            for b in others:
-                b.memory_bytes()  # refresh what the ready ones measure
-            victims = place(backend.footprint.reserved, self.capacity(others), others, margin=self.margin,
-                            name=backend.name, evictable=idle)
+        if capacity is not None:
+            victims = place(backend.footprint.reserved, capacity, others, margin=self.margin, name=backend.name,
+                            evictable=idle)
         if self.max_loaded is not None:
             left = [b for b in others if b not in victims]
             excess = len(left) - (self.max_loaded - 1)
@@ -125,9 +139,10 @@ class Scheduler:
             if backend is None or backend.spec.model_path != Path(entry.path) or force:
                 backend = await self._make_backend(entry)  # a fresh plan: settings or the file may have changed
                 self.backends[entry.name] = backend
+            capacity = await self._capacity(backend)
             self._starting.add(entry.name)
             try:
-                await self._evict(self._victims_for(backend), entry.name)
+                await self._evict(self._victims_for(backend, capacity), entry.name)
                 backend.start()
             finally:
                 self._starting.discard(entry.name)

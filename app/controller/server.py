@@ -80,7 +80,7 @@ class Controller:
         )
         self.scheduler = Scheduler(
             self._make_backend, max_loaded=b.max_loaded, load_wait=b.load_wait,
-            retry_failed_after=b.retry_failed_after,
+            retry_failed_after=b.retry_failed_after, capacity=self._capacity, margin=int(b.memory_margin),
         )
         self.gateway = Gateway(self.store, self.scheduler, self.metrics, self.capabilities)
         self.control = ControlApi(self)
@@ -96,9 +96,8 @@ class Controller:
         secret key, and, when unset, as many GPU layers as the estimate says fit (read off the thread: it parses
         the GGUF header and asks the GPU)."""
         plan = launch_plan(self.settings, entry, store=self.store)
-        layers = plan.n_gpu_layers
-        if layers is None:
-            layers = await asyncio.to_thread(self._auto_gpu_layers, entry, plan)
+        est = await asyncio.to_thread(self._estimate, entry, plan)
+        layers = plan.n_gpu_layers if plan.n_gpu_layers is not None else (est.gpu_layers if est else 0)
         b = self.settings.backends
         deployment = Deployment(
             model_name=entry.name,
@@ -119,26 +118,46 @@ class Controller:
             api_key=secrets.token_urlsafe(32),
             extra_args=plan.extra_args,
         )
-        return Backend(deployment, plan.engine, log_dir=self.paths.logs_dir, state=self.state, policy=self.policy,
-                       on_change=self._backend_changed)
+        backend = Backend(deployment, plan.engine, log_dir=self.paths.logs_dir, state=self.state,
+                          policy=self.policy, on_change=self._backend_changed)
+        if est is not None:
+            backend.footprint.reserved = {"ram": est.cpu_bytes, **({"gpu0": est.gpu_bytes} if est.gpu_bytes else {})}
+        prof = profile_for(self.settings, entry.name)
+        backend.pinned = prof.pinned
+        backend.ttl = prof.ttl if prof.ttl is not None else b.ttl
+        return backend
 
     def capabilities(self, entry: ModelEntry) -> frozenset[str]:
         """What the model's deployment serves, from its profile (known before it starts)."""
         return frozenset({EMBEDDINGS}) if profile_for(self.settings, entry.name).embeddings \
             else frozenset({CHAT, COMPLETIONS})
 
-    def _auto_gpu_layers(self, entry: ModelEntry, plan: LaunchPlan) -> int:
-        """As many layers as the estimator says fit in the first GPU's free VRAM; 0 without a GPU."""
+    def _estimate(self, entry: ModelEntry, plan: LaunchPlan):
+        """The estimate of this launch (its memory per device, and as many GPU layers as fit in the first GPU's
+        free VRAM when the plan leaves them to llmctl); None when the file cannot be estimated (the engine will
+        say why it cannot load it). Blocking: reads the GGUF header and asks the GPU."""
         from llmctl.app.fitting import machine_budget
         from llmctl.catalog.estimate import estimate
         from llmctl.catalog.facts import facts_from_gguf
         from llmctl.catalog.gguf import read_gguf
 
         gpus, _status, _detail = self.gpu_probe.read()
-        if not gpus:
-            return 0
         budget = machine_budget(gpus, psutil.virtual_memory().available)
-        return estimate(facts_from_gguf(read_gguf(Path(entry.path))), plan.fit_request(), budget).gpu_layers
+        req = plan.fit_request() if gpus else plan.fit_request(gpu_layers=0)
+        try:
+            return estimate(facts_from_gguf(read_gguf(Path(entry.path))), req, budget)
+        except (LlmctlError, OSError, ValueError):
+            return None
+
+    def _capacity(self, ours: dict[str, int]) -> dict[str, int]:
+        """Bytes per device that models may use in all: the RAM budget if one is set, else the RAM available now
+        plus what llmctl's models hold of it; each GPU's free VRAM plus what they hold there (blocking)."""
+        budget = self.settings.backends.ram_budget
+        room = {"ram": int(budget) if budget is not None else psutil.virtual_memory().available + ours.get("ram", 0)}
+        gpus, _status, _detail = self.gpu_probe.read()
+        for i, gpu in enumerate(gpus):
+            room[f"gpu{i}"] = gpu.vram_free + ours.get(f"gpu{i}", 0)
+        return room
 
     def _backend_changed(self, backend: Backend) -> None:
         detail = f" ({backend.error})" if backend.error else ""
