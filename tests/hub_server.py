@@ -8,6 +8,9 @@ What the real `huggingface_hub` client and llmctl's downloader use:
   files), ``X-Linked-Size``; LFS files redirect (302) to ``/lfs/{sha256}``, which honours ``Range``; small git
   files are served right there (also with ``Range``).
 
+Any other path (where a client expects, say, llmctl's controller) answers 404 in the OpenAI error shape, and
+obeys the same ``status`` and ``cut_after`` switches, so clients of other services can be failed the same way.
+
 Switches on ``HubServer`` make it misbehave: cut a body after N bytes, corrupt a byte, answer a status (a number of
 times, with ``Retry-After``), stall, and lie as a hostile mirror would: a malformed commit or LFS sha, a body
 longer than listed.
@@ -71,6 +74,7 @@ class HubServer:
                 web.get("/api/models/{org}/{name}/tree/{rev}", self._tree),
                 web.route("*", "/{org}/{name}/resolve/{rev}/{file:.+}", self._resolve),
                 web.get("/lfs/{sha}", self._lfs),
+                web.route("*", "/{tail:.*}", self._other),
             ])
             self._runner = web.AppRunner(app)
             self._loop.run_until_complete(self._runner.setup())
@@ -165,6 +169,16 @@ class HubServer:
         if data is None:
             raise web.HTTPNotFound()
         return await self._send(request, data, {"ETag": f'"{sha}"'})
+
+    async def _other(self, request: web.Request) -> web.StreamResponse:
+        self._log(request)
+        if (switched := self._switched(self.status)) is not None:
+            return switched
+        if self.cut_after is not None:
+            return await self._send(request, b'{"backends": [' + b" " * (1 << 20) + b"]}",
+                                    {"Content-Type": "application/json"})
+        return web.json_response({"error": {"message": f"{request.path} is not here", "type": "not_found",
+                                            "code": 404}}, status=404)
 
     async def _send(self, request: web.Request, data: bytes, extra: dict[str, str]) -> web.StreamResponse:
         start = 0
