@@ -171,6 +171,8 @@ class HubServer:
         return await self._send(request, data, {"ETag": f'"{sha}"'})
 
     async def _other(self, request: web.Request) -> web.StreamResponse:
+        if request.path.startswith("/api/"):  # huggingface_hub's side requests (e.g. /api/agent-harnesses)
+            return web.json_response({"error": "not here"}, status=404)
         self._log(request)
         if (switched := self._switched(self.status)) is not None:
             return switched
