@@ -459,8 +459,8 @@ _add_plan_commands()
 
 
 def main() -> None:
-    from llmctl.catalog.errors import LlmctlError
-
+    """The one error path of the command line: every exception a command ends with becomes one ``error:`` line
+    and exit 1 (app/errors.py); an unexpected one leaves its traceback in the log, not on the screen."""
     try:
         cli(standalone_mode=False)
     except (click.exceptions.Abort, KeyboardInterrupt):
@@ -471,13 +471,8 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except LlmctlError as exc:
-        click.secho(f"error: {exc.title}", fg="red", err=True)
-        if exc.message:
-            click.echo(f"  {exc.message}", err=True)
-        tail = getattr(exc, "log_tail", None)
-        if tail:
-            click.echo("  last log lines:", err=True)
-            for line in tail[-10:]:
-                click.echo(f"    {line}", err=True)
-        sys.exit(1)
+    except Exception as exc:
+        from llmctl.app.errors import report
+        from llmctl.app.paths import resolve_paths
+
+        sys.exit(report(exc, lambda: resolve_paths().logs_dir))

@@ -145,8 +145,15 @@ def _deep_set(target: dict[str, Any], dotted: str, value: Any) -> None:
     target[leaf] = value
 
 
-def load_settings(paths: Paths, overrides: dict[str, Any] | None = None) -> Settings:
-    """Load and validate settings. ``overrides`` are dotted keys from CLI flags (``{"server.port": 9000}``)."""
+def flag_name(key: str, flag_names: dict[str, str] | None = None) -> str:
+    """The command-line flag that sets a dotted settings key: given, or ``--`` and the last part with dashes."""
+    return (flag_names or {}).get(key) or "--" + key.rsplit(".", 1)[-1].replace("_", "-")
+
+
+def load_settings(paths: Paths, overrides: dict[str, Any] | None = None,
+                  flag_names: dict[str, str] | None = None) -> Settings:
+    """Load and validate settings. ``overrides`` are dotted keys from CLI flags (``{"server.port": 9000}``); an
+    invalid one is reported by its flag (``flag_names``, by default ``--port`` for ``server.port``)."""
     files = [paths.config_file]
     extra = os.environ.get("LLMCTL_CONFIG")
     if extra:
@@ -162,11 +169,19 @@ def load_settings(paths: Paths, overrides: dict[str, Any] | None = None) -> Sett
     try:
         return layered(**init)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors(include_url=False)
-        )
-        raise ConfigError("the configuration is invalid", f"{problems}. Check {', '.join(map(str, files))} "
-                          "and LLMCTL_* environment variables.") from None
+        flagged = {key for key, value in (overrides or {}).items() if value is not None}
+        flags, others = [], []
+        for err in exc.errors(include_url=False):
+            key = ".".join(str(p) for p in err["loc"])
+            if key in flagged:
+                flags.append(f"{flag_name(key, flag_names)}: {err['msg'].lower()}")
+            else:
+                others.append(f"{key}: {err['msg']}")
+        if flags and not others:
+            raise ConfigError("; ".join(flags), "fix the value on the command line.") from None
+        fix = "Fix the flags on the command line; check " if flags else "Check "
+        raise ConfigError("the configuration is invalid", "; ".join(flags + others) + f". {fix}"
+                          f"{', '.join(map(str, files))} and LLMCTL_* environment variables.") from None
     except ValueError as exc:  # a TOML syntax error
         raise ConfigError("a config file cannot be parsed", f"{exc}. Check {', '.join(map(str, files))}.") from None
 

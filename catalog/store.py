@@ -40,6 +40,7 @@ class ModelEntry:
     size: int = 0
     added_at: float = 0.0
     facts: dict[str, Any] = field(default_factory=dict)
+    projector: str | None = None  # a multimodal projector GGUF (mmproj) that goes with this model, if any
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -135,9 +136,10 @@ class ModelStore:
                 raise
             self._cache = None
 
-    def import_file(self, path: Path, name: str | None = None, *, replace: bool = False) -> ModelEntry:
+    def import_file(self, path: Path, name: str | None = None, *, replace: bool = False,
+                    projector: Path | None = None) -> ModelEntry:
         """Register a local GGUF, or a safetensors model folder (for vLLM), by reference after reading (and so
-        validating) its headers."""
+        validating) its headers. ``projector`` is a GGUF's multimodal projector (mmproj), validated the same way."""
         resolved = path.expanduser().resolve()
         final = validate_name(name) if name else name_from_path(resolved)
         if resolved.is_dir():
@@ -145,7 +147,12 @@ class ModelStore:
             entry = ModelEntry(final, str(resolved), "safetensors", size, time.time(), facts)
         else:
             info = read_gguf(resolved)  # raises ModelFileError with a clear message on anything malformed
-            entry = ModelEntry(final, str(resolved), "gguf", info.file_size, time.time(), info.summary())
+            mmproj = None
+            if projector is not None:
+                mmproj = projector.expanduser().resolve()
+                read_gguf(mmproj)
+            entry = ModelEntry(final, str(resolved), "gguf", info.file_size, time.time(), info.summary(),
+                               str(mmproj) if mmproj else None)
         return self._put(entry, replace)
 
     def _put(self, entry: ModelEntry, replace: bool) -> ModelEntry:

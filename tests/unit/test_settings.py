@@ -63,3 +63,19 @@ def test_missing_llmctl_config_file(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("LLMCTL_CONFIG", str(tmp_path / "nope.toml"))
     with pytest.raises(ConfigError, match="not a file"):
         load_settings(resolve_paths())
+
+
+def test_a_bad_flag_is_named_as_the_flag_not_as_config() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(resolve_paths(), {"server.port": 99999, "backends.ctx_size": None})
+    assert err.value.title == "--port: input should be less than or equal to 65535"
+    assert "config.toml" not in str(err.value) and "command line" in err.value.message
+
+
+def test_a_bad_flag_and_a_bad_config_value_are_both_named(monkeypatch) -> None:
+    monkeypatch.setenv("LLMCTL_BACKENDS__PARALLEL", "0")
+    with pytest.raises(ConfigError) as err:
+        load_settings(resolve_paths(), {"backends.ctx_size": 5}, {"backends.ctx_size": "--ctx-size"})
+    assert "--ctx-size: input should be greater than or equal to 256" in err.value.message
+    assert "backends.parallel: Input should be greater than or equal to 1" in err.value.message
+    assert "LLMCTL_*" in err.value.message
