@@ -37,6 +37,7 @@ class LaunchPlan:
     draft_model: Path | None = None
     embeddings: bool = False
     pooling: str | None = None
+    mmproj: Path | None = None
     extra_args: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -91,6 +92,7 @@ def launch_plan(settings: Settings, entry: ModelEntry | None = None, *, fmt: str
         draft_model=draft,
         embeddings=prof.embeddings,
         pooling=prof.pooling,
+        mmproj=Path(entry.projector) if entry is not None and entry.projector else None,
         extra_args=tuple(prof.args),
         notes=tuple(notes),
     )
