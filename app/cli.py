@@ -322,11 +322,12 @@ def ps(ctx: Context, as_json: bool) -> None:
     from rich.table import Table
 
     table = Table(box=None, header_style="bold")
-    for col in ("MODEL", "RUNTIME", "STATE", "PID", "PORT", "UPTIME", "RESTARTS", "MEMORY"):
+    for col in ("MODEL", "ENGINE", "STATE", "PID", "PORT", "UPTIME", "RESTARTS", "MEMORY"):
         table.add_column(col)
     for b in backends:
-        state = b["state"] + (f" ({b['error']})" if b.get("error") else "")
-        table.add_row(b["model"], b["runtime"], state, str(b["pid"] or "-"), str(b["port"]),
+        why = b.get("error") or b.get("stop_reason")
+        state = b["state"] + (f" ({why})" if why else "")
+        table.add_row(b["model"], b.get("engine") or b["runtime"], state, str(b["pid"] or "-"), str(b["port"]),
                       duration(b["uptime"]), str(b["restarts"]), size(b["memory_bytes"]))
     Console().print(table)
     for b in backends:
@@ -449,10 +450,11 @@ def paths(ctx: Context, as_json: bool) -> None:
 
 
 def _add_plan_commands() -> None:
-    from llmctl.app import engines_cli, plan, pull
+    from llmctl.app import engines_cli, model_config, plan, pull
 
     for command in (plan.hw, plan.doctor, plan.fit, plan.recommend, pull.pull, engines_cli.runtimes):
         cli.add_command(command)
+    models.add_command(model_config.models_config)
 
 
 _add_plan_commands()

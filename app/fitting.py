@@ -3,6 +3,7 @@ info`, the TUI's fit badges and `serve`'s automatic offload all estimate the sam
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import Any
 
@@ -42,8 +43,10 @@ def entry_request(settings: Settings, entry, **overrides: Any) -> FitRequest:
         return serving_request(settings, settings.backends.ctx_size, **overrides)
 
 
+@functools.lru_cache(maxsize=8)
 def engine_baseline(profile) -> int | None:
-    """The measured process baseline of the engine behind ``profile`` when it is Python-hosted, else None."""
+    """The measured process baseline of the engine behind ``profile`` when it is Python-hosted, else None.
+    Measured once per process (about a second: a Python imports the engine and reports its RSS)."""
     from llmctl.runtimes.llama_cpp import python_engine_baseline
     from llmctl.runtimes.registry import ENGINE_KEYS, make_engine
 

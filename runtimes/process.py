@@ -446,6 +446,7 @@ class Backend:
                 self._set_state(BackendState.READY)
                 self._ready.set()
             code = await proc.wait()
+            self._ready.clear()  # not ready any more: a waiter must wait for the restart, not see the old event
             await asyncio.wait_for(pump, timeout=2.0)
             return code, was_ready
         except asyncio.CancelledError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections import deque
 from pathlib import Path
@@ -29,6 +30,7 @@ class ControlApi:
     def routes(self) -> list[web.AbstractRouteDef]:
         return [
             web.get("/health", self.health),
+            web.get("/ready", self.ready),
             web.get("/metrics", self.prometheus),
             web.get(f"{PREFIX}/status", self.status),
             web.get(f"{PREFIX}/backends", self.backends),
@@ -40,7 +42,15 @@ class ControlApi:
         ]
 
     async def health(self, request: web.Request) -> web.Response:
+        """The controller is alive (for supervisors and load balancers)."""
         return web.json_response({"status": "ok"})
+
+    async def ready(self, request: web.Request) -> web.Response:
+        """200 when at least one model is ready (``?model=NAME``: that one), else 503 with what is there."""
+        ready = sorted(b.name for b in self.c.scheduler.backends.values() if b.state.value == "ready")
+        wanted = request.query.get("model")
+        ok = (wanted.lower() in ready) if wanted else bool(ready)
+        return web.json_response({"status": "ready" if ok else "not ready", "ready": ready}, status=200 if ok else 503)
 
     async def prometheus(self, request: web.Request) -> web.Response:
         """llmctl's own series, then every ready engine's own (``llamacpp:*``, ``vllm:*``) labelled by model."""
@@ -55,7 +65,7 @@ class ControlApi:
         return await scrape(session, list(self.c.scheduler.backends.values()))
 
     async def status(self, request: web.Request) -> web.Response:
-        return web.json_response(self.c.describe())
+        return web.json_response({**self.c.describe(), "memory": await asyncio.to_thread(self.c.ledger)})
 
     async def backends(self, request: web.Request) -> web.Response:
         """Every backend's state; ``?engine_metrics=1`` adds what its engine reports (slots busy, queue, KV use)."""

@@ -20,7 +20,9 @@ from llmctl.app.controller.metrics import Metrics, StreamMeter
 from llmctl.app.controller.validation import check_chat, check_completion, check_embeddings
 from llmctl.catalog.errors import LlmctlError
 from llmctl.catalog.store import ModelEntry, ModelStore
-from llmctl.runtimes.base import CHAT, COMPLETIONS, EMBEDDINGS, BackendFailed
+from llmctl.runtimes.base import CHAT, COMPLETIONS, EMBEDDINGS, BackendFailed, BackendState
+from llmctl.runtimes.ledger import DoesNotFit
+from llmctl.runtimes.ollama import keep_alive_seconds
 from llmctl.runtimes.scheduler import ModelLoading, Scheduler
 
 _STREAM_HEADERS = {
@@ -34,13 +36,18 @@ _UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError)
 _NEEDS = {"/v1/chat/completions": CHAT, "/v1/completions": COMPLETIONS, "/v1/embeddings": EMBEDDINGS}
 
 
+class BackendGone(Exception):
+    """The backend refused the connection before answering: it died; the request may be sent again."""
+
+
 class Gateway:
     def __init__(self, store: ModelStore, scheduler: Scheduler, metrics: Metrics,
-                 capabilities: Callable[[ModelEntry], frozenset[str]]) -> None:
+                 capabilities: Callable[[ModelEntry], frozenset[str]], aliases: dict[str, str] | None = None) -> None:
         self.store = store
         self.scheduler = scheduler
         self.metrics = metrics
         self.capabilities = capabilities  # what a model's deployment serves, known before it is started
+        self.aliases = aliases or {}  # other names clients may use -> registered model name
         self.session: aiohttp.ClientSession | None = None
 
     def routes(self) -> list[web.AbstractRouteDef]:
@@ -97,6 +104,9 @@ class Gateway:
         return await self._forward(request, "/v1/embeddings", check_embeddings)
 
     def _entry(self, name: str) -> ModelEntry:
+        if not isinstance(name, str):
+            raise ApiError(400, "model must be a string", code="invalid_value", param="model")
+        name = self.aliases.get(name.strip().lower(), name)
         try:
             entry = self.store.get(name)
         except LlmctlError as exc:
@@ -128,18 +138,38 @@ class Gateway:
                     if path == "/v1/embeddings" else "it is configured as an embeddings model")
             raise ApiError(400, f"'{entry.name}' does not serve {path} ({', '.join(sorted(caps))} only): {hint}",
                            code="unsupported_capability", param="model")
+        keep_alive = None
+        if body.get("keep_alive") is not None:
+            try:
+                keep_alive = keep_alive_seconds(body["keep_alive"])
+            except LlmctlError as exc:
+                raise ApiError(400, f"keep_alive: {exc.message}", code="invalid_value", param="keep_alive") from None
         stream = bool(body.get("stream"))
         rec = self.metrics.begin(entry.name, path, stream)
         meter = StreamMeter()
         status, error, usage = 500, None, None
         try:
-            async with self.scheduler.use(entry) as backend:
-                url, auth = backend.base_url + path, backend.auth_headers
-                if stream:
-                    response, status, error = await self._stream(request, url, auth, raw, meter, entry.name)
-                else:
-                    response, status, usage = await self._unary(url, auth, raw)
-                return response
+            for attempt in (1, 2):
+                try:
+                    async with self.scheduler.use(entry, keep_alive=keep_alive) as backend:
+                        url, auth = backend.base_url + path, backend.auth_headers
+                        if stream:
+                            response, status, error = await self._stream(request, url, auth, raw, meter, entry.name)
+                        else:
+                            response, status, usage = await self._unary(url, auth, raw)
+                        return response
+                except BackendGone:
+                    # it died before a byte was sent back: inference has no side effects, so once the supervisor
+                    # has noticed (and restarts it), the request goes again, invisibly
+                    if attempt == 2:
+                        raise ApiError(502, f"the model server for '{entry.name}' refused the request twice; see "
+                                       f"`llmctl logs {entry.name}`", code="backend_error") from None
+                    await _noticed(backend)
+            raise AssertionError("unreachable")
+        except DoesNotFit as exc:
+            status, error = 503, exc.title
+            raise ApiError(503, f"{exc.title}. {exc.message}", code="insufficient_memory",
+                           retry_after=10 if exc.busy else None) from None
         except ModelLoading as exc:
             status, error = 503, f"model is still {exc.state}"
             raise ApiError(503, f"'{entry.name}' is still loading; retry shortly", code="model_loading",
@@ -165,8 +195,13 @@ class Gateway:
         headers = {"Content-Type": "application/json", **auth}
         try:
             return await self.session.post(url, data=raw, headers=headers)
+        except aiohttp.ClientConnectorError:
+            raise BackendGone from None
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
-            return await self.session.post(url, data=raw, headers=headers)
+            try:
+                return await self.session.post(url, data=raw, headers=headers)
+            except aiohttp.ClientConnectorError:
+                raise BackendGone from None
 
     async def _unary(self, url: str, auth: dict[str, str], raw: bytes) -> tuple[web.Response, int, dict | None]:
         try:
@@ -227,3 +262,10 @@ class Gateway:
                 upstream.release()  # back to the pool
             else:
                 upstream.close()  # a stream cut short closes the backend connection, which stops generation
+
+
+async def _noticed(backend, within: float = 3.0) -> None:
+    """Wait (bounded) until the supervisor has seen a backend that refused connections exit."""
+    deadline = asyncio.get_running_loop().time() + within
+    while backend.state is BackendState.READY and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)

@@ -15,7 +15,7 @@ import secrets
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import psutil
@@ -82,11 +82,13 @@ class Controller:
             self._make_backend, max_loaded=b.max_loaded, load_wait=b.load_wait,
             retry_failed_after=b.retry_failed_after, capacity=self._capacity, margin=int(b.memory_margin),
         )
-        self.gateway = Gateway(self.store, self.scheduler, self.metrics, self.capabilities)
+        self.gateway = Gateway(self.store, self.scheduler, self.metrics, self.capabilities, aliases={
+            alias.strip().lower(): name for name, prof in settings.models.items() for alias in prof.aliases})
         self.control = ControlApi(self)
         self.inventory = InventoryApi(self)
         self.started_at = time.time()
         self._runner: web.AppRunner | None = None
+        self._idle_task: asyncio.Task | None = None
         self._stop: asyncio.Event | None = None
         self.port = settings.server.port
 
@@ -144,11 +146,35 @@ class Controller:
 
         gpus, _status, _detail = self.gpu_probe.read()
         budget = machine_budget(gpus, psutil.virtual_memory().available)
-        req = plan.fit_request() if gpus else plan.fit_request(gpu_layers=0)
+        from llmctl.app.fitting import engine_baseline
+
+        req = plan.fit_request(baseline_bytes=engine_baseline(plan.engine.memory_profile()))
+        if not gpus:
+            req = replace(req, gpu_layers=0)
         try:
             return estimate(facts_from_gguf(read_gguf(Path(entry.path))), req, budget)
         except (LlmctlError, OSError, ValueError):
             return None
+
+    def ledger(self) -> dict:
+        """Per device: what models may use in all, what every live deployment reserved (its estimate), measured
+        and holds (the larger), and the margin kept free. Blocking (reads RAM and the GPUs)."""
+        live = [b for b in self.scheduler.backends.values() if b.alive]
+        ours: dict[str, int] = {}
+        for b in live:
+            b.memory_bytes()
+            for dev in {*b.footprint.reserved, *b.footprint.measured}:
+                ours[dev] = ours.get(dev, 0) + b.footprint.measured.get(dev, b.footprint.reserved.get(dev, 0))
+        devices = {}
+        for dev, cap in self._capacity(ours).items():
+            devices[dev] = {
+                "capacity": cap, "margin": int(self.settings.backends.memory_margin),
+                "reserved": sum(b.footprint.reserved.get(dev, 0) for b in live),
+                "measured": sum(b.footprint.measured.get(dev, 0) for b in live),
+                "held": sum(b.footprint.held().get(dev, 0) for b in live),
+                "models": {b.name: b.footprint.to_json() for b in live if dev in b.footprint.held()},
+            }
+        return devices
 
     def _capacity(self, ours: dict[str, int]) -> dict[str, int]:
         """Bytes per device that models may use in all: the RAM budget if one is set, else the RAM available now
@@ -216,6 +242,7 @@ class Controller:
                                                     "left by a controller that did not exit cleanly"))
         self._stop = asyncio.Event()
         await self.gateway.open()
+        self._idle_task = asyncio.get_running_loop().create_task(self.scheduler.run_idle_unloads(), name="idle")
         self._runner = web.AppRunner(self.build_app(), handle_signals=False, shutdown_timeout=5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.server.host, self.settings.server.port, reuse_address=True)
@@ -254,6 +281,8 @@ class Controller:
 
     async def close(self) -> None:
         self.on_event(ControllerEvent("stopping", "stopping every backend"))
+        if self._idle_task is not None:
+            self._idle_task.cancel()
         await self.scheduler.shutdown()
         if self._runner is not None:
             await self._runner.cleanup()
