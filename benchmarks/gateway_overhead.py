@@ -106,7 +106,7 @@ def main() -> None:
             with httpx.Client(timeout=60) as client:
                 for _ in range(200):
                     try:
-                        if client.post(gateway + "/llmctl/v1/backends/bench/load").status_code == 200:
+                        if client.post(gateway + "/llmctl/v1/backends/bench/load", json={}).status_code == 200:
                             break
                     except httpx.TransportError:
                         pass

@@ -63,3 +63,15 @@ def test_missing_llmctl_config_file(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("LLMCTL_CONFIG", str(tmp_path / "nope.toml"))
     with pytest.raises(ConfigError, match="not a file"):
         load_settings(resolve_paths())
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("127.1.2.3", True), ("localhost", True), ("LOCALHOST", True), ("::1", True),
+     ("[::1]", True), ("::ffff:127.0.0.1", True), ("127.evil.com", False), ("127.0.0.1.evil.com", False),
+     ("0.0.0.0", False), ("::", False), ("192.168.1.2", False), ("localhost.evil.com", False), ("", False)],
+)
+def test_is_loopback_parses_the_address(host: str, loopback: bool) -> None:
+    from llmctl.app.settings import is_loopback
+
+    assert is_loopback(host) is loopback
