@@ -50,6 +50,8 @@ def tui(ctx: Context) -> None:
 @click.option("--threads", type=int, help="CPU threads per backend (default: physical cores).")
 @click.option("--llama-server", "llama_server", help="Path of a native llama-server binary to use.")
 @click.option("--demo", is_flag=True, help="Also serve the bundled demo model (Gemma 3 270M Q4_K_M).")
+@click.option("--log-file", "log_file", type=click.Path(dir_okay=False), hidden=True,
+              help="Write output to this size-capped, rotated log instead of the terminal (background controller).")
 @pass_ctx
 def serve(ctx: Context, models: tuple[str, ...], demo: bool, **flags: Any) -> None:
     """Run the controller in the foreground: the endpoint, the control API and every backend.
@@ -67,6 +69,10 @@ def serve(ctx: Context, models: tuple[str, ...], demo: bool, **flags: Any) -> No
         "backends.threads": flags["threads"], "backends.llama_server": flags["llama_server"],
     })
     settings, store = ctx.settings, ctx.store()
+    if flags["log_file"]:
+        from llmctl.app.controller.logfile import log_to_file
+
+        log_to_file(Path(flags["log_file"]), settings.server.log_max_bytes)
     preload = []
     if demo:
         preload.append(demo_model(ctx).name)

@@ -29,6 +29,9 @@ class ServerSettings(BaseModel):
     """Largest request body accepted; larger ones get 413."""
     allowed_hosts: list[str] = []
     """Extra Host header names accepted when bound to loopback (DNS-rebinding guard)."""
+    log_max_bytes: int = Field(5 * 1024 * 1024, ge=64 * 1024)
+    """Size at which the background controller's log (``logs/controller.log``) is rotated; two older copies are
+    kept."""
     cors_origins: list[str] = []
     """Web origins (``https://app.example``) allowed to call llmctl from a browser. A request carrying any other
     ``Origin`` header is refused with 403. Empty (the default) refuses every browser page."""
