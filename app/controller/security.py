@@ -60,6 +60,8 @@ def build_middlewares(server: ServerSettings) -> list:
             raise  # the client went away: nothing to answer
         except Exception as exc:
             log.exception("unexpected error in %s %s", request.method, request.path)
+            if request.get(STARTED_KEY):
+                raise  # a stream already sent its headers: aiohttp closes the connection
             return error_response(500, f"internal error in llmctl ({type(exc).__name__}: {exc}); the controller "
                                   "logged the traceback; please report it", code="internal_error")
 
@@ -94,10 +96,13 @@ def build_middlewares(server: ServerSettings) -> list:
 
 
 CORS_KEY = web.RequestKey("cors_origin", str)
+STARTED_KEY = web.RequestKey("response_started", bool)
 
 
 async def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare hook: CORS headers for allowed origins only, on every response, streamed ones too."""
+    """on_response_prepare hook: CORS headers for allowed origins only, on every response, streamed ones too.
+    Also notes that the response has started, so the error middleware never answers a second time."""
+    request[STARTED_KEY] = True
     origin = request.get(CORS_KEY)
     if origin:
         response.headers["Access-Control-Allow-Origin"] = origin

@@ -33,16 +33,16 @@ def test_malformed_registry_entry_is_an_openai_shaped_500_with_a_logged_tracebac
     proc = controller()
     _break_registry(home)
     for path in ("/v1/models", "/llmctl/v1/models", "/llmctl/v1/status"):
-        r = httpx.get(proc.url + path, timeout=10)
+        r = httpx.get(proc.url + path, timeout=30)
         assert r.status_code == 500, (path, r.text)
         assert r.headers["content-type"].startswith("application/json")
         err = r.json()["error"]
         assert err["type"] == "server_error" and err["code"] == "internal_error"
         assert "TypeError" in err["message"]
-    proc.wait_output("Traceback (most recent call last)", timeout=10)
+    proc.wait_output("Traceback (most recent call last)", timeout=30)
     assert "unexpected error in GET /v1/models" in proc.output
     assert proc.proc.poll() is None  # and it keeps serving
-    assert httpx.get(proc.url + "/health", timeout=10).status_code == 200
+    assert httpx.get(proc.url + "/health", timeout=30).status_code == 200
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ def test_background_controller_log_is_rotated_at_its_cap(background) -> None:
     url = live["url"]
     _break_registry(paths.data_dir.parent)  # LLMCTL_HOME/data
     log = paths.logs_dir / "controller.log"
-    with httpx.Client(base_url=url, timeout=10) as c:
+    with httpx.Client(base_url=url, timeout=30) as c:
         for _ in range(150):  # each logs a traceback of about 1 KiB
             assert c.get("/v1/models").status_code == 500
         paths.data_dir.joinpath("models.json").unlink()

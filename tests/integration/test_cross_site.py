@@ -52,9 +52,9 @@ def test_foreign_origin_is_refused_on_every_state_changing_route(controller, met
 def test_foreign_origin_cannot_read_either(controller) -> None:
     proc = controller()
     for path in ("/v1/models", "/llmctl/v1/status", "/llmctl/v1/models"):
-        r = httpx.get(proc.url + path, headers={"Origin": EVIL}, timeout=10)
+        r = httpx.get(proc.url + path, headers={"Origin": EVIL}, timeout=30)
         assert r.status_code == 403, path
-    preflight = httpx.options(proc.url + "/llmctl/v1/shutdown", headers={"Origin": EVIL}, timeout=10)
+    preflight = httpx.options(proc.url + "/llmctl/v1/shutdown", headers={"Origin": EVIL}, timeout=30)
     assert preflight.status_code == 403 and "access-control-allow-origin" not in preflight.headers
 
 
@@ -63,7 +63,7 @@ def test_text_plain_without_origin_is_refused(controller, method, path, body) ->
     """The preflight-free form a page can send (and old browsers send it without Origin)."""
     proc = controller()
     content = json.dumps(body).encode() if body is not None else None
-    r = httpx.request(method, proc.url + path, content=content, headers={"Content-Type": "text/plain"}, timeout=10)
+    r = httpx.request(method, proc.url + path, content=content, headers={"Content-Type": "text/plain"}, timeout=30)
     assert r.status_code == 415, (path, r.status_code, r.text)
     err = r.json()["error"]
     assert err["code"] == "unsupported_media_type" and "application/json" in err["message"]
@@ -73,7 +73,7 @@ def test_text_plain_without_origin_is_refused(controller, method, path, body) ->
 def test_json_requests_and_listed_origins_still_work(controller, tmp_path: Path, tiny_gguf: Path) -> None:
     proc = controller(LLMCTL_SERVER__CORS_ORIGINS='["http://app.local"]')
     r = httpx.post(proc.url + "/llmctl/v1/models", json={"path": str(tiny_gguf), "name": "again"},
-                   headers={"Origin": "http://app.local"}, timeout=10)
+                   headers={"Origin": "http://app.local"}, timeout=30)
     assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://app.local"
 
     async def via_client() -> None:  # the CLI's and the TUI's client: body-less POST and DELETE say JSON too
@@ -91,7 +91,7 @@ def test_json_requests_and_listed_origins_still_work(controller, tmp_path: Path,
 def test_host_header_is_parsed_not_prefix_matched(controller) -> None:
     proc = controller()
     for host in ("127.evil.com", "127.0.0.1.evil.com", "localhost.evil.com", "evil.example"):
-        r = httpx.get(proc.url + "/v1/models", headers={"Host": f"{host}:{proc.port}"}, timeout=10)
+        r = httpx.get(proc.url + "/v1/models", headers={"Host": f"{host}:{proc.port}"}, timeout=30)
         assert r.status_code == 403 and r.json()["error"]["code"] == "bad_host", host
     for host in ("localhost", f"localhost:{proc.port}", "127.0.0.2", f"[::1]:{proc.port}"):
-        assert httpx.get(proc.url + "/v1/models", headers={"Host": host}, timeout=10).status_code == 200, host
+        assert httpx.get(proc.url + "/v1/models", headers={"Host": host}, timeout=30).status_code == 200, host
