@@ -152,6 +152,10 @@ class ModelStore:
         """Register a local GGUF, or a safetensors model folder (for vLLM), by reference after reading (and so
         validating) its headers."""
         resolved = path.expanduser().resolve()
+        if not resolved.is_dir():
+            # the folder resolved, the name kept: a split model's parts find each other by name, and in the Hugging
+            # Face cache the names are the snapshot's links, not the blobs' hashes
+            resolved = path.expanduser().absolute().parent.resolve() / path.name
         final = validate_name(name) if name else name_from_path(resolved)
         if resolved.is_dir():
             facts, size = read_model_dir(resolved)

@@ -148,3 +148,23 @@ def test_a_failed_folder_copy_leaves_nothing(tmp_path: Path, llmctl_home: Path) 
     entry = _json(runner, "import", str(source), "--copy")  # fixed: the same import now works
     assert sorted(p.name for p in Path(entry["path"]).iterdir()) == ["config.json", "model.safetensors",
                                                                      "tokenizer.json"]
+
+
+def test_a_split_model_in_the_hf_cache_is_found_and_imported_whole(split: list[Path], tmp_path: Path) -> None:
+    """The cache stores parts as hash-named blobs; only the snapshot's links carry the names that tie them."""
+    repo = Path(os.environ["HF_HOME"]) / "hub" / "models--org--big-GGUF"
+    snapshot = repo / "snapshots" / ("c" * 40)
+    (repo / "blobs").mkdir(parents=True)
+    snapshot.mkdir(parents=True)
+    for i, part in enumerate(split):
+        blob = repo / "blobs" / (str(i) * 64)
+        shutil.copyfile(part, blob)
+        (snapshot / part.name).symlink_to(Path("..") / ".." / "blobs" / blob.name)
+    total = sum(p.stat().st_size for p in split)
+    runner = CliRunner()
+    found = [m for m in _json(runner, "models", "list") if m.get("source") == "hf-cache"]
+    assert [(m["name"], m["size"]) for m in found] == [(f"org/big-GGUF/{split[0].name}", total)]
+    entry = _json(runner, "import", found[0]["path"], "--name", "big")
+    assert entry["size"] == total and entry["facts"]["split_count"] == 3
+    assert entry["path"] == str(snapshot / split[0].name)
+    assert [m["name"] for m in _json(runner, "models", "list")] == ["big"]  # no longer listed as found elsewhere
