@@ -29,6 +29,8 @@ def copy_into_store(source: Path, models_dir: Path, store: ModelStore, name: str
     """Validate SOURCE (a GGUF, any part of a split GGUF, or a safetensors folder), copy all of it into
     ``models_dir/NAME/`` and register it."""
     resolved = source.expanduser().resolve()
+    if not resolved.is_dir():  # keep the file's own name: a split model's parts are found by it
+        resolved = source.expanduser().absolute().parent.resolve() / source.name
     if resolved.is_dir():
         read_model_dir(resolved)  # refuse a bad folder before copying gigabytes
         files: list[Path] = []

@@ -168,3 +168,6 @@ def test_a_split_model_in_the_hf_cache_is_found_and_imported_whole(split: list[P
     assert entry["size"] == total and entry["facts"]["split_count"] == 3
     assert entry["path"] == str(snapshot / split[0].name)
     assert [m["name"] for m in _json(runner, "models", "list")] == ["big"]  # no longer listed as found elsewhere
+    copied = _json(runner, "import", str(snapshot / split[0].name), "--copy", "--name", "big-copy")
+    assert copied["size"] == total and sorted(p.name for p in Path(copied["path"]).parent.iterdir()) == \
+        [p.name for p in split]
