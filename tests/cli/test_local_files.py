@@ -171,3 +171,24 @@ def test_a_split_model_in_the_hf_cache_is_found_and_imported_whole(split: list[P
     copied = _json(runner, "import", str(snapshot / split[0].name), "--copy", "--name", "big-copy")
     assert copied["size"] == total and sorted(p.name for p in Path(copied["path"]).parent.iterdir()) == \
         [p.name for p in split]
+
+
+@pytest.mark.parametrize(("count", "no", "match"), [(5000, 0, "over the limit of 1000"),
+                                                    (2, 1, "says it is part 1 of 2 .*not part 0 of 2")])
+def test_hostile_split_headers_are_refused(tmp_path: Path, count: int, no: int, match: str) -> None:
+    import gguf
+    import numpy as np
+
+    path = tmp_path / f"x-00001-of-{count:05d}.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_uint16("split.no", no)
+    w.add_uint16("split.count", count)
+    w.add_tensor("a", np.zeros(32, dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    if count == 2:
+        shutil.copyfile(path, tmp_path / "x-00002-of-00002.gguf")
+    with pytest.raises(ModelFileError, match=match):
+        read_gguf(path)
