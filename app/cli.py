@@ -54,6 +54,8 @@ def tui(ctx: Context) -> None:
               help="KV cache type; a quantized cache turns flash attention on.")
 @click.option("--llama-server", "llama_server", help="Path of a native llama-server binary to use.")
 @click.option("--demo", is_flag=True, help="Also serve the demo chat model (SmolLM2-135M-Instruct Q4_1).")
+@click.option("--log-file", "log_file", type=click.Path(dir_okay=False), hidden=True,
+              help="Write output to this size-capped, rotated log instead of the terminal (background controller).")
 @pass_ctx
 def serve(ctx: Context, models: tuple[str, ...], demo: bool, **flags: Any) -> None:
     """Run the controller in the foreground: the endpoint, the control API and every backend.
@@ -72,6 +74,10 @@ def serve(ctx: Context, models: tuple[str, ...], demo: bool, **flags: Any) -> No
         "backends.engine": flags["engine"], "backends.kv_type": flags["kv_type"],
     })
     settings, store = ctx.settings, ctx.store()
+    if flags["log_file"]:
+        from llmctl.app.controller.logfile import log_to_file
+
+        log_to_file(Path(flags["log_file"]), settings.server.log_max_bytes)
     preload = []
     if demo:
         preload.append(demo_model(ctx).name)
@@ -125,13 +131,13 @@ def demo_model(ctx: Context):
 @click.argument("path", type=click.Path(path_type=str))
 @click.option("--name", help="Model name (default: from the file name, or the bundle's).")
 @click.option("--replace", is_flag=True, help="Replace a model of the same name.")
-@click.option("--copy", is_flag=True, help="Copy the file into llmctl's model folder instead of referencing it.")
+@click.option("--copy", is_flag=True,
+              help="Copy the model (every part of a split GGUF) into llmctl's model folder, under models/NAME/.")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
 def import_(ctx: Context, path: str, name: str | None, replace: bool, copy: bool, as_json: bool) -> None:
     """Register a local GGUF or a safetensors model folder (by reference, or --copy), or install a bundle made by
     `llmctl export` (FILE.tar, verified file by file)."""
-    import shutil
     from pathlib import Path
 
     source = Path(path).expanduser()
@@ -139,27 +145,11 @@ def import_(ctx: Context, path: str, name: str | None, replace: bool, copy: bool
         from llmctl.catalog.bundles import import_bundle
 
         entry = import_bundle(source, ctx.paths.models_dir, ctx.store(), name)
+    elif copy:
+        from llmctl.catalog.local_files import copy_into_store
+
+        entry = copy_into_store(source, ctx.paths.models_dir, ctx.store(), name, replace=replace)
     else:
-        if copy and source.is_dir():
-            from llmctl.catalog.safetensors_dir import PICKLES, read_model_dir
-
-            read_model_dir(source)  # refuse a bad folder before copying gigabytes
-            target = ctx.paths.models_dir / source.name
-            shutil.copytree(source, target, ignore=shutil.ignore_patterns(*(f"*{s}" for s in PICKLES)))
-            source = target
-        elif copy:
-            from llmctl.catalog.gguf import read_gguf
-
-            read_gguf(source)  # refuse a bad file before copying gigabytes
-            target = ctx.paths.models_dir / source.name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_name(target.name + ".partial")
-            try:
-                shutil.copyfile(source, partial)
-                partial.replace(target)
-            finally:
-                partial.unlink(missing_ok=True)
-            source = target
         entry = ctx.store().import_file(source, name, replace=replace)
     if as_json:
         emit_json(entry.to_json())
@@ -268,29 +258,28 @@ def models_info(ctx: Context, name: str, as_json: bool) -> None:
 @click.option("--yes", is_flag=True, help="Delete without asking.")
 @pass_ctx
 def models_prune(ctx: Context, yes: bool) -> None:
-    """Remove partial downloads and files in llmctl's model folder that no model uses; show what it frees first."""
+    """Remove partial downloads and files in llmctl's model folder that no model uses (every part, projector and
+    folder of a registered model counts as used); show what it frees first."""
     from llmctl.catalog.discovery import hf_cache_dir
+    from llmctl.catalog.local_files import Unused, delete, unused_files
 
     store = ctx.store()
-    used = {Path(e.path).resolve() for e in store.list()}
-    candidates = list(hf_cache_dir().glob("models--*/blobs/*.incomplete"))
-    candidates += [p for p in ctx.paths.models_dir.rglob("*.partial")] if ctx.paths.models_dir.exists() else []
-    if ctx.paths.models_dir.exists():
-        candidates += [p for p in ctx.paths.models_dir.rglob("*.gguf") if p.resolve() not in used]
+    candidates = [Unused(p, p.stat().st_size) for p in hf_cache_dir().glob("models--*/blobs/*.incomplete")]
+    candidates += unused_files(ctx.paths.models_dir, store.list())
     dangling = [e for e in store.list() if not Path(e.path).exists()]
     if not candidates and not dangling:
         click.echo("nothing to prune")
         return
-    total = sum(p.stat().st_size for p in candidates)
-    for p in candidates:
-        click.echo(f"  {size(p.stat().st_size):>10}  {p}")
+    total = sum(c.size for c in candidates)
+    for c in candidates:
+        click.echo(f"  {size(c.size):>10}  {c.path}{'/' if c.path.is_dir() else ''}")
     for e in dangling:
         click.echo(f"  {'':>10}  {e.name}: its file {e.path} is gone (the entry goes)")
     if not yes and not click.confirm(f"delete these and free {size(total)}?", default=False):
         click.echo("nothing deleted")
         return
-    for p in candidates:
-        p.unlink(missing_ok=True)
+    for c in candidates:
+        delete(c)
     for e in dangling:
         store.remove(e.name)
     click.echo(f"freed {size(total)}")

@@ -97,6 +97,8 @@ class ControllerClient:
         await self.aclose()
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        if method != "GET" and "json" not in kwargs:  # the controller takes state changes as JSON only
+            kwargs["headers"] = {"Content-Type": "application/json", **kwargs.get("headers", {})}
         try:
             response = await self._http.request(method, path, **kwargs)
         except httpx.ConnectError:

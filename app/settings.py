@@ -4,6 +4,7 @@ environment variables < command-line flags. Validated with pydantic; field docst
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -28,8 +29,12 @@ class ServerSettings(BaseModel):
     """Largest request body accepted; larger ones get 413."""
     allowed_hosts: list[str] = []
     """Extra Host header names accepted when bound to loopback (DNS-rebinding guard)."""
+    log_max_bytes: int = Field(5 * 1024 * 1024, ge=64 * 1024)
+    """Size at which the background controller's log (``logs/controller.log``) is rotated; two older copies are
+    kept."""
     cors_origins: list[str] = []
-    """Origins allowed by CORS. Empty (the default) sends no CORS headers at all."""
+    """Web origins (``https://app.example``) allowed to call llmctl from a browser. A request carrying any other
+    ``Origin`` header is refused with 403. Empty (the default) refuses every browser page."""
 
 
 EngineChoice = Literal["auto", "xllamacpp", "llama-server", "llama-cpp-python"]
@@ -187,4 +192,17 @@ def load_settings(paths: Paths, overrides: dict[str, Any] | None = None,
 
 
 def is_loopback(host: str) -> bool:
-    return host in LOOPBACK_HOSTS or host.startswith("127.")
+    """True for ``localhost`` and for an IP literal in a loopback range (127.0.0.0/8, ::1, ::ffff:127.x).
+    Parsed, never prefix-matched: ``127.evil.com`` is a name anyone can point anywhere."""
+    name = host.strip().lower()
+    if name.startswith("[") and name.endswith("]"):
+        name = name[1:-1]
+    if name in ("localhost", "localhost."):
+        return True
+    try:
+        ip = ipaddress.ip_address(name.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback

@@ -117,7 +117,7 @@ def main() -> None:
                     httpx.Client(timeout=60, headers={"Authorization": "Bearer bench-key"}) as direct_client:
                 for _ in range(200):
                     try:
-                        if client.post(gateway + "/llmctl/v1/backends/bench/load").status_code == 200:
+                        if client.post(gateway + "/llmctl/v1/backends/bench/load", json={}).status_code == 200:
                             break
                     except httpx.TransportError:
                         pass

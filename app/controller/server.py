@@ -25,6 +25,7 @@ from llmctl import __version__
 from llmctl.app.controller.control import ControlApi
 from llmctl.app.controller.gateway import Gateway
 from llmctl.app.controller.inventory import InventoryApi
+from llmctl.app.controller.lock import ControllerLock
 from llmctl.app.controller.metrics import Metrics
 from llmctl.app.controller.security import add_cors_headers, build_middlewares
 from llmctl.app.deployments import LaunchPlan, launch_plan, profile_for
@@ -72,6 +73,7 @@ class Controller:
         self.on_event = on_event or (lambda e: None)
         self.store = ModelStore(paths.data_dir)
         self.state = StateFile(paths.backends_state)
+        self.lock = ControllerLock(paths.state_dir)
         self.metrics = Metrics()
         b = settings.backends
         self.policy = RestartPolicy(
@@ -235,6 +237,7 @@ class Controller:
             )
 
     async def start(self) -> None:
+        self.lock.acquire()  # before reaping: another live controller's backends are not orphans
         self.check_bind()
         reaped = await asyncio.to_thread(self.state.reap, self.settings.backends.stop_grace)
         for rec in reaped:
@@ -291,6 +294,7 @@ class Controller:
             data = json.loads(self.paths.controller_state.read_text())
             if data.get("pid") == os.getpid():
                 self.paths.controller_state.unlink()
+        self.lock.release()
         self.on_event(ControllerEvent("stopped", "all backends stopped"))
 
 

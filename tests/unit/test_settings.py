@@ -79,3 +79,15 @@ def test_a_bad_flag_and_a_bad_config_value_are_both_named(monkeypatch) -> None:
     assert "--ctx-size: input should be greater than or equal to 256" in err.value.message
     assert "backends.parallel: Input should be greater than or equal to 1" in err.value.message
     assert "LLMCTL_*" in err.value.message
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("127.1.2.3", True), ("localhost", True), ("LOCALHOST", True), ("::1", True),
+     ("[::1]", True), ("::ffff:127.0.0.1", True), ("127.evil.com", False), ("127.0.0.1.evil.com", False),
+     ("0.0.0.0", False), ("::", False), ("192.168.1.2", False), ("localhost.evil.com", False), ("", False)],
+)
+def test_is_loopback_parses_the_address(host: str, loopback: bool) -> None:
+    from llmctl.app.settings import is_loopback
+
+    assert is_loopback(host) is loopback
