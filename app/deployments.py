@@ -36,6 +36,7 @@ class LaunchPlan:
     chat_template: str | None = None
     draft_model: Path | None = None
     embeddings: bool = False
+    pooling: str | None = None
     extra_args: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -89,6 +90,7 @@ def launch_plan(settings: Settings, entry: ModelEntry | None = None, *, fmt: str
         if entry else None,
         draft_model=draft,
         embeddings=prof.embeddings,
+        pooling=prof.pooling,
         extra_args=tuple(prof.args),
         notes=tuple(notes),
     )

@@ -94,6 +94,8 @@ class ModelProfile(BaseModel):
     """A registered model name or a GGUF path: a small model of the same vocabulary for speculative decoding."""
     embeddings: bool = False
     """Serve this model for ``/v1/embeddings`` (llama.cpp ``--embeddings``) instead of chat."""
+    pooling: Literal["mean", "cls", "last", "rank"] | None = None
+    """How embeddings pool token vectors; unset: the model's own (a chat model has none: set ``mean``)."""
     args: list[str] = []
     """Extra engine arguments, passed as they are."""
 

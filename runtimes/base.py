@@ -85,6 +85,7 @@ class Deployment:
     chat_template: str | None = None  # a built-in template family ("gemma", "chatml"), or None: the model's own
     draft_model: Path | None = None  # speculative decoding with a small model of the same vocabulary
     embeddings: bool = False  # an embeddings deployment: serves /v1/embeddings
+    pooling: str | None = None  # embeddings pooling (mean, cls, last, rank); None: the model's own
     mmproj: Path | None = None  # a multimodal projector
     api_key: str | None = None
     extra_args: tuple[str, ...] = field(default_factory=tuple)

@@ -99,6 +99,8 @@ def server_flags(d: Deployment) -> list[str]:
         argv += ["--model-draft", str(d.draft_model), "--n-gpu-layers-draft", str(d.n_gpu_layers)]
     if d.embeddings:
         argv += ["--embeddings"]
+    if d.pooling:
+        argv += ["--pooling", d.pooling]
     if d.mmproj is not None:
         argv += ["--mmproj", str(d.mmproj)]
     return argv + list(d.extra_args)

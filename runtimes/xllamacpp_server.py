@@ -43,6 +43,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--n-gpu-layers-draft", type=int, default=0)
     p.add_argument("--mmproj", default=None)
     p.add_argument("--embeddings", action="store_true")
+    p.add_argument("--pooling", choices=("none", "mean", "cls", "last", "rank"), default=None)
     p.add_argument("--metrics", action="store_true")
     p.add_argument("--jinja", action="store_true")
     p.add_argument("--no-webui", action="store_true")
@@ -78,6 +79,8 @@ def build_params(args: argparse.Namespace, api_key: str | None):
     p.ui = not args.no_webui
     p.endpoint_metrics = args.metrics
     p.embedding = args.embeddings
+    if args.pooling:
+        p.pooling_type = getattr(x.llama_pooling_type, f"LLAMA_POOLING_TYPE_{args.pooling.upper()}")
     p.warmup = not args.no_warmup
     p.verbosity = args.verbosity
     if args.mmproj:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from llmctl.app.controller.engine_metrics import relabel, scrape, summary
 from llmctl.app.controller.errors import ApiError
 from llmctl.catalog.errors import LlmctlError
 from llmctl.runtimes.base import BackendFailed
@@ -42,13 +43,28 @@ class ControlApi:
         return web.json_response({"status": "ok"})
 
     async def prometheus(self, request: web.Request) -> web.Response:
-        return web.Response(body=self.c.metrics.exposition(), content_type="text/plain", charset="utf-8")
+        """llmctl's own series, then every ready engine's own (``llamacpp:*``, ``vllm:*``) labelled by model."""
+        scraped = await self._scrape()
+        body = self.c.metrics.exposition(relabel(scraped))
+        return web.Response(body=body, content_type="text/plain", charset="utf-8")
+
+    async def _scrape(self) -> dict:
+        session = self.c.gateway.session
+        if session is None:
+            return {}
+        return await scrape(session, list(self.c.scheduler.backends.values()))
 
     async def status(self, request: web.Request) -> web.Response:
         return web.json_response(self.c.describe())
 
     async def backends(self, request: web.Request) -> web.Response:
-        return web.json_response({"backends": [b.status() for b in self.c.scheduler.backends.values()]})
+        """Every backend's state; ``?engine_metrics=1`` adds what its engine reports (slots busy, queue, KV use)."""
+        out = [b.status() for b in self.c.scheduler.backends.values()]
+        if request.query.get("engine_metrics") in ("1", "true"):
+            scraped = await self._scrape()
+            for item in out:
+                item["engine_metrics"] = summary(scraped.get(item["model"], []))
+        return web.json_response({"backends": out})
 
     def _entry(self, request: web.Request):
         name = request.match_info["model"]

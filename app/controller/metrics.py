@@ -168,5 +168,20 @@ class Metrics:
             for gap in gaps:
                 child.observe(gap)
 
-    def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+    def exposition(self, extra: list | None = None) -> bytes:
+        """llmctl's series, then ``extra`` metric families (engines' own, relabelled) when given."""
+        if not extra:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        registry.register(_Families(extra))
+        return generate_latest(self.registry) + generate_latest(registry)
+
+
+class _Families:
+    """A collector that yields metric families built elsewhere (engines' series)."""
+
+    def __init__(self, families: list) -> None:
+        self.families = families
+
+    def collect(self):
+        return iter(self.families)

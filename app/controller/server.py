@@ -115,6 +115,7 @@ class Controller:
             chat_template=plan.chat_template,
             draft_model=plan.draft_model,
             embeddings=plan.embeddings,
+            pooling=plan.pooling,
             api_key=secrets.token_urlsafe(32),
             extra_args=plan.extra_args,
         )

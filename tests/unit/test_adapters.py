@@ -76,7 +76,7 @@ def test_the_launcher_maps_every_flag_onto_xllamacpp() -> None:
 
     d = Deployment(model_name="m", model_path=Path("/m.gguf"), port=4321, ctx_size=1024, parallel=3, threads=2,
                    kv_type="q8_0", kv_type_v="q4_0", prompt_cache_mib=256, draft_model=Path("/d.gguf"),
-                   embeddings=True, chat_template="gemma")
+                   embeddings=True, pooling="mean", chat_template="gemma")
     args = xllamacpp_server.parser().parse_args(XLlamaCpp("py").build_command(d)[3:])
     p = xllamacpp_server.build_params(args, "k")
     assert (p.model.path, p.model_alias, p.port, p.hostnames) == ("/m.gguf", {"m"}, 4321, ["127.0.0.1"])
@@ -85,6 +85,7 @@ def test_the_launcher_maps_every_flag_onto_xllamacpp() -> None:
     assert p.flash_attn_type == x.llama_flash_attn_type.LLAMA_FLASH_ATTN_TYPE_ENABLED
     assert (p.fit_params, p.cache_ram_mib, p.endpoint_metrics, p.embedding) == (False, 256, True, True)
     assert (p.chat_template, p.api_keys, p.ui) == ("gemma", ["k"], False)
+    assert p.pooling_type == x.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
     assert p.speculative.draft.mparams.path == "/d.gguf"
     assert p.speculative.types == [x.common_speculative_type.COMMON_SPECULATIVE_TYPE_DRAFT_SIMPLE]
 
