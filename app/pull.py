@@ -47,7 +47,13 @@ def _quant_selector(quant: str):
 @pass_ctx
 def pull(ctx: Context, target: str, revision: str, name: str | None, offline: bool) -> None:
     """Download a GGUF into the Hugging Face cache and register it: a catalog MODEL[:QUANT], or
-    ORG/REPO:QUANT or ORG/REPO:FILE.gguf. Resumes after an interruption; verifies size and sha256."""
+    ORG/REPO:QUANT or ORG/REPO:FILE.gguf. Resumes after an interruption; verifies size and sha256.
+    ollama:NAME:TAG pulls into Ollama through Ollama's own registry client (served as ollama/NAME:TAG)."""
+    if target.startswith(("ollama:", "ollama/")):
+        from llmctl.app.ollama_cli import pull_ollama
+
+        pull_ollama(ctx, target)
+        return
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
     from llmctl.catalog.downloads import FileFinished, FileProgressed, FileStarted, HubDownloader

@@ -98,6 +98,28 @@ class ModelProfile(BaseModel):
     """How embeddings pool token vectors; unset: the model's own (a chat model has none: set ``mean``)."""
     args: list[str] = []
     """Extra engine arguments, passed as they are."""
+    ttl: float | None = Field(None, ge=0)
+    """Seconds the model may sit idle before it is unloaded. Ollama deployments pass it as ``keep_alive``; unset,
+    an Ollama model stays loaded until llmctl evicts or stops it (``keep_alive: -1``)."""
+
+
+class OllamaSettings(BaseModel):
+    """``[engines.ollama]``: Ollama as an engine (its models appear as ``ollama/NAME:TAG``)."""
+
+    mode: Literal["attach", "spawn", "off"] = "attach"
+    """``attach``: use the Ollama that answers at ``host`` (llmctl never stops it). ``spawn``: the same when one
+    answers, else llmctl starts a private ``ollama serve`` on a loopback port with ``models_dir`` as its store, and
+    stops it on exit. ``off``: no Ollama."""
+    host: str | None = None
+    """Where Ollama listens, as ``OLLAMA_HOST`` is written; unset: ``OLLAMA_HOST``, else 127.0.0.1:11434."""
+    models_dir: Path | None = None
+    """The spawned server's ``OLLAMA_MODELS``; unset: ``ollama`` under llmctl's data folder."""
+    executable: str | None = None
+    """The ``ollama`` binary to spawn; unset: ``ollama`` on PATH."""
+
+
+class EngineSettings(BaseModel):
+    ollama: OllamaSettings = OllamaSettings()
 
 
 class Settings(BaseSettings):
@@ -105,8 +127,10 @@ class Settings(BaseSettings):
 
     server: ServerSettings = ServerSettings()
     backends: BackendSettings = BackendSettings()
+    engines: EngineSettings = EngineSettings()
+    """Engines that host models themselves (Ollama)."""
     models: dict[str, ModelProfile] = {}
-    """Per-model profiles, by registered model name."""
+    """Per-model profiles, by registered model name (``"ollama/NAME:TAG"`` for an Ollama model)."""
     offline: bool = False
     """Never open a network connection beyond loopback."""
 

@@ -60,15 +60,20 @@ class InventoryApi:
         return web.json_response(data)
 
     async def models(self, request: web.Request) -> web.Response:
+        entries = await self.c.models.list()
+
         def build() -> list[dict]:
             report = self._report()
             budget = self._budget(report)
             out = []
-            for entry in self.c.store.list():
+            for entry in entries:
                 item = entry.to_json()
                 backend = self.c.scheduler.get(entry.name)
                 item["state"] = backend.state.value if backend else "stopped"
                 try:
+                    if entry.facts.get("source"):
+                        raise LlmctlError(f"served by {entry.facts['source']}",
+                                          f"`llmctl fit {entry.name}` estimates the GGUF behind it")
                     if entry.format != "gguf":
                         raise LlmctlError(f"{entry.format} folder", "served by vLLM, not estimated here")
                     req = entry_request(self.c.settings, entry)
