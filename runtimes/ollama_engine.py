@@ -52,7 +52,6 @@ from llmctl.runtimes.ollama import (
     OllamaModel,
     OllamaModelInfo,
     serve_command,
-    to_ollama_keep_alive,
     valid_name,
 )
 from llmctl.runtimes.process import LOG_TAIL_LINES, Backend, RestartPolicy, StateFile, free_port
@@ -282,9 +281,9 @@ class OllamaServer:
                 return found
         return None
 
-    def deployment(self, entry: ModelEntry, *, keep_alive: str | int | float | None, log_dir: Path,
+    def deployment(self, entry: ModelEntry, *, ttl: float | None, log_dir: Path,
                    on_change: Callable[[OllamaDeployment], None] | None = None) -> OllamaDeployment:
-        d = OllamaDeployment(self, entry, keep_alive=keep_alive, log_dir=log_dir, on_change=on_change)
+        d = OllamaDeployment(self, entry, ttl=ttl, log_dir=log_dir, on_change=on_change)
         self._deployments[entry.name] = d
         if self._poller is None or self._poller.done():
             self._poller = asyncio.get_running_loop().create_task(self._poll(), name="ollama:ps")
@@ -318,12 +317,12 @@ class OllamaDeployment:
     """One model of an Ollama engine, with the surface of ``process.Backend`` that the scheduler, gateway and
     control API use."""
 
-    def __init__(self, server: OllamaServer, entry: ModelEntry, *, keep_alive: str | int | float | None,
-                 log_dir: Path, on_change: Callable[[OllamaDeployment], None] | None = None) -> None:
+    def __init__(self, server: OllamaServer, entry: ModelEntry, *, ttl: float | None, log_dir: Path,
+                 on_change: Callable[[OllamaDeployment], None] | None = None) -> None:
         self.server = server
         self.ollama_name = entry.path.removeprefix("ollama:")
         self.spec = Deployment(model_name=entry.name, model_path=Path(entry.path), port=0)
-        self.keep_alive = to_ollama_keep_alive(keep_alive)  # -1 (forever) when the model has no TTL
+        self.keep_alive = keep_alive_for(ttl)  # -1 (forever) when the model has no TTL
         self.capabilities = frozenset(entry.facts.get("capabilities") or ())
         self.context_length = entry.facts.get("context_length")
         self.log_path = log_dir / f"{entry.name.replace('/', '_').replace(':', '_')}.log"
@@ -541,6 +540,9 @@ class OllamaDeployment:
                 log.write(line + "\n")
 
 
-def keep_alive_for(ttl: float | None) -> str | int | float:
-    """llmctl's idle TTL (seconds; None = none) as Ollama's keep_alive: -1 keeps it until llmctl unloads it."""
-    return -1 if ttl is None or math.isinf(ttl) else to_ollama_keep_alive(ttl)
+def keep_alive_for(ttl: float | None) -> str | int:
+    """llmctl's idle TTL (seconds; None = none) as Ollama's keep_alive: -1 keeps it until llmctl unloads it; a
+    TTL is sent as a Go duration ("300s"), the form the recording shows Ollama taking."""
+    if ttl is None or math.isinf(ttl) or ttl < 0:
+        return -1
+    return f"{int(ttl)}s" if ttl == int(ttl) else f"{ttl:.3f}s"

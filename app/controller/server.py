@@ -104,7 +104,7 @@ class Controller:
         header and asks the GPU)."""
         source = self.models.source_for(entry.name)
         if source is not None:
-            return source.deployment(entry, keep_alive=profile_for(self.settings, entry.name).ttl,
+            return source.deployment(entry, ttl=profile_for(self.settings, entry.name).ttl,
                                      log_dir=self.paths.logs_dir, on_change=self._backend_changed)
         plan = launch_plan(self.settings, entry, store=self.store)
         layers = plan.n_gpu_layers
