@@ -82,7 +82,9 @@ def serve(ctx: Context, models: tuple[str, ...], demo: bool, **flags: Any) -> No
     if demo:
         preload.append(demo_model(ctx).name)
     for m in models:
-        if m.endswith(".gguf") or Path(m).expanduser().is_file():
+        if m.startswith("ollama/"):  # an Ollama model: the controller resolves it
+            preload.append(m)
+        elif m.endswith(".gguf") or Path(m).expanduser().is_file():
             entry = store.import_file(Path(m), replace=False) if not store.get(m) else store.require(m)
             click.echo(f"imported {entry.path} as {entry.name}")
             preload.append(entry.name)
@@ -133,14 +135,22 @@ def demo_model(ctx: Context):
 @click.option("--replace", is_flag=True, help="Replace a model of the same name.")
 @click.option("--copy", is_flag=True,
               help="Copy the model (every part of a split GGUF) into llmctl's model folder, under models/NAME/.")
+@click.option("--to", "target", type=click.Choice(["llmctl", "ollama"]), default="llmctl", show_default=True,
+              help="ollama: upload the GGUF into Ollama and create NAME:TAG there (served as ollama/NAME:TAG).")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-def import_(ctx: Context, path: str, name: str | None, replace: bool, copy: bool, as_json: bool) -> None:
+def import_(ctx: Context, path: str, name: str | None, replace: bool, copy: bool, target: str,
+            as_json: bool) -> None:
     """Register a local GGUF or a safetensors model folder (by reference, or --copy), or install a bundle made by
-    `llmctl export` (FILE.tar, verified file by file)."""
+    `llmctl export` (FILE.tar, verified file by file). With --to ollama, a GGUF goes into Ollama instead."""
     from pathlib import Path
 
     source = Path(path).expanduser()
+    if target == "ollama":
+        from llmctl.app.ollama_cli import import_to_ollama
+
+        import_to_ollama(ctx, source, name, as_json)
+        return
     if source.suffix == ".tar":
         from llmctl.catalog.bundles import import_bundle
 
@@ -184,14 +194,22 @@ def models() -> None:
 @pass_ctx
 def models_list(ctx: Context, as_json: bool) -> None:
     """Registered models, then GGUFs other tools have here (HF cache, Ollama, LM Studio) that are not registered."""
+    import asyncio
+
+    from llmctl.app.ollama import list_entries
     from llmctl.catalog.discovery import discover
 
     entries = ctx.store().list()
+    hosted, _why = asyncio.run(list_entries(ctx.settings, ctx.paths))
     registered = {str(Path(e.path).resolve()) for e in entries}
-    found = [f for f in discover() if str(Path(f.path).resolve()) not in registered]
+    in_ollama = {e.name.removeprefix("ollama/") for e in hosted}
+    found = [f for f in discover() if str(Path(f.path).resolve()) not in registered
+             and not (f.source == "ollama" and (f.name if ":" in f.name else f"{f.name}:latest") in in_ollama)]
     if as_json:
-        emit_json([{**e.to_json(), "where": "llmctl"} for e in entries] + [f.to_json() for f in found])
+        emit_json([{**e.to_json(), "where": "llmctl"} for e in entries]
+                  + [{**e.to_json(), "where": e.facts["source"]} for e in hosted] + [f.to_json() for f in found])
         return
+    entries = entries + hosted
     if not entries and not found:
         click.echo("no models yet: `llmctl pull NAME`, `llmctl import PATH`, or `llmctl serve --demo`")
         return
@@ -199,13 +217,14 @@ def models_list(ctx: Context, as_json: bool) -> None:
     from rich.table import Table
 
     table = Table(box=None, header_style="bold")
-    for col in ("NAME", "ARCH", "QUANT", "PARAMS", "CONTEXT", "SIZE", "PATH"):
+    for col in ("NAME", "SOURCE", "ARCH", "QUANT", "PARAMS", "CONTEXT", "SIZE", "PATH"):
         table.add_column(col, no_wrap=col != "PATH")
     for e in entries:
         f = e.facts
-        table.add_row(e.name, str(f.get("architecture")), str(f.get("quant")),
+        where = f.get("engine_url", e.path) if f.get("source") else e.path
+        table.add_row(e.name, f.get("source", "llmctl"), str(f.get("architecture")), str(f.get("quant")),
                       f"{(f.get('parameter_count') or 0) / 1e6:.1f}M", str(f.get("context_length")), size(e.size),
-                      e.path)
+                      where)
     console = Console()
     if entries:
         console.print(table)
@@ -287,9 +306,16 @@ def models_prune(ctx: Context, yes: bool) -> None:
 
 @models.command("rm")
 @click.argument("name")
+@click.option("--force", is_flag=True, help="ollama/NAME:TAG: delete it from Ollama even if llmctl did not create it.")
 @pass_ctx
-def models_rm(ctx: Context, name: str) -> None:
-    """Unregister a model (an imported file stays where it is)."""
+def models_rm(ctx: Context, name: str, force: bool) -> None:
+    """Unregister a model (an imported file stays where it is). An Ollama model (ollama/NAME:TAG) is deleted from
+    Ollama, if llmctl created it (or with --force)."""
+    if name.startswith(("ollama/", "ollama:")):
+        from llmctl.app.ollama_cli import remove_from_ollama
+
+        remove_from_ollama(ctx, name, force)
+        return
     entry = ctx.store().remove(name)
     click.echo(f"removed {entry.name} (the file {entry.path} was left in place)")
 

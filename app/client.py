@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import psutil
@@ -118,17 +119,17 @@ class ControllerClient:
         return (await self._request("GET", "/llmctl/v1/backends"))["backends"]
 
     async def load(self, model: str, wait: bool = True, timeout: float = 600.0) -> dict:
-        return await self._request("POST", f"/llmctl/v1/backends/{model}/load",
+        return await self._request("POST", f"/llmctl/v1/backends/{_seg(model)}/load",
                                    params={"wait": str(wait).lower()}, timeout=timeout)
 
     async def unload(self, model: str) -> dict:
-        return await self._request("POST", f"/llmctl/v1/backends/{model}/unload", timeout=120.0)
+        return await self._request("POST", f"/llmctl/v1/backends/{_seg(model)}/unload", timeout=120.0)
 
     async def logs(self, model: str, tail: int = 100, since: int | None = None) -> dict:
         params: dict[str, Any] = {"tail": tail}
         if since is not None:
             params["since"] = since
-        return await self._request("GET", f"/llmctl/v1/backends/{model}/logs", params=params)
+        return await self._request("GET", f"/llmctl/v1/backends/{_seg(model)}/logs", params=params)
 
     async def requests(self, limit: int = 50) -> list[dict]:
         return (await self._request("GET", "/llmctl/v1/requests", params={"limit": limit}))["requests"]
@@ -150,7 +151,7 @@ class ControllerClient:
         return await self._request("POST", "/llmctl/v1/models", json={"path": path, "name": name})
 
     async def remove_model(self, name: str) -> dict:
-        return await self._request("DELETE", f"/llmctl/v1/models/{name}")
+        return await self._request("DELETE", f"/llmctl/v1/models/{_seg(name)}")
 
     async def catalog(self, ctx: int = 8192) -> dict:
         return await self._request("GET", "/llmctl/v1/catalog", params={"ctx": ctx})
@@ -194,6 +195,11 @@ class ControllerClient:
             raise _unavailable(self.base_url) from None
         turn.seconds = time.perf_counter() - t0
         yield turn
+
+
+def _seg(name: str) -> str:
+    """A model name as one URL path segment (``ollama/NAME:TAG`` has a slash)."""
+    return quote(name, safe=":")
 
 
 def _error_from(response: httpx.Response) -> ControllerError:

@@ -15,11 +15,15 @@ def runtimes(click_ctx: click.Context, ctx: Context, as_json: bool) -> None:
     """Engines that serve models: found or not, version, formats, and how to get the missing ones."""
     if click_ctx.invoked_subcommand is not None:
         return
+    import asyncio
+
     from llmctl.app.deployments import launch_plan
+    from llmctl.app.ollama import describe_ollama
     from llmctl.runtimes.base import EngineUnavailable
     from llmctl.runtimes.registry import describe_engines
 
     infos = describe_engines(llama_server=ctx.settings.backends.llama_server)
+    infos.append(asyncio.run(describe_ollama(ctx.settings, ctx.paths)))
     try:
         default = launch_plan(ctx.settings).engine.key
     except EngineUnavailable:
@@ -40,6 +44,8 @@ def runtimes(click_ctx: click.Context, ctx: Context, as_json: bool) -> None:
     console = Console()
     console.print(table)
     for i in infos:
+        if i.note:
+            console.print(Text(f"\n{i.engine}: {i.note}"))
         if not i.found:
             console.print(Text(f"\n{i.engine}: not found. {i.how_to_get}"))
     if default is None:

@@ -14,22 +14,25 @@ from pathlib import Path
 from typing import Any
 
 import click
-from pydantic import ValidationError
 
 from llmctl.app.cli_context import Context, emit_json, pass_ctx
-from llmctl.app.settings import ModelProfile
 from llmctl.catalog.errors import ConfigError
-from llmctl.catalog.store import validate_name
 
-_KEYS = {alias.replace("-", "_"): name for name, f in ModelProfile.model_fields.items()
-         for alias in (name, *(getattr(f.validation_alias, "choices", None) or ()))}
+
+def _profile_type():
+    from llmctl.app.settings import ModelProfile  # pydantic: not imported for `llmctl --help`
+
+    return ModelProfile
 
 
 def _key(raw: str) -> str:
-    key = _KEYS.get(raw.strip().replace("-", "_"))
+    model_profile = _profile_type()
+    keys = {alias.replace("-", "_"): name for name, f in model_profile.model_fields.items()
+            for alias in (name, *(getattr(f.validation_alias, "choices", None) or ()))}
+    key = keys.get(raw.strip().replace("-", "_"))
     if key is None:
         raise ConfigError(f"{raw!r} is not a model setting",
-                          f"use one of: {', '.join(sorted(k.replace('_', '-') for k in ModelProfile.model_fields))}.")
+                          f"use one of: {', '.join(sorted(k.replace('_', '-') for k in model_profile.model_fields))}.")
     return key
 
 
@@ -37,7 +40,7 @@ def _value(key: str, text: str) -> Any:
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
-        if ModelProfile.model_fields[key].annotation == list[str]:
+        if _profile_type().model_fields[key].annotation == list[str]:
             return [part.strip() for part in text.split(",") if part.strip()]
         return text
 
@@ -54,6 +57,7 @@ def _read(path: Path):
 def update(path: Path, name: str, assignments: list[str], unset: list[str]) -> dict[str, Any]:
     """Apply ``key=value`` assignments and unsets to [models.NAME]; validate; write. Returns the new profile."""
     import tomlkit
+    from pydantic import ValidationError
 
     doc = _read(path)
     models = doc.setdefault("models", tomlkit.table(is_super_table=True))
@@ -69,7 +73,7 @@ def update(path: Path, name: str, assignments: list[str], unset: list[str]) -> d
     for raw_key in unset:
         merged.pop(_key(raw_key), None)
     try:
-        profile = ModelProfile.model_validate(merged)
+        profile = _profile_type().model_validate(merged)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}"
                              for e in exc.errors(include_url=False))
@@ -104,12 +108,14 @@ def models_config(ctx: Context, name: str, assignments: tuple[str, ...], unset: 
     llmctl models config qwen7b --unset ttl
     A running controller picks the change up when it restarts.
     """
+    from llmctl.catalog.store import validate_name
+
     name = validate_name(name)
     path = ctx.paths.config_file
     if assignments or unset:
         profile = update(path, name, list(assignments), list(unset))
     else:
-        profile = ctx.settings.models.get(name, ModelProfile()).model_dump(exclude_defaults=True)
+        profile = ctx.settings.models.get(name, _profile_type()()).model_dump(exclude_defaults=True)
     if as_json:
         emit_json({"model": name, "file": str(path), "profile": profile})
         return

@@ -157,6 +157,24 @@ def _resolve_facts(target: str, runtime: str):
     return facts_for(model, quant), f"{model.name}:{quant} ({model.gguf.repo})"
 
 
+def _ollama_facts(ctx: Context, target: str):
+    """(facts, label, Ollama's in-memory size or None) for ollama/NAME:TAG: the GGUF blob behind it."""
+    import asyncio
+
+    from llmctl.app.ollama import api_for, model_blob, ollama_stores, to_ollama_name
+    from llmctl.catalog.facts import facts_from_gguf
+    from llmctl.catalog.gguf import read_gguf
+
+    name = to_ollama_name(target)
+
+    async def find():
+        async with api_for(ctx.settings, ctx.paths) as api:
+            return await model_blob(api, name, ollama_stores(ctx.settings, ctx.paths))
+
+    blob, measured = asyncio.run(find())
+    return facts_from_gguf(read_gguf(blob)), f"ollama/{name} ({blob})", measured
+
+
 def _measured_baseline(req) -> int | None:
     """A Python-hosted engine's baseline varies with installed packages: measure it (about a second)."""
     from llmctl.app.fitting import engine_baseline
@@ -193,7 +211,11 @@ def fit(ctx: Context, target: str, **kw: Any) -> None:
     from llmctl.app.fitting import serving_request
     from llmctl.catalog.estimate import estimate
 
-    facts, label = _resolve_facts(target, kw["runtime"])
+    measured = None  # Ollama's own in-memory size of an Ollama model that is loaded
+    if target.startswith(("ollama/", "ollama:")):
+        facts, label, measured = _ollama_facts(ctx, target)
+    else:
+        facts, label = _resolve_facts(target, kw["runtime"])
     budget, _bw, where = _budget(ctx, kw["gpu"], kw["vram"], kw["ram"])
     layers = kw["gpu_layers"]
     if layers != "auto" and not layers.lstrip("-").isdigit():
@@ -204,7 +226,8 @@ def fit(ctx: Context, target: str, **kw: Any) -> None:
     req = replace(req, baseline_bytes=_measured_baseline(req))
     est = estimate(facts, req, budget)
     if kw["as_json"]:
-        emit_json({"model": label, "plan": where, **est.to_json()})
+        emit_json({"model": label, "plan": where, **est.to_json(),
+                   **({"ollama_size_bytes": measured} if target.startswith(("ollama/", "ollama:")) else {})})
         return
     click.echo(f"{label}\n{where}; runtime {est.runtime}, "
                f"context {req.ctx} x {req.parallel}, KV {req.kv_type}\n")
@@ -215,6 +238,8 @@ def fit(ctx: Context, target: str, **kw: Any) -> None:
         click.echo(f"  {name:30} {size(value):>10}")
     click.echo(f"\n  on the GPU {size(est.gpu_bytes):>10}   ({est.gpu_layers} of {est.n_layers + 1} layers)")
     click.echo(f"  on the CPU {size(est.cpu_bytes):>10}")
+    if measured is not None:
+        click.echo(f"  Ollama now {size(measured):>10}   (its own figure from /api/ps: the model is loaded)")
     colour = {"yes": "green", "tight": "yellow", "no": "red"}[est.fits]
     click.secho(f"\nfits: {est.fits} - {est.reason}", fg=colour)
     for note in est.notes:

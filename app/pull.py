@@ -55,7 +55,13 @@ def selection(target: str) -> Target:
 def pull(ctx: Context, target: str, revision: str, name: str | None, force: bool, offline: bool) -> None:
     """Download a GGUF into the Hugging Face cache and register it: a catalog MODEL[:QUANT], or
     ORG/REPO:QUANT (exact: Q4_K is not Q4_K_M) or ORG/REPO:FILE.gguf. A split model comes with every part, a
-    vision model with its projector (mmproj). Resumes after an interruption; verifies size and checksum."""
+    vision model with its projector (mmproj). Resumes after an interruption; verifies size and checksum.
+    ollama:NAME:TAG pulls into Ollama through Ollama's own registry client (served as ollama/NAME:TAG)."""
+    if target.startswith(("ollama:", "ollama/")):
+        from llmctl.app.ollama_cli import pull_ollama
+
+        pull_ollama(ctx, target)
+        return
     from huggingface_hub import get_token
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
@@ -87,7 +93,7 @@ def pull(ctx: Context, target: str, revision: str, name: str | None, force: bool
         existing = ctx.store().get(final)
         first = next(f for f in plan.files if f.name == choice.first)
         blob = (repo_folder(cache, t.repo) / "blobs" / first.key).resolve()
-        if existing is not None and Path(existing.path) != blob and not force:
+        if existing is not None and Path(existing.path).resolve() != blob and not force:
             from llmctl.catalog.errors import StoreError
 
             raise StoreError(f"the name {final!r} already belongs to {existing.path}",

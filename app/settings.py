@@ -113,9 +113,29 @@ class ModelProfile(BaseModel):
     aliases: list[str] = []
     """Other names clients may ask for (``gpt-4o-mini``, ``coder``)."""
     ttl: float | None = Field(None, ge=-1)
-    """Idle seconds before unloading (overrides ``backends.ttl``; 0: after each request; -1: never)."""
+    """Idle seconds before unloading (overrides ``backends.ttl``; 0: after each request; -1: never). Ollama
+    deployments pass it as ``keep_alive``."""
     pinned: bool = False
     """Never unloaded to make room or when idle (only by `llmctl stop`)."""
+
+
+class OllamaSettings(BaseModel):
+    """``[engines.ollama]``: Ollama as an engine (its models appear as ``ollama/NAME:TAG``)."""
+
+    mode: Literal["attach", "spawn", "off"] = "attach"
+    """``attach``: use the Ollama that answers at ``host`` (llmctl never stops it). ``spawn``: the same when one
+    answers, else llmctl starts a private ``ollama serve`` on a loopback port with ``models_dir`` as its store, and
+    stops it on exit. ``off``: no Ollama."""
+    host: str | None = None
+    """Where Ollama listens, as ``OLLAMA_HOST`` is written; unset: ``OLLAMA_HOST``, else 127.0.0.1:11434."""
+    models_dir: Path | None = None
+    """The spawned server's ``OLLAMA_MODELS``; unset: ``ollama`` under llmctl's data folder."""
+    executable: str | None = None
+    """The ``ollama`` binary to spawn; unset: ``ollama`` on PATH."""
+
+
+class EngineSettings(BaseModel):
+    ollama: OllamaSettings = OllamaSettings()
 
 
 class Settings(BaseSettings):
@@ -123,8 +143,10 @@ class Settings(BaseSettings):
 
     server: ServerSettings = ServerSettings()
     backends: BackendSettings = BackendSettings()
+    engines: EngineSettings = EngineSettings()
+    """Engines that host models themselves (Ollama)."""
     models: dict[str, ModelProfile] = {}
-    """Per-model profiles, by registered model name."""
+    """Per-model profiles, by registered model name (``"ollama/NAME:TAG"`` for an Ollama model)."""
     offline: bool = False
     """Never open a network connection beyond loopback."""
 

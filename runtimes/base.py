@@ -112,6 +112,7 @@ class EngineInfo:
     devices: tuple[str, ...]  # what it can compute on: "cpu", "cuda", "metal", ...
     how_to_get: str
     note: str = ""
+    url: str | None = None  # an engine llmctl attaches to: where it answers
 
     def to_json(self) -> dict:
         return {f: getattr(self, f) for f in self.__dataclass_fields__}

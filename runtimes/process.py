@@ -20,7 +20,7 @@ import signal
 import socket
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,6 +175,15 @@ async def http_status(host: str, port: int, path: str, timeout: float = 2.0, api
             await writer.wait_closed()
 
 
+def launch_env(engine: Engine, spec: Deployment, environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment a deployment's process gets: the controller's, minus the variables the engine says must
+    not be inherited (``env_drop_prefixes``, e.g. a user's ``OLLAMA_*`` for a private ``ollama serve``), plus the
+    engine's own."""
+    drop = tuple(getattr(engine, "env_drop_prefixes", ()))
+    base = {k: v for k, v in environ.items() if not (drop and k.startswith(drop))}
+    return {**base, **engine.build_env(spec)}
+
+
 # one backend -------------------------------------------------------------------------------------------------
 class Backend:
     """A supervised deployment. ``start()`` launches it and returns at once; ``wait_ready()`` waits."""
@@ -231,6 +240,12 @@ class Backend:
     def auth_headers(self) -> dict[str, str]:
         """What the gateway sends to reach this backend: its per-launch key."""
         return {"Authorization": f"Bearer {self.spec.api_key}"} if self.spec.api_key else {}
+
+    @property
+    def upstream_model(self) -> str | None:
+        """The name the engine knows the model by, when the gateway must put it in the forwarded body (an engine
+        hosting many models); None: the body goes as it came."""
+        return None
 
     @property
     def alive(self) -> bool:
@@ -411,7 +426,7 @@ class Backend:
     async def _run_once(self) -> tuple[int, bool]:
         """Spawn, wait for readiness, then for exit. Returns (exit code, whether it became ready)."""
         argv = self.engine.build_command(self.spec)
-        env = {**os.environ, **self.engine.build_env(self.spec)}
+        env = launch_env(self.engine, self.spec, os.environ)
         self._ready.clear()
         self._load_timed_out = False
         self.ready_at = None

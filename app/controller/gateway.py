@@ -15,11 +15,12 @@ from collections.abc import Callable
 import aiohttp
 from aiohttp import web
 
+from llmctl.app.controller.directory import ModelDirectory
 from llmctl.app.controller.errors import ApiError, error_body
 from llmctl.app.controller.metrics import Metrics, StreamMeter
 from llmctl.app.controller.validation import check_chat, check_completion, check_embeddings
 from llmctl.catalog.errors import LlmctlError
-from llmctl.catalog.store import ModelEntry, ModelStore
+from llmctl.catalog.store import ModelEntry
 from llmctl.runtimes.base import CHAT, COMPLETIONS, EMBEDDINGS, BackendFailed, BackendState
 from llmctl.runtimes.ledger import DoesNotFit
 from llmctl.runtimes.ollama import keep_alive_seconds
@@ -41,9 +42,9 @@ class BackendGone(Exception):
 
 
 class Gateway:
-    def __init__(self, store: ModelStore, scheduler: Scheduler, metrics: Metrics,
+    def __init__(self, models: ModelDirectory, scheduler: Scheduler, metrics: Metrics,
                  capabilities: Callable[[ModelEntry], frozenset[str]], aliases: dict[str, str] | None = None) -> None:
-        self.store = store
+        self.models = models
         self.scheduler = scheduler
         self.metrics = metrics
         self.capabilities = capabilities  # what a model's deployment serves, known before it is started
@@ -53,7 +54,7 @@ class Gateway:
     def routes(self) -> list[web.AbstractRouteDef]:
         return [
             web.get("/v1/models", self.list_models),
-            web.get("/v1/models/{model}", self.get_model),
+            web.get("/v1/models/{model:.+}", self.get_model),  # ollama/NAME:TAG has a slash
             web.post("/v1/chat/completions", self.chat_completions),
             web.post("/v1/completions", self.completions),
             web.post("/v1/embeddings", self.embeddings),
@@ -72,12 +73,14 @@ class Gateway:
     # models ------------------------------------------------------------------------------------------------
     def _model_object(self, entry: ModelEntry) -> dict:
         backend = self.scheduler.get(entry.name)
+        source = entry.facts.get("source", "llmctl")
         return {
             "id": entry.name,
             "object": "model",
             "created": int(entry.added_at),
-            "owned_by": "llmctl",
+            "owned_by": source,
             "llmctl": {
+                "source": source,
                 "state": backend.state.value if backend else "stopped",
                 "format": entry.format,
                 "quant": entry.facts.get("quant"),
@@ -88,10 +91,11 @@ class Gateway:
         }
 
     async def list_models(self, request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [self._model_object(e) for e in self.store.list()]})
+        entries = await self.models.list()
+        return web.json_response({"object": "list", "data": [self._model_object(e) for e in entries]})
 
     async def get_model(self, request: web.Request) -> web.Response:
-        return web.json_response(self._model_object(self._entry(request.match_info["model"])))
+        return web.json_response(self._model_object(await self._entry(request.match_info["model"])))
 
     # inference ---------------------------------------------------------------------------------------------
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
@@ -103,16 +107,16 @@ class Gateway:
     async def embeddings(self, request: web.Request) -> web.StreamResponse:
         return await self._forward(request, "/v1/embeddings", check_embeddings)
 
-    def _entry(self, name: str) -> ModelEntry:
+    async def _entry(self, name: str) -> ModelEntry:
         if not isinstance(name, str):
             raise ApiError(400, "model must be a string", code="invalid_value", param="model")
         name = self.aliases.get(name.strip().lower(), name)
         try:
-            entry = self.store.get(name)
+            entry = await self.models.get(name)
         except LlmctlError as exc:
-            raise ApiError(500, f"{exc.title}: {exc.message}") from None
+            raise ApiError(400, f"{exc.title}: {exc.message}", code="invalid_model", param="model") from None
         if entry is None:
-            known = ", ".join(e.name for e in self.store.list()) or "none"
+            known = ", ".join(e.name for e in await self.models.list()) or "none"
             raise ApiError(404, f"The model '{name}' does not exist. Available: {known}. "
                            "Register one with `llmctl import PATH`.", code="model_not_found", param="model")
         return entry
@@ -131,7 +135,7 @@ class Gateway:
     async def _forward(self, request: web.Request, path: str, check) -> web.StreamResponse:
         raw, body = await self._body(request)
         check(body)
-        entry = self._entry(body["model"])
+        entry = await self._entry(body["model"])
         caps = self.capabilities(entry)
         if _NEEDS[path] not in caps:
             hint = (f"set `embeddings = true` under [models.{entry.name}] in config.toml to serve it for embeddings"
@@ -153,10 +157,11 @@ class Gateway:
                 try:
                     async with self.scheduler.use(entry, keep_alive=keep_alive) as backend:
                         url, auth = backend.base_url + path, backend.auth_headers
+                        sent = _renamed(raw, body, backend.upstream_model)
                         if stream:
-                            response, status, error = await self._stream(request, url, auth, raw, meter, entry.name)
+                            response, status, error = await self._stream(request, url, auth, sent, meter, entry.name)
                         else:
-                            response, status, usage = await self._unary(url, auth, raw)
+                            response, status, usage = await self._unary(url, auth, sent)
                         return response
                 except BackendGone:
                     # it died before a byte was sent back: inference has no side effects, so once the supervisor
@@ -269,3 +274,11 @@ async def _noticed(backend, within: float = 3.0) -> None:
     deadline = asyncio.get_running_loop().time() + within
     while backend.state is BackendState.READY and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.05)
+
+
+def _renamed(raw: bytes, body: dict, upstream: str | None) -> bytes:
+    """The body to forward: as it came, or with ``model`` set to the engine's own name for it (an engine that
+    hosts many models knows ``ollama/smollm2:135m`` as ``smollm2:135m``)."""
+    if upstream is None or body.get("model") == upstream:
+        return raw
+    return json.dumps({**body, "model": upstream}, ensure_ascii=False).encode()

@@ -101,11 +101,12 @@ class InventoryApi:
         return web.json_response(data)
 
     async def models(self, request: web.Request) -> web.Response:
+        entries = await self.c.models.list()
+
         def build() -> list[dict]:
             report = self._report()
             budget = self._budget(report)
             out = []
-            entries = self.c.store.list()
             for gone in self._facts.keys() - {e.path for e in entries}:  # forget models no longer registered
                 self._facts.pop(gone, None)
                 self._estimates.pop(gone, None)
@@ -114,6 +115,9 @@ class InventoryApi:
                 backend = self.c.scheduler.get(entry.name)
                 item["state"] = backend.state.value if backend else "stopped"
                 try:
+                    if entry.facts.get("source"):
+                        raise LlmctlError(f"served by {entry.facts['source']}",
+                                          f"`llmctl fit {entry.name}` estimates the GGUF behind it")
                     if entry.format != "gguf":
                         raise LlmctlError(f"{entry.format} folder", "served by vLLM, not estimated here")
                     item["fit"] = self._fit(entry, entry_request(self.c.settings, entry), budget)

@@ -23,6 +23,7 @@ from aiohttp import web
 
 from llmctl import __version__
 from llmctl.app.controller.control import ControlApi
+from llmctl.app.controller.directory import ModelDirectory
 from llmctl.app.controller.gateway import Gateway
 from llmctl.app.controller.inventory import InventoryApi
 from llmctl.app.controller.lock import ControllerLock
@@ -84,7 +85,11 @@ class Controller:
             self._make_backend, max_loaded=b.max_loaded, load_wait=b.load_wait,
             retry_failed_after=b.retry_failed_after, capacity=self._capacity, margin=int(b.memory_margin),
         )
-        self.gateway = Gateway(self.store, self.scheduler, self.metrics, self.capabilities, aliases={
+        from llmctl.app.ollama import make_server
+
+        self.ollama = make_server(settings, paths, state=self.state, policy=self.policy)
+        self.models = ModelDirectory(self.store, [self.ollama] if self.ollama is not None else [])
+        self.gateway = Gateway(self.models, self.scheduler, self.metrics, self.capabilities, aliases={
             alias.strip().lower(): name for name, prof in settings.models.items() for alias in prof.aliases})
         self.control = ControlApi(self)
         self.inventory = InventoryApi(self)
@@ -92,13 +97,22 @@ class Controller:
         self._runner: web.AppRunner | None = None
         self._idle_task: asyncio.Task | None = None
         self._stop: asyncio.Event | None = None
+        self._ollama_probe: asyncio.Task[None] | None = None
         self.port = settings.server.port
 
     # composition -------------------------------------------------------------------------------------------
     async def _make_backend(self, entry: ModelEntry) -> Backend:
-        """The deployment for a registered model: its launch plan (engine, settings), this launch's port and
-        secret key, and, when unset, as many GPU layers as the estimate says fit (read off the thread: it parses
-        the GGUF header and asks the GPU)."""
+        """The deployment for a model. One of an engine that hosts its own models (Ollama) comes from that
+        engine. A registered model gets its launch plan (engine, settings), this launch's port and secret key,
+        and, when unset, as many GPU layers as the estimate says fit (read off the thread: it parses the GGUF
+        header and asks the GPU)."""
+        source = self.models.source_for(entry.name)
+        prof = profile_for(self.settings, entry.name)
+        ttl = prof.ttl if prof.ttl is not None else self.settings.backends.ttl
+        if source is not None:
+            hosted = source.deployment(entry, ttl=ttl, log_dir=self.paths.logs_dir, on_change=self._backend_changed)
+            hosted.pinned = prof.pinned
+            return hosted
         plan = launch_plan(self.settings, entry, store=self.store)
         est = await asyncio.to_thread(self._estimate, entry, plan)
         layers = plan.n_gpu_layers if plan.n_gpu_layers is not None else (est.gpu_layers if est else 0)
@@ -127,13 +141,15 @@ class Controller:
                           policy=self.policy, on_change=self._backend_changed)
         if est is not None:
             backend.footprint.reserved = {"ram": est.cpu_bytes, **({"gpu0": est.gpu_bytes} if est.gpu_bytes else {})}
-        prof = profile_for(self.settings, entry.name)
         backend.pinned = prof.pinned
-        backend.ttl = prof.ttl if prof.ttl is not None else b.ttl
+        backend.ttl = ttl
         return backend
 
     def capabilities(self, entry: ModelEntry) -> frozenset[str]:
-        """What the model's deployment serves, from its profile (known before it starts)."""
+        """What the model's deployment serves (known before it starts): what its engine said (Ollama's models),
+        else from its profile."""
+        if entry.facts.get("capabilities"):
+            return frozenset(entry.facts["capabilities"])
         return frozenset({EMBEDDINGS}) if profile_for(self.settings, entry.name).embeddings \
             else frozenset({CHAT, COMPLETIONS})
 
@@ -219,6 +235,9 @@ class Controller:
             "started_at": self.started_at,
             "backends": [b.status() for b in self.scheduler.backends.values()],
             "models": [e.name for e in self.store.list()],
+            "engines": {"ollama": None if self.ollama is None else {
+                "url": self.ollama.base_url, "mode": self.ollama.mode, "version": self.ollama.version,
+                "error": self.ollama.last_error}},
         }
 
     # lifecycle ---------------------------------------------------------------------------------------------
@@ -255,6 +274,18 @@ class Controller:
             self.port = sockets[0].getsockname()[1]
         self._write_state()
         self.on_event(ControllerEvent("listening", self.url + "/v1"))
+        if self.ollama is not None:
+            self._ollama_probe = asyncio.get_running_loop().create_task(self._attach_ollama())
+
+    async def _attach_ollama(self) -> None:
+        """Find (or, in spawn mode, start) Ollama now, so its models are listed at once; say where."""
+        assert self.ollama is not None
+        entries = await self.ollama.entries(fresh=True)
+        if self.ollama.last_error:
+            self.on_event(ControllerEvent("engine", f"ollama: {self.ollama.last_error}"))
+        else:
+            self.on_event(ControllerEvent("engine", f"ollama {self.ollama.version} {self.ollama.mode} at "
+                                                    f"{self.ollama.base_url}: {len(entries)} model(s)"))
 
     def _write_state(self) -> None:
         self.paths.state_dir.mkdir(parents=True, exist_ok=True)
@@ -272,7 +303,10 @@ class Controller:
     async def preload(self, names: list[str]) -> None:
         """Start the named models now instead of at their first request."""
         for name in names:
-            entry = self.store.require(name)
+            entry = await self.models.get(name)
+            if entry is None:
+                self.on_event(ControllerEvent("backend", f"{name}: no such model"))
+                continue
             try:
                 await self.scheduler.start(entry)
             except LlmctlError as exc:
@@ -287,6 +321,10 @@ class Controller:
         if self._idle_task is not None:
             self._idle_task.cancel()
         await self.scheduler.shutdown()
+        if self._ollama_probe is not None:
+            self._ollama_probe.cancel()
+        if self.ollama is not None:
+            await self.ollama.close()  # stops Ollama only if llmctl started it
         if self._runner is not None:
             await self._runner.cleanup()
         await self.gateway.close()

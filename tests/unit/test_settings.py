@@ -91,3 +91,25 @@ def test_is_loopback_parses_the_address(host: str, loopback: bool) -> None:
     from llmctl.app.settings import is_loopback
 
     assert is_loopback(host) is loopback
+
+
+def test_ollama_engine_settings_and_model_ttl(llmctl_home: Path, monkeypatch) -> None:
+    from llmctl.app.ollama import attach_url, make_server, spawn_models_dir
+    from llmctl.runtimes.process import RestartPolicy, StateFile
+
+    paths = resolve_paths()
+    s = load_settings(paths)
+    assert (s.engines.ollama.mode, s.engines.ollama.host) == ("attach", None)
+    monkeypatch.setenv("OLLAMA_HOST", "0.0.0.0:11500")
+    assert attach_url(s) == "http://127.0.0.1:11500"  # as Ollama reads OLLAMA_HOST; listen-all → loopback
+    _write(paths.config_file, '[engines.ollama]\nmode = "spawn"\nhost = "http://127.0.0.1:7000"\n\n'
+                              '[models."ollama/smollm2:135m"]\nttl = 600\n')
+    s = load_settings(paths)
+    assert attach_url(s) == "http://127.0.0.1:7000" and s.models["ollama/smollm2:135m"].ttl == 600
+    assert spawn_models_dir(s, paths) == paths.data_dir / "ollama"
+    monkeypatch.setenv("LLMCTL_ENGINES__OLLAMA__MODE", "off")
+    off = load_settings(paths)
+    assert make_server(off, paths, state=StateFile(paths.backends_state), policy=RestartPolicy()) is None
+    monkeypatch.setenv("LLMCTL_ENGINES__OLLAMA__MODE", "sometimes")
+    with pytest.raises(ConfigError, match=r"engines\.ollama\.mode"):
+        load_settings(paths)
