@@ -32,7 +32,7 @@ from llmctl.app.paths import Paths
 from llmctl.app.settings import Settings, is_loopback
 from llmctl.catalog.errors import ConfigError, LlmctlError
 from llmctl.catalog.store import ModelEntry, ModelStore
-from llmctl.runtimes.base import CHAT, COMPLETIONS, EMBEDDINGS, Deployment, PortInUseError
+from llmctl.runtimes.base import CHAT, COMPLETIONS, EMBEDDINGS, PortInUseError
 from llmctl.runtimes.hardware import GpuProbe, NvmlProbe
 from llmctl.runtimes.process import (
     Backend,
@@ -99,25 +99,9 @@ class Controller:
         layers = plan.n_gpu_layers
         if layers is None:
             layers = await asyncio.to_thread(self._auto_gpu_layers, entry, plan)
-        b = self.settings.backends
-        deployment = Deployment(
-            model_name=entry.name,
-            model_path=Path(entry.path),
-            port=free_port(),
-            ctx_size=plan.ctx_size,
-            parallel=plan.parallel,
-            n_gpu_layers=layers,
-            threads=b.threads or physical_cores(),
-            kv_type=plan.kv_type,
-            kv_type_v=plan.kv_type_v,
-            flash_attn=plan.flash_attn,
-            prompt_cache_mib=plan.prompt_cache_mib,
-            chat_template=plan.chat_template,
-            draft_model=plan.draft_model,
-            embeddings=plan.embeddings,
-            api_key=secrets.token_urlsafe(32),
-            extra_args=plan.extra_args,
-        )
+        deployment = plan.deployment(entry.name, Path(entry.path), port=free_port(), n_gpu_layers=layers,
+                                     threads=self.settings.backends.threads or physical_cores(),
+                                     api_key=secrets.token_urlsafe(32))
         return Backend(deployment, plan.engine, log_dir=self.paths.logs_dir, state=self.state, policy=self.policy,
                        on_change=self._backend_changed)
 
