@@ -14,7 +14,7 @@ from llmctl.app.settings import ModelProfile, Settings
 from llmctl.catalog.errors import ConfigError, LlmctlError
 from llmctl.catalog.estimate import FitRequest
 from llmctl.catalog.store import ModelEntry, ModelStore
-from llmctl.runtimes.base import Engine
+from llmctl.runtimes.base import Deployment, Engine
 from llmctl.runtimes.llama_cpp import template_family
 from llmctl.runtimes.registry import pick_engine
 
@@ -52,6 +52,18 @@ class LaunchPlan:
         }
         fields.update(overrides)
         return FitRequest(**fields)
+
+    def deployment(self, name: str, path: Path, *, port: int, n_gpu_layers: int, threads: int,
+                   api_key: str | None) -> Deployment:
+        """This plan as one launch: the per-launch facts (port, key) and the GPU layers and threads decided
+        for this machine. ``serve`` and tests/fit_probe.py both launch through here."""
+        return Deployment(
+            model_name=name, model_path=path, port=port, ctx_size=self.ctx_size, parallel=self.parallel,
+            n_gpu_layers=n_gpu_layers, threads=threads, kv_type=self.kv_type, kv_type_v=self.kv_type_v,
+            flash_attn=self.flash_attn, prompt_cache_mib=self.prompt_cache_mib, chat_template=self.chat_template,
+            draft_model=self.draft_model, embeddings=self.embeddings, pooling=self.pooling, mmproj=self.mmproj,
+            api_key=api_key, extra_args=self.extra_args,
+        )
 
 
 def profile_for(settings: Settings, name: str | None) -> ModelProfile:

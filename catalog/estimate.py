@@ -21,9 +21,12 @@ KV_TYPE_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q5_1": 2
 # vLLM's process baseline (torch + CUDA libraries in host memory) is a typical figure from its users' reports, not
 # measured here; each llama.cpp engine names its own in its MemoryProfile (runtimes/llama_cpp.py).
 VLLM_BASELINE = 2 * GiB
-VOCAB_BYTES_PER_TOKEN = 100  # llama.cpp's in-memory vocabulary (token texts, scores, lookup maps): 24 MiB of
-# llama-server's RSS for Gemma 3's 262,144 tokens beyond its buffers and baseline, measured here
-CONTEXT_HEAP = 4 * MiB  # llama_context's own allocations beyond its buffers (graph metadata, threads), measured
+# Beyond its baseline and llama.cpp's buffers, a llama.cpp server holding Gemma 3 270M (262,144 tokens) measured
+# 44-46 MiB (RSS after a first token, xllamacpp 2026.10, 1-4 slots), one with a 512-token vocabulary 4.3 MiB:
+CONTEXT_HEAP = 5 * MiB  # what every model adds: llama_context's allocations (graph metadata, threads, slots) and
+# the engine's code paged in once it runs
+VOCAB_BYTES_PER_TOKEN = 168  # the rest scales with the vocabulary: token texts, scores, lookup maps, the
+# token-to-piece and special-token caches, the samplers' candidate arrays
 CUDA_CONTEXT = 400 * MiB  # CUDA context + cuBLAS workspace per GPU; nvidia-smi shows 300-500 MiB for an idle server
 VLLM_CUDA_GRAPHS = 512 * MiB  # vLLM's captured CUDA graphs (its logs report 0.3-1 GiB)
 
@@ -150,14 +153,17 @@ def compute_bytes(facts: ModelFacts, req: FitRequest) -> int:
     """llama.cpp's compute buffer: the peak of the graph it reserves for one ubatch of ``n_ub`` tokens, with
     every token an output. Three candidate peaks, each live tensor in f32 (4 bytes):
 
-    - attention: the KQ mask (n_kv × n_ub; f16 with flash attention) + without flash attention the scores
-      for all heads (n_kv × n_ub × n_head) + Q/K/V/residual activations (5 or 7 × n_embd + 2 × n_embd_kv);
-    - feed-forward: the mask + gate/up/act (3 × n_ff) + 4 × n_embd activations;
+    - attention: the KQ mask (n_kv × n_ub; f16 with flash attention; one more for sliding-window layers) +
+      without flash attention the scores for all heads (n_kv × n_ub × n_head) + the activations: the residual
+      stream (n_embd), Q and the attention output (n_head × head_dim, which is not n_embd for e.g. Gemma 3),
+      K and V (2 × n_embd_kv): n_embd + 5 × n_q + 2 × n_embd_kv, and two more n_embd with flash attention;
+    - feed-forward: the mask + gate/up/act (3 × n_ff) + 5 × n_embd activations (6 without flash attention);
     - output: logits (n_vocab × outputs) + 2 × n_embd, where llama-cpp-python reserves an output for every
       token of the ubatch and llama-server one per sequence.
 
-    Fitted to llama.cpp's own ``compute buffer size`` lines over the shapes in benchmarks/fit_accuracy.py (CPU
-    backend); ggml's allocator reuses memory, so the peak is the largest candidate, not their sum.
+    Fitted to the ``compute buffer size`` lines of llama.cpp's server (xllamacpp 2026.10, CPU backend) over the
+    launches in tests/fit_probe.py, within 0.6 MiB on each; ggml's allocator reuses memory, so the peak is the
+    largest candidate, not their sum.
     """
     full, swa, n_seq = kv_cells(facts, req)
     n_ub = min(req.n_ubatch, full * n_seq)
@@ -166,8 +172,9 @@ def compute_bytes(facts: ModelFacts, req: FitRequest) -> int:
     if facts.n_swa_layers:
         mask += swa * n_ub * (2 if fa else 4)
     scores = 0 if fa else full * n_ub * 4 * facts.n_head
-    attn = mask + scores + 4 * n_ub * ((7 if fa else 5) * facts.n_embd + 2 * facts.n_embd_k_gqa)
-    ffn = mask + 4 * n_ub * (3 * facts.n_ff + 4 * facts.n_embd)
+    n_q = facts.n_head * facts.head_dim_k
+    attn = mask + scores + 4 * n_ub * ((3 if fa else 1) * facts.n_embd + 5 * n_q + 2 * facts.n_embd_k_gqa)
+    ffn = mask + 4 * n_ub * (3 * facts.n_ff + (5 if fa else 6) * facts.n_embd)
     outputs = n_ub if req.profile.logits_per_ubatch else n_seq
     logits = 4 * (outputs * facts.n_vocab + n_ub * 2 * facts.n_embd)
     return max(attn, ffn, logits)

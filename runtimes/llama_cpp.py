@@ -13,13 +13,17 @@ defaults to half the logical cores, which on a 2-core machine made a 128-token c
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import importlib.util
 import re
 import shutil
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
+
+import psutil
 
 from llmctl.catalog.estimate import MemoryProfile, MiB
 from llmctl.runtimes.base import CHAT, COMPLETIONS, EMBEDDINGS, TOOLS, VISION, Deployment, EngineInfo
@@ -139,9 +143,11 @@ class XLlamaCpp:
         return llama_failure_reason(lines)
 
     def memory_profile(self) -> MemoryProfile:
-        # a Python interpreter with the xllamacpp extension loaded, before any model: 45-48 MiB RSS measured
-        # here (benchmarks/fit_accuracy.py prints it); `llmctl fit` measures it each run (engine_baseline)
-        return MemoryProfile(self.name, baseline_bytes=48 * MiB)
+        # the launcher's process before any model (Python, runtimes.xllamacpp_server and the xllamacpp
+        # extension imported): 29.2-31.1 MiB RSS measured here with xllamacpp 2026.10 (benchmarks/fit_accuracy.py
+        # prints it); `llmctl fit` measures it each run (python_engine_baseline). What the server adds once it
+        # runs a model beyond llama.cpp's buffers is the estimator's (CONTEXT_HEAP, VOCAB_BYTES_PER_TOKEN).
+        return MemoryProfile(self.name, baseline_bytes=30 * MiB)
 
     def info(self) -> EngineInfo:
         found = importlib.util.find_spec("xllamacpp") is not None
@@ -254,21 +260,42 @@ def llama_server_version(executable: str | None) -> str | None:
     return m.group(1) if m else None
 
 
-_BASELINE_PROBE = {
-    "xllamacpp": "import psutil, xllamacpp; print(psutil.Process().memory_info().rss)",
-    "llama-cpp-python": "import psutil, llama_cpp.server.app; print(psutil.Process().memory_info().rss)",
+# what each Python-hosted engine's own process imports before it loads a model
+_BASELINE_IMPORTS = {
+    "xllamacpp": "import llmctl.runtimes.xllamacpp_server, xllamacpp",
+    "llama-cpp-python": "import llama_cpp.server.app",
 }
 
 
 def python_engine_baseline(key: str, python: str = sys.executable) -> int | None:
-    """RSS of a Python that has imported a Python-hosted engine's stack, before any model: that engine's process
-    baseline. It varies with the environment's package versions (68-76 MiB seen for llama-cpp-python), so `llmctl
-    fit` measures it instead of guessing. None when it cannot be measured (or the engine is a native binary)."""
-    probe = _BASELINE_PROBE.get(key)
-    if probe is None:
+    """RSS of a Python that has imported what a Python-hosted engine's process imports, before any model: that
+    engine's process baseline. It varies with the environment's package versions (68-76 MiB seen for
+    llama-cpp-python), so `llmctl fit` measures it instead of guessing. The RSS is read from outside (psutil
+    here), so the probe itself adds nothing. None when it cannot be measured (or the engine is a native binary).
+    """
+    imports = _BASELINE_IMPORTS.get(key)
+    if imports is None:
         return None
+    code = f"import sys\n{imports}\nprint('ready', flush=True)\nsys.stdin.read()"
     try:
-        out = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=60)
-        return int(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else None
-    except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+        proc = subprocess.Popen([python, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True)
+    except OSError:
         return None
+    timer = threading.Timer(60, proc.kill)  # an import that hangs must not hang `llmctl fit`
+    timer.start()
+    try:
+        if proc.stdout is None or proc.stdout.readline().strip() != "ready":
+            return None
+        return psutil.Process(proc.pid).memory_info().rss
+    except psutil.Error:
+        return None
+    finally:
+        timer.cancel()
+        with contextlib.suppress(OSError):
+            proc.stdin.close()  # type: ignore[union-attr]
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -34,7 +34,7 @@ from llmctl.app.paths import Paths
 from llmctl.app.settings import Settings, is_loopback
 from llmctl.catalog.errors import ConfigError, LlmctlError
 from llmctl.catalog.store import ModelEntry, ModelStore
-from llmctl.runtimes.base import CHAT, COMPLETIONS, EMBEDDINGS, Deployment, PortInUseError
+from llmctl.runtimes.base import CHAT, COMPLETIONS, EMBEDDINGS, PortInUseError
 from llmctl.runtimes.hardware import GpuProbe, NvmlProbe
 from llmctl.runtimes.process import (
     Backend,
@@ -116,27 +116,9 @@ class Controller:
         plan = launch_plan(self.settings, entry, store=self.store)
         est = await asyncio.to_thread(self._estimate, entry, plan)
         layers = plan.n_gpu_layers if plan.n_gpu_layers is not None else (est.gpu_layers if est else 0)
-        b = self.settings.backends
-        deployment = Deployment(
-            model_name=entry.name,
-            model_path=Path(entry.path),
-            port=free_port(),
-            ctx_size=plan.ctx_size,
-            parallel=plan.parallel,
-            n_gpu_layers=layers,
-            threads=b.threads or physical_cores(),
-            kv_type=plan.kv_type,
-            kv_type_v=plan.kv_type_v,
-            flash_attn=plan.flash_attn,
-            prompt_cache_mib=plan.prompt_cache_mib,
-            chat_template=plan.chat_template,
-            draft_model=plan.draft_model,
-            embeddings=plan.embeddings,
-            pooling=plan.pooling,
-            mmproj=plan.mmproj,
-            api_key=secrets.token_urlsafe(32),
-            extra_args=plan.extra_args,
-        )
+        deployment = plan.deployment(entry.name, Path(entry.path), port=free_port(), n_gpu_layers=layers,
+                                     threads=self.settings.backends.threads or physical_cores(),
+                                     api_key=secrets.token_urlsafe(32))
         backend = Backend(deployment, plan.engine, log_dir=self.paths.logs_dir, state=self.state,
                           policy=self.policy, on_change=self._backend_changed)
         if est is not None:
