@@ -66,7 +66,7 @@ class MonitorScreen(Screen):
         self.sample()
         self.set_interval(1.0, self.sample)
 
-    @work(exclusive=True, group="monitor", description="sampling metrics")
+    @work(exclusive=True, group="monitor", description="sampling metrics", exit_on_error=False)
     async def sample(self) -> None:
         snap = await self.app.client.requests_snapshot(limit=100)
         hw = await self.app.client.hardware()

@@ -14,7 +14,7 @@ async def test_dashboard_shows_machine_servers_and_endpoint(make_app) -> None:
         screen = app.screen
         assert "AMD Ryzen 9 7950X" in str(screen.query_one("#cpu", Static).render())
         table = screen.query_one("#backends", DataTable)
-        assert table.row_count == 1 and table.get_row_at(0)[0] == "llama-3.1-8b-instruct-q4_k_m"
+        assert table.row_count == 1 and str(table.get_row_at(0)[0]) == "llama-3.1-8b-instruct-q4_k_m"
         assert "http://127.0.0.1:7878/v1" in str(screen.query_one("#snippet", Static).render())
         assert "RTX 3090" in str(screen.query("#gpus Label").first().render())
         await pilot.press("y")
@@ -31,7 +31,7 @@ async def test_models_filter_select_and_start(make_app) -> None:
         assert table.row_count == 4  # two local, two catalog
         await pilot.press("slash", *"qwen")
         await pilot.pause()
-        assert table.row_count == 1 and table.get_row_at(0)[0] == "qwen2.5-7b-instruct"
+        assert table.row_count == 1 and str(table.get_row_at(0)[0]) == "qwen2.5-7b-instruct"
         app.screen.query_one("#filter", Input).value = ""
         await pilot.press("escape")
         await pilot.pause()
