@@ -13,10 +13,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.content import Content
-from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Label, Markdown, Select, Static
 
 from llmctl.app.shapes import ChatTurn, Reasoning, stats_line
+from llmctl.screens.base import LlmctlScreen
 from llmctl.screens.format import plain
 
 
@@ -31,7 +31,7 @@ def reply_parser() -> MarkdownIt:
     return MarkdownIt("gfm-like", {"html": False})
 
 
-class ChatScreen(Screen):
+class ChatScreen(LlmctlScreen):
     BINDINGS = [
         Binding("escape", "stop", "Stop reply", id="chat-stop"),
         Binding("ctrl+y", "copy_reply", "Copy reply", id="chat-copy"),

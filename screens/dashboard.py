@@ -7,9 +7,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Label, ProgressBar, Static
 
+from llmctl.screens.base import LlmctlScreen
 from llmctl.screens.format import cell, duration, plain, size
 
 SNIPPET = """from openai import OpenAI
@@ -18,7 +18,7 @@ client.chat.completions.create(model="{model}",
     messages=[{{"role": "user", "content": "Hi"}}])"""
 
 
-class DashboardScreen(Screen):
+class DashboardScreen(LlmctlScreen):
     BINDINGS = [
         Binding("y", "copy_endpoint", "Copy endpoint", id="copy-endpoint"),
         Binding("r", "refresh", "Refresh", id="dashboard-refresh"),

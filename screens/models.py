@@ -8,9 +8,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.content import Content
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
+from llmctl.screens.base import LlmctlScreen
 from llmctl.screens.format import badge, badge_cell, breakdown, cell, size
 from llmctl.screens.modals import ConfirmRemoveModal, ImportModelModal
 
@@ -20,7 +20,7 @@ def shown_quant(quants: list[dict]) -> dict:
     return next((q for q in quants if q["quant"] == "Q4_K_M"), quants[0])
 
 
-class ModelsScreen(Screen):
+class ModelsScreen(LlmctlScreen):
     BINDINGS = [
         Binding("slash", "focus_filter", "Filter", id="models-filter"),
         Binding("escape", "focus_table", "Table", show=False, id="models-table-focus"),

@@ -7,16 +7,16 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Label, RichLog
 
 from llmctl.app.shapes import ControllerError
+from llmctl.screens.base import LlmctlScreen
 from llmctl.screens.format import cell, duration, plain, size
 
 STATE_STYLE = {"ready": "green", "starting": "yellow", "restarting": "yellow", "failed": "red", "stopping": "yellow"}
 
 
-class ServersScreen(Screen):
+class ServersScreen(LlmctlScreen):
     BINDINGS = [
         Binding("s", "start", "Start", id="server-start"),
         Binding("x", "stop", "Stop", id="server-stop"),
