@@ -107,7 +107,7 @@ class ChatScreen(LlmctlScreen):
         system = self.query_one("#chat-system", Input).value.strip()
         messages = ([{"role": "system", "content": system}] if system else []) + self.history
         messages.append({"role": "user", "content": text})
-        stream = Markdown.get_stream(reply)
+        stream = None  # made on the first answer text: a MarkdownStream stopped before its task ran raises
         answer, thought, pending, flushed, tokens = "", "", "", time.monotonic(), 0
         outcome = "failed"
         try:
@@ -128,7 +128,9 @@ class ChatScreen(LlmctlScreen):
                     pending += part
                 if time.monotonic() - flushed >= flush_interval(tokens):
                     thinking.update(plain(thought))
-                    await stream.write(pending)
+                    if pending:
+                        stream = stream or Markdown.get_stream(reply)
+                        await stream.write(pending)
                     pending, flushed = "", time.monotonic()
         except asyncio.CancelledError:
             outcome = "stopped"
@@ -136,8 +138,10 @@ class ChatScreen(LlmctlScreen):
         finally:
             thinking.update(plain(thought))
             if pending:
+                stream = stream or Markdown.get_stream(reply)
                 await stream.write(pending)
-            await stream.stop()
+            if stream is not None:
+                await stream.stop()
             if outcome == "failed":
                 stats.update(Content.from_markup("[red]$model: the reply failed; it is not kept in the history[/]",
                                                  model=model))
