@@ -9,7 +9,7 @@ No HTTP here: screens import this module, and screens may not import httpx, even
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, NotRequired, TypedDict
+from typing import Any, TypedDict
 
 from llmctl.catalog.errors import LlmctlError
 
@@ -88,12 +88,17 @@ class ModelEntry(TypedDict):
     facts: dict[str, Any]
 
 
-class LocalModel(ModelEntry):
-    """A registered model with its state and its fit on this machine, as the model list answers."""
-
+class _Listed(ModelEntry):
     state: str
     fit: FitEstimate | None
-    problem: NotRequired[str]
+
+
+class LocalModel(_Listed, total=False):
+    """A registered model with its state and its fit on this machine, as the model list answers; ``problem``
+    says why there is no fit. (``total=False`` rather than ``NotRequired``: Python 3.11 does not see a
+    ``NotRequired`` under postponed annotations.)"""
+
+    problem: str
 
 
 class CatalogQuant(TypedDict):
