@@ -165,3 +165,31 @@ async def test_palette_has_every_model_verb(make_app) -> None:
         await app.workers.wait_for_complete()
         assert app.current_mode == "chat"
         assert app.screen.query_one("#chat-model").value == "tiny"
+
+
+async def test_reasoning_is_shown_apart_and_counted_but_not_kept(make_app) -> None:
+    client = FakeClient(reply="It is 4.", reasoning="Two plus two, carry nothing")
+    app = make_app(client, "chat")
+    async with app.run_test(size=(120, 36)) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.press(*"2+2?", "enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        thinking = app.screen.query_one(".reasoning", Static)
+        assert thinking.display and str(thinking.render()).strip() == "Two plus two, carry nothing"
+        assert thinking.styles.color != app.screen.query_one(".reply").styles.color  # dimmed, apart
+        assert app.screen.query_one(".reply", Markdown).source.strip() == "It is 4."
+        stats = str(app.screen.query_one("#chat-stats").render())
+        assert "8 tokens (5 reasoning)" in stats and "first after 50 ms" in stats
+        assert app.screen.history[-1] == {"role": "assistant", "content": "It is 4. "}
+        await pilot.press("ctrl+y")
+        assert app.clipboard == "It is 4. "
+
+
+async def test_a_reply_without_reasoning_has_no_reasoning_block(make_app) -> None:
+    app = make_app(FakeClient(), "chat")
+    async with app.run_test(size=(120, 36)) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.press(*"hi", "enter")
+        await app.workers.wait_for_complete()
+        assert not app.screen.query_one(".reasoning").display
