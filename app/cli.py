@@ -403,43 +403,13 @@ def logs(ctx: Context, model: str, follow: bool, lines: int) -> None:
 @pass_ctx
 def chat(ctx: Context, model: str, system: str | None, temperature: float, max_tokens: int,
          one_shot: str | None) -> None:
-    """A terminal chat that streams the reply; empty line or Ctrl-D quits."""
-    from llmctl.app.client import ChatTurn
+    """A terminal chat that streams the reply (a reasoning model's thinking dimmed before it).
 
-    messages: list[dict] = [{"role": "system", "content": system}] if system else []
+    Ctrl-C stops a reply and keeps the chat; Ctrl-C, Ctrl-D or an empty line at the prompt quits."""
+    from llmctl.app.chat_cli import ChatSession, run_chat
 
-    async def reply(client, text: str) -> str:
-        messages.append({"role": "user", "content": text})
-        answer = ""
-        try:
-            async for part in client.stream_chat(model, messages, temperature=temperature, max_tokens=max_tokens):
-                if isinstance(part, ChatTurn):
-                    answer = part.text
-                    ttft = f"{part.ttft_s * 1000:.0f} ms" if part.ttft_s is not None else "-"
-                    rate = f"{part.tokens_per_s:.1f} tok/s" if part.tokens_per_s else "-"
-                    click.secho(f"\n[{part.tokens} tokens, first after {ttft}, {rate}]", dim=True)
-                else:
-                    click.echo(part, nl=False)
-        except KeyboardInterrupt:
-            click.echo("\n[stopped]")
-        messages.append({"role": "assistant", "content": answer})
-        return answer
-
-    async def run(client) -> None:
-        if one_shot is not None:
-            await reply(client, one_shot)
-            return
-        while True:
-            try:
-                text = input("you> ").strip()
-            except (EOFError, KeyboardInterrupt):
-                click.echo()
-                return
-            if not text:
-                return
-            await reply(client, text)
-
-    ctx.call(run)
+    session = ChatSession(model, system, temperature=temperature, max_tokens=max_tokens)
+    run_chat(ctx.client, session, one_shot)
 
 
 @cli.command()

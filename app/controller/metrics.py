@@ -15,11 +15,12 @@ from dataclasses import asdict, dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-# an event carries a token when it has a "content" (chat), "reasoning_content" (a reasoning model's thinking) or
+# an event carries a token when it has a "content" (chat), "reasoning_content"/"reasoning" (a reasoning model's
+# thinking, as llama.cpp and vLLM name it) or
 # "text" (completions) string, even an empty one (a byte-fallback token that ends mid-UTF-8 arrives as ""), and is
 # not the opening role announcement. Servers may merge tokens into one event (llama.cpp holds back a partial UTF-8
 # sequence), so the final count comes from the stream's own figures when it gives them (see _usage_of).
-_TOKEN_RE = re.compile(rb'"(?:content|reasoning_content|text)"\s*:\s*"')
+_TOKEN_RE = re.compile(rb'"(?:content|reasoning_content|reasoning|text)"\s*:\s*"')
 _EVENT_SPLIT = re.compile(rb"\r?\n\r?\n")
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2)
