@@ -86,6 +86,7 @@ class ModelEntry(TypedDict):
     size: int
     added_at: float
     facts: dict[str, Any]
+    projector: str | None
 
 
 class _Listed(ModelEntry):
@@ -125,13 +126,23 @@ class Catalog(TypedDict):
     models: list[CatalogModel]
 
 
-class BackendStatus(TypedDict):
+class MemoryFootprint(TypedDict):
+    reserved: dict[str, int]
+    measured: dict[str, int]
+    held: dict[str, int]
+
+
+class _Backend(TypedDict):
     model: str
     runtime: str
+    engine: str
     command: str
+    capabilities: list[str]
+    ctx_size: int | None
+    parallel: int | None
     state: str
     pid: int | None
-    port: int
+    port: int | None
     uptime: float | None
     restarts: int
     memory_bytes: int | None
@@ -139,6 +150,23 @@ class BackendStatus(TypedDict):
     error: str | None
     log_path: str
     last_log_lines: list[str]
+    memory: MemoryFootprint
+    pinned: bool
+    ttl: float | None
+    stop_reason: str | None
+
+
+class BackendStatus(_Backend, total=False):
+    """One deployment as the control API describes it. Engines that host many models (Ollama) add their own
+    figures; ``engine_metrics`` comes with ``?engine_metrics=1``."""
+
+    idle_for: float
+    engine_metrics: dict[str, float]
+    engine_url: str
+    upstream_model: str
+    vram_bytes: int | None
+    expires_at: str | None
+    keep_alive: str | int | float
 
 
 class LogChunk(TypedDict):

@@ -50,7 +50,7 @@ class ServersScreen(LlmctlScreen):
         table.clear()
         for b in backends:
             table.add_row(cell(b["model"]), cell(b["state"], STATE_STYLE.get(b["state"], "")),
-                          cell(f"{b['runtime']} ({b['command']})"), cell(b["port"]), cell(b["pid"] or "-"),
+                          cell(b["runtime"]), cell(b["port"]), cell(b["pid"] or "-"),
                           cell(duration(b["uptime"])), cell(b["restarts"]), cell(size(b["memory_bytes"])),
                           key=b["model"])
         if not backends:

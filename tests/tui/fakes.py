@@ -55,8 +55,8 @@ ESTIMATE = FitEstimate(
 
 def local_model(name: str, path: str, size: int, facts: dict[str, Any], state: str = "stopped",
                 fit: FitEstimate | None = ESTIMATE) -> LocalModel:
-    return LocalModel(name=name, path=path, format="gguf", size=size, added_at=0.0, facts=facts, state=state,
-                      fit=fit)
+    return LocalModel(name=name, path=path, format="gguf", size=size, added_at=0.0, facts=facts, projector=None,
+                      state=state, fit=fit)
 
 
 MODELS = [
@@ -83,9 +83,12 @@ CATALOG = Catalog(ctx=8192, models=[
 ])
 
 BACKENDS = [
-    BackendStatus(model="llama-3.1-8b-instruct-q4_k_m", runtime="llama.cpp", command="llama-server", state="ready",
-                  pid=4242, port=40001, uptime=754.0, restarts=0, memory_bytes=6200 * MiB, in_flight=0, error=None,
-                  log_path="/state/logs/x.log", last_log_lines=[]),
+    BackendStatus(model="llama-3.1-8b-instruct-q4_k_m", runtime="llama.cpp (llama-server)", engine="llama-server",
+                  command="llama-server", capabilities=["chat", "completions"], ctx_size=4096, parallel=2,
+                  state="ready", pid=4242, port=40001, uptime=754.0, restarts=0, memory_bytes=6200 * MiB,
+                  in_flight=0, error=None, log_path="/state/logs/x.log", last_log_lines=[],
+                  memory={"reserved": {"ram": 6400 * MiB}, "measured": {"ram": 6200 * MiB},
+                          "held": {"ram": 6400 * MiB}}, pinned=False, ttl=600.0, stop_reason=None),
 ]
 
 LOG_LINES = ["--- llmctl: starting llama-server --model x.gguf", "main: server is listening"]
@@ -180,14 +183,15 @@ class FakeClient:
     async def import_model(self, path: str, name: str | None = None) -> ModelEntry:
         self.calls.append(("import", path, name))
         self._answer("import_model")
-        return ModelEntry(name=name or "imported", path=path, format="gguf", size=MiB, added_at=0.0, facts={})
+        return ModelEntry(name=name or "imported", path=path, format="gguf", size=MiB, added_at=0.0, facts={},
+                          projector=None)
 
     async def remove_model(self, name: str) -> ModelEntry:
         self.calls.append(("remove", name))
         self._answer("remove_model")
         entry = next((m for m in self.model_list if m["name"] == name), None)
         return ModelEntry(name=name, path=entry["path"] if entry else "/x.gguf", format="gguf", size=MiB,
-                          added_at=0.0, facts={})
+                          added_at=0.0, facts={}, projector=None)
 
     async def stream_chat(self, model: str, messages: list[dict], **params: Any) -> AsyncIterator[ChatPart]:
         self.calls.append(("chat", model, copy.deepcopy(messages), params))

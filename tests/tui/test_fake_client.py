@@ -97,7 +97,7 @@ async def test_a_real_controllers_answers_have_the_same_shapes(tiny_gguf) -> Non
             with pytest.raises(ControllerError) as refused:
                 await client.unload("tiny")
             assert refused.value.status == 404
-            backend = controller._make_backend(controller.store.get("tiny"))
+            backend = await controller._make_backend(controller.store.get("tiny"))
             assert problems(backend.status(), shapes.BackendStatus) == []
             assert problems(await client.remove_model("tiny"), returns("remove_model")) == []
     finally:
