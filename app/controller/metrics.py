@@ -54,7 +54,6 @@ class StreamMeter:
     first: float | None = None
     last: float | None = None
     tokens: int = 0
-    itl_sum: float = 0.0
     usage: dict | None = None
     _partial: bytes = b""
 
@@ -70,7 +69,6 @@ class StreamMeter:
                     self.first = now
                 elif self.last is not None:
                     gaps.append(now - self.last)
-                    self.itl_sum += now - self.last
                 self.last = now
                 self.tokens += 1
             if (b'"usage"' in event and b'"completion_tokens"' in event) or b'"timings"' in event:
@@ -146,9 +144,11 @@ class Metrics:
         rec.completion_tokens = usage.get("completion_tokens", meter.tokens if rec.stream else None)
         if rec.stream and meter.first is not None:
             rec.ttft_ms = round((meter.first - meter.t0) * 1000, 2)
-            if meter.tokens > 1 and meter.last is not None and meter.last > meter.first:
-                rec.itl_ms = round(meter.itl_sum / (meter.tokens - 1) * 1000, 3)
-                rec.tokens_per_s = round((meter.tokens - 1) / (meter.last - meter.first), 2)
+            # the server's own count when it gave one: an engine may merge several tokens into one event
+            n = rec.completion_tokens if isinstance(rec.completion_tokens, int) else meter.tokens
+            if n > 1 and meter.last is not None and meter.last > meter.first:
+                rec.itl_ms = round((meter.last - meter.first) / (n - 1) * 1000, 3)
+                rec.tokens_per_s = round((n - 1) / (meter.last - meter.first), 2)
         elif not rec.stream and status == 200:
             rec.ttft_ms = rec.duration_ms  # nothing arrives before the whole answer
             if rec.completion_tokens:

@@ -174,6 +174,7 @@ def test_controller_commands_against_a_failing_server(hub, args, switch, monkeyp
     monkeypatch.setenv("LLMCTL_SERVER__PORT", str(hub.port))
     err = _one_clear_error(_main(args, monkeypatch, capsys))
     if switch == "cut":
-        assert f"talking to 127.0.0.1:{hub.port} failed: the server closed the connection" in err
+        # the controller client names what it lost (app/client.py maps every transport error to a sentence)
+        assert f"lost the connection to the controller at http://127.0.0.1:{hub.port}" in err
     else:
         assert f"({switch})" in err
