@@ -14,9 +14,54 @@ from llmctl.runtimes.base import EngineUnavailable
 from llmctl.runtimes.hardware import GpuInfo
 from llmctl.runtimes.llama_cpp import XLlamaCpp
 
+RECORDING_ENV = "LLMCTL_HW_RECORDING"  # a folder recorded from another machine (tests; see runtimes.hardware.recorded)
+
 
 def machine_budget(gpus: Iterable[GpuInfo], ram_available: int) -> Budget:
+    """The budget of a machine as read. With unified memory (Apple Silicon) one pool: the RAM available, of which
+    the GPU may take up to its working-set limit (``vram_total``); its free share is not added to the RAM."""
+    gpus = list(gpus)
+    if any(g.unified for g in gpus):
+        limit = next(g.vram_total for g in gpus if g.unified)
+        return Budget((limit,), ram_available, unified=True)
     return Budget(tuple(g.vram_free for g in gpus), ram_available)
+
+
+def host_and_probe():
+    """(Host, GpuProbe) of this machine, or of the recording ``LLMCTL_HW_RECORDING`` names."""
+    import os
+    from pathlib import Path
+
+    from llmctl.runtimes.hardware import probes_for, this_host
+    from llmctl.runtimes.hardware.recorded import recorded_host
+
+    folder = os.environ.get(RECORDING_ENV)
+    host = recorded_host(Path(folder)) if folder else this_host()
+    return host, probes_for(host)
+
+
+def fill_vram_from_table(gpus: Iterable[GpuInfo]) -> list[GpuInfo]:
+    """A GPU read from a list that does not report memory (Vulkan's) gets its card's VRAM from llmctl's table,
+    and says so."""
+    from dataclasses import replace
+
+    from llmctl.catalog.catalog import find_gpu
+    from llmctl.catalog.errors import LlmctlError
+
+    out = []
+    for g in gpus:
+        if not g.vram_total and not g.unified:
+            try:
+                spec = find_gpu(g.name)
+            except LlmctlError:
+                out.append(g)
+                continue
+            vram = int(spec.vram_gib * (1 << 30))
+            g = replace(g, vram_total=vram, vram_free=vram,
+                        note=f"{g.note}; VRAM {spec.vram_gib:g} GiB from llmctl's table of {spec.name} "
+                             "(assumed all free)")
+        out.append(g)
+    return out
 
 
 def serving_request(settings: Settings, ctx: int, *, runtime: str = "llama.cpp", **overrides: Any) -> FitRequest:

@@ -27,9 +27,32 @@ UNKNOWN_BANDWIDTH = 500.0  # GB/s assumed for a GPU the table does not list (a m
 
 
 def _probe(ctx: Context):
+    """This machine (or the recorded one ``LLMCTL_HW_RECORDING`` names), GPUs without a memory reading filled
+    from the bundled table."""
+    from llmctl.app.fitting import fill_vram_from_table, host_and_probe
     from llmctl.runtimes.hardware import probe
 
-    return probe(ctx.paths.models_dir)
+    host, gpu_probe = host_and_probe()
+    report = probe(ctx.paths.models_dir, gpu_probe, host)
+    return replace(report, gpus=tuple(fill_vram_from_table(report.gpus)))
+
+
+def _gib(n: int) -> str:
+    return f"{n / (1 << 30):.1f} GiB".replace(".0 GiB", " GiB")
+
+
+def _planned_mac(spec, ram: str | None):
+    """(budget, description) of a Mac that is not this one: its unified memory less what macOS and apps keep,
+    and the GPU's working-set limit within it."""
+    from llmctl.catalog.estimate import Budget
+    from llmctl.runtimes.hardware.apple import macos_reserve, working_set_limit
+
+    total = parse_size(ram) if ram else int(spec.vram_gib * (1 << 30))
+    limit, why = working_set_limit(total)
+    pool = total - macos_reserve(total)
+    return (Budget((limit,), pool, unified=True),
+            f"planning for Apple {spec.name} ({spec.bandwidth_gbs:g} GB/s): unified {_gib(total)}, GPU limit "
+            f"{_gib(limit)} ({why}); {_gib(pool)} for models after {_gib(total - pool)} for macOS and apps")
 
 
 def _budget(ctx: Context, gpu: str | None, vram: str | None, ram: str | None):
@@ -43,6 +66,9 @@ def _budget(ctx: Context, gpu: str | None, vram: str | None, ram: str | None):
     if gpu or vram:
         if gpu:
             spec = find_gpu(gpu)
+            if spec.unified:
+                budget, where = _planned_mac(spec, ram)
+                return budget, spec.bandwidth_gbs, where
             vram_bytes, label, bandwidth = int(spec.vram_gib * (1 << 30)), spec.name, spec.bandwidth_gbs
         else:
             vram_bytes, label, bandwidth = parse_size(vram), "planned GPU", UNKNOWN_BANDWIDTH
@@ -53,13 +79,20 @@ def _budget(ctx: Context, gpu: str | None, vram: str | None, ram: str | None):
     ram_bytes = parse_size(ram) if ram else report.ram_available
     bandwidth = 0.0
     if report.gpus:
+        g = report.gpus[0]
         try:
-            bandwidth = find_gpu(report.gpus[0].name).bandwidth_gbs
+            bandwidth = find_gpu(f"{g.name} {round(report.ram_total / (1 << 30))}GB" if g.unified
+                                 else g.name).bandwidth_gbs
         except LlmctlError:  # a card the table does not know
             bandwidth = UNKNOWN_BANDWIDTH
+    machine = f"recorded machine {report.recorded!r}" if report.recorded else "this machine"
+    budget = machine_budget(report.gpus, ram_bytes)
+    if budget.unified:
+        g = report.gpus[0]
+        return (budget, bandwidth, f"{machine}: {g.name}, unified {_gib(report.ram_total)}, GPU limit "
+                                   f"{_gib(g.vram_total)}; {size(ram_bytes)} available")
     where = ", ".join(f"{g.name} ({size(g.vram_free)} free)" for g in report.gpus) or "no GPU"
-    return (machine_budget(report.gpus, ram_bytes), bandwidth,
-            f"this machine: {where}, {size(ram_bytes)} RAM available")
+    return budget, bandwidth, f"{machine}: {where}, {size(ram_bytes)} RAM available"
 
 
 @click.command()
@@ -72,15 +105,55 @@ def hw(ctx: Context, as_json: bool) -> None:
         emit_json(report.to_json())
         return
     c = report.cpu
-    click.echo(f"CPU   {c.model} ({c.arch}), {c.physical_cores} cores / {c.logical_cores} threads")
+    if report.recorded:
+        click.echo(f"(recorded machine: {report.recorded})")
+    split = f" ({c.performance_cores}P + {c.efficiency_cores}E)" if c.performance_cores else ""
+    click.echo(f"CPU   {c.model} ({c.arch}), {c.physical_cores} cores{split} / {c.logical_cores} threads")
     click.echo(f"      flags: {', '.join(c.flags) or 'none of the ones llama.cpp uses'}")
-    click.echo(f"RAM   {size(report.ram_available)} available of {size(report.ram_total)}")
+    pool = "unified memory (CPU and GPU share it)" if report.unified else "RAM"
+    click.echo(f"RAM   {size(report.ram_available)} available of {size(report.ram_total)} {pool}")
     click.echo(f"Disk  {size(report.disk_free)} free at {report.disk_path}")
     if not report.gpus:
         click.echo(f"GPU   none ({report.gpu_detail})")
     for g in report.gpus:
-        click.echo(f"GPU {g.index} {g.name}: {size(g.vram_free)} free of {size(g.vram_total)}, driver {g.driver}, "
-                   f"CUDA {g.cuda_version}, compute {g.compute_capability}, {g.utilization}% busy")
+        click.echo(f"GPU {g.index} {g.name}" + (f" ({g.cores} cores)" if g.cores else "") + ": " + _gpu_line(g))
+        if g.note:
+            click.echo(f"      {g.note}")
+
+
+def _gpu_line(g) -> str:
+    backends = "llama.cpp backend " + " or ".join(g.backends)
+    if g.unified:
+        return f"GPU limit {size(g.vram_total)} of the unified memory, {size(g.vram_free)} of it free; {backends}"
+    memory = f"{size(g.vram_free)} free of {size(g.vram_total)}" if g.vram_total else "VRAM unknown"
+    extra = [f"driver {g.driver}" if g.driver else "", f"CUDA {g.cuda_version}" if g.cuda_version else "",
+             f"compute {g.compute_capability}" if g.compute_capability else "", f"arch {g.arch}" if g.arch else "",
+             f"{g.utilization}% busy" if g.utilization is not None else ""]
+    return ", ".join([memory, *filter(None, extra), backends]) + f" (read by {g.source})"
+
+
+_ENGINE_FIX = {
+    "apple": "on macOS the xllamacpp wheel is built with Metal: pip install -U xllamacpp; or set "
+             "backends.llama_server to a Metal llama-server (brew install llama.cpp)",
+    "amd": "build llama.cpp with ROCm (cmake -DGGML_HIP=ON, needs the ROCm libraries) or Vulkan "
+           "(-DGGML_VULKAN=ON) and set backends.llama_server to its llama-server",
+    "intel": "build llama.cpp with SYCL (oneAPI: cmake -DGGML_SYCL=ON) or Vulkan (-DGGML_VULKAN=ON) and set "
+             "backends.llama_server to its llama-server",
+    "nvidia": "configure a GPU build: backends.llama_server = a CUDA llama-server, or a CUDA xllamacpp wheel "
+              "(pip install xllamacpp --index-url https://xorbitsai.github.io/xllamacpp/whl/cu124)",
+}
+
+
+def engine_gpu_problem(gpus, devices: tuple[str, ...]) -> tuple[str, str] | None:
+    """(problem, fix) when there is a GPU but the engine's build cannot use it; None when it can (or may: a
+    user's own llama-server says "gpu: as built")."""
+    if not gpus or any(d.startswith("gpu") for d in devices):
+        return None
+    g = gpus[0]
+    if set(g.devices) & set(devices):
+        return None
+    return (f"{g.name} is here ({' or '.join(g.backends)}), but the engine is built for {', '.join(devices)} only: "
+            "the GPU is not used", _ENGINE_FIX.get(g.vendor, _ENGINE_FIX["nvidia"]))
 
 
 @click.command()
@@ -102,7 +175,11 @@ def doctor(ctx: Context) -> None:
     line(report.ram_available > 2 << 30, f"RAM {size(report.ram_available)} available",
          "close other programs; even a 1B model wants ~2 GiB")
     line(bool(report.gpus) or report.gpu_status in ("no-library", "no-device"),
-         f"GPU: {report.gpu_detail}", "install or load the NVIDIA driver, or run on the CPU (it works, slower)")
+         f"GPU: {report.gpu_detail}", "install or load the GPU's driver, or run on the CPU (it works, slower)")
+    for g in report.gpus:
+        if g.unified:
+            line(True, f"{g.name}: unified memory {size(report.ram_total)}, GPU limit {size(g.vram_total)}")
+            click.echo(f"     {g.note}")
     from llmctl.app.deployments import launch_plan
     from llmctl.runtimes.base import EngineUnavailable
     from llmctl.runtimes.registry import describe_engines
@@ -116,10 +193,9 @@ def doctor(ctx: Context) -> None:
     for info in describe_engines(llama_server=ctx.settings.backends.llama_server):
         found = f"{info.version or 'found'} ({info.executable})" if info.found else "not found"
         click.echo(f"     {info.engine}: {found}")
-    if report.gpus and default is not None and not any(d != "cpu" for d in default.info().devices):
-        line(False, f"{default.name} is a CPU-only build: the GPU is not used",
-             "configure a GPU build: backends.llama_server = a CUDA/Metal llama-server, or a CUDA xllamacpp wheel "
-             "(pip install xllamacpp --index-url https://xorbitsai.github.io/xllamacpp/whl/cu124)")
+    problem = engine_gpu_problem(report.gpus, default.info().devices) if default is not None else None
+    if problem is not None:
+        line(False, f"{default.name}: {problem[0]}", problem[1])
     for name in ("ollama", "vllm"):
         found = shutil.which(name)
         click.echo(f"     {name}: {found or 'not found'}")
@@ -238,6 +314,9 @@ def fit(ctx: Context, target: str, **kw: Any) -> None:
         click.echo(f"  {name:30} {size(value):>10}")
     click.echo(f"\n  on the GPU {size(est.gpu_bytes):>10}   ({est.gpu_layers} of {est.n_layers + 1} layers)")
     click.echo(f"  on the CPU {size(est.cpu_bytes):>10}")
+    if est.memory == "unified":
+        click.echo(f"  together   {size(est.total_bytes):>10}   (one unified pool: GPU and CPU parts are not added "
+                   "twice)")
     if measured is not None:
         click.echo(f"  Ollama now {size(measured):>10}   (its own figure from /api/ps: the model is loaded)")
     colour = {"yes": "green", "tight": "yellow", "no": "red"}[est.fits]

@@ -9,7 +9,7 @@ import math
 import re
 from importlib import resources
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from llmctl.catalog.errors import LlmctlError
 from llmctl.catalog.facts import ModelFacts, swa_layout
@@ -91,8 +91,22 @@ class Catalog(BaseModel):
 
 class GpuSpec(BaseModel):
     name: str
-    vram_gib: float = Field(gt=0)
+    vram_gib: float = Field(0, ge=0)
+    """A card's own memory; for unified memory, the configuration chosen by ``find_gpu`` (0 in the table)."""
     bandwidth_gbs: float = Field(gt=0)
+    vendor: str = "nvidia"
+    unified: bool = False
+    """Apple Silicon: the GPU shares the host's memory (one pool)."""
+    memory_gib: list[float] = []
+    """Unified-memory configurations sold (Apple)."""
+    gpu_cores: list[int] = []
+    backends: list[str] = ["CUDA", "Vulkan"]
+
+    @model_validator(mode="after")
+    def _has_memory(self) -> GpuSpec:
+        if not self.vram_gib and not self.memory_gib:
+            raise ValueError(f"{self.name}: give vram_gib or memory_gib")
+        return self
 
 
 class GpuTable(BaseModel):
@@ -118,21 +132,46 @@ def load_gpus() -> GpuTable:
     return GpuTable.model_validate(_asset("gpus.json"))
 
 
+_VENDOR_WORDS = re.compile(r"\(r\)|\(tm\)|\b(nvidia|geforce|amd|radeon(?! pro)|intel|apple|graphics)\b")
+_MEMORY = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(?:gb|gib|g)\s*$")
+
+
 def _norm(text: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", text.lower())
+    return re.sub(r"[^a-z0-9]", "", _VENDOR_WORDS.sub("", text.lower()))
+
+
+def _match(wanted: str, gpus: list[GpuSpec]) -> list[GpuSpec]:
+    exact = [g for g in gpus if _norm(g.name) == wanted or _norm("RTX " + g.name) == wanted]
+    if exact:
+        return exact
+    close = {g.name for g in gpus if wanted and (wanted in _norm(g.name) or _norm(g.name) in wanted)}
+    return [g for g in gpus if g.name in close] if len(close) == 1 else []
 
 
 def find_gpu(name: str) -> GpuSpec:
-    wanted = _norm(name.removeprefix("NVIDIA ").removeprefix("GeForce "))
+    """A GPU by name ("RTX 3090", "RX 7900 XTX", "Arc A770", "Intel(R) Arc(TM) A770 Graphics"). Apple chips take
+    their memory configuration after the name ("M3 Max 64GB"); without it, the smallest one sold."""
     gpus = load_gpus().gpus
-    for spec in gpus:
-        if _norm(spec.name) == wanted or _norm("RTX " + spec.name) == wanted:
-            return spec
-    close = [g.name for g in gpus if wanted and (wanted in _norm(g.name) or _norm(g.name) in wanted)]
-    if len(close) == 1:
-        return next(g for g in gpus if g.name == close[0])
-    raise LlmctlError(f"unknown GPU {name!r}", "known: " + ", ".join(g.name for g in gpus)
-                      + ". Or give --vram and --ram directly.")
+    known = "known: " + ", ".join(dict.fromkeys(g.name for g in gpus)) + ". Or give --vram and --ram directly."
+    found = _match(_norm(name), gpus)
+    memory = None
+    if not found:  # "M3 Max 64GB": the chip, then its memory
+        m = _MEMORY.search(name.lower())
+        if m:
+            memory = float(m.group(1))
+            found = _match(_norm(name[: m.start()]), gpus)
+    if not found:
+        raise LlmctlError(f"unknown GPU {name!r}", known)
+    if not found[0].unified:
+        return found[0]
+    options = sorted({mem for g in found for mem in g.memory_gib})
+    if memory is None:
+        memory = options[0]
+    spec = next((g for g in found if memory in g.memory_gib), None)
+    if spec is None:
+        raise LlmctlError(f"{found[0].name} was not sold with {memory:g} GB",
+                          f"its memory configurations: {', '.join(f'{o:g}GB' for o in options)}")
+    return spec.model_copy(update={"vram_gib": memory})
 
 
 def find_model(query: str) -> tuple[CatalogModel, str | None]:

@@ -75,10 +75,22 @@ class FitRequest:
 
 @dataclass(frozen=True, slots=True)
 class Budget:
-    """Memory on hand: free VRAM per GPU (bytes) and available RAM (bytes)."""
+    """Memory on hand: free VRAM per GPU (bytes) and available RAM (bytes).
+
+    With ``unified`` memory (Apple Silicon) there is one pool: ``ram_available`` is what of the pool models may
+    use, and ``vram_free[0]`` is the part of that same pool the GPU may hold (Metal's working-set limit), not
+    more memory. A launch then fits when its GPU part is within the limit and its whole (GPU + CPU) within the
+    pool: no byte is counted as both."""
 
     vram_free: tuple[int, ...] = ()
     ram_available: int = 0
+    unified: bool = False
+
+    @property
+    def gpu_room(self) -> int:
+        """What the first GPU may take: its free VRAM, or on unified memory its limit within the pool."""
+        vram = self.vram_free[0] if self.vram_free else 0
+        return min(vram, self.ram_available) if self.unified else vram
 
 
 @dataclass(slots=True)
@@ -99,6 +111,7 @@ class Estimate:
     reason: str
     runtime: str
     notes: list[str] = field(default_factory=list)
+    memory: str = "discrete"  # "unified": gpu_bytes and cpu_bytes are two parts of one pool (total_bytes)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -240,7 +253,7 @@ def _gib(n: int) -> str:
 
 def estimate_llama(facts: ModelFacts, req: FitRequest, budget: Budget) -> Estimate:
     n = facts.n_layers
-    vram = budget.vram_free[0] if budget.vram_free else 0
+    vram = budget.gpu_room
     notes: list[str] = []
     if req.gpu_layers is not None:
         ngl = max(0, min(req.gpu_layers if req.gpu_layers >= 0 else n + 1, n + 1))
@@ -256,16 +269,28 @@ def estimate_llama(facts: ModelFacts, req: FitRequest, budget: Budget) -> Estima
     if len(budget.vram_free) > 1:
         notes.append("only the first GPU is counted; llama.cpp can split layers across GPUs (--tensor-split)")
     gpu, cpu, terms = split_llama(facts, req, ngl)
-    cpu_fit, cpu_why = _verdict(cpu, budget.ram_available, "RAM")
-    if ngl:
+    order = {"yes": 0, "tight": 1, "no": 2}
+    if budget.unified:
+        # one pool: the whole launch against the pool, its GPU part against the GPU's limit within it
+        pool_fit, pool_why = _verdict(gpu + cpu, budget.ram_available, "unified memory")
+        if ngl:
+            limit = budget.vram_free[0] if budget.vram_free else 0
+            gpu_fit, gpu_why = _verdict(gpu, limit, "GPU limit")
+            fits: Fits = max(gpu_fit, pool_fit, key=order.__getitem__)
+            reason = f"GPU: {gpu_why}; all: {pool_why}"
+        else:
+            fits, reason = pool_fit, pool_why
+        if ngl and ngl <= n:
+            notes.append(f"{ngl} of {n + 1} layers on the GPU: the rest run on the CPU, slower")
+    elif ngl:
+        cpu_fit, cpu_why = _verdict(cpu, budget.ram_available, "RAM")
         gpu_fit, gpu_why = _verdict(gpu, vram, "VRAM")
-        order = {"yes": 0, "tight": 1, "no": 2}
-        fits: Fits = max(gpu_fit, cpu_fit, key=order.__getitem__)
+        fits = max(gpu_fit, cpu_fit, key=order.__getitem__)
         reason = f"GPU: {gpu_why}; CPU: {cpu_why}"
         if ngl <= n:
             notes.append(f"{ngl} of {n + 1} layers on the GPU: generation runs at CPU-bound speed for the rest")
     else:
-        fits, reason = cpu_fit, cpu_why
+        fits, reason = _verdict(cpu, budget.ram_available, "RAM")
     full, _, n_seq = kv_cells(facts, req)
     if req.ctx > (facts.ctx_train or req.ctx):
         notes.append(f"context {req.ctx} is above the {facts.ctx_train} tokens the model was trained on: llama.cpp "
@@ -275,6 +300,7 @@ def estimate_llama(facts: ModelFacts, req: FitRequest, budget: Budget) -> Estima
         compute_bytes=terms["compute"], output_bytes=terms["output"], overhead_bytes=terms["overhead"],
         total_bytes=gpu + cpu, gpu_bytes=gpu, cpu_bytes=cpu, gpu_layers=ngl, n_layers=n, kv_cells=full * n_seq,
         fits=fits, reason=reason, runtime=req.profile.name, notes=notes,
+        memory="unified" if budget.unified else "discrete",
     )
 
 

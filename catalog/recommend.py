@@ -94,8 +94,9 @@ def recommend(
             if est.fits == "no":
                 continue
             tps = expected_tokens_per_s(model, facts, est, gpu_bandwidth_gbs, ram_bandwidth_gbs)
-            # headroom of the tighter side: VRAM left when layers are on the GPU, RAM left on the CPU
-            room = [budget.ram_available - est.cpu_bytes]
+            # headroom of the tighter side: VRAM left when layers are on the GPU, RAM left on the CPU; with
+            # unified memory the pool less the whole launch, and the GPU's limit less its part
+            room = [budget.ram_available - (est.total_bytes if budget.unified else est.cpu_bytes)]
             if est.gpu_layers and budget.vram_free:
                 room.append(budget.vram_free[0] - est.gpu_bytes)
             partial = bool(budget.vram_free) and est.gpu_layers <= est.n_layers

@@ -1,6 +1,7 @@
 """The memory ledger: what every loaded or loading deployment holds on each device, and whether one more fits.
 
-Devices are named ``ram`` and ``gpu0``, ``gpu1``, ... A deployment reserves its estimate before launch; once it
+Devices are named ``ram`` and ``gpu0``, ``gpu1``, ... (on unified memory ``unified``, the pool, and ``gpu0``, the
+GPU's limit within it: see ``device_bytes``). A deployment reserves its estimate before launch; once it
 is ready its measured use (process RSS for ``ram``) corrects the figure. Placement counts the larger of the two:
 llama.cpp's KV cache and compute buffers are not resident until used, so a fresh process measures below what it
 will hold under load, and the estimate (checked against llama.cpp in tests/integration/test_fit_accuracy.py) is
@@ -18,6 +19,16 @@ from typing import Protocol
 from llmctl.runtimes.base import RuntimeFailure
 
 GiB = 1 << 30
+UNIFIED = "unified"  # the one device of a unified-memory machine (Apple Silicon): RAM and GPU memory as one pool
+
+
+def device_bytes(host: int, gpu: int, *, unified: bool) -> dict[str, int]:
+    """A deployment's bytes per device, from its host-memory and first-GPU parts. On a discrete GPU: ``ram`` and
+    ``gpu0``. On unified memory the pool ``unified`` holds both parts, once; ``gpu0`` is the GPU's part of that
+    same pool, checked against the GPU's working-set limit — a limit within the pool, never more memory."""
+    if unified:
+        return {UNIFIED: host + gpu, **({"gpu0": gpu} if gpu else {})}
+    return {"ram": host, **({"gpu0": gpu} if gpu else {})}
 
 
 class DoesNotFit(RuntimeFailure):

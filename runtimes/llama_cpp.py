@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import importlib.util
+import platform
 import re
 import shutil
 import subprocess
@@ -153,8 +154,8 @@ class XLlamaCpp:
         found = importlib.util.find_spec("xllamacpp") is not None
         return EngineInfo(
             self.name, self.key, found, _version("xllamacpp"), self.python if found else None, ("gguf",), _CAPS,
-            ("cpu",), "pip install xllamacpp (CPU wheels on PyPI; CUDA builds: pip install xllamacpp "
-            "--index-url https://xorbitsai.github.io/xllamacpp/whl/cu124)",
+            wheel_devices(), "pip install xllamacpp (PyPI: CPU wheels on Linux, Metal on macOS; CUDA builds: pip "
+            "install xllamacpp --index-url https://xorbitsai.github.io/xllamacpp/whl/cu124)",
             "the default: prebuilt, continuous batching over parallel slots",
         )
 
@@ -238,9 +239,17 @@ class LlamaCppPython:
     def info(self) -> EngineInfo:
         found = importlib.util.find_spec("llama_cpp") is not None
         return EngineInfo(self.name, self.key, found, _version("llama-cpp-python"), self.python if found else None,
-                          ("gguf",), (CHAT, COMPLETIONS, EMBEDDINGS), ("cpu",),
+                          ("gguf",), (CHAT, COMPLETIONS, EMBEDDINGS), wheel_devices(),
                           "pip install 'llmctl[llama-cpp-python]' (builds llama.cpp from source, ~9 min)",
                           "optional; one request at a time")
+
+
+def wheel_devices(system: str | None = None, machine: str | None = None) -> tuple[str, ...]:
+    """What the prebuilt llama.cpp wheels compute on: llama.cpp builds Metal in by default on Apple Silicon
+    (xllamacpp's macOS wheels, llama-cpp-python built there); the PyPI wheels elsewhere are CPU-only."""
+    system = system or platform.system()
+    machine = (machine or platform.machine()).lower()
+    return ("cpu", "metal") if system == "Darwin" and machine in ("arm64", "aarch64") else ("cpu",)
 
 
 def find_llama_server(configured: str | None = None) -> str | None:

@@ -45,7 +45,7 @@ from llmctl.runtimes.base import (
     Deployment,
     EngineInfo,
 )
-from llmctl.runtimes.ledger import Footprint
+from llmctl.runtimes.ledger import Footprint, device_bytes
 from llmctl.runtimes.ollama import (
     OllamaApi,
     OllamaError,
@@ -330,6 +330,7 @@ class OllamaDeployment:
         self.keep_alive: float | None = None  # a request's keep_alive (seconds), set by the scheduler
         self.pinned = False
         self.footprint = Footprint()
+        self.unified = False  # unified memory: Ollama's size is one pool's bytes, size_vram the GPU's part of it
         self.stop_reason: str | None = None
         self.capabilities = frozenset(entry.facts.get("capabilities") or ())
         self.context_length = entry.facts.get("context_length")
@@ -442,8 +443,8 @@ class OllamaDeployment:
     def memory_bytes(self) -> int | None:
         if self.loaded is None or self.state is not BackendState.READY:
             return None
-        self.footprint.measured = {"ram": max(0, self.loaded.size - self.loaded.size_vram),
-                                   **({"gpu0": self.loaded.size_vram} if self.loaded.size_vram else {})}
+        self.footprint.measured = device_bytes(max(0, self.loaded.size - self.loaded.size_vram),
+                                               self.loaded.size_vram, unified=self.unified)
         return self.loaded.size
 
     def status(self) -> dict:

@@ -27,7 +27,7 @@ from pathlib import Path
 import psutil
 
 from llmctl.runtimes.base import BackendFailed, BackendState, Deployment, Engine, PortInUseError
-from llmctl.runtimes.ledger import Footprint
+from llmctl.runtimes.ledger import UNIFIED, Footprint
 
 LOG_TAIL_LINES = 200
 
@@ -214,6 +214,7 @@ class Backend:
         self.in_flight = 0  # requests being served or waiting for it to load
         # placement: memory per device (estimated before launch, measured once ready), idle TTL, pin
         self.footprint = Footprint()
+        self.unified = False  # unified memory: its RSS (weights the GPU uses included) goes to the one pool
         self.pinned = False
         self.ttl: float | None = None  # seconds idle before it is unloaded; None: never
         self.keep_alive: float | None = None  # a request's keep_alive, which overrides ttl until the next one
@@ -331,7 +332,7 @@ class Backend:
         except psutil.Error:
             return None
         if self.state is BackendState.READY:
-            self.footprint.measured["ram"] = rss
+            self.footprint.measured[UNIFIED if self.unified else "ram"] = rss
         return rss
 
     def status(self) -> dict:

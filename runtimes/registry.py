@@ -10,7 +10,7 @@ import importlib.util
 import sys
 
 from llmctl.runtimes.base import Engine, EngineInfo, EngineUnavailable
-from llmctl.runtimes.llama_cpp import LlamaCppPython, LlamaServer, XLlamaCpp, find_llama_server
+from llmctl.runtimes.llama_cpp import LlamaCppPython, LlamaServer, XLlamaCpp, find_llama_server, wheel_devices
 
 ENGINE_KEYS = ("xllamacpp", "llama-server", "llama-cpp-python")
 
@@ -40,9 +40,17 @@ def make_engine(key: str, *, llama_server: str | None = None, python: str = sys.
     raise EngineUnavailable(f"unknown engine {key!r}", f"choose one of: auto, {', '.join(ENGINE_KEYS)}.")
 
 
-def pick_engine(fmt: str, choice: str = "auto", *, llama_server: str | None = None) -> Engine:
-    """The engine for a model of format ``fmt``. ``auto``: a native ``llama-server`` the user configured or put on
-    PATH (their own GPU build), else the prebuilt xllamacpp, else llama-cpp-python."""
+def gpu_device() -> str | None:
+    """The GPU device every machine of this platform has, known without probing: Metal on Apple Silicon."""
+    return "metal" if "metal" in wheel_devices() else None
+
+
+def pick_engine(fmt: str, choice: str = "auto", *, llama_server: str | None = None,
+                device: str | None = None) -> Engine:
+    """The engine for a model of format ``fmt``. ``auto``: a ``llama-server`` the user configured (their build),
+    else one on PATH, else the prebuilt xllamacpp, else llama-cpp-python — except that when ``device`` (default:
+    ``gpu_device()``, Metal on Apple Silicon) is given, an engine known to use it comes before one that may not:
+    on a Mac, xllamacpp's Metal wheel before an unknown llama-server on PATH."""
     if choice != "auto":
         engine = make_engine(choice, llama_server=llama_server)
         if fmt not in engine.formats:
@@ -52,13 +60,21 @@ def pick_engine(fmt: str, choice: str = "auto", *, llama_server: str | None = No
     if fmt != "gguf":
         raise EngineUnavailable(f"no engine here serves {fmt} models",
                                 "safetensors, AWQ and GPTQ checkpoints need the vLLM engine; serve a GGUF instead.")
-    if find_llama_server(llama_server):
+    if llama_server and find_llama_server(llama_server):
         return make_engine("llama-server", llama_server=llama_server)
-    for key in ("xllamacpp", "llama-cpp-python"):
+    found: list[Engine] = []
+    for key in ("llama-server", "xllamacpp", "llama-cpp-python"):
         try:
-            return make_engine(key)
+            found.append(make_engine(key))
         except EngineUnavailable:
             continue
+    device = device or gpu_device()
+    if device:
+        for engine in found:
+            if device in engine.info().devices:
+                return engine
+    if found:
+        return found[0]
     raise EngineUnavailable("no llama.cpp engine is installed", XLlamaCpp().info().how_to_get)
 
 

@@ -86,7 +86,12 @@ class InventoryApi:
         ]
 
     def _report(self):
-        return probe(self.c.paths.models_dir, self.c.gpu_probe)
+        from dataclasses import replace
+
+        from llmctl.app.fitting import fill_vram_from_table
+
+        report = probe(self.c.paths.models_dir, self.c.gpu_probe, self.c.host)
+        return replace(report, gpus=tuple(fill_vram_from_table(report.gpus)))
 
     def _budget(self, report) -> Budget:
         return machine_budget(report.gpus, report.ram_available)

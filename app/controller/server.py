@@ -35,7 +35,8 @@ from llmctl.app.settings import Settings, is_loopback
 from llmctl.catalog.errors import ConfigError, LlmctlError
 from llmctl.catalog.store import ModelEntry, ModelStore
 from llmctl.runtimes.base import CHAT, COMPLETIONS, EMBEDDINGS, PortInUseError
-from llmctl.runtimes.hardware import GpuProbe, NvmlProbe
+from llmctl.runtimes.hardware import GpuProbe
+from llmctl.runtimes.ledger import UNIFIED, device_bytes
 from llmctl.runtimes.process import (
     Backend,
     RestartPolicy,
@@ -69,7 +70,10 @@ class Controller:
         gpu_probe: GpuProbe | None = None,
     ) -> None:
         self.settings = settings
-        self.gpu_probe = gpu_probe or NvmlProbe()
+        from llmctl.app.fitting import host_and_probe
+
+        self.host, default_probe = host_and_probe()
+        self.gpu_probe = gpu_probe or default_probe
         self.paths = paths
         self.on_event = on_event or (lambda e: None)
         self.store = ModelStore(paths.data_dir)
@@ -112,6 +116,7 @@ class Controller:
         if source is not None:
             hosted = source.deployment(entry, ttl=ttl, log_dir=self.paths.logs_dir, on_change=self._backend_changed)
             hosted.pinned = prof.pinned
+            hosted.unified = await asyncio.to_thread(self._unified)
             return hosted
         plan = launch_plan(self.settings, entry, store=self.store)
         est = await asyncio.to_thread(self._estimate, entry, plan)
@@ -121,8 +126,9 @@ class Controller:
                                      api_key=secrets.token_urlsafe(32))
         backend = Backend(deployment, plan.engine, log_dir=self.paths.logs_dir, state=self.state,
                           policy=self.policy, on_change=self._backend_changed)
+        backend.unified = est is not None and est.memory == "unified"
         if est is not None:
-            backend.footprint.reserved = {"ram": est.cpu_bytes, **({"gpu0": est.gpu_bytes} if est.gpu_bytes else {})}
+            backend.footprint.reserved = device_bytes(est.cpu_bytes, est.gpu_bytes, unified=backend.unified)
         backend.pinned = prof.pinned
         backend.ttl = ttl
         return backend
@@ -145,7 +151,7 @@ class Controller:
         from llmctl.catalog.gguf import read_gguf
 
         gpus, _status, _detail = self.gpu_probe.read()
-        budget = machine_budget(gpus, psutil.virtual_memory().available)
+        budget = machine_budget(gpus, self.host.memory()[1])
         from llmctl.app.fitting import engine_baseline
 
         req = plan.fit_request(baseline_bytes=engine_baseline(plan.engine.memory_profile()))
@@ -166,8 +172,10 @@ class Controller:
             for dev in {*b.footprint.reserved, *b.footprint.measured}:
                 ours[dev] = ours.get(dev, 0) + b.footprint.measured.get(dev, b.footprint.reserved.get(dev, 0))
         devices = {}
-        for dev, cap in self._capacity(ours).items():
+        capacity = self._capacity(ours)
+        for dev, cap in capacity.items():
             devices[dev] = {
+                **({"within": UNIFIED} if dev == "gpu0" and UNIFIED in capacity else {}),
                 "capacity": cap, "margin": int(self.settings.backends.memory_margin),
                 "reserved": sum(b.footprint.reserved.get(dev, 0) for b in live),
                 "measured": sum(b.footprint.measured.get(dev, 0) for b in live),
@@ -176,12 +184,25 @@ class Controller:
             }
         return devices
 
+    def _unified(self) -> bool:
+        return any(g.unified for g in self.gpu_probe.read()[0])
+
     def _capacity(self, ours: dict[str, int]) -> dict[str, int]:
         """Bytes per device that models may use in all: the RAM budget if one is set, else the RAM available now
-        plus what llmctl's models hold of it; each GPU's free VRAM plus what they hold there (blocking)."""
+        plus what llmctl's models hold of it; each GPU's free VRAM plus what they hold there (blocking).
+
+        Unified memory (Apple Silicon) is one device, ``unified``: the pool, where each deployment holds its whole
+        footprint (GPU and CPU parts, once), so no byte is counted twice. ``gpu0`` stays as a limit *within* it:
+        the GPU's working-set limit, against the GPU parts only. A launch must fit both."""
         budget = self.settings.backends.ram_budget
-        room = {"ram": int(budget) if budget is not None else psutil.virtual_memory().available + ours.get("ram", 0)}
         gpus, _status, _detail = self.gpu_probe.read()
+        unified = next((g for g in gpus if g.unified), None)
+        host = UNIFIED if unified is not None else "ram"
+        pool = int(budget) if budget is not None else self.host.memory()[1] + ours.get(host, 0)
+        room = {host: pool}
+        if unified is not None:
+            room["gpu0"] = min(unified.vram_total, pool)
+            return room
         for i, gpu in enumerate(gpus):
             room[f"gpu{i}"] = gpu.vram_free + ours.get(f"gpu{i}", 0)
         return room
