@@ -15,8 +15,11 @@ from llmctl.runtimes.hardware import GpuInfo
 from llmctl.runtimes.llama_cpp import XLlamaCpp
 
 
-def machine_budget(gpus: Iterable[GpuInfo], ram_available: int) -> Budget:
-    return Budget(tuple(g.vram_free for g in gpus), ram_available)
+def machine_budget(gpus: Iterable[GpuInfo], ram_available: int, settings: Settings | None = None) -> Budget:
+    """This machine's memory, keeping ``backends.memory_margin`` free on each device (1 GiB without settings)."""
+    if settings is None:
+        return Budget(tuple(g.vram_free for g in gpus), ram_available)
+    return Budget(tuple(g.vram_free for g in gpus), ram_available, int(settings.backends.memory_margin))
 
 
 def serving_request(settings: Settings, ctx: int, *, runtime: str = "llama.cpp", **overrides: Any) -> FitRequest:

@@ -89,7 +89,7 @@ class InventoryApi:
         return probe(self.c.paths.models_dir, self.c.gpu_probe)
 
     def _budget(self, report) -> Budget:
-        return machine_budget(report.gpus, report.ram_available)
+        return machine_budget(report.gpus, report.ram_available, self.c.settings)
 
     def _request(self, ctx: int) -> FitRequest:
         return serving_request(self.c.settings, ctx)
