@@ -214,28 +214,27 @@ def models_list(ctx: Context, as_json: bool) -> None:
         click.echo("no models yet: `llmctl pull NAME`, `llmctl import PATH`, or `llmctl serve --demo`")
         return
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table(box=None, header_style="bold")
-    for col in ("NAME", "SOURCE", "ARCH", "QUANT", "PARAMS", "CONTEXT", "SIZE", "PATH"):
-        table.add_column(col, no_wrap=col != "PATH")
-    for e in entries:
-        f = e.facts
-        where = f.get("engine_url", e.path) if f.get("source") else e.path
-        table.add_row(e.name, f.get("source", "llmctl"), str(f.get("architecture")), str(f.get("quant")),
-                      f"{(f.get('parameter_count') or 0) / 1e6:.1f}M", str(f.get("context_length")), size(e.size),
-                      where)
+    from llmctl.app.tables import Col, print_table
+
     console = Console()
     if entries:
-        console.print(table)
+        cols = [Col("NAME", shrink=True, min_width=32), Col("SOURCE", drop=2), Col("ARCH", drop=4), Col("QUANT"),
+                Col("PARAMS", drop=3, justify="right"), Col("CONTEXT", drop=5, justify="right"),
+                Col("SIZE", justify="right"), Col("PATH", shrink=True, min_width=24)]
+        rows = []
+        for e in entries:
+            f = e.facts
+            where = f.get("engine_url", e.path) if f.get("source") else e.path
+            rows.append([e.name, f.get("source", "llmctl"), str(f.get("architecture")), str(f.get("quant")),
+                         f"{(f.get('parameter_count') or 0) / 1e6:.1f}M", str(f.get("context_length")),
+                         size(e.size), str(where)])
+        print_table(cols, rows, console=console)
     if found:
-        other = Table(box=None, header_style="bold", title="found elsewhere (llmctl import PATH to use one)",
-                      title_justify="left")
-        for col in ("NAME", "WHERE", "SIZE", "PATH"):
-            other.add_column(col, no_wrap=col != "PATH")
-        for f in found:
-            other.add_row(f.name, f.source, size(f.size), f.path)
-        console.print(other)
+        cols = [Col("NAME", shrink=True, min_width=32), Col("WHERE", drop=1), Col("SIZE", justify="right"),
+                Col("PATH", shrink=True, min_width=24)]
+        print_table(cols, [[f.name, f.source, size(f.size), f.path] for f in found], console=console,
+                    title="found elsewhere (llmctl import PATH to use one)")
 
 
 @models.command("info")
@@ -262,7 +261,7 @@ def models_info(ctx: Context, name: str, as_json: bool) -> None:
     report = probe(ctx.paths.models_dir)
     req = entry_request(ctx.settings, entry)
     est = estimate(facts_from_gguf(read_gguf(Path(entry.path))), req,
-                   machine_budget(report.gpus, report.ram_available))
+                   machine_budget(report.gpus, report.ram_available, ctx.settings))
     if as_json:
         emit_json({**entry.to_json(), "fit": est.to_json()})
         return
@@ -307,17 +306,39 @@ def models_prune(ctx: Context, yes: bool) -> None:
 @models.command("rm")
 @click.argument("name")
 @click.option("--force", is_flag=True, help="ollama/NAME:TAG: delete it from Ollama even if llmctl did not create it.")
+@click.option("--purge", is_flag=True, help="Also free the disk: the pulled file (its blob, when no other snapshot "
+              "uses it) or llmctl's copy; never a file elsewhere.")
+@click.option("--yes", is_flag=True, help="With --purge: delete without asking.")
 @pass_ctx
-def models_rm(ctx: Context, name: str, force: bool) -> None:
-    """Unregister a model (an imported file stays where it is). An Ollama model (ollama/NAME:TAG) is deleted from
-    Ollama, if llmctl created it (or with --force)."""
+def models_rm(ctx: Context, name: str, force: bool, purge: bool, yes: bool) -> None:
+    """Unregister a model (an imported file stays where it is; --purge frees a pulled or copied one's disk). An
+    Ollama model (ollama/NAME:TAG) is deleted from Ollama, if llmctl created it (or with --force)."""
     if name.startswith(("ollama/", "ollama:")):
         from llmctl.app.ollama_cli import remove_from_ollama
 
         remove_from_ollama(ctx, name, force)
         return
-    entry = ctx.store().remove(name)
-    click.echo(f"removed {entry.name} (the file {entry.path} was left in place)")
+    store = ctx.store()
+    if not purge:
+        entry = store.remove(name)
+        click.echo(f"removed {entry.name} (the file {entry.path} was left in place; --purge deletes it)")
+        return
+    from llmctl.catalog.discovery import hf_cache_dir
+    from llmctl.catalog.purge import execute, plan_purge
+
+    entry = store.require(name)
+    plan = plan_purge(entry, store.list(), hf_cache=hf_cache_dir(), models_dir=ctx.paths.models_dir)
+    for path, n in plan.delete:
+        click.echo(f"  delete {size(n) if n else 'link':>10}  {path}")
+    for path, why in plan.kept:
+        click.echo(f"  keep   {'':>10}  {path} ({why})")
+    if plan.delete and not yes and not click.confirm(f"remove {entry.name} and free {size(plan.freed)}?",
+                                                     default=False):
+        click.echo("nothing deleted")
+        return
+    store.remove(entry.name)
+    freed = execute(plan)
+    click.echo(f"removed {entry.name}; freed {size(freed)}")
 
 
 # backends ----------------------------------------------------------------------------------------------------
@@ -333,18 +354,17 @@ def ps(ctx: Context, as_json: bool) -> None:
     if not backends:
         click.echo("no model servers running (models start on their first request, or with `llmctl start`)")
         return
-    from rich.console import Console
-    from rich.table import Table
+    from llmctl.app.tables import Col, print_table
 
-    table = Table(box=None, header_style="bold")
-    for col in ("MODEL", "ENGINE", "STATE", "PID", "PORT", "UPTIME", "RESTARTS", "MEMORY"):
-        table.add_column(col)
-    for b in backends:
+    cols = [Col("MODEL", shrink=True, min_width=32), Col("ENGINE", drop=2), Col("STATE"), Col("PID", drop=4),
+            Col("PORT", drop=3), Col("UPTIME", drop=1), Col("RESTARTS", drop=5), Col("MEMORY", justify="right")]
+    rows = [[b["model"], b.get("engine") or b["runtime"], b["state"], str(b["pid"] or "-"), str(b["port"]),
+             duration(b["uptime"]), str(b["restarts"]), size(b["memory_bytes"])] for b in backends]
+    print_table(cols, rows)
+    for b in backends:  # the reason goes below the table, whole, so the state word stays whole in it
         why = b.get("error") or b.get("stop_reason")
-        state = b["state"] + (f" ({why})" if why else "")
-        table.add_row(b["model"], b.get("engine") or b["runtime"], state, str(b["pid"] or "-"), str(b["port"]),
-                      duration(b["uptime"]), str(b["restarts"]), size(b["memory_bytes"]))
-    Console().print(table)
+        if why:
+            click.echo(f"{b['model']}: {b['state']} ({why})")
     for b in backends:
         if b["state"] == "failed" and b.get("last_log_lines"):
             click.echo(f"\n{b['model']} failed; its last log lines:")
@@ -354,19 +374,27 @@ def ps(ctx: Context, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("model")
+@click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-def start(ctx: Context, model: str) -> None:
+def start(ctx: Context, model: str, as_json: bool) -> None:
     """Load a model now (and retry one that failed)."""
     status = ctx.call(lambda c: c.load(model))
+    if as_json:
+        emit_json(status)
+        return
     click.echo(f"{status['model']} is {status['state']} on port {status['port']} (pid {status['pid']})")
 
 
 @cli.command()
 @click.argument("model")
+@click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-def stop(ctx: Context, model: str) -> None:
+def stop(ctx: Context, model: str, as_json: bool) -> None:
     """Stop a model's server (SIGTERM, grace period, SIGKILL)."""
     status = ctx.call(lambda c: c.unload(model))
+    if as_json:
+        emit_json(status)
+        return
     click.echo(f"{status['model']} is {status['state']}")
 
 
@@ -374,21 +402,31 @@ def stop(ctx: Context, model: str) -> None:
 @click.argument("model")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
 @click.option("-n", "--lines", default=50, show_default=True, help="How many recent lines to show.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object {model, lines, next}; with --follow, one {model, line} per line (JSON Lines).")
 @pass_ctx
-def logs(ctx: Context, model: str, follow: bool, lines: int) -> None:
+def logs(ctx: Context, model: str, follow: bool, lines: int, as_json: bool) -> None:
     """A model server's log."""
     import asyncio
 
+    def show(batch: list[str]) -> None:
+        for line in batch:
+            if as_json:
+                emit_json({"model": model, "line": line}, compact=True)
+            else:
+                click.echo(line)
+
     async def run(client) -> None:
         data = await client.logs(model, tail=lines)
-        for line in data["lines"]:
-            click.echo(line)
+        if as_json and not follow:
+            emit_json({"model": model, "lines": data["lines"], "next": data["next"]})
+            return
+        show(data["lines"])
         offset = data["next"]
         while follow:
             await asyncio.sleep(0.5)
             data = await client.logs(model, since=offset)
-            for line in data["lines"]:
-                click.echo(line)
+            show(data["lines"])
             offset = data["next"]
 
     ctx.call(run)

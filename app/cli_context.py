@@ -57,5 +57,6 @@ class Context:
 pass_ctx = click.make_pass_decorator(Context, ensure=True)
 
 
-def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
+def emit_json(data: Any, *, compact: bool = False) -> None:
+    """Every command's --json output: indented, or one object per line (``compact``, for JSON Lines streams)."""
+    click.echo(json.dumps(data, default=str) if compact else json.dumps(data, indent=2, default=str))

@@ -32,17 +32,16 @@ def runtimes(click_ctx: click.Context, ctx: Context, as_json: bool) -> None:
         emit_json({"default": default, "engines": [{**i.to_json(), "default": i.engine == default} for i in infos]})
         return
     from rich.console import Console
-    from rich.table import Table
     from rich.text import Text
 
-    table = Table(box=None, header_style="bold")
-    for col in ("ENGINE", "FOUND", "VERSION", "SERVES", "CAN DO"):
-        table.add_column(col)
-    for i in infos:
-        mark = "default" if i.engine == default else ("yes" if i.found else "no")
-        table.add_row(Text(i.engine), mark, Text(i.version or "-"), ", ".join(i.formats), ", ".join(i.capabilities))
+    from llmctl.app.tables import Col, print_table
+
     console = Console()
-    console.print(table)
+    cols = [Col("ENGINE", shrink=True, min_width=18), Col("FOUND"), Col("VERSION", drop=1, shrink=True, min_width=10),
+            Col("SERVES", shrink=True, min_width=14), Col("CAN DO", shrink=True, min_width=14)]
+    rows = [[i.engine, "default" if i.engine == default else ("yes" if i.found else "no"), i.version or "-",
+             ", ".join(i.formats), ", ".join(i.capabilities)] for i in infos]
+    print_table(cols, rows, console=console)
     for i in infos:
         if i.note:
             console.print(Text(f"\n{i.engine}: {i.note}"))

@@ -17,14 +17,16 @@ from llmctl.runtimes.llama_cpp import XLlamaCpp
 RECORDING_ENV = "LLMCTL_HW_RECORDING"  # a folder recorded from another machine (tests; see runtimes.hardware.recorded)
 
 
-def machine_budget(gpus: Iterable[GpuInfo], ram_available: int) -> Budget:
-    """The budget of a machine as read. With unified memory (Apple Silicon) one pool: the RAM available, of which
-    the GPU may take up to its working-set limit (``vram_total``); its free share is not added to the RAM."""
+def machine_budget(gpus: Iterable[GpuInfo], ram_available: int, settings: Settings | None = None) -> Budget:
+    """The budget of a machine as read, keeping ``backends.memory_margin`` free on each device (1 GiB without
+    settings). With unified memory (Apple Silicon) one pool: the RAM available, of which the GPU may take up to its
+    working-set limit (``vram_total``); its free share is not added to the RAM."""
     gpus = list(gpus)
+    margin = {} if settings is None else {"margin": int(settings.backends.memory_margin)}
     if any(g.unified for g in gpus):
         limit = next(g.vram_total for g in gpus if g.unified)
-        return Budget((limit,), ram_available, unified=True)
-    return Budget(tuple(g.vram_free for g in gpus), ram_available)
+        return Budget((limit,), ram_available, unified=True, **margin)
+    return Budget(tuple(g.vram_free for g in gpus), ram_available, **margin)
 
 
 def host_and_probe():

@@ -73,7 +73,7 @@ def _budget(ctx: Context, gpu: str | None, vram: str | None, ram: str | None):
         else:
             vram_bytes, label, bandwidth = parse_size(vram), "planned GPU", UNKNOWN_BANDWIDTH
         ram_bytes = parse_size(ram) if ram else _probe(ctx).ram_total
-        return (Budget((vram_bytes,), ram_bytes), bandwidth,
+        return (Budget((vram_bytes,), ram_bytes, int(ctx.settings.backends.memory_margin)), bandwidth,
                 f"planning for {label} ({size(vram_bytes)}) with {size(ram_bytes)} RAM")
     report = _probe(ctx)
     ram_bytes = parse_size(ram) if ram else report.ram_available
@@ -278,7 +278,8 @@ def plan_options(f):
               help="KV cache type (default: backends.kv_type, f16); what serve launches with the same setting.")
 @click.option("--parallel", type=int, default=None, help="Concurrent request slots (default: backends.parallel).")
 @click.option("--runtime", type=click.Choice(["llama.cpp", "vllm"]), default="llama.cpp", show_default=True)
-@click.option("--gpu-layers", default="auto", show_default=True, help="auto, or a number of layers to offload.")
+@click.option("--gpu-layers", default=None,
+              help="auto, or a number of layers to offload (default: as serve would, backends.n_gpu_layers or auto).")
 @plan_options
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
@@ -294,11 +295,12 @@ def fit(ctx: Context, target: str, **kw: Any) -> None:
         facts, label = _resolve_facts(target, kw["runtime"])
     budget, _bw, where = _budget(ctx, kw["gpu"], kw["vram"], kw["ram"])
     layers = kw["gpu_layers"]
-    if layers != "auto" and not layers.lstrip("-").isdigit():
+    if layers is not None and layers != "auto" and not layers.lstrip("-").isdigit():
         raise click.BadParameter("--gpu-layers takes 'auto' or a number")
     overrides = {k: kw[k] for k in ("kv_type", "parallel") if kw[k] is not None}
-    req = serving_request(ctx.settings, kw["ctx_len"], runtime=kw["runtime"],
-                          gpu_layers=None if layers == "auto" else int(layers), **overrides)
+    if layers is not None:
+        overrides["gpu_layers"] = None if layers == "auto" else int(layers)
+    req = serving_request(ctx.settings, kw["ctx_len"], runtime=kw["runtime"], **overrides)
     req = replace(req, baseline_bytes=_measured_baseline(req))
     est = estimate(facts, req, budget)
     if kw["as_json"]:
@@ -349,18 +351,19 @@ def recommend(ctx: Context, use: str | None, **kw: Any) -> None:
     click.echo(f"{where}; context {kw['ctx_len']}\n")
     if not options:
         click.echo("nothing in the catalog fits; try a smaller --ctx")
-    from rich.console import Console
-    from rich.table import Table
+    from llmctl.app.tables import Col, print_table
 
-    table = Table(box=None, header_style="bold")
-    for col in ("#", "MODEL", "QUANT", "GPU", "NEEDS", "FREE", "TOK/S", "FIT"):
-        table.add_column(col, no_wrap=True)
-    for i, o in enumerate(options[: kw["top"]], 1):
-        offload = f"{o.gpu_layers}/{o.n_layers}" if o.gpu_layers else "CPU"
-        table.add_row(str(i), o.model, o.quant, offload, size(o.total_bytes), size(o.headroom_bytes),
-                      f"~{o.tokens_per_s:g}", o.fits)
-    Console().print(table)
+    cols = [Col("#", justify="right"), Col("MODEL", shrink=True, min_width=30), Col("QUANT"), Col("GPU", drop=2),
+            Col("NEEDS", drop=1, justify="right"), Col("FREE", drop=4, justify="right"),
+            Col("TOK/S", drop=3, justify="right"), Col("FIT")]
+    rows = [[str(i), o.model, o.quant, f"{o.gpu_layers}/{o.n_layers}" if o.gpu_layers else "CPU",
+             size(o.total_bytes), size(o.headroom_bytes), f"~{o.tokens_per_s:g}", o.fits]
+            for i, o in enumerate(options[: kw["top"]], 1)]
+    if rows:
+        print_table(cols, rows)
     click.echo()
     for i, o in enumerate(options[: kw["top"]], 1):
         click.echo(f"{i:>2}. {o.model}: {'; '.join(o.why)}")
-    click.echo("\ntokens/s is a rough guide from memory bandwidth; `llmctl fit MODEL:QUANT` shows the breakdown.")
+    click.echo(f"\nFREE: memory left on the tightest device; yes = at least {size(budget.margin)} stays free on each "
+               "(backends.memory_margin), tight = less.\ntokens/s is a rough guide from memory bandwidth; "
+               f"`llmctl fit MODEL:QUANT --ctx N` shows the same estimate term by term.")

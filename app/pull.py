@@ -8,7 +8,7 @@ from pathlib import Path, PurePosixPath
 
 import click
 
-from llmctl.app.cli_context import Context, pass_ctx
+from llmctl.app.cli_context import Context, emit_json, pass_ctx
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,14 +51,19 @@ def selection(target: str) -> Target:
 @click.option("--name", help="Register under this name (default: model-quant).")
 @click.option("--force", is_flag=True, help="Rebind --name (or the default name) if it already names another file.")
 @click.option("--offline", is_flag=True, help="Make no network call (HF_HUB_OFFLINE=1 does the same).")
+@click.option("--json", "as_json", is_flag=True, help="No progress; one JSON object when done (the model, its files).")
 @pass_ctx
-def pull(ctx: Context, target: str, revision: str, name: str | None, force: bool, offline: bool) -> None:
+def pull(ctx: Context, target: str, revision: str, name: str | None, force: bool, offline: bool,
+         as_json: bool) -> None:
     """Download a GGUF into the Hugging Face cache and register it: a catalog MODEL[:QUANT], or
     ORG/REPO:QUANT (exact: Q4_K is not Q4_K_M) or ORG/REPO:FILE.gguf. A split model comes with every part, a
     vision model with its projector (mmproj). Resumes after an interruption; verifies size and checksum.
     ollama:NAME:TAG pulls into Ollama through Ollama's own registry client (served as ollama/NAME:TAG)."""
     if target.startswith(("ollama:", "ollama/")):
         from llmctl.app.ollama_cli import pull_ollama
+
+        if as_json:
+            raise click.UsageError("--json is for Hugging Face pulls; Ollama pulls report through Ollama")
 
         pull_ollama(ctx, target)
         return
@@ -98,25 +103,26 @@ def pull(ctx: Context, target: str, revision: str, name: str | None, force: bool
 
             raise StoreError(f"the name {final!r} already belongs to {existing.path}",
                              "pull with --name OTHER to keep both, or --force to point it at the new file.")
+    say = (lambda *_a, **_k: None) if as_json else click.echo
     projector_note = f" + projector {choice.projector}" if choice and choice.projector else ""
-    click.echo(f"{t.what}: {len(plan.files)} file(s){projector_note}, {plan.total / 2**30:.2f} GiB from "
+    say(f"{t.what}: {len(plan.files)} file(s){projector_note}, {plan.total / 2**30:.2f} GiB from "
                f"{t.repo}@{plan.commit[:10]}")
     paths: dict[str, Path] = {}
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                TimeRemainingColumn())
-    with Progress(*columns, disable=not os.isatty(1)) as progress:
+    with Progress(*columns, disable=as_json or not os.isatty(1)) as progress:
         total = progress.add_task("total", total=plan.total)
         sizes = {f.name: f.size for f in plan.files}
         tasks: dict[str, int] = {}
         done: dict[str, int] = {}  # bytes on disk per file
         for event in downloader.pull(plan):
             if isinstance(event, FileWaiting):
-                click.echo(f"waiting: another pull is fetching {event.name}")
+                say(f"waiting: another pull is fetching {event.name}")
             elif isinstance(event, FileStarted):
                 tasks[event.name] = progress.add_task(event.name, total=event.size, completed=event.resumed_from)
                 done[event.name] = event.resumed_from
                 if event.resumed_from:
-                    click.echo(f"resuming {event.name} at {event.resumed_from / 2**20:.1f} MiB")
+                    say(f"resuming {event.name} at {event.resumed_from / 2**20:.1f} MiB")
             elif isinstance(event, FileProgressed):
                 progress.update(tasks[event.name], completed=event.done)
                 done[event.name] = event.done
@@ -126,11 +132,19 @@ def pull(ctx: Context, target: str, revision: str, name: str | None, force: bool
                 if event.name in tasks:
                     progress.update(tasks[event.name], completed=sizes[event.name])
             progress.update(total, completed=sum(done.values()))
+    result = {"repo": t.repo, "commit": plan.commit, "bytes": plan.total,
+              "files": {n: str(p) for n, p in paths.items()}}
     if choice is None:
+        if as_json:
+            emit_json({**result, "model": None, "path": str(next(iter(paths.values())).parent)})
+            return
         click.echo(f"pulled {t.what} -> {next(iter(paths.values())).parent}")
         return
     first_path = paths[choice.first]
     projector = paths[choice.projector] if choice.projector else None
     entry = ctx.store().import_file(first_path, final, replace=force, projector=projector)
+    if as_json:
+        emit_json({**result, "model": entry.name, "path": entry.path, "projector": entry.projector})
+        return
     click.echo(f"pulled {t.what} -> {first_path}" + (f"\nprojector {projector}" if projector else ""))
     click.echo(f"registered as {entry.name}; `llmctl chat {entry.name}` to try it")

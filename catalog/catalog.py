@@ -14,17 +14,23 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from llmctl.catalog.errors import LlmctlError
 from llmctl.catalog.facts import ModelFacts, swa_layout
 
-# effective bits per weight of a whole GGUF file per quant (llama.cpp's quantize table for a 7-8B llama;
-# k-quants keep some tensors at higher precision, which these averages include)
+# effective bits per weight of a whole GGUF file per quant. From llama.cpp's quantize table (tools/quantize,
+# QUANT_OPTIONS): where it gives a file size for Llama-3-8B, size × 8 / 8.03e9 parameters (Q4_0 4.34G -> 4.64,
+# Q4_1 4.78G -> 5.11, Q5_0 5.21G -> 5.57, Q4_K_M 4.58G -> 4.89, Q6_K 6.14G -> 6.56, Q8_0 7.96G -> 8.50); where it
+# gives bits per weight (the i-quants: IQ4_XS 4.25, IQ3_M 3.66 "quantization mix"), that figure. k-quants keep
+# some tensors at higher precision, which the file sizes include.
 QUANT_BITS = {
-    "Q2_K": 3.00, "Q3_K_S": 3.50, "Q3_K_M": 3.91, "Q3_K_L": 4.27, "IQ4_XS": 4.25, "Q4_0": 4.55, "Q4_K_S": 4.58,
-    "Q4_K_M": 4.89, "Q5_K_S": 5.54, "Q5_K_M": 5.70, "Q6_K": 6.56, "Q8_0": 8.50, "F16": 16.0, "BF16": 16.0,
-    "MXFP4_MOE": 4.63,
+    "Q2_K": 3.00, "Q3_K_S": 3.50, "IQ3_M": 3.66, "Q3_K_M": 3.91, "Q3_K_L": 4.27, "IQ4_XS": 4.25, "Q4_0": 4.64,
+    "Q4_K_S": 4.58, "Q4_K_M": 4.89, "Q4_1": 5.11, "Q5_0": 5.57, "Q5_K_S": 5.54, "Q5_K_M": 5.70, "Q6_K": 6.56,
+    "Q8_0": 8.50, "F16": 16.0, "BF16": 16.0, "MXFP4_MOE": 4.63,
 }
-# relative quality of a quant (1.0 = unquantized), from llama.cpp's published perplexity increases
+# relative quality of a quant (1.0 = unquantized), from llama.cpp's published perplexity increases (the same
+# table: Q3_K_L +0.556, Q4_0 +0.469, Q4_1 +0.451, Q4_K_S +0.269, Q4_K_M +0.175, Q5_0 +0.132, Q5_K_M +0.057 on
+# Llama-3-8B), interpolated between the k-quants' values; IQ3_M is rated like Q3_K_M, IQ4_XS just under Q4_K_S
 QUANT_QUALITY = {
-    "Q2_K": 0.82, "Q3_K_S": 0.88, "Q3_K_M": 0.92, "Q3_K_L": 0.93, "IQ4_XS": 0.96, "Q4_0": 0.95, "Q4_K_S": 0.965,
-    "Q4_K_M": 0.97, "Q5_K_S": 0.98, "Q5_K_M": 0.985, "Q6_K": 0.995, "Q8_0": 0.999, "F16": 1.0, "BF16": 1.0,
+    "Q2_K": 0.82, "Q3_K_S": 0.88, "IQ3_M": 0.92, "Q3_K_M": 0.92, "Q3_K_L": 0.93, "IQ4_XS": 0.96, "Q4_0": 0.94,
+    "Q4_1": 0.945, "Q4_K_S": 0.965, "Q4_K_M": 0.97, "Q5_0": 0.975, "Q5_K_S": 0.98, "Q5_K_M": 0.985, "Q6_K": 0.995,
+    "Q8_0": 0.999, "F16": 1.0, "BF16": 1.0,
     "MXFP4_MOE": 1.0,  # gpt-oss is trained for MXFP4
 }
 # share of a block's weights the CPU backend repacks, per quant (Q4_K_M keeps some tensors at Q6_K)

@@ -73,9 +73,13 @@ class FitRequest:
         return self.profile.kind
 
 
+DEFAULT_MARGIN = GiB  # llama.cpp's --fit keeps 1 GiB free per device (--fit-target); settings backends.memory_margin
+
+
 @dataclass(frozen=True, slots=True)
 class Budget:
-    """Memory on hand: free VRAM per GPU (bytes) and available RAM (bytes).
+    """Memory on hand: free VRAM per GPU (bytes) and available RAM (bytes), and what to keep free on each device
+    (``margin``: a model that fits leaving at least that is a "yes", with less a "tight").
 
     With ``unified`` memory (Apple Silicon) there is one pool: ``ram_available`` is what of the pool models may
     use, and ``vram_free[0]`` is the part of that same pool the GPU may hold (Metal's working-set limit), not
@@ -84,6 +88,7 @@ class Budget:
 
     vram_free: tuple[int, ...] = ()
     ram_available: int = 0
+    margin: int = DEFAULT_MARGIN
     unified: bool = False
 
     @property
@@ -112,6 +117,7 @@ class Estimate:
     runtime: str
     notes: list[str] = field(default_factory=list)
     memory: str = "discrete"  # "unified": gpu_bytes and cpu_bytes are two parts of one pool (total_bytes)
+    headroom_bytes: int = 0  # memory left on the tightest device the model uses (negative: short by that much)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -236,14 +242,17 @@ def split_llama(facts: ModelFacts, req: FitRequest, ngl: int) -> tuple[int, int,
     return gpu, cpu, {**terms, "compute": compute + cpu_compute, "overhead": baseline + CUDA_CONTEXT}
 
 
-def _verdict(need: int, have: int, where: str) -> tuple[Fits, str]:
+def _verdict(need: int, have: int, where: str, margin: int) -> tuple[Fits, str]:
+    """The one verdict rule, per device: "yes" when the model leaves at least ``margin`` free (what the engines
+    keep: llama.cpp's --fit 1 GiB per device), "tight" when it fits with less, "no" when it does not fit."""
     if have <= 0:
         return "no", f"no {where} memory reported"
-    share = need / have
-    if share <= 0.85:
-        return "yes", f"{_gib(need)} of {_gib(have)} {where} ({share:.0%})"
-    if share <= 1.0:
-        return "tight", f"{_gib(need)} of {_gib(have)} {where} ({share:.0%}): little room for anything else"
+    left = have - need
+    if left >= margin:
+        return "yes", f"{_gib(need)} of {_gib(have)} {where}, {_gib(left)} left"
+    if left >= 0:
+        return "tight", (f"{_gib(need)} of {_gib(have)} {where}: only {_gib(left)} left, under the "
+                         f"{_gib(margin)} margin kept free")
     return "no", f"needs {_gib(need)} but {where} has {_gib(have)}"
 
 
@@ -258,10 +267,11 @@ def estimate_llama(facts: ModelFacts, req: FitRequest, budget: Budget) -> Estima
     if req.gpu_layers is not None:
         ngl = max(0, min(req.gpu_layers if req.gpu_layers >= 0 else n + 1, n + 1))
     elif vram:
-        # as many layers as fit in 95 % of the free VRAM of the first GPU (llama.cpp offloads to one by default)
+        # as many layers as fit in the free VRAM of the first GPU leaving the margin free, as llama.cpp's --fit
+        # does (it offloads to one GPU by default)
         ngl = 0
         for candidate in range(n + 1, -1, -1):
-            if split_llama(facts, req, candidate)[0] <= vram * 0.95:
+            if split_llama(facts, req, candidate)[0] <= vram - budget.margin:
                 ngl = candidate
                 break
     else:
@@ -272,10 +282,12 @@ def estimate_llama(facts: ModelFacts, req: FitRequest, budget: Budget) -> Estima
     order = {"yes": 0, "tight": 1, "no": 2}
     if budget.unified:
         # one pool: the whole launch against the pool, its GPU part against the GPU's limit within it
-        pool_fit, pool_why = _verdict(gpu + cpu, budget.ram_available, "unified memory")
+        pool_fit, pool_why = _verdict(gpu + cpu, budget.ram_available, "unified memory", budget.margin)
+        headroom = budget.ram_available - (gpu + cpu)
         if ngl:
             limit = budget.vram_free[0] if budget.vram_free else 0
-            gpu_fit, gpu_why = _verdict(gpu, limit, "GPU limit")
+            gpu_fit, gpu_why = _verdict(gpu, limit, "GPU limit", budget.margin)
+            headroom = min(headroom, limit - gpu)
             fits: Fits = max(gpu_fit, pool_fit, key=order.__getitem__)
             reason = f"GPU: {gpu_why}; all: {pool_why}"
         else:
@@ -283,14 +295,16 @@ def estimate_llama(facts: ModelFacts, req: FitRequest, budget: Budget) -> Estima
         if ngl and ngl <= n:
             notes.append(f"{ngl} of {n + 1} layers on the GPU: the rest run on the CPU, slower")
     elif ngl:
-        cpu_fit, cpu_why = _verdict(cpu, budget.ram_available, "RAM")
-        gpu_fit, gpu_why = _verdict(gpu, vram, "VRAM")
+        cpu_fit, cpu_why = _verdict(cpu, budget.ram_available, "RAM", budget.margin)
+        headroom = min(budget.ram_available - cpu, vram - gpu)
+        gpu_fit, gpu_why = _verdict(gpu, vram, "VRAM", budget.margin)
         fits = max(gpu_fit, cpu_fit, key=order.__getitem__)
         reason = f"GPU: {gpu_why}; CPU: {cpu_why}"
         if ngl <= n:
             notes.append(f"{ngl} of {n + 1} layers on the GPU: generation runs at CPU-bound speed for the rest")
     else:
-        fits, reason = _verdict(cpu, budget.ram_available, "RAM")
+        fits, reason = _verdict(cpu, budget.ram_available, "RAM", budget.margin)
+        headroom = budget.ram_available - cpu
     full, _, n_seq = kv_cells(facts, req)
     if req.ctx > (facts.ctx_train or req.ctx):
         notes.append(f"context {req.ctx} is above the {facts.ctx_train} tokens the model was trained on: llama.cpp "
@@ -299,7 +313,7 @@ def estimate_llama(facts: ModelFacts, req: FitRequest, budget: Budget) -> Estima
         weights_bytes=terms["weights"], repack_bytes=terms["repack"], kv_cache_bytes=terms["kv"],
         compute_bytes=terms["compute"], output_bytes=terms["output"], overhead_bytes=terms["overhead"],
         total_bytes=gpu + cpu, gpu_bytes=gpu, cpu_bytes=cpu, gpu_layers=ngl, n_layers=n, kv_cells=full * n_seq,
-        fits=fits, reason=reason, runtime=req.profile.name, notes=notes,
+        fits=fits, reason=reason, runtime=req.profile.name, notes=notes, headroom_bytes=headroom,
         memory="unified" if budget.unified else "discrete",
     )
 
@@ -337,7 +351,7 @@ def estimate_vllm(facts: ModelFacts, req: FitRequest, budget: Budget) -> Estimat
         total_bytes=max(reserve, fixed + kv_needed) + req.profile.baseline_bytes,
         gpu_bytes=max(reserve, fixed + kv_needed), cpu_bytes=req.profile.baseline_bytes, gpu_layers=facts.n_layers + 1,
         n_layers=facts.n_layers, kv_cells=req.ctx * req.parallel, fits=fits, reason=reason, runtime=req.profile.name,
-        notes=notes,
+        notes=notes, headroom_bytes=vram - max(reserve, fixed + kv_needed),
     )
 
 

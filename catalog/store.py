@@ -166,7 +166,8 @@ class ModelStore:
             info = read_gguf(resolved)  # raises ModelFileError with a clear message on anything malformed
             mmproj = None
             if projector is not None:
-                mmproj = projector.expanduser().resolve()
+                # the link's name kept, as for the model: a snapshot path, not a blob's hash
+                mmproj = projector.expanduser().absolute().parent.resolve() / projector.name
                 read_gguf(mmproj)
             # a split model is registered by its first part, whichever part was named; size is every part's
             entry = ModelEntry(final, str(info.path), "gguf", info.file_size, time.time(), info.summary(),

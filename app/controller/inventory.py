@@ -94,7 +94,7 @@ class InventoryApi:
         return replace(report, gpus=tuple(fill_vram_from_table(report.gpus)))
 
     def _budget(self, report) -> Budget:
-        return machine_budget(report.gpus, report.ram_available)
+        return machine_budget(report.gpus, report.ram_available, self.c.settings)
 
     def _request(self, ctx: int) -> FitRequest:
         return serving_request(self.c.settings, ctx)

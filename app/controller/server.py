@@ -151,7 +151,7 @@ class Controller:
         from llmctl.catalog.gguf import read_gguf
 
         gpus, _status, _detail = self.gpu_probe.read()
-        budget = machine_budget(gpus, self.host.memory()[1])
+        budget = machine_budget(gpus, self.host.memory()[1], self.settings)
         from llmctl.app.fitting import engine_baseline
 
         req = plan.fit_request(baseline_bytes=engine_baseline(plan.engine.memory_profile()))

@@ -164,7 +164,7 @@ def test_recommend_on_a_64gb_mac_runs_what_a_mac_owner_would(tmp_path: Path) -> 
     assert top.gpu_layers == top.n_layers  # all of it on the GPU (Metal)
     assert top.gpu_bytes <= r.gpus[0].vram_total and top.total_bytes <= r.ram_available
     assert top.model in ("llama-3.3-70b-instruct", "qwen2.5-32b-instruct", "qwen3-32b")
-    assert top.tokens_per_s >= 8  # reading pace on 400 GB/s
+    assert top.tokens_per_s >= 6  # about reading pace on 400 GB/s (a 70B at IQ4_XS: ~7.5)
     assert all(o.gpu_bytes <= 48 * GiB for o in options)
 
 
