@@ -31,6 +31,16 @@ def device_bytes(host: int, gpu: int, *, unified: bool) -> dict[str, int]:
     return {"ram": host, **({"gpu0": gpu} if gpu else {})}
 
 
+def holding_now(holders: Iterable[Holder]) -> dict[str, int]:
+    """What ``holders`` occupy of each device right now: measured where measured (RAM), else their reservation
+    (a GPU's use is not measured here). Added to what the device reports free, it gives what models may use."""
+    ours: dict[str, int] = {}
+    for h in holders:
+        for dev in {*h.footprint.reserved, *h.footprint.measured}:
+            ours[dev] = ours.get(dev, 0) + h.footprint.measured.get(dev, h.footprint.reserved.get(dev, 0))
+    return ours
+
+
 class DoesNotFit(RuntimeFailure):
     """A deployment needs more memory than a device has, even with nothing else loaded; or than is free while
     the other deployments are busy (``busy`` names them)."""

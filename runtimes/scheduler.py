@@ -26,7 +26,7 @@ from pathlib import Path
 
 from llmctl.catalog.store import ModelEntry
 from llmctl.runtimes.base import BackendFailed, BackendState
-from llmctl.runtimes.ledger import place
+from llmctl.runtimes.ledger import holding_now, place
 from llmctl.runtimes.process import Backend
 
 
@@ -80,13 +80,10 @@ class Scheduler:
     async def _capacity(self, backend: Backend) -> dict[str, int] | None:
         if self.capacity is None:
             return None
-        ours: dict[str, int] = {}
-        for b in self._others(backend):
+        others = self._others(backend)
+        for b in others:
             b.memory_bytes()  # refresh what the ready ones measure
-            for dev in {*b.footprint.reserved, *b.footprint.measured}:
-                # what it holds of the device right now: measured where measured (RAM), else its reservation
-                ours[dev] = ours.get(dev, 0) + b.footprint.measured.get(dev, b.footprint.reserved.get(dev, 0))
-        return await asyncio.to_thread(self.capacity, ours)
+        return await asyncio.to_thread(self.capacity, holding_now(others))
 
     def _victims_for(self, backend: Backend, capacity: dict[str, int] | None) -> list[Backend]:
         """Backends to stop so that ``backend`` fits: by memory (the ledger) and by count (``max_loaded``).

@@ -36,7 +36,7 @@ from llmctl.catalog.errors import ConfigError, LlmctlError
 from llmctl.catalog.store import ModelEntry, ModelStore
 from llmctl.runtimes.base import CHAT, COMPLETIONS, EMBEDDINGS, PortInUseError
 from llmctl.runtimes.hardware import GpuProbe
-from llmctl.runtimes.ledger import UNIFIED, device_bytes
+from llmctl.runtimes.ledger import UNIFIED, device_bytes, holding_now
 from llmctl.runtimes.process import (
     Backend,
     RestartPolicy,
@@ -166,13 +166,10 @@ class Controller:
         """Per device: what models may use in all, what every live deployment reserved (its estimate), measured
         and holds (the larger), and the margin kept free. Blocking (reads RAM and the GPUs)."""
         live = [b for b in self.scheduler.backends.values() if b.alive]
-        ours: dict[str, int] = {}
         for b in live:
             b.memory_bytes()
-            for dev in {*b.footprint.reserved, *b.footprint.measured}:
-                ours[dev] = ours.get(dev, 0) + b.footprint.measured.get(dev, b.footprint.reserved.get(dev, 0))
         devices = {}
-        capacity = self._capacity(ours)
+        capacity = self._capacity(holding_now(live))
         for dev, cap in capacity.items():
             devices[dev] = {
                 **({"within": UNIFIED} if dev == "gpu0" and UNIFIED in capacity else {}),
