@@ -40,8 +40,7 @@ class Context:
     def client(self):
         from llmctl.app.client import ControllerClient, controller_url
 
-        key = self.settings.server.api_key
-        return ControllerClient(controller_url(self.settings, self.paths), key.get_secret_value() if key else None)
+        return ControllerClient(controller_url(self.settings, self.paths), self.settings.server.client_key())
 
     def call(self, use):
         """Run ``await use(client)`` with a fresh client and return its result (for one-shot commands)."""

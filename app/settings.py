@@ -9,13 +9,82 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ByteSize, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ByteSize,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from llmctl.app.paths import Paths
 from llmctl.catalog.errors import ConfigError
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+UNNAMED_KEY = "default"  # how ``server.api_key`` is named in metrics and ``GET /llmctl/v1/keys``
+
+
+class ApiKeySettings(BaseModel):
+    """``[[server.keys]]``: a named API key with optional limits. Give the secret as ``key_env`` (the name of an
+    environment variable holding it) rather than writing it in the file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+    """Shown in ``/metrics`` (label ``key``) and ``GET /llmctl/v1/keys``; the secret never is."""
+    key: SecretStr | None = None
+    """The secret, written in the file; prefer ``key_env``."""
+    key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """The environment variable holding the secret (read when the controller starts)."""
+    requests_per_minute: int | None = Field(None, ge=1)
+    """Inference requests allowed per minute (a token bucket refilled continuously); over it: 429."""
+    tokens_per_minute: int | None = Field(None, ge=1)
+    """Prompt + completion tokens per minute, charged after each response from its usage; once spent, requests
+    get 429 until the bucket refills."""
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> ApiKeySettings:
+        if (self.key is None) == (self.key_env is None):
+            raise ValueError(f"key '{self.name}': give exactly one of key or key_env")
+        if self.name == UNNAMED_KEY:
+            raise ValueError(f"'{UNNAMED_KEY}' is how server.api_key is named; choose another name")
+        return self
+
+    def secret(self) -> str:
+        """The secret; ConfigError when ``key_env`` names a variable that is unset or empty."""
+        if self.key is not None:
+            value = self.key.get_secret_value()
+        else:
+            value = os.environ.get(self.key_env or "", "")
+            if not value:
+                raise ConfigError(f"API key '{self.name}': the environment variable {self.key_env} is not set",
+                                  "set it before starting the controller, or remove the key from [[server.keys]].")
+        if len(value) < 8:
+            raise ConfigError(f"API key '{self.name}' is shorter than 8 characters", "use a longer secret.")
+        return value
+
+
+class ResponseCacheSettings(BaseModel):
+    """``[server.response_cache]``: an exact-match cache of deterministic answers, in memory."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    """Off by default. Only non-streamed chat/completions requests with ``temperature = 0`` and ``n`` 1 or absent
+    are cached, keyed by the model and the whole body; errors never are."""
+    entries: int = Field(1024, ge=1)
+    """Most answers kept; the least recently used one goes first."""
+    max_bytes: ByteSize = ByteSize(64 << 20)
+    """Most bytes of answers kept; an answer larger than this is not cached."""
+    ttl: float | None = Field(None, gt=0)
+    """Seconds an answer stays valid; unset: as long as the controller runs (or until evicted)."""
+    per_key: bool = True
+    """With named keys, each key has its own answers (a hit would tell one key what another asked)."""
 
 
 class ServerSettings(BaseModel):
@@ -35,6 +104,33 @@ class ServerSettings(BaseModel):
     cors_origins: list[str] = []
     """Web origins (``https://app.example``) allowed to call llmctl from a browser. A request carrying any other
     ``Origin`` header is refused with 403. Empty (the default) refuses every browser page."""
+    keys: list[ApiKeySettings] = []
+    """Named API keys (``[[server.keys]]``). When any key is set (these or ``api_key``), every route needs one."""
+    response_cache: ResponseCacheSettings = ResponseCacheSettings()
+
+    @field_validator("keys")
+    @classmethod
+    def _unique_names(cls, keys: list[ApiKeySettings]) -> list[ApiKeySettings]:
+        names = [k.name for k in keys]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"key names must be unique: {', '.join(dupes)} appears more than once")
+        return keys
+
+    @property
+    def needs_key(self) -> bool:
+        return self.api_key is not None or bool(self.keys)
+
+    def client_key(self) -> str | None:
+        """The key llmctl's own CLI and TUI send: ``api_key``, else the first named key whose secret resolves."""
+        if self.api_key is not None:
+            return self.api_key.get_secret_value()
+        for key in self.keys:
+            try:
+                return key.secret()
+            except ConfigError:
+                continue
+        return None
 
 
 EngineChoice = Literal["auto", "xllamacpp", "llama-server", "llama-cpp-python"]
@@ -84,6 +180,10 @@ class BackendSettings(BaseModel):
     """Seconds between SIGTERM and SIGKILL when stopping a backend."""
     retry_failed_after: float = Field(30.0, ge=0)
     """A failed model is tried again by a new request after this many seconds."""
+    max_queue: int = Field(32, ge=1)
+    """Requests that may wait for one model (while it loads, or while its slots or ``max_concurrent`` are all
+    busy); one more gets 429 with Retry-After. At least 1: a model that is not loaded is started by a request
+    that waits for it."""
 
 
 class ModelProfile(BaseModel):
@@ -117,6 +217,10 @@ class ModelProfile(BaseModel):
     deployments pass it as ``keep_alive``."""
     pinned: bool = False
     """Never unloaded to make room or when idle (only by `llmctl stop`)."""
+    max_queue: int | None = Field(None, ge=1)
+    """Requests that may wait for this model (overrides ``backends.max_queue``)."""
+    max_concurrent: int | None = Field(None, ge=1)
+    """Requests forwarded to this model at once (llama-swap's ``concurrencyLimit``); more wait in its queue."""
 
 
 class OllamaSettings(BaseModel):

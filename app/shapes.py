@@ -191,6 +191,8 @@ class RequestRecord(TypedDict):
     completion_tokens: int | None
     tokens_per_s: float | None
     error: str | None
+    key: str | None  # the API key's name
+    cache: str | None  # hit | miss | bypass, with the response cache on
 
 
 class RequestsSnapshot(TypedDict):

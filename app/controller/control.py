@@ -38,6 +38,7 @@ class ControlApi:
             web.post(f"{PREFIX}/backends/{{model}}/unload", self.unload),
             web.get(f"{PREFIX}/backends/{{model}}/logs", self.logs),
             web.get(f"{PREFIX}/requests", self.requests),
+            web.get(f"{PREFIX}/keys", self.keys),
             web.post(f"{PREFIX}/shutdown", self.shutdown),
         ]
 
@@ -138,6 +139,21 @@ class ControlApi:
             raise ApiError(400, "limit must be a whole number", code="invalid_value") from None
         recent = list(self.c.metrics.recent)[-limit:] if limit else []
         return web.json_response({"requests": [r.to_json() for r in recent], "in_flight": self.c.metrics.active})
+
+    async def keys(self, request: web.Request) -> web.Response:
+        """Every API key by name (never its secret): its limits, what is left of them, its usage; the response
+        cache's counts and each model's queue."""
+        cache = self.c.response_cache
+        queues = {name: {"inside": q.inside, "max_queue": q.max_queue, "max_concurrent": q.max_concurrent,
+                         "rejected": q.rejected} for name, q in self.c.gateway.queues.items()}
+        return web.json_response({
+            "keys": self.c.keys.snapshot(),
+            "response_cache": None if cache is None else {
+                "entries": len(cache), "bytes": cache.bytes, "max_entries": cache.max_entries,
+                "max_bytes": cache.max_bytes, "hits": cache.hits, "misses": cache.misses,
+                "evictions": cache.evictions},
+            "queues": queues,
+        })
 
     async def shutdown(self, request: web.Request) -> web.Response:
         self.c.request_shutdown()

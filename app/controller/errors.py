@@ -13,13 +13,16 @@ _TYPES = {
     409: "invalid_request_error",
     413: "invalid_request_error",
     415: "invalid_request_error",
+    429: "rate_limit_error",
     502: "server_error",
     503: "server_error",
 }
 
 
-def error_body(message: str, status: int, *, code: str | None = None, param: str | None = None) -> dict:
-    return {"error": {"message": message, "type": _TYPES.get(status, "server_error"), "param": param, "code": code}}
+def error_body(message: str, status: int, *, code: str | None = None, param: str | None = None,
+               type: str | None = None) -> dict:
+    kind = type or _TYPES.get(status, "server_error")
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
 def error_response(
@@ -29,9 +32,14 @@ def error_response(
     code: str | None = None,
     param: str | None = None,
     retry_after: int | None = None,
+    type: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> web.Response:
-    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-    return web.json_response(error_body(message, status, code=code, param=param), status=status, headers=headers)
+    headers = dict(headers or {})
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return web.json_response(error_body(message, status, code=code, param=param, type=type), status=status,
+                             headers=headers or None)
 
 
 class ApiError(Exception):
@@ -39,7 +47,7 @@ class ApiError(Exception):
 
     def __init__(
         self, status: int, message: str, *, code: str | None = None, param: str | None = None,
-        retry_after: int | None = None,
+        retry_after: int | None = None, type: str | None = None, headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -47,8 +55,9 @@ class ApiError(Exception):
         self.code = code
         self.param = param
         self.retry_after = retry_after
+        self.type = type
+        self.headers = headers
 
     def response(self) -> web.Response:
-        return error_response(
-            self.status, self.message, code=self.code, param=self.param, retry_after=self.retry_after
-        )
+        return error_response(self.status, self.message, code=self.code, param=self.param,
+                              retry_after=self.retry_after, type=self.type, headers=self.headers)

@@ -3,6 +3,11 @@
 A request is checked, routed by its ``model`` to that model's backend (started on demand, waited for within a
 bound), and forwarded as the bytes it came in. Streams go back chunk by chunk as they arrive, never buffered
 (RELIABILITY 12); a backend that dies mid-stream ends the client's stream with an error event (RELIABILITY 13).
+
+Policy, in the order a request meets it: its API key's per-minute limits (``limits.Keys``: 429 with OpenAI's
+``x-ratelimit-*`` headers, which successful answers carry too), the response cache (``cache``: an exact-match hit
+never reaches the backend), the model's bounded queue (``limits.ModelQueue``: 429 with Retry-After). The tokens an
+answer used are charged to its key afterwards.
 """
 
 from __future__ import annotations
@@ -15,9 +20,12 @@ from collections.abc import Callable
 import aiohttp
 from aiohttp import web
 
+from llmctl.app.controller.cache import ResponseCache, cache_key, cacheable
 from llmctl.app.controller.directory import ModelDirectory
 from llmctl.app.controller.errors import ApiError, error_body
-from llmctl.app.controller.metrics import Metrics, StreamMeter
+from llmctl.app.controller.limits import Keys, ModelQueue
+from llmctl.app.controller.metrics import Metrics, StreamMeter, queue_families
+from llmctl.app.controller.security import EXTRA_HEADERS, KEY_STATE
 from llmctl.app.controller.validation import check_chat, check_completion, check_embeddings
 from llmctl.catalog.errors import LlmctlError
 from llmctl.catalog.store import ModelEntry
@@ -43,13 +51,22 @@ class BackendGone(Exception):
 
 class Gateway:
     def __init__(self, models: ModelDirectory, scheduler: Scheduler, metrics: Metrics,
-                 capabilities: Callable[[ModelEntry], frozenset[str]], aliases: dict[str, str] | None = None) -> None:
+                 capabilities: Callable[[ModelEntry], frozenset[str]], aliases: dict[str, str] | None = None, *,
+                 keys: Keys | None = None, cache: ResponseCache | None = None, cache_per_key: bool = True,
+                 queue_limits: Callable[[ModelEntry], tuple[int, int | None]] | None = None) -> None:
         self.models = models
         self.scheduler = scheduler
         self.metrics = metrics
         self.capabilities = capabilities  # what a model's deployment serves, known before it is started
         self.aliases = aliases or {}  # other names clients may use -> registered model name
+        self.keys = keys or Keys([])
+        self.cache = cache
+        self.cache_per_key = cache_per_key
+        self.queue_limits = queue_limits or (lambda entry: (32, None))  # (max_queue, max_concurrent) of a model
+        self.queues: dict[str, ModelQueue] = {}
         self.session: aiohttp.ClientSession | None = None
+        metrics.watch(lambda: queue_families({n: q.rejected for n, q in self.queues.items()},
+                                             {n: q.inside for n, q in self.queues.items()}))
 
     def routes(self) -> list[web.AbstractRouteDef]:
         return [
@@ -132,7 +149,18 @@ class Gateway:
             raise ApiError(400, "the request body must be a JSON object", code="invalid_json")
         return raw, body
 
+    def _queue(self, entry: ModelEntry) -> ModelQueue:
+        queue = self.queues.get(entry.name)
+        if queue is None:
+            queue = self.queues[entry.name] = ModelQueue(entry.name, *self.queue_limits(entry))
+        return queue
+
     async def _forward(self, request: web.Request, path: str, check) -> web.StreamResponse:
+        key = request.get(KEY_STATE)
+        headers: dict[str, str] = {}
+        request[EXTRA_HEADERS] = headers  # added to whatever response leaves, errors and streams included
+        if key is not None:
+            headers.update(self.keys.admit(key))  # or 429 with the key's x-ratelimit-* headers
         raw, body = await self._body(request)
         check(body)
         entry = await self._entry(body["model"])
@@ -150,27 +178,38 @@ class Gateway:
                 raise ApiError(400, f"keep_alive: {exc.message}", code="invalid_value", param="keep_alive") from None
         stream = bool(body.get("stream"))
         rec = self.metrics.begin(entry.name, path, stream)
+        rec.key = key.name if key is not None else None
         meter = StreamMeter()
         status, error, usage = 500, None, None
+        stored = None  # the cache key an answer is kept under, when it may be
+        if self.cache is not None:
+            if cacheable(path, body):
+                partition = key.name if key is not None and self.cache_per_key else None
+                stored = cache_key(path, entry.name, entry.path, partition, body)
+                hit = self.cache.get(stored)
+                rec.cache = headers["x-llmctl-cache"] = "hit" if hit is not None else "miss"
+                if hit is not None:  # no tokens charged: the backend did no work
+                    self.metrics.finish(rec, 200, meter, usage=None, error=None)
+                    return web.Response(body=hit.body, headers={"Content-Type": hit.content_type})
+            else:
+                rec.cache = headers["x-llmctl-cache"] = "bypass"
+        queue = self._queue(entry)
+        admitted = False
         try:
-            for attempt in (1, 2):
-                try:
-                    async with self.scheduler.use(entry, keep_alive=keep_alive) as backend:
-                        url, auth = backend.base_url + path, backend.auth_headers
-                        sent = _renamed(raw, body, backend.upstream_model)
-                        if stream:
-                            response, status, error = await self._stream(request, url, auth, sent, meter, entry.name)
-                        else:
-                            response, status, usage = await self._unary(url, auth, sent)
-                        return response
-                except BackendGone:
-                    # it died before a byte was sent back: inference has no side effects, so once the supervisor
-                    # has noticed (and restarts it), the request goes again, invisibly
-                    if attempt == 2:
-                        raise ApiError(502, f"the model server for '{entry.name}' refused the request twice; see "
-                                       f"`llmctl logs {entry.name}`", code="backend_error") from None
-                    await _noticed(backend)
-            raise AssertionError("unreachable")
+            current = self.scheduler.get(entry.name)
+            ready = current is not None and current.state is BackendState.READY
+            queue.admit(current.spec.parallel if ready and current is not None else 0, loading=not ready)
+            admitted = True
+            await queue.acquire()  # a no-op unless the model has max_concurrent
+            try:
+                response, status, usage, error = await self._attempts(request, entry, path, raw, body, stream,
+                                                                      meter, keep_alive)
+            finally:
+                queue.release()
+            if stored is not None and status == 200 and isinstance(response, web.Response) \
+                    and isinstance(response.body, bytes):
+                self.cache.put(stored, response.body, response.headers.get("Content-Type", "application/json"), usage)
+            return response
         except DoesNotFit as exc:
             status, error = 503, exc.title
             raise ApiError(503, f"{exc.title}. {exc.message}", code="insufficient_memory",
@@ -190,7 +229,33 @@ class Gateway:
             status, error = 503, exc.message
             raise ApiError(503, f"{exc.title}: {exc.message}", code="backend_unavailable") from None
         finally:
+            if admitted:
+                queue.leave()
             self.metrics.finish(rec, status, meter, usage=usage, error=error)
+            if key is not None:
+                self.keys.charge(key, rec.prompt_tokens, rec.completion_tokens)
+
+    async def _attempts(self, request: web.Request, entry: ModelEntry, path: str, raw: bytes, body: dict,
+                        stream: bool, meter: StreamMeter, keep_alive: float | None
+                        ) -> tuple[web.StreamResponse, int, dict | None, str | None]:
+        """Send the request to the model's backend: once, or twice when it died before answering."""
+        for attempt in (1, 2):
+            try:
+                async with self.scheduler.use(entry, keep_alive=keep_alive) as backend:
+                    url, auth = backend.base_url + path, backend.auth_headers
+                    sent = _renamed(raw, body, backend.upstream_model)
+                    if stream:
+                        response, status, error = await self._stream(request, url, auth, sent, meter, entry.name)
+                        return response, status, None, error
+                    return (*await self._unary(url, auth, sent), None)
+            except BackendGone:
+                # it died before a byte was sent back: inference has no side effects, so once the supervisor
+                # has noticed (and restarts it), the request goes again, invisibly
+                if attempt == 2:
+                    raise ApiError(502, f"the model server for '{entry.name}' refused the request twice; see "
+                                   f"`llmctl logs {entry.name}`", code="backend_error") from None
+                await _noticed(backend)
+        raise AssertionError("unreachable")
 
     async def _post(self, url: str, auth: dict[str, str], raw: bytes) -> aiohttp.ClientResponse:
         """POST to a backend. A pooled connection the backend closed between requests (llama-server's HTTP

@@ -11,9 +11,11 @@ import json
 import re
 import time
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 # an event carries a token when it has a "content" (chat), "reasoning_content"/"reasoning" (a reasoning model's
 # thinking, as llama.cpp and vLLM name it) or
@@ -41,6 +43,8 @@ class RequestRecord:
     completion_tokens: int | None = None
     tokens_per_s: float | None = None
     error: str | None = None
+    key: str | None = None  # the API key's name
+    cache: str | None = None  # hit | miss | bypass, with the response cache on
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -163,6 +167,10 @@ class Metrics:
             self.tokens.labels(rec.model, "completion").inc(rec.completion_tokens)
         self.recent.append(rec)
 
+    def watch(self, collect: Callable[[], Iterable]) -> None:
+        """Export series read live from elsewhere (``collect`` yields metric families) on every scrape."""
+        self.registry.register(_Live(collect))
+
     def observe_gaps(self, model: str, gaps: list[float]) -> None:
         if gaps:
             child = self.itl.labels(model)
@@ -176,6 +184,64 @@ class Metrics:
         registry = CollectorRegistry()
         registry.register(_Families(extra))
         return generate_latest(self.registry) + generate_latest(registry)
+
+
+def key_families(snapshot: list[dict]) -> Iterable:
+    """``llmctl_key_*`` from ``Keys.snapshot()``: labelled by the key's name, never its secret."""
+    requests = CounterMetricFamily("llmctl_key_requests", "Inference requests admitted per API key", labels=["key"])
+    tokens = CounterMetricFamily("llmctl_key_tokens", "Tokens charged per API key", labels=["key", "kind"])
+    limited = CounterMetricFamily("llmctl_key_rate_limited", "Requests refused with 429 per API key and limit",
+                                  labels=["key", "limit"])
+    remaining = GaugeMetricFamily("llmctl_key_remaining", "What is left of a key's per-minute limit",
+                                  labels=["key", "limit"])
+    for k in snapshot:
+        requests.add_metric([k["name"]], k["requests"])
+        tokens.add_metric([k["name"], "prompt"], k["prompt_tokens"])
+        tokens.add_metric([k["name"], "completion"], k["completion_tokens"])
+        for kind, n in k["rate_limited"].items():
+            limited.add_metric([k["name"], kind], n)
+        for kind in ("requests", "tokens"):
+            if k[f"remaining_{kind}"] is not None:
+                remaining.add_metric([k["name"], kind], k[f"remaining_{kind}"])
+    return [requests, tokens, limited, remaining]
+
+
+def cache_families(hits: int, misses: int, evictions: int, entries: int, size: int) -> Iterable:
+    """``llmctl_response_cache_*``."""
+    out = []
+    for name, doc, value in (("hits", "Answers served from the response cache", hits),
+                             ("misses", "Cacheable requests not in the response cache", misses),
+                             ("evictions", "Answers dropped to keep the cache within its bounds", evictions)):
+        family = CounterMetricFamily(f"llmctl_response_cache_{name}", doc)
+        family.add_metric([], value)
+        out.append(family)
+    for name, doc, value in (("entries", "Answers in the response cache", entries),
+                             ("bytes", "Bytes of answers in the response cache", size)):
+        family = GaugeMetricFamily(f"llmctl_response_cache_{name}", doc)
+        family.add_metric([], value)
+        out.append(family)
+    return out
+
+
+def queue_families(rejected: dict[str, int], inside: dict[str, int]) -> Iterable:
+    """``llmctl_queue_*`` per model."""
+    refused = CounterMetricFamily("llmctl_queue_rejected", "Requests refused with 429: the model's queue was full",
+                                  labels=["model"])
+    held = GaugeMetricFamily("llmctl_queue_requests", "Requests in the gateway for a model (waiting or served)",
+                             labels=["model"])
+    for model, n in rejected.items():
+        refused.add_metric([model], n)
+    for model, n in inside.items():
+        held.add_metric([model], n)
+    return [refused, held]
+
+
+class _Live:
+    def __init__(self, collect: Callable[[], Iterable]) -> None:
+        self.collect_fn = collect
+
+    def collect(self):
+        return iter(self.collect_fn())
 
 
 class _Families:

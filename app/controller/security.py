@@ -2,7 +2,9 @@
 
 - Host header: when bound to loopback only loopback names (plus ``allowed_hosts``) are accepted, which stops
   DNS rebinding: a web page cannot reach the endpoint through a name that resolves to 127.0.0.1.
-- API key: when one is set, every route needs it; compared in constant time.
+- API keys: when any is set (``server.api_key`` or ``[[server.keys]]``), every route needs one; the presented key is
+  compared with every secret in constant time, and the request carries which key it was (``KEY_STATE``) for the
+  gateway's limits and usage.
 - Origin (RELIABILITY 22): a request with an ``Origin`` header comes from a web page; unless that origin is in
   ``server.cors_origins`` it is refused with 403 before it does anything. CORS headers go to listed origins only;
   backends' own headers are never forwarded.
@@ -15,13 +17,13 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from llmctl.app.controller.errors import ApiError, error_response
+from llmctl.app.controller.limits import Keys, KeyState
 from llmctl.app.settings import ServerSettings, is_loopback
 
 log = logging.getLogger("llmctl.controller")
@@ -37,8 +39,7 @@ def _host_name(host_header: str) -> str:
     return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
 
 
-def build_middlewares(server: ServerSettings) -> list:
-    api_key = server.api_key.get_secret_value().encode() if server.api_key else None
+def build_middlewares(server: ServerSettings, keys: Keys) -> list:
     check_host = is_loopback(server.host)
     allowed = {h.lower() for h in server.allowed_hosts}
     origins = set(server.cors_origins)
@@ -80,12 +81,14 @@ def build_middlewares(server: ServerSettings) -> list:
             request[CORS_KEY] = origin
             if request.method == "OPTIONS":
                 return web.Response(status=204)
-        if api_key is not None:
+        if keys.enabled:
             given = request.headers.get("Authorization", "")
             token = given[7:] if given[:7].lower() == "bearer " else request.headers.get("x-api-key", "")
-            if not hmac.compare_digest(token.encode(), api_key):
+            state = keys.identify(token.strip())
+            if state is None:
                 return error_response(401, "missing or wrong API key: send `Authorization: Bearer <key>`",
                                       code="invalid_api_key")
+            request[KEY_STATE] = state
         if request.method in STATE_CHANGING and request.content_type != "application/json":
             given = request.headers.get("Content-Type") or "none"
             return error_response(415, f"{request.method} requests need `Content-Type: application/json` "
@@ -97,12 +100,16 @@ def build_middlewares(server: ServerSettings) -> list:
 
 CORS_KEY = web.RequestKey("cors_origin", str)
 STARTED_KEY = web.RequestKey("response_started", bool)
+KEY_STATE = web.RequestKey("api_key", KeyState)
+EXTRA_HEADERS = web.RequestKey("extra_headers", dict)  # set by a handler, added to whatever response leaves
 
 
 async def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
     """on_response_prepare hook: CORS headers for allowed origins only, on every response, streamed ones too.
     Also notes that the response has started, so the error middleware never answers a second time."""
     request[STARTED_KEY] = True
+    for name, value in request.get(EXTRA_HEADERS, {}).items():
+        response.headers.setdefault(name, value)
     origin = request.get(CORS_KEY)
     if origin:
         response.headers["Access-Control-Allow-Origin"] = origin

@@ -22,16 +22,18 @@ import psutil
 from aiohttp import web
 
 from llmctl import __version__
+from llmctl.app.controller.cache import ResponseCache
 from llmctl.app.controller.control import ControlApi
 from llmctl.app.controller.directory import ModelDirectory
 from llmctl.app.controller.gateway import Gateway
 from llmctl.app.controller.inventory import InventoryApi
+from llmctl.app.controller.limits import Keys
 from llmctl.app.controller.lock import ControllerLock
-from llmctl.app.controller.metrics import Metrics
+from llmctl.app.controller.metrics import Metrics, cache_families, key_families
 from llmctl.app.controller.security import add_cors_headers, build_middlewares
 from llmctl.app.deployments import LaunchPlan, launch_plan, profile_for
 from llmctl.app.paths import Paths
-from llmctl.app.settings import Settings, is_loopback
+from llmctl.app.settings import UNNAMED_KEY, Settings, is_loopback
 from llmctl.catalog.errors import ConfigError, LlmctlError
 from llmctl.catalog.store import ModelEntry, ModelStore
 from llmctl.runtimes.base import CHAT, COMPLETIONS, EMBEDDINGS, PortInUseError
@@ -93,8 +95,17 @@ class Controller:
 
         self.ollama = make_server(settings, paths, state=self.state, policy=self.policy)
         self.models = ModelDirectory(self.store, [self.ollama] if self.ollama is not None else [])
+        self.keys = Keys(api_keys(settings))
+        rc = settings.server.response_cache
+        self.response_cache = ResponseCache(rc.entries, int(rc.max_bytes), rc.ttl) if rc.enabled else None
         self.gateway = Gateway(self.models, self.scheduler, self.metrics, self.capabilities, aliases={
-            alias.strip().lower(): name for name, prof in settings.models.items() for alias in prof.aliases})
+            alias.strip().lower(): name for name, prof in settings.models.items() for alias in prof.aliases},
+            keys=self.keys, cache=self.response_cache, cache_per_key=rc.per_key, queue_limits=self.queue_limits)
+        self.metrics.watch(lambda: key_families(self.keys.snapshot()))
+        if self.response_cache is not None:
+            cache = self.response_cache
+            self.metrics.watch(lambda: cache_families(cache.hits, cache.misses, cache.evictions, len(cache),
+                                                      cache.bytes))
         self.control = ControlApi(self)
         self.inventory = InventoryApi(self)
         self.started_at = time.time()
@@ -132,6 +143,12 @@ class Controller:
         backend.pinned = prof.pinned
         backend.ttl = ttl
         return backend
+
+    def queue_limits(self, entry: ModelEntry) -> tuple[int, int | None]:
+        """A model's ``max_queue`` and ``max_concurrent``: its profile's, else the defaults."""
+        prof = profile_for(self.settings, entry.name)
+        return (prof.max_queue if prof.max_queue is not None else self.settings.backends.max_queue,
+                prof.max_concurrent)
 
     def capabilities(self, entry: ModelEntry) -> frozenset[str]:
         """What the model's deployment serves (known before it starts): what its engine said (Ollama's models),
@@ -210,7 +227,7 @@ class Controller:
 
     def build_app(self) -> web.Application:
         app = web.Application(
-            middlewares=build_middlewares(self.settings.server),
+            middlewares=build_middlewares(self.settings.server, self.keys),
             client_max_size=self.settings.server.max_body_bytes,
             handler_args={"access_log": None},
         )
@@ -243,7 +260,7 @@ class Controller:
     # lifecycle ---------------------------------------------------------------------------------------------
     def check_bind(self) -> None:
         server = self.settings.server
-        if not is_loopback(server.host) and server.api_key is None:
+        if not is_loopback(server.host) and not server.needs_key:
             raise ConfigError(
                 f"refusing to listen on {server.host} without an API key",
                 "anyone who can reach this machine could use and manage your models. "
@@ -334,6 +351,25 @@ class Controller:
                 self.paths.controller_state.unlink()
         self.lock.release()
         self.on_event(ControllerEvent("stopped", "all backends stopped"))
+
+
+def api_keys(settings: Settings) -> list[tuple[str, str, int | None, int | None]]:
+    """Every key the gateway accepts: ``server.api_key`` (unnamed: ``default``, no limits), then
+    ``[[server.keys]]`` with their secrets read (from ``key_env`` when given). Two keys may not share a secret:
+    each request must be charged to one name."""
+    out: list[tuple[str, str, int | None, int | None]] = []
+    server = settings.server
+    if server.api_key is not None:
+        out.append((UNNAMED_KEY, server.api_key.get_secret_value(), None, None))
+    for key in server.keys:
+        out.append((key.name, key.secret(), key.requests_per_minute, key.tokens_per_minute))
+    secrets_seen: dict[str, str] = {}
+    for name, secret, _rpm, _tpm in out:
+        if secret in secrets_seen:
+            raise ConfigError(f"API keys '{secrets_seen[secret]}' and '{name}' have the same secret",
+                              "give each key its own secret, so every request is charged to one name.")
+        secrets_seen[secret] = name
+    return out
 
 
 # SIGHUP too: closing the terminal that runs `llmctl serve` must not orphan its model servers

@@ -113,3 +113,48 @@ def test_ollama_engine_settings_and_model_ttl(llmctl_home: Path, monkeypatch) ->
     monkeypatch.setenv("LLMCTL_ENGINES__OLLAMA__MODE", "sometimes")
     with pytest.raises(ConfigError, match=r"engines\.ollama\.mode"):
         load_settings(paths)
+
+
+def test_named_keys_read_their_secret_from_the_environment(monkeypatch) -> None:
+    from llmctl.app.controller.server import api_keys
+    from llmctl.app.settings import ResponseCacheSettings
+
+    paths = resolve_paths()
+    _write(paths.config_file, '[server]\napi_key = "old-single-key"\n'
+                              '[[server.keys]]\nname = "alice"\nkey_env = "ALICE_KEY"\nrequests_per_minute = 60\n'
+                              '[[server.keys]]\nname = "bob"\nkey = "bob-in-the-file"\ntokens_per_minute = 1000\n'
+                              '[server.response_cache]\nenabled = true\nmax_bytes = "1MiB"\n')
+    s = load_settings(paths)
+    assert s.server.response_cache.enabled and s.server.response_cache.max_bytes == 1 << 20
+    assert not ResponseCacheSettings().enabled  # off by default
+    with pytest.raises(ConfigError, match="ALICE_KEY is not set"):
+        api_keys(s)
+    monkeypatch.setenv("ALICE_KEY", "alice-from-env")
+    assert api_keys(s) == [("default", "old-single-key", None, None), ("alice", "alice-from-env", 60, None),
+                           ("bob", "bob-in-the-file", None, 1000)]
+    assert s.server.needs_key and s.server.client_key() == "old-single-key"
+    monkeypatch.setenv("ALICE_KEY", "bob-in-the-file")
+    with pytest.raises(ConfigError, match="same secret"):
+        api_keys(s)
+
+
+@pytest.mark.parametrize(("keys", "match"), [
+    ('name = "a"\nkey = "k-123456"\nkey_env = "K"\n', "exactly one of key or key_env"),
+    ('name = "a"\n', "exactly one of key or key_env"),
+    ('name = "default"\nkey_env = "K"\n', "server.api_key"),
+    ('name = "a b"\nkey_env = "K"\n', "server.keys.0.name"),
+    ('name = "a"\nkey_env = "K"\nrequests_per_minute = 0\n', "requests_per_minute"),
+])
+def test_bad_keys_are_named(keys: str, match: str) -> None:
+    paths = resolve_paths()
+    _write(paths.config_file, f"[[server.keys]]\n{keys}")
+    with pytest.raises(ConfigError, match=match):
+        load_settings(paths)
+
+
+def test_key_names_are_unique() -> None:
+    paths = resolve_paths()
+    one = '[[server.keys]]\nname = "a"\nkey_env = "A"\n'
+    _write(paths.config_file, one + one)
+    with pytest.raises(ConfigError, match="a appears more than once"):
+        load_settings(paths)
