@@ -38,6 +38,7 @@ class ControlApi:
             web.post(f"{PREFIX}/backends/{{model}}/unload", self.unload),
             web.get(f"{PREFIX}/backends/{{model}}/logs", self.logs),
             web.get(f"{PREFIX}/requests", self.requests),
+            web.get(f"{PREFIX}/remotes", self.remotes),
             web.post(f"{PREFIX}/shutdown", self.shutdown),
         ]
 
@@ -138,6 +139,11 @@ class ControlApi:
             raise ApiError(400, "limit must be a whole number", code="invalid_value") from None
         recent = list(self.c.metrics.recent)[-limit:] if limit else []
         return web.json_response({"requests": [r.to_json() for r in recent], "in_flight": self.c.metrics.active})
+
+    async def remotes(self, request: web.Request) -> web.Response:
+        """Each remote's health (ready, failed with why, skipped with why), and the latest failovers."""
+        failovers = [{"asked": a, "failed": f, "served_by": n, "why": w} for a, f, n, w in self.c.gateway.failovers]
+        return web.json_response({"remotes": [r.status() for r in self.c.remotes], "failovers": failovers[-20:]})
 
     async def shutdown(self, request: web.Request) -> web.Response:
         self.c.request_shutdown()

@@ -3,6 +3,11 @@
 A request is checked, routed by its ``model`` to that model's backend (started on demand, waited for within a
 bound), and forwarded as the bytes it came in. Streams go back chunk by chunk as they arrive, never buffered
 (RELIABILITY 12); a backend that dies mid-stream ends the client's stream with an error event (RELIABILITY 13).
+
+Failover: a model whose profile names a ``fallback`` (a remote's copy, ``REMOTE/MODEL``, or the other way round)
+hands a request to it when it cannot take it before the first byte: failed or unreachable, does not fit, still
+loading past the wait, refused the connection twice, or (upstream) answered 502/503/504. Which model answered is
+in the ``X-Llmctl-Served-By`` header and the request record. Once a byte has gone back, nothing fails over.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections import deque
 from collections.abc import Callable
 
 import aiohttp
@@ -37,18 +43,42 @@ _UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError)
 _NEEDS = {"/v1/chat/completions": CHAT, "/v1/completions": COMPLETIONS, "/v1/embeddings": EMBEDDINGS}
 
 
+_DOWN = (502, 503, 504)  # an upstream that says it cannot serve now: another model may, before the first byte
+
+
 class BackendGone(Exception):
     """The backend refused the connection before answering: it died; the request may be sent again."""
 
 
+class _Refused(Exception):
+    """A backend refused the connection twice (nothing was sent back to the client)."""
+
+
+class _UpstreamDown(Exception):
+    """The upstream answered 502/503/504 and another model may take the request (nothing was sent back)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"it answered {status}")
+        self.status = status
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, LlmctlError):
+        return f"{exc.title}: {exc.message}" if exc.message else exc.title
+    return str(exc) or type(exc).__name__
+
+
 class Gateway:
     def __init__(self, models: ModelDirectory, scheduler: Scheduler, metrics: Metrics,
-                 capabilities: Callable[[ModelEntry], frozenset[str]], aliases: dict[str, str] | None = None) -> None:
+                 capabilities: Callable[[ModelEntry], frozenset[str]], aliases: dict[str, str] | None = None,
+                 fallbacks: dict[str, list[str]] | None = None) -> None:
         self.models = models
         self.scheduler = scheduler
         self.metrics = metrics
         self.capabilities = capabilities  # what a model's deployment serves, known before it is started
         self.aliases = aliases or {}  # other names clients may use -> registered model name
+        self.fallbacks = fallbacks or {}  # model name -> models serving the same weights elsewhere
+        self.failovers: deque[tuple[str, str, str, str]] = deque(maxlen=100)  # (asked, failed, next, why)
         self.session: aiohttp.ClientSession | None = None
 
     def routes(self) -> list[web.AbstractRouteDef]:
@@ -149,35 +179,35 @@ class Gateway:
             except LlmctlError as exc:
                 raise ApiError(400, f"keep_alive: {exc.message}", code="invalid_value", param="keep_alive") from None
         stream = bool(body.get("stream"))
+        candidates = [entry, *await self._fallbacks(entry, path)]
         rec = self.metrics.begin(entry.name, path, stream)
         meter = StreamMeter()
         status, error, usage = 500, None, None
         try:
-            for attempt in (1, 2):
+            for i, target in enumerate(candidates):
+                more = i + 1 < len(candidates)
                 try:
-                    async with self.scheduler.use(entry, keep_alive=keep_alive) as backend:
-                        url, auth = backend.base_url + path, backend.auth_headers
-                        sent = _renamed(raw, body, backend.upstream_model)
-                        if stream:
-                            response, status, error = await self._stream(request, url, auth, sent, meter, entry.name)
-                        else:
-                            response, status, usage = await self._unary(url, auth, sent)
-                        return response
-                except BackendGone:
-                    # it died before a byte was sent back: inference has no side effects, so once the supervisor
-                    # has noticed (and restarts it), the request goes again, invisibly
-                    if attempt == 2:
-                        raise ApiError(502, f"the model server for '{entry.name}' refused the request twice; see "
-                                       f"`llmctl logs {entry.name}`", code="backend_error") from None
-                    await _noticed(backend)
+                    response, status, error, usage = await self._serve(
+                        request, path, raw, body, target, stream, meter, keep_alive, fail_over=more)
+                    rec.served_by = target.name if target is not entry else None
+                    return response
+                except (LlmctlError, ModelLoading, _Refused, _UpstreamDown) as exc:
+                    if not more:
+                        raise
+                    # nothing was sent back yet: the next model that serves the same weights takes it
+                    self.failovers.append((entry.name, target.name, candidates[i + 1].name, _reason(exc)))
             raise AssertionError("unreachable")
+        except _Refused:
+            status, error = 502, "refused twice"
+            raise ApiError(502, f"the model server for '{entry.name}' refused the request twice; see "
+                           f"`llmctl logs {entry.name}`", code="backend_error") from None
         except DoesNotFit as exc:
             status, error = 503, exc.title
             raise ApiError(503, f"{exc.title}. {exc.message}", code="insufficient_memory",
                            retry_after=10 if exc.busy else None) from None
         except ModelLoading as exc:
             status, error = 503, f"model is still {exc.state}"
-            raise ApiError(503, f"'{entry.name}' is still loading; retry shortly", code="model_loading",
+            raise ApiError(503, f"'{exc.name}' is still loading; retry shortly", code="model_loading",
                            retry_after=5) from None
         except BackendFailed as exc:
             status, error = 503, exc.message
@@ -192,23 +222,67 @@ class Gateway:
         finally:
             self.metrics.finish(rec, status, meter, usage=usage, error=error)
 
+    async def _fallbacks(self, entry: ModelEntry, path: str) -> list[ModelEntry]:
+        """The models this one fails over to (``fallback`` in a profile, either way) that serve ``path``."""
+        out = []
+        for name in self.fallbacks.get(entry.name, ()):
+            try:
+                alt = await self.models.get(name)
+            except LlmctlError:
+                continue
+            if alt is not None and alt.name != entry.name and _NEEDS[path] in self.capabilities(alt):
+                out.append(alt)
+        return out
+
+    async def _serve(self, request: web.Request, path: str, raw: bytes, body: dict, entry: ModelEntry, stream: bool,
+                     meter: StreamMeter, keep_alive: float | None, *, fail_over: bool,
+                     ) -> tuple[web.StreamResponse, int, str | None, dict | None]:
+        """One model's answer: its backend started on demand, the request sent (again once if the backend was
+        found dead before answering). With ``fail_over``, an upstream 502/503/504 raises ``_UpstreamDown`` instead
+        of being passed on, so that another model may answer."""
+        for attempt in (1, 2):
+            try:
+                async with self.scheduler.use(entry, keep_alive=keep_alive) as backend:
+                    url, auth = backend.base_url + path, backend.auth_headers
+                    sent = _renamed(raw, body, backend.upstream_model)
+                    headers = {"X-Llmctl-Served-By": entry.name}
+                    if stream:
+                        response, status, error = await self._stream(request, url, auth, sent, meter, entry.name,
+                                                                      headers, fail_over)
+                        return response, status, error, None
+                    response, status, usage = await self._unary(url, auth, sent, headers, fail_over)
+                    return response, status, None, usage
+            except BackendGone:
+                # it died before a byte was sent back: inference has no side effects, so once the supervisor
+                # has noticed (and restarts it), the request goes again, invisibly. A deployment with no process
+                # to watch (a remote) is told instead.
+                refused = getattr(backend, "refused", None)
+                if refused is not None:
+                    refused()
+                if attempt == 2:
+                    raise _Refused(entry.name) from None
+                await _noticed(backend)
+        raise AssertionError("unreachable")
+
     async def _post(self, url: str, auth: dict[str, str], raw: bytes) -> aiohttp.ClientResponse:
         """POST to a backend. A pooled connection the backend closed between requests (llama-server's HTTP
         library does so after a number of keep-alive requests) fails before any answer; inference has no side
         effects, so that one case is retried once on a fresh connection."""
         assert self.session is not None
         headers = {"Content-Type": "application/json", **auth}
+        # never redirected: a backend's key (a remote's API key) goes to its own address only
         try:
-            return await self.session.post(url, data=raw, headers=headers)
+            return await self.session.post(url, data=raw, headers=headers, allow_redirects=False)
         except aiohttp.ClientConnectorError:
             raise BackendGone from None
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
             try:
-                return await self.session.post(url, data=raw, headers=headers)
+                return await self.session.post(url, data=raw, headers=headers, allow_redirects=False)
             except aiohttp.ClientConnectorError:
                 raise BackendGone from None
 
-    async def _unary(self, url: str, auth: dict[str, str], raw: bytes) -> tuple[web.Response, int, dict | None]:
+    async def _unary(self, url: str, auth: dict[str, str], raw: bytes, headers: dict[str, str],
+                     fail_over: bool = False) -> tuple[web.Response, int, dict | None]:
         try:
             async with await self._post(url, auth, raw) as up:
                 data = await up.read()
@@ -216,16 +290,19 @@ class Gateway:
         except _UPSTREAM_ERRORS as exc:
             raise ApiError(502, f"the model server failed while answering ({type(exc).__name__}); "
                            "see `llmctl logs`", code="backend_error") from None
+        if fail_over and status in _DOWN:
+            raise _UpstreamDown(status)
         usage = None
         if status == 200:
             try:
                 usage = json.loads(data).get("usage")
             except (ValueError, AttributeError):
                 usage = None
-        return web.Response(body=data, status=status, headers={"Content-Type": ctype}), status, usage
+        return web.Response(body=data, status=status, headers={"Content-Type": ctype, **headers}), status, usage
 
     async def _stream(
-        self, request: web.Request, url: str, auth: dict[str, str], raw: bytes, meter: StreamMeter, model: str
+        self, request: web.Request, url: str, auth: dict[str, str], raw: bytes, meter: StreamMeter, model: str,
+        headers: dict[str, str], fail_over: bool = False,
     ) -> tuple[web.StreamResponse, int, str | None]:
         try:
             upstream = await self._post(url, auth, raw)
@@ -235,12 +312,14 @@ class Gateway:
         finished = False
         try:
             ctype = upstream.headers.get("Content-Type", "application/json")
+            if fail_over and upstream.status in _DOWN:
+                raise _UpstreamDown(upstream.status)
             if upstream.status != 200 or not ctype.startswith("text/event-stream"):
                 data = await upstream.read()  # an error (or a server that ignored stream): pass it on whole
                 finished = True
-                return web.Response(body=data, status=upstream.status, headers={"Content-Type": ctype}), \
+                return web.Response(body=data, status=upstream.status, headers={"Content-Type": ctype, **headers}), \
                     upstream.status, None
-            response = web.StreamResponse(status=200, headers=_STREAM_HEADERS)
+            response = web.StreamResponse(status=200, headers={**_STREAM_HEADERS, **headers})
             await response.prepare(request)
             try:
                 async for chunk in upstream.content.iter_any():

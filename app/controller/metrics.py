@@ -41,6 +41,7 @@ class RequestRecord:
     completion_tokens: int | None = None
     tokens_per_s: float | None = None
     error: str | None = None
+    served_by: str | None = None  # the model that answered when it was not the one asked for (a failover)
 
     def to_json(self) -> dict:
         return asdict(self)
