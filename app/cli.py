@@ -84,7 +84,8 @@ def serve(ctx: Context, models: tuple[str, ...], demo: bool, **flags: Any) -> No
     if demo:
         preload.append(demo_model(ctx).name)
     for m in models:
-        if "/" in m and not m.endswith(".gguf"):  # ollama/NAME:TAG, REMOTE/MODEL: the controller resolves it
+        if "/" in m and not m.endswith(".gguf") and not Path(m).expanduser().exists():
+            # ollama/NAME:TAG, REMOTE/MODEL: the controller resolves it
             preload.append(m)
         elif m.endswith(".gguf") or Path(m).expanduser().is_file():
             entry = store.import_file(Path(m), replace=False) if not store.get(m) else store.require(m)

@@ -5,7 +5,8 @@ the keyring, offline mode) is ``app.remotes``; this module is what the model dir
 - ``RemoteServer``: one remote. It owns the name prefix ``REMOTE/``, lists its models (given, or read from its
   ``/v1/models``: a bounded read, every id validated before it becomes a name), and checks its health in the
   background (``GET /v1/models`` every ``health_interval`` seconds while it answers; while it does not, after
-  ``backoff_initial`` seconds, doubling up to ``backoff_max``). A remote llmctl may not contact (offline mode, a
+  ``backoff_initial`` seconds, doubling up to ``backoff_max``; with its models given in config, any answer but
+  401/403/5xx counts, for servers without that route). A remote llmctl may not contact (offline mode, a
   missing key) is ``skipped``: it never opens a socket, and its models answer 503 with the reason.
 - ``RemoteDeployment``: one remote model with the surface of ``process.Backend`` that the scheduler and gateway use.
   It holds no memory here (its footprint stays empty, ``remote`` keeps it out of placement and ``max_loaded``), is
@@ -193,6 +194,8 @@ class RemoteServer:
                                       "llmctl does not follow redirects with a key: set url to the final address")
                 if r.status_code in (401, 403):
                     raise RemoteError(f"it refused the API key ({r.status_code}); check key_env / the keyring")
+                if r.status_code != 200 and self.spec.models and r.status_code < 500:
+                    return list(self.spec.models), []  # it answers; its models are the configured ones
                 if r.status_code != 200:
                     raise RemoteError(f"GET /v1/models answered {r.status_code}")
                 raw = bytearray()
@@ -390,8 +393,9 @@ class RemoteDeployment:
             self._settled.set()
 
     def refused(self) -> None:
-        """The gateway's connection was refused: the remote is down (told at once, not at the next check)."""
-        self.server.reported_down("connection refused")
+        """The gateway could not connect (refused, unreachable, timed out): the remote is down, told at once rather
+        than at the next check."""
+        self.server.reported_down("the gateway could not connect to it")
 
     async def wait_ready(self, timeout: float) -> None:
         if self.state is BackendState.READY:

@@ -38,6 +38,8 @@ _STREAM_HEADERS = {
     "X-Accel-Buffering": "no",
 }
 _UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError)
+# no connection was made (refused, unreachable, timed out connecting): nothing was sent, so it may go again
+_NOT_CONNECTED = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 
 
 _NEEDS = {"/v1/chat/completions": CHAT, "/v1/completions": COMPLETIONS, "/v1/embeddings": EMBEDDINGS}
@@ -273,12 +275,12 @@ class Gateway:
         # never redirected: a backend's key (a remote's API key) goes to its own address only
         try:
             return await self.session.post(url, data=raw, headers=headers, allow_redirects=False)
-        except aiohttp.ClientConnectorError:
+        except _NOT_CONNECTED:
             raise BackendGone from None
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
             try:
                 return await self.session.post(url, data=raw, headers=headers, allow_redirects=False)
-            except aiohttp.ClientConnectorError:
+            except _NOT_CONNECTED:
                 raise BackendGone from None
 
     async def _unary(self, url: str, auth: dict[str, str], raw: bytes, headers: dict[str, str],

@@ -181,6 +181,24 @@ async def test_a_remote_that_dies_fails_over_before_the_first_byte_and_is_marked
         await c.close()
 
 
+async def test_a_local_model_that_cannot_run_here_fails_over_to_its_remote_copy(remotes, tiny_gguf) -> None:
+    from llmctl.catalog.store import ModelStore
+
+    ModelStore(resolve_paths().data_dir).import_file(tiny_gguf, "tiny")
+    box = await remotes(["tiny"], name="box")
+    c = await start_controller(f'[backends]\nram_budget = "1MiB"\nmemory_margin = 0\n[remotes.box]\nurl = "{box.url}"\n'
+                               '[models.tiny]\nfallback = "box/tiny"\n')
+    try:
+        async with httpx.AsyncClient(base_url=c.url, timeout=10) as http:
+            r = await http.post("/v1/chat/completions", json=chat("tiny"))
+            assert r.status_code == 200 and r.headers["X-Llmctl-Served-By"] == "box/tiny"
+            assert r.json()["choices"][0]["message"]["content"] == "box says hi to tiny"
+            assert "does not fit" in c.gateway.failovers[-1][3] or "needs" in c.gateway.failovers[-1][3]
+            assert c.scheduler.get("tiny") is None or not c.scheduler.get("tiny").alive  # nothing launched here
+    finally:
+        await c.close()
+
+
 async def test_health_checks_back_off_while_down(remotes) -> None:
     box = await remotes(["m"])
     await box.stop()

@@ -93,7 +93,7 @@ def test_a_remote_llmctl_is_served_here_fails_over_when_killed_and_is_ready_when
         assert err.value.status_code == 503 and time.monotonic() - t0 < 3
         assert "remote box" in err.value.body["message"]
         down = _wait_remote(local, "failed")
-        assert "cannot connect" in down["error"] or "refused" in down["error"]
+        assert "connect" in down["error"]
         ps = run_cli(home, "ps")
         assert "failed" in ps.stdout and "box" in ps.stdout
 
