@@ -54,6 +54,8 @@ def tui(ctx: Context) -> None:
               help="KV cache type; a quantized cache turns flash attention on.")
 @click.option("--llama-server", "llama_server", help="Path of a native llama-server binary to use.")
 @click.option("--demo", is_flag=True, help="Also serve the demo chat model (SmolLM2-135M-Instruct Q4_1).")
+@click.option("--offline", is_flag=True, default=None,
+              help="Open no connection beyond loopback: remotes on other hosts are skipped (HF_HUB_OFFLINE=1 too).")
 @click.option("--log-file", "log_file", type=click.Path(dir_okay=False), hidden=True,
               help="Write output to this size-capped, rotated log instead of the terminal (background controller).")
 @pass_ctx
@@ -71,7 +73,7 @@ def serve(ctx: Context, models: tuple[str, ...], demo: bool, **flags: Any) -> No
         "server.host": flags["host"], "server.port": flags["port"], "server.api_key": flags["api_key"],
         "backends.ctx_size": flags["ctx_size"], "backends.parallel": flags["parallel"],
         "backends.threads": flags["threads"], "backends.llama_server": flags["llama_server"],
-        "backends.engine": flags["engine"], "backends.kv_type": flags["kv_type"],
+        "backends.engine": flags["engine"], "backends.kv_type": flags["kv_type"], "offline": flags["offline"],
     })
     settings, store = ctx.settings, ctx.store()
     if flags["log_file"]:
@@ -82,7 +84,8 @@ def serve(ctx: Context, models: tuple[str, ...], demo: bool, **flags: Any) -> No
     if demo:
         preload.append(demo_model(ctx).name)
     for m in models:
-        if m.startswith("ollama/"):  # an Ollama model: the controller resolves it
+        if "/" in m and not m.endswith(".gguf") and not Path(m).expanduser().exists():
+            # ollama/NAME:TAG, REMOTE/MODEL: the controller resolves it
             preload.append(m)
         elif m.endswith(".gguf") or Path(m).expanduser().is_file():
             entry = store.import_file(Path(m), replace=False) if not store.get(m) else store.require(m)
@@ -197,10 +200,12 @@ def models_list(ctx: Context, as_json: bool) -> None:
     import asyncio
 
     from llmctl.app.ollama import list_entries
+    from llmctl.app.remotes import list_remote_entries
     from llmctl.catalog.discovery import discover
 
     entries = ctx.store().list()
     hosted, _why = asyncio.run(list_entries(ctx.settings, ctx.paths))
+    hosted += asyncio.run(list_remote_entries(ctx.settings, ctx.paths))
     registered = {str(Path(e.path).resolve()) for e in entries}
     in_ollama = {e.name.removeprefix("ollama/") for e in hosted}
     found = [f for f in discover() if str(Path(f.path).resolve()) not in registered
@@ -346,11 +351,35 @@ def models_rm(ctx: Context, name: str, force: bool, purge: bool, yes: bool) -> N
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
 def ps(ctx: Context, as_json: bool) -> None:
-    """Model servers of the running controller."""
-    backends = ctx.call(lambda c: c.backends())
+    """Model servers of the running controller, and its remotes' health."""
+
+    async def both(c):
+        from llmctl.app.shapes import ControllerError
+
+        try:
+            remote_rows = await c.remotes()
+        except ControllerError:  # a controller from before remotes
+            remote_rows = []
+        return await c.backends(), remote_rows
+
+    backends, remote_rows = ctx.call(both)
     if as_json:
         emit_json(backends)
         return
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    if remote_rows:
+        rt = Table(box=None, header_style="bold")
+        for col in ("REMOTE", "URL", "STATE", "MODELS", "NEXT CHECK"):
+            rt.add_column(col)
+        for r in remote_rows:
+            why = f" ({r['error']})" if r.get("error") else ""
+            nxt = "-" if r.get("next_check_in") is None else f"{r['next_check_in']:.0f}s"
+            rt.add_row(Text(r["name"]), Text(r["url"]), Text(r["state"] + why),
+                       "-" if r["models"] is None else str(len(r["models"])), nxt)
+        Console().print(rt)
     if not backends:
         click.echo("no model servers running (models start on their first request, or with `llmctl start`)")
         return
@@ -473,9 +502,10 @@ def paths(ctx: Context, as_json: bool) -> None:
 
 
 def _add_plan_commands() -> None:
-    from llmctl.app import deploy_cli, engines_cli, model_config, plan, pull
+    from llmctl.app import deploy_cli, engines_cli, model_config, plan, pull, remotes_cli
 
-    for command in (plan.hw, plan.doctor, plan.fit, plan.recommend, pull.pull, engines_cli.runtimes, deploy_cli.deploy):
+    for command in (plan.hw, plan.doctor, plan.fit, plan.recommend, pull.pull, engines_cli.runtimes, deploy_cli.deploy,
+                    remotes_cli.remotes):
         cli.add_command(command)
     models.add_command(model_config.models_config)
 

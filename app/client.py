@@ -30,6 +30,7 @@ from llmctl.app.shapes import (
     LogChunk,
     ModelEntry,
     Reasoning,
+    RemoteStatus,
     RequestRecord,
     RequestsSnapshot,
     Shutdown,
@@ -129,6 +130,9 @@ class ControllerClient:
     async def requests_snapshot(self, limit: int = 100) -> RequestsSnapshot:
         """Recent request records and the number in flight."""
         return await self._request("GET", "/llmctl/v1/requests", params={"limit": limit})
+
+    async def remotes(self) -> list[RemoteStatus]:
+        return (await self._request("GET", "/llmctl/v1/remotes"))["remotes"]
 
     async def shutdown(self) -> Shutdown:
         return await self._request("POST", "/llmctl/v1/shutdown")

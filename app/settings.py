@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
     AliasChoices,
@@ -221,6 +223,10 @@ class ModelProfile(BaseModel):
     """Requests that may wait for this model (overrides ``backends.max_queue``)."""
     max_concurrent: int | None = Field(None, ge=1)
     """Requests forwarded to this model at once (llama-swap's ``concurrencyLimit``); more wait in its queue."""
+    fallback: str | None = None
+    """Another model that serves the same weights (``REMOTE/MODEL`` for a remote's, or a local name under a remote
+    model's profile): a request this one cannot take before its first byte (down, failed, does not fit, the
+    connection refused) goes there instead. The pair works both ways."""
 
 
 class OllamaSettings(BaseModel):
@@ -238,6 +244,66 @@ class OllamaSettings(BaseModel):
     """The ``ollama`` binary to spawn; unset: ``ollama`` on PATH."""
 
 
+REMOTE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+class RemoteSettings(BaseModel):
+    """``[remotes.NAME]``: an OpenAI-compatible server elsewhere (another llmctl, vLLM, TGI, a cloud API) whose models
+    llmctl serves as ``NAME/MODEL``. Its API key is never written here: ``key_env`` names the environment variable
+    that holds it, or ``keyring = true`` reads it from the OS keyring (service ``llmctl``, user ``remote:NAME``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str
+    """Its base URL, as OpenAI clients take it: ``https://api.example.com/v1`` or ``http://gpu-box:7878`` (with or
+    without the ``/v1``). No user:password in it (use ``key_env``); redirects are never followed."""
+    key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+    """The environment variable holding its API key (sent as ``Authorization: Bearer``, to this remote only)."""
+    keyring: bool = False
+    """Read the API key from the OS keyring (needs the ``keyring`` package); ``llmctl remotes add --keyring`` stores
+    it there."""
+    models: list[str] = []
+    """The model ids it serves; empty: whatever its ``/v1/models`` lists."""
+    prefix: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9._-]{0,63}/$")
+    """The name prefix of its models here; unset: ``NAME/`` (``REMOTE/MODEL``)."""
+    health_interval: float = Field(30.0, gt=0)
+    """Seconds between health checks (``GET /v1/models``) while it answers."""
+    backoff_initial: float = Field(1.0, gt=0)
+    """While it is down, the first retry comes after this many seconds, then twice as long each time..."""
+    backoff_max: float = Field(60.0, gt=0)
+    """...up to this."""
+    enabled: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return remote_root(value)
+
+    @field_validator("models")
+    @classmethod
+    def _models(cls, value: list[str]) -> list[str]:
+        from llmctl.runtimes.remote import valid_model_id
+
+        bad = [m for m in value if valid_model_id(m) is None]
+        if bad:
+            raise ValueError(f"not a model id: {', '.join(map(repr, bad))}")
+        return value
+
+
+def remote_root(url: str) -> str:
+    """A remote's base URL without ``/v1`` and trailing slashes; ValueError when it is not a plain http(s) URL."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    if parts.username or parts.password:
+        raise ValueError("must not carry a user or password (llmctl never writes a secret to its files; "
+                         "use key_env or keyring)")
+    if parts.query or parts.fragment:
+        raise ValueError("must not have a query or a fragment")
+    path = parts.path.rstrip("/").removesuffix("/v1").rstrip("/")
+    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
 class EngineSettings(BaseModel):
     ollama: OllamaSettings = OllamaSettings()
 
@@ -249,10 +315,25 @@ class Settings(BaseSettings):
     backends: BackendSettings = BackendSettings()
     engines: EngineSettings = EngineSettings()
     """Engines that host models themselves (Ollama)."""
+    remotes: dict[str, RemoteSettings] = {}
+    """OpenAI-compatible servers elsewhere whose models are served here as ``NAME/MODEL``."""
     models: dict[str, ModelProfile] = {}
     """Per-model profiles, by registered model name (``"ollama/NAME:TAG"`` for an Ollama model)."""
     offline: bool = False
-    """Never open a network connection beyond loopback."""
+    """Never open a network connection beyond loopback (``HF_HUB_OFFLINE=1`` does the same): remotes on other hosts
+    are skipped."""
+
+    @field_validator("remotes")
+    @classmethod
+    def _remote_names(cls, value: dict[str, RemoteSettings]) -> dict[str, RemoteSettings]:
+        bad = [n for n in value if not REMOTE_NAME.fullmatch(n) or n == "ollama"]
+        if bad:
+            raise ValueError(f"remote names are lowercase letters, digits and . _ - (not 'ollama'): "
+                             f"{', '.join(map(repr, bad))}")
+        prefixes = [r.prefix or f"{n}/" for n, r in value.items()]
+        if len(set(prefixes)) != len(prefixes) or "ollama/" in prefixes:
+            raise ValueError("two remotes (or a remote and Ollama) share a model-name prefix")
+        return value
 
     @classmethod
     def settings_customise_sources(
@@ -315,6 +396,11 @@ def load_settings(paths: Paths, overrides: dict[str, Any] | None = None,
                           f"{', '.join(map(str, files))} and LLMCTL_* environment variables.") from None
     except ValueError as exc:  # a TOML syntax error
         raise ConfigError("a config file cannot be parsed", f"{exc}. Check {', '.join(map(str, files))}.") from None
+
+
+def offline(settings: Settings) -> bool:
+    """Offline mode: the ``offline`` setting (``--offline``) or ``HF_HUB_OFFLINE``, as huggingface_hub reads it."""
+    return settings.offline or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def is_loopback(host: str) -> bool:

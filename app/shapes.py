@@ -193,6 +193,23 @@ class RequestRecord(TypedDict):
     error: str | None
     key: str | None  # the API key's name
     cache: str | None  # hit | miss | bypass, with the response cache on
+    served_by: str | None  # the model that answered instead of the one asked for (failover), else None
+
+
+class RemoteStatus(TypedDict):
+    name: str
+    url: str
+    prefix: str
+    state: str  # unknown | ready | failed | skipped
+    error: str | None
+    models: list[str] | None
+    rejected_ids: list[str]
+    configured_models: bool
+    key: str  # where its key comes from: "env VAR", "keyring", "none"
+    checks: int
+    checked_ago: float | None
+    next_check_in: float | None
+    ready_since: float | None
 
 
 class RequestsSnapshot(TypedDict):

@@ -30,6 +30,11 @@ from llmctl.runtimes.ledger import holding_now, place
 from llmctl.runtimes.process import Backend
 
 
+def _remote(backend: Backend) -> bool:
+    """A deployment on another machine (``remote = True``): no memory here, never placed, evicted or counted."""
+    return bool(getattr(backend, "remote", False))
+
+
 class ModelLoading(TimeoutError):
     """The model is still loading after the wait bound; the caller should answer 503 + Retry-After."""
 
@@ -74,8 +79,10 @@ class Scheduler:
 
     # placement ---------------------------------------------------------------------------------------------
     def _others(self, backend: Backend) -> list[Backend]:
+        """The deployments placement counts beside ``backend``: local ones (a remote's hold nothing here)."""
         return [b for b in self.backends.values()
-                if b is not backend and id(b) not in self._evicting and (b.alive or b.name in self._starting)]
+                if b is not backend and id(b) not in self._evicting and (b.alive or b.name in self._starting)
+                and not _remote(b)]
 
     async def _capacity(self, backend: Backend) -> dict[str, int] | None:
         if self.capacity is None:
@@ -136,10 +143,12 @@ class Scheduler:
             if backend is None or backend.spec.model_path != Path(entry.path) or force:
                 backend = await self._make_backend(entry)  # a fresh plan: settings or the file may have changed
                 self.backends[entry.name] = backend
-            capacity = await self._capacity(backend)
+            local = not _remote(backend)  # a remote's deployment takes no room and makes none
+            capacity = await self._capacity(backend) if local else None
             self._starting.add(entry.name)
             try:
-                await self._evict(self._victims_for(backend, capacity), entry.name)
+                if local:
+                    await self._evict(self._victims_for(backend, capacity), entry.name)
                 backend.start()
             finally:
                 self._starting.discard(entry.name)

@@ -66,7 +66,7 @@ class ModelsScreen(LlmctlScreen):
         for m in local:
             fit = m.get("fit") or {}
             rows[f"local:{m['name']}"] = {
-                "name": m["name"], "where": "local", "quant": m["facts"].get("quant", "?"),
+                "name": m["name"], "where": m["facts"].get("source", "local"), "quant": m["facts"].get("quant", "?"),
                 "needs": fit.get("total_bytes"),
                 "fits": fit.get("fits"), "state": m.get("state", "stopped"), "estimate": fit,
                 "detail": Content.from_markup(

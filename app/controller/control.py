@@ -39,6 +39,7 @@ class ControlApi:
             web.get(f"{PREFIX}/backends/{{model}}/logs", self.logs),
             web.get(f"{PREFIX}/requests", self.requests),
             web.get(f"{PREFIX}/keys", self.keys),
+            web.get(f"{PREFIX}/remotes", self.remotes),
             web.post(f"{PREFIX}/shutdown", self.shutdown),
         ]
 
@@ -154,6 +155,11 @@ class ControlApi:
                 "evictions": cache.evictions},
             "queues": queues,
         })
+
+    async def remotes(self, request: web.Request) -> web.Response:
+        """Each remote's health (ready, failed with why, skipped with why), and the latest failovers."""
+        failovers = [{"asked": a, "failed": f, "served_by": n, "why": w} for a, f, n, w in self.c.gateway.failovers]
+        return web.json_response({"remotes": [r.status() for r in self.c.remotes], "failovers": failovers[-20:]})
 
     async def shutdown(self, request: web.Request) -> web.Response:
         self.c.request_shutdown()

@@ -47,8 +47,10 @@ async def _fetch(session: aiohttp.ClientSession, backend) -> tuple[str, list[Met
 
 
 async def scrape(session: aiohttp.ClientSession, backends: Iterable) -> dict[str, list[Metric]]:
-    """model name -> its engine's metric families, for every ready backend that answered in time."""
-    ready = [b for b in backends if b.state.value == "ready"]
+    """model name -> its engine's metric families, for every ready backend that answered in time. A remote's
+    deployments are left out: its ``/metrics`` (if any) is its own operator's, and scraping it costs a round trip
+    over the network on every scrape of ours."""
+    ready = [b for b in backends if b.state.value == "ready" and not getattr(b, "remote", False)]
     return dict(await asyncio.gather(*(_fetch(session, b) for b in ready)))
 
 

@@ -8,6 +8,11 @@ Policy, in the order a request meets it: its API key's per-minute limits (``limi
 ``x-ratelimit-*`` headers, which successful answers carry too), the response cache (``cache``: an exact-match hit
 never reaches the backend), the model's bounded queue (``limits.ModelQueue``: 429 with Retry-After). The tokens an
 answer used are charged to its key afterwards.
+
+Failover: a model whose profile names a ``fallback`` (a remote's copy, ``REMOTE/MODEL``, or the other way round)
+hands a request to it when it cannot take it before the first byte: failed or unreachable, does not fit, still
+loading past the wait, refused the connection twice, or (upstream) answered 502/503/504. Which model answered is
+in the ``X-Llmctl-Served-By`` header and the request record. Once a byte has gone back, nothing fails over.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections import deque
 from collections.abc import Callable
 
 import aiohttp
@@ -40,20 +46,44 @@ _STREAM_HEADERS = {
     "X-Accel-Buffering": "no",
 }
 _UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError)
+# no connection was made (refused, unreachable, timed out connecting): nothing was sent, so it may go again
+_NOT_CONNECTED = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 
 
 _NEEDS = {"/v1/chat/completions": CHAT, "/v1/completions": COMPLETIONS, "/v1/embeddings": EMBEDDINGS}
+
+
+_DOWN = (502, 503, 504)  # an upstream that says it cannot serve now: another model may, before the first byte
 
 
 class BackendGone(Exception):
     """The backend refused the connection before answering: it died; the request may be sent again."""
 
 
+class _Refused(Exception):
+    """A backend refused the connection twice (nothing was sent back to the client)."""
+
+
+class _UpstreamDown(Exception):
+    """The upstream answered 502/503/504 and another model may take the request (nothing was sent back)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"it answered {status}")
+        self.status = status
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, LlmctlError):
+        return f"{exc.title}: {exc.message}" if exc.message else exc.title
+    return str(exc) or type(exc).__name__
+
+
 class Gateway:
     def __init__(self, models: ModelDirectory, scheduler: Scheduler, metrics: Metrics,
                  capabilities: Callable[[ModelEntry], frozenset[str]], aliases: dict[str, str] | None = None, *,
                  keys: Keys | None = None, cache: ResponseCache | None = None, cache_per_key: bool = True,
-                 queue_limits: Callable[[ModelEntry], tuple[int, int | None]] | None = None) -> None:
+                 queue_limits: Callable[[ModelEntry], tuple[int, int | None]] | None = None,
+                 fallbacks: dict[str, list[str]] | None = None) -> None:
         self.models = models
         self.scheduler = scheduler
         self.metrics = metrics
@@ -64,6 +94,8 @@ class Gateway:
         self.cache_per_key = cache_per_key
         self.queue_limits = queue_limits or (lambda entry: (32, None))  # (max_queue, max_concurrent) of a model
         self.queues: dict[str, ModelQueue] = {}
+        self.fallbacks = fallbacks or {}  # model name -> models serving the same weights elsewhere
+        self.failovers: deque[tuple[str, str, str, str]] = deque(maxlen=100)  # (asked, failed, next, why)
         self.session: aiohttp.ClientSession | None = None
         metrics.watch(lambda: queue_families({n: q.rejected for n, q in self.queues.items()},
                                              {n: q.inside for n, q in self.queues.items()}))
@@ -177,6 +209,7 @@ class Gateway:
             except LlmctlError as exc:
                 raise ApiError(400, f"keep_alive: {exc.message}", code="invalid_value", param="keep_alive") from None
         stream = bool(body.get("stream"))
+        candidates = [entry, *await self._fallbacks(entry, path)]
         rec = self.metrics.begin(entry.name, path, stream)
         rec.key = key.name if key is not None else None
         meter = StreamMeter()
@@ -202,21 +235,25 @@ class Gateway:
             admitted = True
             await queue.acquire()  # a no-op unless the model has max_concurrent
             try:
-                response, status, usage, error = await self._attempts(request, entry, path, raw, body, stream,
-                                                                      meter, keep_alive)
+                response, status, error, usage = await self._candidates(
+                    request, path, raw, body, entry, candidates, stream, meter, keep_alive, rec)
             finally:
                 queue.release()
             if stored is not None and status == 200 and isinstance(response, web.Response) \
                     and isinstance(response.body, bytes):
                 self.cache.put(stored, response.body, response.headers.get("Content-Type", "application/json"), usage)
             return response
+        except _Refused:
+            status, error = 502, "refused twice"
+            raise ApiError(502, f"the model server for '{entry.name}' refused the request twice; see "
+                           f"`llmctl logs {entry.name}`", code="backend_error") from None
         except DoesNotFit as exc:
             status, error = 503, exc.title
             raise ApiError(503, f"{exc.title}. {exc.message}", code="insufficient_memory",
                            retry_after=10 if exc.busy else None) from None
         except ModelLoading as exc:
             status, error = 503, f"model is still {exc.state}"
-            raise ApiError(503, f"'{entry.name}' is still loading; retry shortly", code="model_loading",
+            raise ApiError(503, f"'{exc.name}' is still loading; retry shortly", code="model_loading",
                            retry_after=5) from None
         except BackendFailed as exc:
             status, error = 503, exc.message
@@ -235,25 +272,64 @@ class Gateway:
             if key is not None:
                 self.keys.charge(key, rec.prompt_tokens, rec.completion_tokens)
 
-    async def _attempts(self, request: web.Request, entry: ModelEntry, path: str, raw: bytes, body: dict,
-                        stream: bool, meter: StreamMeter, keep_alive: float | None
-                        ) -> tuple[web.StreamResponse, int, dict | None, str | None]:
-        """Send the request to the model's backend: once, or twice when it died before answering."""
+    async def _candidates(self, request: web.Request, path: str, raw: bytes, body: dict, entry: ModelEntry,
+                          candidates: list[ModelEntry], stream: bool, meter: StreamMeter, keep_alive: float | None,
+                          rec) -> tuple[web.StreamResponse, int, str | None, dict | None]:
+        """The first answer among the model and its fallbacks: each is tried until one takes the request before
+        its first byte."""
+        for i, target in enumerate(candidates):
+            more = i + 1 < len(candidates)
+            try:
+                answer = await self._serve(request, path, raw, body, target, stream, meter, keep_alive,
+                                           fail_over=more)
+                rec.served_by = target.name if target is not entry else None
+                return answer
+            except (LlmctlError, ModelLoading, _Refused, _UpstreamDown) as exc:
+                if not more:
+                    raise
+                # nothing was sent back yet: the next model that serves the same weights takes it
+                self.failovers.append((entry.name, target.name, candidates[i + 1].name, _reason(exc)))
+        raise AssertionError("unreachable")
+
+    async def _fallbacks(self, entry: ModelEntry, path: str) -> list[ModelEntry]:
+        """The models this one fails over to (``fallback`` in a profile, either way) that serve ``path``."""
+        out = []
+        for name in self.fallbacks.get(entry.name, ()):
+            try:
+                alt = await self.models.get(name)
+            except LlmctlError:
+                continue
+            if alt is not None and alt.name != entry.name and _NEEDS[path] in self.capabilities(alt):
+                out.append(alt)
+        return out
+
+    async def _serve(self, request: web.Request, path: str, raw: bytes, body: dict, entry: ModelEntry, stream: bool,
+                     meter: StreamMeter, keep_alive: float | None, *, fail_over: bool,
+                     ) -> tuple[web.StreamResponse, int, str | None, dict | None]:
+        """One model's answer: its backend started on demand, the request sent (again once if the backend was
+        found dead before answering). With ``fail_over``, an upstream 502/503/504 raises ``_UpstreamDown`` instead
+        of being passed on, so that another model may answer."""
         for attempt in (1, 2):
             try:
                 async with self.scheduler.use(entry, keep_alive=keep_alive) as backend:
                     url, auth = backend.base_url + path, backend.auth_headers
                     sent = _renamed(raw, body, backend.upstream_model)
+                    headers = {"X-Llmctl-Served-By": entry.name}
                     if stream:
-                        response, status, error = await self._stream(request, url, auth, sent, meter, entry.name)
-                        return response, status, None, error
-                    return (*await self._unary(url, auth, sent), None)
+                        response, status, error = await self._stream(request, url, auth, sent, meter, entry.name,
+                                                                      headers, fail_over)
+                        return response, status, error, None
+                    response, status, usage = await self._unary(url, auth, sent, headers, fail_over)
+                    return response, status, None, usage
             except BackendGone:
                 # it died before a byte was sent back: inference has no side effects, so once the supervisor
-                # has noticed (and restarts it), the request goes again, invisibly
+                # has noticed (and restarts it), the request goes again, invisibly. A deployment with no process
+                # to watch (a remote) is told instead.
+                refused = getattr(backend, "refused", None)
+                if refused is not None:
+                    refused()
                 if attempt == 2:
-                    raise ApiError(502, f"the model server for '{entry.name}' refused the request twice; see "
-                                   f"`llmctl logs {entry.name}`", code="backend_error") from None
+                    raise _Refused(entry.name) from None
                 await _noticed(backend)
         raise AssertionError("unreachable")
 
@@ -263,17 +339,19 @@ class Gateway:
         effects, so that one case is retried once on a fresh connection."""
         assert self.session is not None
         headers = {"Content-Type": "application/json", **auth}
+        # never redirected: a backend's key (a remote's API key) goes to its own address only
         try:
-            return await self.session.post(url, data=raw, headers=headers)
-        except aiohttp.ClientConnectorError:
+            return await self.session.post(url, data=raw, headers=headers, allow_redirects=False)
+        except _NOT_CONNECTED:
             raise BackendGone from None
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
             try:
-                return await self.session.post(url, data=raw, headers=headers)
-            except aiohttp.ClientConnectorError:
+                return await self.session.post(url, data=raw, headers=headers, allow_redirects=False)
+            except _NOT_CONNECTED:
                 raise BackendGone from None
 
-    async def _unary(self, url: str, auth: dict[str, str], raw: bytes) -> tuple[web.Response, int, dict | None]:
+    async def _unary(self, url: str, auth: dict[str, str], raw: bytes, headers: dict[str, str],
+                     fail_over: bool = False) -> tuple[web.Response, int, dict | None]:
         try:
             async with await self._post(url, auth, raw) as up:
                 data = await up.read()
@@ -281,16 +359,19 @@ class Gateway:
         except _UPSTREAM_ERRORS as exc:
             raise ApiError(502, f"the model server failed while answering ({type(exc).__name__}); "
                            "see `llmctl logs`", code="backend_error") from None
+        if fail_over and status in _DOWN:
+            raise _UpstreamDown(status)
         usage = None
         if status == 200:
             try:
                 usage = json.loads(data).get("usage")
             except (ValueError, AttributeError):
                 usage = None
-        return web.Response(body=data, status=status, headers={"Content-Type": ctype}), status, usage
+        return web.Response(body=data, status=status, headers={"Content-Type": ctype, **headers}), status, usage
 
     async def _stream(
-        self, request: web.Request, url: str, auth: dict[str, str], raw: bytes, meter: StreamMeter, model: str
+        self, request: web.Request, url: str, auth: dict[str, str], raw: bytes, meter: StreamMeter, model: str,
+        headers: dict[str, str], fail_over: bool = False,
     ) -> tuple[web.StreamResponse, int, str | None]:
         try:
             upstream = await self._post(url, auth, raw)
@@ -300,12 +381,14 @@ class Gateway:
         finished = False
         try:
             ctype = upstream.headers.get("Content-Type", "application/json")
+            if fail_over and upstream.status in _DOWN:
+                raise _UpstreamDown(upstream.status)
             if upstream.status != 200 or not ctype.startswith("text/event-stream"):
                 data = await upstream.read()  # an error (or a server that ignored stream): pass it on whole
                 finished = True
-                return web.Response(body=data, status=upstream.status, headers={"Content-Type": ctype}), \
+                return web.Response(body=data, status=upstream.status, headers={"Content-Type": ctype, **headers}), \
                     upstream.status, None
-            response = web.StreamResponse(status=200, headers=_STREAM_HEADERS)
+            response = web.StreamResponse(status=200, headers={**_STREAM_HEADERS, **headers})
             await response.prepare(request)
             try:
                 async for chunk in upstream.content.iter_any():

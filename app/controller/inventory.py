@@ -120,6 +120,9 @@ class InventoryApi:
                 backend = self.c.scheduler.get(entry.name)
                 item["state"] = backend.state.value if backend else "stopped"
                 try:
+                    if entry.facts.get("remote"):
+                        raise LlmctlError(f"served by remote {entry.facts['remote']}",
+                                          "it runs on another machine: nothing to fit here")
                     if entry.facts.get("source"):
                         raise LlmctlError(f"served by {entry.facts['source']}",
                                           f"`llmctl fit {entry.name}` estimates the GGUF behind it")

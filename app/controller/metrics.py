@@ -45,6 +45,7 @@ class RequestRecord:
     error: str | None = None
     key: str | None = None  # the API key's name
     cache: str | None = None  # hit | miss | bypass, with the response cache on
+    served_by: str | None = None  # the model that answered when it was not the one asked for (a failover)
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -92,15 +92,18 @@ class Controller:
             retry_failed_after=b.retry_failed_after, capacity=self._capacity, margin=int(b.memory_margin),
         )
         from llmctl.app.ollama import make_server
+        from llmctl.app.remotes import make_remotes
 
         self.ollama = make_server(settings, paths, state=self.state, policy=self.policy)
-        self.models = ModelDirectory(self.store, [self.ollama] if self.ollama is not None else [])
+        self.remotes = make_remotes(settings, on_change=self._remote_changed)
+        self.models = ModelDirectory(self.store, [*([self.ollama] if self.ollama is not None else []), *self.remotes])
         self.keys = Keys(api_keys(settings))
         rc = settings.server.response_cache
         self.response_cache = ResponseCache(rc.entries, int(rc.max_bytes), rc.ttl) if rc.enabled else None
         self.gateway = Gateway(self.models, self.scheduler, self.metrics, self.capabilities, aliases={
             alias.strip().lower(): name for name, prof in settings.models.items() for alias in prof.aliases},
-            keys=self.keys, cache=self.response_cache, cache_per_key=rc.per_key, queue_limits=self.queue_limits)
+            keys=self.keys, cache=self.response_cache, cache_per_key=rc.per_key, queue_limits=self.queue_limits,
+            fallbacks=fallbacks(settings))
         self.metrics.watch(lambda: key_families(self.keys.snapshot()))
         if self.response_cache is not None:
             cache = self.response_cache
@@ -221,6 +224,14 @@ class Controller:
             room[f"gpu{i}"] = gpu.vram_free + ours.get(f"gpu{i}", 0)
         return room
 
+    def _remote_changed(self, remote) -> None:
+        if remote.up:
+            self.on_event(ControllerEvent("remote", f"{remote.name} at {remote.base_url}: ready, "
+                                                    f"{len(remote.ids or ())} model(s)"))
+        else:
+            self.on_event(ControllerEvent("remote", f"{remote.name} at {remote.base_url}: {remote.state} "
+                                                    f"({remote.error})"))
+
     def _backend_changed(self, backend: Backend) -> None:
         detail = f" ({backend.error})" if backend.error else ""
         self.on_event(ControllerEvent("backend", f"{backend.name}: {backend.state.value}{detail}"))
@@ -255,6 +266,7 @@ class Controller:
             "engines": {"ollama": None if self.ollama is None else {
                 "url": self.ollama.base_url, "mode": self.ollama.mode, "version": self.ollama.version,
                 "error": self.ollama.last_error}},
+            "remotes": [r.status() for r in self.remotes],
         }
 
     # lifecycle ---------------------------------------------------------------------------------------------
@@ -293,6 +305,10 @@ class Controller:
         self.on_event(ControllerEvent("listening", self.url + "/v1"))
         if self.ollama is not None:
             self._ollama_probe = asyncio.get_running_loop().create_task(self._attach_ollama())
+        for remote in self.remotes:
+            if remote.spec.unusable:
+                self.on_event(ControllerEvent("remote", f"{remote.name}: skipped, {remote.spec.unusable}"))
+            remote.start_monitoring()
 
     async def _attach_ollama(self) -> None:
         """Find (or, in spawn mode, start) Ollama now, so its models are listed at once; say where."""
@@ -342,6 +358,8 @@ class Controller:
             self._ollama_probe.cancel()
         if self.ollama is not None:
             await self.ollama.close()  # stops Ollama only if llmctl started it
+        for remote in self.remotes:
+            await remote.close()
         if self._runner is not None:
             await self._runner.cleanup()
         await self.gateway.close()
@@ -370,6 +388,16 @@ def api_keys(settings: Settings) -> list[tuple[str, str, int | None, int | None]
                               "give each key its own secret, so every request is charged to one name.")
         secrets_seen[secret] = name
     return out
+
+
+def fallbacks(settings: Settings) -> dict[str, list[str]]:
+    """Model name -> the models a request may fail over to: each profile's ``fallback``, both ways."""
+    out: dict[str, list[str]] = {}
+    for name, prof in settings.models.items():
+        if prof.fallback and prof.fallback != name:
+            out.setdefault(name, []).append(prof.fallback)
+            out.setdefault(prof.fallback, []).append(name)
+    return {name: list(dict.fromkeys(alts)) for name, alts in out.items()}
 
 
 # SIGHUP too: closing the terminal that runs `llmctl serve` must not orphan its model servers

@@ -29,6 +29,7 @@ from llmctl.app.shapes import (
     LogChunk,
     ModelEntry,
     Reasoning,
+    RemoteStatus,
     RequestRecord,
     RequestsSnapshot,
     Shutdown,
@@ -98,7 +99,8 @@ def record(id: int, model: str, tokens_per_s: float = 100.0, ttft_ms: float = 50
            ) -> RequestRecord:
     return RequestRecord(id=id, model=model, endpoint="/v1/chat/completions", stream=True, started_at=0.0,
                          status=200, ttft_ms=ttft_ms, itl_ms=itl_ms, duration_ms=100.0, prompt_tokens=5,
-                         completion_tokens=5, tokens_per_s=tokens_per_s, error=None, key=None, cache=None)
+                         completion_tokens=5, tokens_per_s=tokens_per_s, error=None, key=None, cache=None,
+                         served_by=None)
 
 
 class FakeClient:
@@ -175,6 +177,10 @@ class FakeClient:
     async def requests_snapshot(self, limit: int = 100) -> RequestsSnapshot:
         self._answer("requests_snapshot")
         return RequestsSnapshot(requests=self.records[-limit:], in_flight=0)
+
+    async def remotes(self) -> list[RemoteStatus]:
+        self._answer("remotes")
+        return []
 
     async def shutdown(self) -> Shutdown:
         self._answer("shutdown")

@@ -52,7 +52,7 @@ def returns(name: str):
 
 FAKE_CALLS = [("hardware", ()), ("backends", ()), ("models", ()), ("catalog", ()), ("load", ("tiny",)),
               ("unload", ("tiny",)), ("logs", ("tiny",)), ("requests", ()), ("requests_snapshot", ()),
-              ("shutdown", ()), ("import_model", ("/m/x.gguf", "x")), ("remove_model", ("tiny",))]
+              ("remotes", ()), ("shutdown", ()), ("import_model", ("/m/x.gguf", "x")), ("remove_model", ("tiny",))]
 
 
 @pytest.mark.parametrize(("name", "args"), FAKE_CALLS, ids=[c[0] for c in FAKE_CALLS])
@@ -89,7 +89,7 @@ async def test_a_real_controllers_answers_have_the_same_shapes(tiny_gguf) -> Non
         async with ControllerClient(str(server.make_url(""))) as client:
             imported = await client.import_model(str(tiny_gguf), "tiny")
             assert problems(imported, returns("import_model")) == []
-            for name in ("hardware", "models", "catalog", "backends", "requests_snapshot", "requests"):
+            for name in ("hardware", "models", "catalog", "backends", "requests_snapshot", "requests", "remotes"):
                 answer = await getattr(client, name)()
                 assert problems(answer, returns(name)) == [], name
             models = await client.models()

@@ -1,0 +1,81 @@
+"""A fake remote for the remotes tests: an OpenAI-compatible server on loopback (aiohttp, in the test's own loop)
+that records every request that reaches it (path, headers, body), can require an API key, and can be told to fail:
+answer 503, redirect elsewhere, or stop listening (connection refused) and come back on the same port."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+from llmctl.runtimes.process import free_port
+
+
+class FakeRemote:
+    def __init__(self, ids: list | tuple = ("m1",), *, key: str | None = None, name: str = "fake") -> None:
+        self.ids = list(ids)
+        self.key = key
+        self.name = name
+        self.port = free_port()
+        self.seen: list[tuple[str, str, dict[str, str], dict | None]] = []  # (method, path, headers, body)
+        self.mode = "ok"  # ok | 503
+        self.redirect_to: str | None = None
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def auths(self) -> set[str | None]:
+        return {headers.get("Authorization") for _m, _p, headers, _b in self.seen}
+
+    async def start(self) -> FakeRemote:
+        app = web.Application()
+        app.add_routes([web.get("/v1/models", self._models), web.post("/v1/chat/completions", self._chat)])
+        self._runner = web.AppRunner(app, handle_signals=False)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True).start()
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def _refused(self, request: web.Request) -> web.Response | None:
+        if self.key is not None and request.headers.get("Authorization") != f"Bearer {self.key}":
+            return web.json_response({"error": {"message": "bad key", "type": "auth", "code": 401}}, status=401)
+        return None
+
+    async def _models(self, request: web.Request) -> web.Response:
+        self.seen.append(("GET", request.path, dict(request.headers), None))
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        return web.json_response({"object": "list", "data": [{"id": i, "object": "model"} for i in self.ids]})
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = json.loads(await request.read())
+        self.seen.append(("POST", request.path, dict(request.headers), body))
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        if self.redirect_to is not None:
+            raise web.HTTPTemporaryRedirect(self.redirect_to + "/v1/chat/completions")
+        if self.mode == "503":
+            return web.json_response({"error": {"message": "overloaded", "type": "server", "code": 503}}, status=503)
+        text = f"{self.name} says hi to {body['model']}"
+        if not body.get("stream"):
+            return web.json_response({"id": "x", "object": "chat.completion", "model": body["model"],
+                                      "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                                   "finish_reason": "stop"}],
+                                      "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}})
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for word in text.split(" "):
+            chunk = {"id": "x", "object": "chat.completion.chunk", "model": body["model"],
+                     "choices": [{"index": 0, "delta": {"content": word + " "}, "finish_reason": None}]}
+            await response.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response

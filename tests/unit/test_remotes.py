@@ -1,0 +1,342 @@
+"""Remotes through the real controller, in-process, against fake remotes on loopback (``fake_remote.FakeRemote``):
+listing and proxying with the remote's key (to it only, never along a redirect), ids validated before they become
+names, failover before the first byte both ways, health checks with backoff, offline mode that opens no socket, and
+the scheduler leaving remote deployments out of placement and TTLs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from fake_remote import FakeRemote
+
+from llmctl.app.controller.server import Controller
+from llmctl.app.paths import resolve_paths
+from llmctl.app.settings import load_settings
+from llmctl.runtimes.base import BackendState
+from llmctl.runtimes.process import free_port
+
+ASK = [{"role": "user", "content": "hi"}]
+
+
+class NoGpu:
+    def read(self):
+        return [], "no-device", "no GPU in this test"
+
+
+async def start_controller(config: str) -> Controller:
+    paths = resolve_paths()
+    paths.config_file.parent.mkdir(parents=True, exist_ok=True)
+    paths.config_file.write_text(config + '\n[engines.ollama]\nmode = "off"\n')
+    controller = Controller(load_settings(paths, {"server.port": free_port()}), paths, gpu_probe=NoGpu())
+    await controller.start()
+    return controller
+
+
+def chat(model: str, stream: bool = False) -> dict:
+    return {"model": model, "messages": ASK, "stream": stream}
+
+
+async def wait_for(predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition never became true"
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def remotes():
+    started: list[FakeRemote] = []
+
+    async def make(*args, **kw) -> FakeRemote:
+        r = await FakeRemote(*args, **kw).start()
+        started.append(r)
+        return r
+
+    yield make
+    for r in started:
+        await r.stop()
+
+
+async def test_remote_models_are_listed_and_answered_with_its_key_sent_to_it_only(remotes, monkeypatch) -> None:
+    monkeypatch.setenv("BOX_KEY", "s3cret")
+    box = await remotes(["m1", "org/Model-2"], key="s3cret", name="box")
+    other = await remotes(["m1"], name="other")
+    c = await start_controller(f'[remotes.box]\nurl = "{box.url}/v1"\nkey_env = "BOX_KEY"\n'
+                               f'[remotes.other]\nurl = "{other.url}"\n')
+    try:
+        async with httpx.AsyncClient(base_url=c.url, timeout=10) as http:
+            listed = (await http.get("/v1/models")).json()["data"]
+            by_id = {m["id"]: m for m in listed}
+            assert {"box/m1", "box/org/Model-2", "other/m1"} <= set(by_id)
+            assert by_id["box/m1"]["owned_by"] == "remote:box" and by_id["box/m1"]["llmctl"]["source"] == "remote:box"
+            assert (await http.get("/v1/models/box/org/Model-2")).status_code == 200
+
+            r = await http.post("/v1/chat/completions", json=chat("box/org/Model-2"))
+            assert r.status_code == 200, r.text
+            assert r.json()["choices"][0]["message"]["content"] == "box says hi to org/Model-2"
+            assert r.headers["X-Llmctl-Served-By"] == "box/org/Model-2"
+            async with http.stream("POST", "/v1/chat/completions", json=chat("box/m1", stream=True)) as s:
+                assert s.status_code == 200 and s.headers["content-type"].startswith("text/event-stream")
+                text = "".join([json.loads(line[6:])["choices"][0]["delta"]["content"]
+                                async for line in s.aiter_lines() if line.startswith("data: {")])
+            assert text.strip() == "box says hi to m1"
+            assert (await http.post("/v1/chat/completions", json=chat("other/m1"))).status_code == 200
+
+            # the remote got its own id, with its key; the other remote never saw that key
+            assert [b["model"] for m, _p, _h, b in box.seen if m == "POST"] == ["org/Model-2", "m1"]
+            assert box.auths() == {"Bearer s3cret"}
+            assert other.auths() == {None}
+            recent = (await http.get("/llmctl/v1/requests")).json()["requests"]
+            assert {r["model"] for r in recent} == {"box/org/Model-2", "box/m1", "other/m1"}
+
+            # a remote that redirects is not followed: the key does not travel to where it points
+            other.seen.clear()
+            box.redirect_to = other.url
+            r = await http.post("/v1/chat/completions", json=chat("box/m1"))
+            assert r.status_code == 307
+            assert other.seen == []
+
+            # the remote holds nothing here, and is never unloaded for being idle
+            backend = c.scheduler.get("box/m1")
+            assert backend.footprint.held() == {} and backend.idle_ttl is None
+            assert c.scheduler.unload_idle(now=time.monotonic() + 1e9) == []
+            ps = (await http.get("/llmctl/v1/backends")).json()["backends"]
+            assert {b["model"]: b["state"] for b in ps}["box/m1"] == "ready"
+            status = (await http.get("/llmctl/v1/remotes")).json()["remotes"]
+            assert [(s["name"], s["state"], s["key"]) for s in status] == [("box", "ready", "env BOX_KEY"),
+                                                                           ("other", "ready", "none")]
+            assert "s3cret" not in json.dumps(status) + json.dumps(ps)
+    finally:
+        await c.close()
+
+
+async def test_a_wrong_key_is_a_clear_failure_not_a_listing(remotes, monkeypatch) -> None:
+    monkeypatch.setenv("BOX_KEY", "wrong")
+    box = await remotes(["m1"], key="right")
+    c = await start_controller(f'[remotes.box]\nurl = "{box.url}"\nkey_env = "BOX_KEY"\nmodels = ["m1"]\n')
+    try:
+        async with httpx.AsyncClient(base_url=c.url, timeout=10) as http:
+            r = await http.post("/v1/chat/completions", json=chat("box/m1"))
+            assert r.status_code == 503
+            assert "refused the API key (401)" in r.json()["error"]["message"]
+    finally:
+        await c.close()
+
+
+async def test_ids_a_remote_lists_are_validated_before_they_become_names(remotes) -> None:
+    hostile = ["ok-1", "../../etc/passwd", "a b", "\x1b[31mred", "", 42, None, "x" * 300, "org//x", "trail/", "ok-1"]
+    box = await remotes(hostile)
+    c = await start_controller(f'[remotes.box]\nurl = "{box.url}"\n')
+    try:
+        async with httpx.AsyncClient(base_url=c.url, timeout=10) as http:
+            ids = [m["id"] for m in (await http.get("/v1/models")).json()["data"]]
+            assert ids == ["box/ok-1"]
+            r = await http.post("/v1/chat/completions", json=chat("box/../../etc/passwd"))
+            assert r.status_code == 404
+        assert len(c.remotes[0].status()["rejected_ids"]) == 9
+    finally:
+        await c.close()
+
+
+async def test_a_remote_that_dies_fails_over_before_the_first_byte_and_is_marked_ready_when_back(remotes) -> None:
+    a = await remotes(["m"], name="a")
+    b = await remotes(["m", "solo"], name="b")
+    fast = "health_interval = 0.5\nbackoff_initial = 0.2\nbackoff_max = 0.4\n"
+    c = await start_controller(f'[remotes.a]\nurl = "{a.url}"\n{fast}[remotes.b]\nurl = "{b.url}"\n{fast}'
+                               '[models."a/m"]\nfallback = "b/m"\n')
+    try:
+        async with httpx.AsyncClient(base_url=c.url, timeout=10) as http:
+            assert (await http.post("/v1/chat/completions", json=chat("a/m"))).json()["choices"][0]["message"][
+                "content"] == "a says hi to m"
+            await a.stop()
+            t0 = time.monotonic()
+            r = await http.post("/v1/chat/completions", json=chat("a/m"))
+            assert r.status_code == 200 and r.headers["X-Llmctl-Served-By"] == "b/m"
+            assert r.json()["choices"][0]["message"]["content"] == "b says hi to m"
+            async with http.stream("POST", "/v1/chat/completions", json=chat("a/m", stream=True)) as s:
+                assert s.status_code == 200 and s.headers["X-Llmctl-Served-By"] == "b/m"
+            assert time.monotonic() - t0 < 3
+            assert c.scheduler.get("a/m").state is BackendState.FAILED
+            # the pair works both ways: b's model, with b down answering 503, goes to a's when a is back
+            b.mode = "503"
+            await a.start()
+            await wait_for(lambda: c.scheduler.get("a/m").state is BackendState.READY)
+            r = await http.post("/v1/chat/completions", json=chat("b/m"))
+            assert r.status_code == 200 and r.headers["X-Llmctl-Served-By"] == "a/m"
+            records = (await http.get("/llmctl/v1/requests")).json()["requests"]
+            assert [x["served_by"] for x in records] == [None, "b/m", "b/m", "a/m"]
+            # a model with no fallback: a clear 503, at once
+            await b.stop()
+            t0 = time.monotonic()
+            r = await http.post("/v1/chat/completions", json=chat("b/solo"))
+            assert r.status_code == 503 and time.monotonic() - t0 < 2
+            assert "remote b" in r.json()["error"]["message"]
+    finally:
+        await c.close()
+
+
+async def test_a_local_model_that_cannot_run_here_fails_over_to_its_remote_copy(remotes, tiny_gguf) -> None:
+    from llmctl.catalog.store import ModelStore
+
+    ModelStore(resolve_paths().data_dir).import_file(tiny_gguf, "tiny")
+    box = await remotes(["tiny"], name="box")
+    c = await start_controller(f'[backends]\nram_budget = "1MiB"\nmemory_margin = 0\n[remotes.box]\nurl = "{box.url}"\n'
+                               '[models.tiny]\nfallback = "box/tiny"\n')
+    try:
+        async with httpx.AsyncClient(base_url=c.url, timeout=10) as http:
+            r = await http.post("/v1/chat/completions", json=chat("tiny"))
+            assert r.status_code == 200 and r.headers["X-Llmctl-Served-By"] == "box/tiny"
+            assert r.json()["choices"][0]["message"]["content"] == "box says hi to tiny"
+            assert "does not fit" in c.gateway.failovers[-1][3] or "needs" in c.gateway.failovers[-1][3]
+            assert c.scheduler.get("tiny") is None or not c.scheduler.get("tiny").alive  # nothing launched here
+    finally:
+        await c.close()
+
+
+async def test_health_checks_back_off_while_down(remotes) -> None:
+    box = await remotes(["m"])
+    await box.stop()
+    c = await start_controller(f'[remotes.box]\nurl = "{box.url}"\nbackoff_initial = 0.1\nbackoff_max = 0.4\n')
+    try:
+        remote = c.remotes[0]
+        await asyncio.sleep(1.6)
+        # 0.1 + 0.2 + 0.4 + 0.4 + 0.4 ... : about 5 checks in 1.6 s, not 16
+        assert 3 <= remote.checks <= 7 and remote.state == "failed"
+        assert "cannot connect" in remote.error
+        await box.start()
+        await wait_for(lambda: remote.state == "ready", timeout=3)
+        assert remote.ids == ["m"]
+    finally:
+        await c.close()
+
+
+def _record_connects(monkeypatch) -> list:
+    """Every connect and name lookup made from here on (the conftest guard refuses non-loopback ones anyway; this
+    records that none was even tried)."""
+    attempts: list = []
+    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
+    real_getaddrinfo = socket.getaddrinfo
+
+    def connect(self, address):
+        attempts.append(("connect", address))
+        return real_connect(self, address)
+
+    def connect_ex(self, address):
+        attempts.append(("connect", address))
+        return real_connect_ex(self, address)
+
+    def getaddrinfo(host, *args, **kw):
+        attempts.append(("resolve", host))
+        return real_getaddrinfo(host, *args, **kw)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return attempts
+
+
+def _beyond_loopback(attempts: list) -> list:
+    import ipaddress
+
+    out = []
+    for kind, target in attempts:
+        host = target[0] if isinstance(target, tuple) else target
+        if host in (None, "localhost") or (isinstance(host, str) and host.startswith("/")):
+            continue
+        try:
+            if ipaddress.ip_address(str(host).split("%")[0]).is_loopback:
+                continue
+        except ValueError:
+            pass
+        out.append((kind, target))
+    return out
+
+
+@pytest.mark.parametrize("how", ["setting", "HF_HUB_OFFLINE"])
+async def test_offline_mode_opens_no_socket_beyond_loopback(remotes, monkeypatch, how) -> None:
+    monkeypatch.setenv("FAR_KEY", "k")
+    if how == "HF_HUB_OFFLINE":
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        offline = ""
+    else:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        offline = "offline = true\n"
+    near = await remotes(["m"])  # loopback is this machine: still used
+    attempts = _record_connects(monkeypatch)
+    c = await start_controller(
+        f'{offline}[remotes.far]\nurl = "http://10.1.2.3:8000/v1"\nkey_env = "FAR_KEY"\nmodels = ["m"]\n'
+        '[remotes.cloud]\nurl = "https://api.example.com/v1"\n'
+        f'[remotes.near]\nurl = "{near.url}"\n[models."far/m"]\nfallback = "near/m"\n')
+    try:
+        async with httpx.AsyncClient(base_url=c.url, timeout=10) as http:
+            ids = [m["id"] for m in (await http.get("/v1/models")).json()["data"]]
+            assert ids == ["far/m", "near/m"]  # the cloud's list is unknown: it was not asked
+            r = await http.post("/v1/chat/completions", json=chat("cloud/gpt-x"))
+            assert r.status_code == 503 and "offline mode is on" in r.json()["error"]["message"]
+            r = await http.post("/v1/chat/completions", json=chat("far/m"))  # fails over to the loopback one
+            assert r.status_code == 200 and r.headers["X-Llmctl-Served-By"] == "near/m"
+            status = {s["name"]: s for s in (await http.get("/llmctl/v1/remotes")).json()["remotes"]}
+            assert status["far"]["state"] == status["cloud"]["state"] == "skipped"
+            assert status["near"]["state"] == "ready"
+        await asyncio.sleep(0.3)  # give a background check every chance to try
+    finally:
+        await c.close()
+    assert attempts, "the recorder saw nothing at all: the test would prove nothing"
+    assert _beyond_loopback(attempts) == []
+
+
+async def test_no_remotes_configured_means_no_remote_sources(remotes) -> None:
+    c = await start_controller("")
+    try:
+        assert c.remotes == [] and c.describe()["remotes"] == []
+    finally:
+        await c.close()
+
+
+def test_a_key_in_the_config_file_is_refused(llmctl_home: Path) -> None:
+    from llmctl.catalog.errors import ConfigError
+
+    paths = resolve_paths()
+    paths.config_file.parent.mkdir(parents=True, exist_ok=True)
+    paths.config_file.write_text('[remotes.box]\nurl = "https://x.example/v1"\napi_key = "sk-123"\n')
+    with pytest.raises(ConfigError) as exc:
+        load_settings(paths)
+    assert "api_key" in exc.value.message
+    paths.config_file.write_text('[remotes.box]\nurl = "https://user:pw@x.example/v1"\n')
+    with pytest.raises(ConfigError, match="invalid"):
+        load_settings(paths)
+
+
+async def test_remote_deployments_take_no_room_and_are_never_victims(remotes) -> None:
+    """With max_loaded = 1, a remote model beside a loaded local one evicts nothing and is never evicted."""
+    from llmctl.catalog.store import ModelEntry
+    from llmctl.runtimes.ledger import Footprint
+    from llmctl.runtimes.scheduler import Scheduler
+
+    box = await remotes(["m"])
+    c = await start_controller(f'[remotes.box]\nurl = "{box.url}"\n')
+    try:
+
+        class Local:
+            name, in_flight, pinned, remote = "local", 0, False, False
+            state, alive, last_used = BackendState.READY, True, 0.0
+            footprint = Footprint(reserved={"ram": 1 << 30})
+            spec = type("S", (), {"model_path": Path("/x.gguf")})()
+
+            async def stop(self, reason=None):
+                raise AssertionError("the local model was evicted for a remote one")
+
+        entry = await c.models.get("box/m")
+        sched = Scheduler(c._make_backend, max_loaded=1, capacity=lambda ours: {"ram": 2 << 30}, margin=0)
+        sched.backends["local"] = Local()
+        backend = await sched.ensure_ready(entry, 5)
+        assert backend.state is BackendState.READY and sched._others(sched.backends["local"]) == []
+        assert isinstance(entry, ModelEntry)
+    finally:
+        await c.close()
