@@ -77,15 +77,19 @@ class FitEstimate(TypedDict):
     notes: list[str]
 
 
-class ModelEntry(TypedDict):
-    """A registered model, as import and remove answer."""
-
+class _Entry(TypedDict):
     name: str
     path: str
     format: str
     size: int
     added_at: float
     facts: dict[str, Any]
+
+
+class ModelEntry(_Entry, total=False):
+    """A registered model, as import and remove answer (``projector``: its multimodal projector, if any)."""
+
+    projector: str | None
 
 
 class _Listed(ModelEntry):
@@ -125,7 +129,97 @@ class Catalog(TypedDict):
     models: list[CatalogModel]
 
 
-class BackendStatus(TypedDict):
+class PullFile(TypedDict):
+    name: str
+    size: int
+    done: int
+    state: str  # queued | waiting | downloading | verified | failed | cancelled
+
+
+class PullStatus(TypedDict):
+    """A pull the controller runs (``state``: downloading | registering | done | failed | cancelled)."""
+
+    id: str
+    ref: str
+    repo: str
+    revision: str
+    commit: str
+    name: str | None
+    state: str
+    files: list[PullFile]
+    total_bytes: int
+    done_bytes: int
+    speed_bps: float
+    error: str | None
+    model: str | None
+    started_at: float
+    finished_at: float | None
+    seq: int
+
+
+class StartedPull(PullStatus):
+    joined: bool  # the same files were already being pulled: this is that pull
+
+
+class _PullEvent(TypedDict):
+    seq: int
+    pull: str
+    type: str  # snapshot | waiting | started | progress | verified | registered | done | failed | cancelled
+    state: str
+    total_done: int
+    total: int
+    speed_bps: float
+
+
+class PullEvent(_PullEvent, total=False):
+    """One line of a pull's event stream; ``file``, ``done`` and ``size`` for a file's events, ``files`` for a
+    snapshot, ``model`` once registered, ``error`` when it failed."""
+
+    file: str
+    done: int
+    size: int
+    resumed_from: int
+    files: list[PullFile]
+    model: str
+    error: str
+
+
+class FitDevice(TypedDict):
+    label: str
+    gpu: str | None
+    memory_bytes: int
+    kind: str  # gpu | ram
+
+
+class FitOption(TypedDict):
+    model: str
+    quant: str
+    ctx: int
+    runtime: str
+    fits: str
+    gpu_layers: int
+    n_layers: int
+    total_bytes: int
+    gpu_bytes: int
+    cpu_bytes: int
+    headroom_bytes: int
+    tokens_per_s: float
+    score: float
+    license: str
+    why: list[str]
+    ref: str
+    estimate: FitEstimate
+
+
+class Recommendation(TypedDict):
+    ctx: int
+    device: FitDevice
+    gpus: list[str]
+    options: list[FitOption]
+    left_out: list[str]
+
+
+class _Backend(TypedDict):
     model: str
     runtime: str
     command: str
@@ -139,6 +233,20 @@ class BackendStatus(TypedDict):
     error: str | None
     log_path: str
     last_log_lines: list[str]
+
+
+class BackendStatus(_Backend, total=False):
+    """A deployment's state; the keys below come from a real controller (the fake's fixed answers leave them out)."""
+
+    engine: str
+    capabilities: list[str]
+    ctx_size: int | None
+    parallel: int | None
+    memory: dict[str, Any]
+    pinned: bool
+    ttl: float | None
+    idle_for: float
+    stop_reason: str | None
 
 
 class LogChunk(TypedDict):
