@@ -1,6 +1,6 @@
 """What fits: ``recommend`` for this machine, or for a GPU from the bundled table, one row per model with a bar of
-its weights / KV cache / compute against the device's memory, the verdict and why; p pulls the selected row
-(the Models screen that opened this one runs and shows the pull)."""
+its weights / KV cache / compute / the rest (repacked weights, output, overhead) against the device's memory, the
+verdict and why; p pulls the selected row (the Models screen that opened this one runs and shows the pull)."""
 
 from __future__ import annotations
 
@@ -18,20 +18,28 @@ from llmctl.screens.format import FIT_STYLE, badge, cell, size
 
 BAR = 20
 PARTS = (("weights_bytes", "blue", "weights"), ("kv_cache_bytes", "magenta", "KV cache"),
-         ("compute_bytes", "yellow", "compute"))
+         ("compute_bytes", "yellow", "compute"), ("other_bytes", "grey50", "other"))
+OTHER = ("repack_bytes", "output_bytes", "overhead_bytes")  # what "other" sums: repacked weights, output, overhead
+
+
+def parts(est: dict) -> dict[str, int]:
+    """Bytes per bar segment; they add up to the estimate's total."""
+    out = {key: int(est.get(key) or 0) for key, _style, _label in PARTS[:-1]}
+    out["other_bytes"] = sum(int(est.get(key) or 0) for key in OTHER)
+    return out
 HERE = "this machine"
 
 
 def memory_bar(option: FitOption, memory: int, width: int = BAR) -> Text:
     """Weights, KV cache and compute as coloured blocks, the rest of the device's memory dim; the whole bar red
     past the device's memory (on a GPU, the rest spills to RAM)."""
-    est = option["estimate"]
-    used = sum(est.get(key, 0) for key, _style, _label in PARTS)
+    est = parts(option["estimate"])
+    used = sum(est.values())
     scale = max(memory, used, 1)
     bar = Text(end="")
     filled = 0
     for key, style, _label in PARTS:
-        n = round(width * est.get(key, 0) / scale)
+        n = round(width * est[key] / scale)
         n = min(n, width - filled)
         bar.append("█" * n, style="red" if used > memory else style)
         filled += n
@@ -123,9 +131,9 @@ class FitsScreen(LlmctlScreen):
         if event.row_key is None or event.row_key.value is None:
             return
         o = self.options[int(event.row_key.value)]
-        est = o["estimate"]
-        parts = ", ".join(f"{label} {size(est.get(key))}" for key, _s, label in PARTS)
+        est = parts(o["estimate"])
+        listed = ", ".join(f"{label} {size(est[key])}" for key, _s, label in PARTS)
         self.query_one("#fits-why", Static).update(Content.assemble(
             Content.from_markup("[b]$ref[/] ", ref=o["ref"]), badge(o["fits"]),
-            Content(f": {'; '.join(o['why'])}\n{parts}; {o['gpu_layers']}/{o['n_layers']} layers on the GPU. "),
+            Content(f": {'; '.join(o['why'])}\n{listed}; {o['gpu_layers']}/{o['n_layers']} layers on the GPU. "),
             Content.styled("p pulls it", "dim")))

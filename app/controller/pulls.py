@@ -245,21 +245,24 @@ class PullsApi:
             raise ApiError(400, "after must be a whole number", code="invalid_value") from None
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-cache"})
         await response.prepare(request)
-        seen = after
-        oldest = pull.events[0]["seq"] if pull.events else pull.seq + 1
-        if seen < oldest - 1 or (seen == 0 and not pull.events):  # missed events (or none kept): start whole
-            await response.write((json.dumps(pull.snapshot()) + "\n").encode())
-            seen = pull.seq
-        while True:
-            for event in [e for e in pull.events if e["seq"] > seen]:
-                await response.write((json.dumps(event) + "\n").encode())
-                seen = event["seq"]
-            if pull.state not in ACTIVE and seen >= pull.seq:
-                break
-            await pull.wait_change(seen, timeout=15.0)
-            if pull.seq == seen:  # nothing for a while: a blank line keeps proxies from closing the stream
-                await response.write(b"\n")
-        await response.write_eof()
+        try:
+            seen = after
+            oldest = pull.events[0]["seq"] if pull.events else pull.seq + 1
+            if seen < oldest - 1 or (seen == 0 and not pull.events):  # missed events (or none kept): start whole
+                await response.write((json.dumps(pull.snapshot()) + "\n").encode())
+                seen = pull.seq
+            while True:
+                for event in [e for e in pull.events if e["seq"] > seen]:
+                    await response.write((json.dumps(event) + "\n").encode())
+                    seen = event["seq"]
+                if pull.state not in ACTIVE and seen >= pull.seq:
+                    break
+                await pull.wait_change(seen, timeout=15.0)
+                if pull.seq == seen:  # nothing for a while: a blank line keeps proxies from closing the stream
+                    await response.write(b"\n")
+            await response.write_eof()
+        except ConnectionResetError:  # the reader went away (the TUI closed): the pull goes on without it
+            pass
         return response
 
     # running -----------------------------------------------------------------------------------------------
