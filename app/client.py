@@ -29,11 +29,15 @@ from llmctl.app.shapes import (
     LocalModel,
     LogChunk,
     ModelEntry,
+    PullEvent,
+    PullStatus,
     Reasoning,
+    Recommendation,
     RemoteStatus,
     RequestRecord,
     RequestsSnapshot,
     Shutdown,
+    StartedPull,
 )
 
 
@@ -151,6 +155,47 @@ class ControllerClient:
 
     async def catalog(self, ctx: int = 8192) -> Catalog:
         return await self._request("GET", "/llmctl/v1/catalog", params={"ctx": ctx})
+
+    async def recommend(self, ctx: int = 8192, gpu: str | None = None) -> Recommendation:
+        params: dict[str, Any] = {"ctx": ctx}
+        if gpu:
+            params["gpu"] = gpu
+        return await self._request("GET", "/llmctl/v1/recommend", params=params, timeout=60.0)
+
+    # pulls -------------------------------------------------------------------------------------------------
+    async def start_pull(self, ref: str, name: str | None = None, revision: str = "main",
+                         force: bool = False) -> StartedPull:
+        """Start a pull in the controller (or join the one already fetching the same files)."""
+        return await self._request("POST", "/llmctl/v1/pulls", timeout=120.0,
+                                   json={"ref": ref, "name": name, "revision": revision, "force": force})
+
+    async def pulls(self) -> list[PullStatus]:
+        return (await self._request("GET", "/llmctl/v1/pulls"))["pulls"]
+
+    async def cancel_pull(self, pull_id: str) -> PullStatus:
+        return await self._request("DELETE", f"/llmctl/v1/pulls/{_seg(pull_id)}")
+
+    async def pull_events(self, pull_id: str, after: int = 0) -> AsyncIterator[PullEvent]:
+        """The pull's events as they happen, until it ends (the stream closes)."""
+        try:
+            async with self._http.stream("GET", f"/llmctl/v1/pulls/{_seg(pull_id)}/events", params={"after": after},
+                                         timeout=httpx.Timeout(30.0, read=None)) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise _error_from(response)
+                async for line in response.aiter_lines():
+                    if not line.strip():
+                        continue
+                    try:
+                        event = json.loads(line)
+                    except ValueError:
+                        raise ControllerError("the pull's event stream carried something that is not JSON",
+                                              line[:200]) from None
+                    yield event
+        except httpx.ConnectError:
+            raise _unavailable(self.base_url) from None
+        except httpx.TransportError as exc:
+            raise _lost(self.base_url, exc) from None
 
     # gateway -----------------------------------------------------------------------------------------------
     async def stream_chat(self, model: str, messages: list[dict], **params: Any) -> AsyncIterator[ChatPart]:

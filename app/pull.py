@@ -3,46 +3,11 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import click
 
 from llmctl.app.cli_context import Context, emit_json, pass_ctx
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """What a pull TARGET names: a repo and, for a GGUF, a quant or a file (neither: a safetensors repo)."""
-
-    repo: str
-    quant: str | None
-    file: str | None
-    default_name: str | None
-    what: str
-
-
-def selection(target: str) -> Target:
-    from llmctl.catalog.catalog import default_quant, find_model
-    from llmctl.catalog.errors import LlmctlError
-
-    base, _, spec = target.partition(":")
-    if "/" not in base:
-        model, quant = find_model(target)
-        quant = quant or default_quant(model)
-        return Target(model.gguf.repo, quant, None, f"{model.name}-{quant.lower()}", f"{model.name} {quant}")
-    if spec.lower().endswith(".gguf"):
-        from llmctl.catalog.selectors import SPLIT_RE
-        from llmctl.catalog.store import name_from_path
-
-        stem = SPLIT_RE.sub("", PurePosixPath(spec).name.removesuffix(".gguf"))
-        return Target(base, None, spec, name_from_path(Path(stem)), spec)
-    if spec:
-        return Target(base, spec, None, f"{base.split('/')[1].lower().removesuffix('-gguf')}-{spec.lower()}", spec)
-    if base.lower().endswith("-gguf"):
-        raise LlmctlError(f"say which file of {base} to pull",
-                          f"write {base}:QUANT (e.g. {base}:Q4_K_M) or {base}:FILE.gguf")
-    return Target(base, None, None, None, f"{base} (safetensors, for vLLM)")
 
 
 @click.command()
@@ -71,38 +36,15 @@ def pull(ctx: Context, target: str, revision: str, name: str | None, force: bool
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
     from llmctl.catalog.discovery import hf_cache_dir
-    from llmctl.catalog.downloads import (
-        FileFinished,
-        FileProgressed,
-        FileStarted,
-        FileWaiting,
-        HubDownloader,
-        repo_folder,
-        safetensors_files,
-    )
-    from llmctl.catalog.selectors import choose_gguf
-    from llmctl.catalog.store import validate_name
+    from llmctl.catalog.downloads import FileFinished, FileProgressed, FileStarted, FileWaiting, HubDownloader
+    from llmctl.catalog.references import register, resolve
 
-    t = selection(target)
     offline = offline or ctx.settings.offline or os.environ.get("HF_HUB_OFFLINE") == "1"
     cache = hf_cache_dir()
     downloader = HubDownloader(cache, endpoint=os.environ.get("HF_ENDPOINT", "https://huggingface.co"),
                                token=None if offline else get_token(), offline=offline)
-    if t.default_name is None:  # a safetensors repo: vLLM serves the folder
-        plan, choice = downloader.plan(t.repo, safetensors_files, revision), None
-    else:
-        listing = downloader.listing(t.repo, revision)
-        choice = choose_gguf([f.name for f in listing.files], t.repo, quant=t.quant, file=t.file)
-        plan = listing.only(choice.all_files)
-        final = validate_name(name or t.default_name)
-        existing = ctx.store().get(final)
-        first = next(f for f in plan.files if f.name == choice.first)
-        blob = (repo_folder(cache, t.repo) / "blobs" / first.key).resolve()
-        if existing is not None and Path(existing.path).resolve() != blob and not force:
-            from llmctl.catalog.errors import StoreError
-
-            raise StoreError(f"the name {final!r} already belongs to {existing.path}",
-                             "pull with --name OTHER to keep both, or --force to point it at the new file.")
+    resolved = resolve(downloader, ctx.store(), target, name=name, revision=revision, force=force)
+    t, plan, choice = resolved.target, resolved.plan, resolved.choice
     say = (lambda *_a, **_k: None) if as_json else click.echo
     projector_note = f" + projector {choice.projector}" if choice and choice.projector else ""
     say(f"{t.what}: {len(plan.files)} file(s){projector_note}, {plan.total / 2**30:.2f} GiB from "
@@ -142,7 +84,8 @@ def pull(ctx: Context, target: str, revision: str, name: str | None, force: bool
         return
     first_path = paths[choice.first]
     projector = paths[choice.projector] if choice.projector else None
-    entry = ctx.store().import_file(first_path, final, replace=force, projector=projector)
+    entry = register(ctx.store(), resolved, paths)
+    assert entry is not None
     if as_json:
         emit_json({**result, "model": entry.name, "path": entry.path, "projector": entry.projector})
         return

@@ -32,17 +32,26 @@ class Cpu(TypedDict):
     physical_cores: int
     logical_cores: int
     flags: list[str]
+    performance_cores: int | None  # Apple Silicon's P- and E-cores
+    efficiency_cores: int | None
 
 
 class Gpu(TypedDict):
     index: int
     name: str
-    vram_total: int
+    vram_total: int  # unified memory: the GPU's working-set limit within the one pool
     vram_free: int
     driver: str | None
     cuda_version: str | None
     compute_capability: str | None
     utilization: int | None
+    vendor: str
+    backends: list[str]
+    source: str
+    unified: bool
+    cores: int | None
+    arch: str | None
+    note: str
 
 
 class Hardware(TypedDict):
@@ -55,6 +64,8 @@ class Hardware(TypedDict):
     gpu_status: str
     gpu_detail: str
     notes: list[str]
+    memory: str  # discrete | unified (ram_* is then the one pool)
+    recorded: str | None
     cpu_percent: float
 
 
@@ -75,17 +86,23 @@ class FitEstimate(TypedDict):
     reason: str
     runtime: str
     notes: list[str]
+    memory: str  # discrete | unified (gpu_bytes and cpu_bytes are parts of one pool)
+    headroom_bytes: int  # left on the tightest device the model uses
 
 
-class ModelEntry(TypedDict):
-    """A registered model, as import and remove answer."""
-
+class _Entry(TypedDict):
     name: str
     path: str
     format: str
     size: int
     added_at: float
     facts: dict[str, Any]
+    projector: str | None
+
+
+class ModelEntry(_Entry, total=False):
+    """A registered model, as import and remove answer (``projector``: its multimodal projector, if any)."""
+
     projector: str | None
 
 
@@ -130,6 +147,96 @@ class MemoryFootprint(TypedDict):
     reserved: dict[str, int]
     measured: dict[str, int]
     held: dict[str, int]
+
+
+class PullFile(TypedDict):
+    name: str
+    size: int
+    done: int
+    state: str  # queued | waiting | downloading | verified | failed | cancelled
+
+
+class PullStatus(TypedDict):
+    """A pull the controller runs (``state``: downloading | registering | done | failed | cancelled)."""
+
+    id: str
+    ref: str
+    repo: str
+    revision: str
+    commit: str
+    name: str | None
+    state: str
+    files: list[PullFile]
+    total_bytes: int
+    done_bytes: int
+    speed_bps: float
+    error: str | None
+    model: str | None
+    started_at: float
+    finished_at: float | None
+    seq: int
+
+
+class StartedPull(PullStatus):
+    joined: bool  # the same files were already being pulled: this is that pull
+
+
+class _PullEvent(TypedDict):
+    seq: int
+    pull: str
+    type: str  # snapshot | waiting | started | progress | verified | registered | done | failed | cancelled
+    state: str
+    total_done: int
+    total: int
+    speed_bps: float
+
+
+class PullEvent(_PullEvent, total=False):
+    """One line of a pull's event stream; ``file``, ``done`` and ``size`` for a file's events, ``files`` for a
+    snapshot, ``model`` once registered, ``error`` when it failed."""
+
+    file: str
+    done: int
+    size: int
+    resumed_from: int
+    files: list[PullFile]
+    model: str
+    error: str
+
+
+class FitDevice(TypedDict):
+    label: str
+    gpu: str | None
+    memory_bytes: int
+    kind: str  # gpu | ram
+
+
+class FitOption(TypedDict):
+    model: str
+    quant: str
+    ctx: int
+    runtime: str
+    fits: str
+    gpu_layers: int
+    n_layers: int
+    total_bytes: int
+    gpu_bytes: int
+    cpu_bytes: int
+    headroom_bytes: int
+    tokens_per_s: float
+    score: float
+    license: str
+    why: list[str]
+    ref: str
+    estimate: FitEstimate
+
+
+class Recommendation(TypedDict):
+    ctx: int
+    device: FitDevice
+    gpus: list[str]
+    options: list[FitOption]
+    left_out: list[str]
 
 
 class _Backend(TypedDict):

@@ -182,7 +182,19 @@ class HubDownloader:
         self.retries = retries  # tries after the first, for 408/429/5xx answers
         self.backoff = backoff  # seconds before the first retry, doubling each time, unless Retry-After says
         self.max_wait = max_wait  # a Retry-After longer than this ends the pull (with the wait in the error)
-        self._stop = threading.Event()
+        self._stop = threading.Event()  # one file of a plan failed: stop its siblings
+        self._cancelled = threading.Event()  # the user asked to stop (another thread): every transfer stops
+
+    def cancel(self) -> None:
+        """Stop a pull running in another thread at its next chunk; partial files stay for a resume."""
+        self._cancelled.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def _stopping(self) -> bool:
+        return self._stop.is_set() or self._cancelled.is_set()
 
     def _retry_delay(self, attempt: int, headers) -> float:
         asked = retry_after(headers)
@@ -360,7 +372,7 @@ class HubDownloader:
         except Timeout:
             yield FileWaiting(f.name)
             while True:
-                if self._stop.is_set():
+                if self._stopping():
                     raise DownloadError(f"{f.name}: stopped while another pull was fetching it",
                                         "run pull again once the other one is done.") from None
                 try:
@@ -427,7 +439,7 @@ class HubDownloader:
                     reported = offset
                     with partial.open("ab", buffering=CHUNK) as out:
                         for chunk in r.iter_raw():  # as it arrives (identity encoding): a cut keeps what came
-                            if self._stop.is_set():
+                            if self._stopping():
                                 raise DownloadError(f"{f.name} stopped at {_progress(offset, f.size)}",
                                                     "run pull again: it resumes where it stopped.")
                             room = f.size - offset

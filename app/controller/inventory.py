@@ -5,12 +5,15 @@
   TUI polls it every 2 s: header facts, and estimates for the same budget, are cached per model and read again only
   when a file's path, size or mtime changes);
 - ``POST /llmctl/v1/models`` ``{"path", "name"?}``: register a local GGUF; ``DELETE /llmctl/v1/models/{name}``;
-- ``GET /llmctl/v1/catalog?ctx=N``: the bundled catalog, each quant with its fit verdict here.
+- ``GET /llmctl/v1/catalog?ctx=N``: the bundled catalog, each quant with its fit verdict here;
+- ``GET /llmctl/v1/recommend?ctx=N&gpu=NAME``: ``recommend`` for this machine, or for a GPU of the bundled table
+  (with this machine's RAM), each option with its memory breakdown against the device's memory.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -83,6 +86,7 @@ class InventoryApi:
             web.post(f"{PREFIX}/models", self.import_model),
             web.delete(f"{PREFIX}/models/{{name}}", self.remove_model),
             web.get(f"{PREFIX}/catalog", self.catalog),
+            web.get(f"{PREFIX}/recommend", self.recommend),
         ]
 
     def _report(self):
@@ -183,3 +187,49 @@ class InventoryApi:
             return out
 
         return web.json_response({"ctx": ctx, "models": await asyncio.to_thread(build)})
+
+    async def recommend(self, request: web.Request) -> web.Response:
+        from llmctl.catalog.catalog import find_gpu, find_model, load_gpus
+        from llmctl.catalog.recommend import recommend as rank
+
+        try:
+            ctx = max(256, min(int(request.query.get("ctx", "8192")), 1 << 20))
+        except ValueError:
+            raise ApiError(400, "ctx must be a whole number", code="invalid_value") from None
+        gpu = request.query.get("gpu") or None
+
+        def build() -> dict:
+            report = self._report()
+            if gpu:
+                spec = find_gpu(gpu)
+                vram = int(spec.vram_gib * (1 << 30))
+                budget, bandwidth = Budget((vram,), report.ram_total), spec.bandwidth_gbs
+                device = {"label": f"{spec.name} ({vram / 2**30:.0f} GiB) with this machine's RAM", "gpu": spec.name,
+                          "memory_bytes": vram, "kind": "gpu"}
+            else:
+                budget, bandwidth = self._budget(report), 0.0
+                if report.gpus:
+                    try:
+                        bandwidth = find_gpu(report.gpus[0].name).bandwidth_gbs
+                    except LlmctlError:
+                        bandwidth = 500.0
+                    first = report.gpus[0]
+                    device = {"label": f"this machine: {first.name}", "gpu": None,
+                              "memory_bytes": first.vram_free, "kind": "gpu"}
+                else:
+                    device = {"label": "this machine: no GPU, RAM only", "gpu": None,
+                              "memory_bytes": report.ram_available, "kind": "ram"}
+            req = self._request(ctx)
+            options, left_out = rank(budget, ctx=ctx, gpu_bandwidth_gbs=bandwidth, launch=req)
+            out = []
+            for o in options:
+                model, _ = find_model(o.model)
+                est = estimate(facts_for(model, o.quant), dataclasses.replace(req, ctx=o.ctx), budget)
+                out.append({**o.to_json(), "ref": f"{o.model}:{o.quant}", "estimate": est.to_json()})
+            return {"ctx": ctx, "device": device, "gpus": [g.name for g in load_gpus().gpus], "options": out,
+                    "left_out": left_out}
+
+        try:
+            return web.json_response(await asyncio.to_thread(build))
+        except LlmctlError as exc:
+            raise ApiError(400, f"{exc.title}: {exc.message}", code="invalid_value") from None

@@ -30,6 +30,7 @@ from llmctl.app.controller.inventory import InventoryApi
 from llmctl.app.controller.limits import Keys
 from llmctl.app.controller.lock import ControllerLock
 from llmctl.app.controller.metrics import Metrics, cache_families, key_families
+from llmctl.app.controller.pulls import PullsApi
 from llmctl.app.controller.security import add_cors_headers, build_middlewares
 from llmctl.app.deployments import LaunchPlan, launch_plan, profile_for
 from llmctl.app.paths import Paths
@@ -111,6 +112,7 @@ class Controller:
                                                       cache.bytes))
         self.control = ControlApi(self)
         self.inventory = InventoryApi(self)
+        self.pulls = PullsApi(self)
         self.started_at = time.time()
         self._runner: web.AppRunner | None = None
         self._idle_task: asyncio.Task | None = None
@@ -245,6 +247,7 @@ class Controller:
         app.add_routes(self.gateway.routes())
         app.add_routes(self.control.routes())
         app.add_routes(self.inventory.routes())
+        app.add_routes(self.pulls.routes())
         app.on_response_prepare.append(add_cors_headers)
         return app
 
@@ -351,6 +354,7 @@ class Controller:
 
     async def close(self) -> None:
         self.on_event(ControllerEvent("stopping", "stopping every backend"))
+        await self.pulls.close()
         if self._idle_task is not None:
             self._idle_task.cancel()
         await self.scheduler.shutdown()

@@ -28,11 +28,16 @@ from llmctl.app.shapes import (
     LocalModel,
     LogChunk,
     ModelEntry,
+    PullEvent,
+    PullFile,
+    PullStatus,
     Reasoning,
+    Recommendation,
     RemoteStatus,
     RequestRecord,
     RequestsSnapshot,
     Shutdown,
+    StartedPull,
 )
 
 GiB = 1 << 30
@@ -40,18 +45,20 @@ MiB = 1 << 20
 
 HARDWARE = Hardware(
     cpu=Cpu(model="AMD Ryzen 9 7950X", arch="x86_64", physical_cores=16, logical_cores=32,
-            flags=["avx", "avx2", "fma", "f16c", "avx512f"]),
+            flags=["avx", "avx2", "fma", "f16c", "avx512f"], performance_cores=None, efficiency_cores=None),
     ram_total=64 * GiB, ram_available=40 * GiB, disk_path="/models", disk_free=500 * GiB,
     gpus=[Gpu(index=0, name="NVIDIA GeForce RTX 3090", vram_total=24 * GiB, vram_free=18 * GiB, driver="550.54.14",
-              cuda_version="12.4", compute_capability="8.6", utilization=35)],
+              cuda_version="12.4", compute_capability="8.6", utilization=35, vendor="nvidia",
+              backends=["CUDA", "Vulkan"], source="nvml", unified=False, cores=None, arch=None, note="")],
     gpu_status="ok", gpu_detail="1 NVIDIA GPU(s), driver 550.54.14", cpu_percent=12.0, notes=[],
+    memory="discrete", recorded=None,
 )
 
 ESTIMATE = FitEstimate(
     weights_bytes=4600 * MiB, repack_bytes=0, kv_cache_bytes=1024 * MiB, compute_bytes=560 * MiB, output_bytes=MiB,
     overhead_bytes=480 * MiB, total_bytes=6665 * MiB, gpu_bytes=6200 * MiB, cpu_bytes=465 * MiB, gpu_layers=33,
     n_layers=32, kv_cells=8192, fits="yes", reason="GPU: 6.1 GiB of 18.0 GiB VRAM (34%)",
-    runtime="llama.cpp (llama-server)", notes=[])
+    runtime="llama.cpp (llama-server)", notes=[], memory="discrete", headroom_bytes=11 * GiB)
 
 
 def local_model(name: str, path: str, size: int, facts: dict[str, Any], state: str = "stopped",
@@ -95,6 +102,30 @@ BACKENDS = [
 LOG_LINES = ["--- llmctl: starting llama-server --model x.gguf", "main: server is listening"]
 
 
+def recommendation(gpu: str | None = None) -> Recommendation:
+    from llmctl.app.shapes import FitDevice, FitOption
+
+    memory = 24 * GiB if gpu else 18 * GiB
+    label = f"{gpu} (24 GiB) with this machine's RAM" if gpu else "this machine: NVIDIA GeForce RTX 3090"
+
+    def option(model: str, quant: str, fits: str, weights: int, kv: int, compute: int, tps: float,
+               why: list[str]) -> FitOption:
+        est = FitEstimate(**{**ESTIMATE, "weights_bytes": weights, "kv_cache_bytes": kv, "compute_bytes": compute,
+                             "total_bytes": weights + kv + compute, "fits": fits})
+        return FitOption(model=model, quant=quant, ctx=8192, runtime="llama.cpp (llama-server)", fits=fits,
+                         gpu_layers=33, n_layers=33, total_bytes=weights + kv + compute,
+                         gpu_bytes=weights + kv + compute, cpu_bytes=0, headroom_bytes=memory - weights - kv - compute,
+                         tokens_per_s=tps, score=1.0, license="apache-2.0", why=why, ref=f"{model}:{quant}",
+                         estimate=est)
+
+    return Recommendation(ctx=8192, device=FitDevice(label=label, gpu=gpu, memory_bytes=memory, kind="gpu"),
+                          gpus=["RTX 3060", "RTX 3090", "RTX 4090"], left_out=["llama-3.3-70b-instruct: too big"],
+                          options=[option("qwen2.5-14b-instruct", "Q4_K_M", "tight", 9 * GiB, 4 * GiB, 2 * GiB, 41.0,
+                                          ["best quality that fits"]),
+                                   option("qwen2.5-7b-instruct", "Q8_0", "yes", 8 * GiB, 1 * GiB, GiB // 2, 70.5,
+                                          ["smaller model (7.6B effective vs 14.8B)"])])
+
+
 def record(id: int, model: str, tokens_per_s: float = 100.0, ttft_ms: float = 50.0, itl_ms: float = 10.0
            ) -> RequestRecord:
     return RequestRecord(id=id, model=model, endpoint="/v1/chat/completions", stream=True, started_at=0.0,
@@ -108,9 +139,12 @@ class FakeClient:
 
     def __init__(self, reply: str = "Hello! **How** can I help?", delay: float = 0.0, *, reasoning: str = "",
                  models: list[LocalModel] | None = None, log_lines: list[str] | None = None,
-                 fail: dict[str, BaseException] | None = None, fail_after: int | None = None) -> None:
+                 fail: dict[str, BaseException] | None = None, fail_after: int | None = None,
+                 pull_steps: int = 4, pull_hold: int | None = None) -> None:
         """``reasoning``: words streamed as ``Reasoning`` before the reply. ``fail``: method name -> the
-        exception it raises. ``fail_after``: stream_chat raises its ``fail`` entry after that many pieces."""
+        exception it raises. ``fail_after``: stream_chat raises its ``fail`` entry after that many pieces, and
+        pull_events after that many events. A pull has two files and ``pull_steps`` progress events each;
+        ``pull_hold``: the event stream waits (as a slow link) after that many events until ``pull_released`` is set."""
         self.reply = reply
         self.reasoning = reasoning
         self.delay = delay
@@ -121,6 +155,11 @@ class FakeClient:
         self.model_list = copy.deepcopy(MODELS if models is None else models)
         self.log_lines = list(LOG_LINES if log_lines is None else log_lines)
         self.records: list[RequestRecord] = []
+        self.pull_steps = pull_steps
+        self.pull_hold = pull_hold
+        self.pull_list: dict[str, PullStatus] = {}
+        self.pull_released = asyncio.Event()  # set it to let a held pull go on
+        self._cancelled: set[str] = set()
 
     def _answer(self, method: str) -> None:
         if method in self.fail and not (method == "stream_chat" and self.fail_after is not None):
@@ -220,3 +259,75 @@ class FakeClient:
         turn.seconds = 0.05 + 0.01 * turn.tokens
         self.records.append(record(len(self.records) + 1, model))
         yield turn
+
+    async def recommend(self, ctx: int = 8192, gpu: str | None = None) -> Recommendation:
+        self.calls.append(("recommend", ctx, gpu))
+        self._answer("recommend")
+        return recommendation(gpu)
+
+    async def start_pull(self, ref: str, name: str | None = None, revision: str = "main",
+                         force: bool = False) -> StartedPull:
+        self.calls.append(("start_pull", ref, name))
+        self._answer("start_pull")
+        for pull in self.pull_list.values():
+            if pull["ref"] == ref and pull["state"] == "downloading":
+                return StartedPull(**copy.deepcopy(pull), joined=True)
+        model, _, quant = ref.partition(":")
+        stem = f"{model}-{quant.lower()}"
+        files = [PullFile(name=f"{stem}-0000{i}-of-00002.gguf", size=(3 - i) * GiB, done=0, state="queued")
+                 for i in (1, 2)]
+        pull = PullStatus(id=f"p{len(self.pull_list) + 1}", ref=ref, repo="org/" + model, revision=revision,
+                          commit="0" * 40, name=name or stem, state="downloading", files=files,
+                          total_bytes=sum(f["size"] for f in files), done_bytes=0, speed_bps=0.0, error=None,
+                          model=None, started_at=0.0, finished_at=None, seq=0)
+        self.pull_list[pull["id"]] = pull
+        return StartedPull(**copy.deepcopy(pull), joined=False)
+
+    async def pulls(self) -> list[PullStatus]:
+        self._answer("pulls")
+        return copy.deepcopy(list(self.pull_list.values()))
+
+    async def cancel_pull(self, pull_id: str) -> PullStatus:
+        self.calls.append(("cancel_pull", pull_id))
+        self._answer("cancel_pull")
+        self._cancelled.add(pull_id)
+        self.pull_released.set()
+        return copy.deepcopy(self.pull_list[pull_id])
+
+    async def pull_events(self, pull_id: str, after: int = 0) -> AsyncIterator[PullEvent]:
+        """Both files in ``pull_steps`` steps each, then registered and done (the model joins the list)."""
+        self._answer("pull_events")
+        pull = self.pull_list[pull_id]
+
+        def event(kind: str, **extra: Any) -> PullEvent:
+            pull["seq"] += 1
+            pull["done_bytes"] = sum(f["done"] for f in pull["files"])
+            return PullEvent(seq=pull["seq"], pull=pull_id, type=kind, state=pull["state"],
+                             total_done=pull["done_bytes"], total=pull["total_bytes"], speed_bps=50.0 * MiB, **extra)
+
+        script: list[tuple[PullFile, str, int]] = []
+        for f in pull["files"]:
+            script.append((f, "started", 0))
+            script += [(f, "progress", f["size"] * k // self.pull_steps) for k in range(1, self.pull_steps + 1)]
+            script.append((f, "verified", f["size"]))
+        for n, (f, kind, done) in enumerate(script):
+            if self.fail_after is not None and n == self.fail_after and "pull_events" in self.fail:
+                raise self.fail["pull_events"]
+            if self.pull_hold is not None and n == self.pull_hold:
+                await self.pull_released.wait()
+            if pull_id in self._cancelled:
+                pull["state"] = "cancelled"
+                pull["error"] = "cancelled; the partial files are kept and the same pull resumes them"
+                yield event("cancelled", error=pull["error"])
+                return
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            f["done"], f["state"] = done, {"started": "downloading", "progress": "downloading"}.get(kind, kind)
+            yield event(kind, file=f["name"], done=done, size=f["size"])
+        name = pull["name"] or "pulled"
+        self.model_list.append(local_model(name, "/hf/" + pull["files"][0]["name"], pull["total_bytes"],
+                                           {"architecture": "qwen2", "quant": "Q4_K_M",
+                                            "parameter_count": 7_620_000_000, "context_length": 32768}))
+        pull["state"], pull["model"] = "done", name
+        yield event("registered", model=name)
+        yield event("done", model=name)

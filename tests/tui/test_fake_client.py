@@ -52,10 +52,12 @@ def returns(name: str):
 
 FAKE_CALLS = [("hardware", ()), ("backends", ()), ("models", ()), ("catalog", ()), ("load", ("tiny",)),
               ("unload", ("tiny",)), ("logs", ("tiny",)), ("requests", ()), ("requests_snapshot", ()),
-              ("remotes", ()), ("shutdown", ()), ("import_model", ("/m/x.gguf", "x")), ("remove_model", ("tiny",))]
+              ("remotes", ()), ("shutdown", ()), ("import_model", ("/m/x.gguf", "x")), ("remove_model", ("tiny",)),
+              ("recommend", ()), ("recommend", (8192, "RTX 3090")), ("start_pull", ("qwen2.5-7b-instruct:Q4_K_M",)),
+              ("pulls", ())]
 
 
-@pytest.mark.parametrize(("name", "args"), FAKE_CALLS, ids=[c[0] for c in FAKE_CALLS])
+@pytest.mark.parametrize(("name", "args"), FAKE_CALLS, ids=[f"{c[0]}{len(c[1])}" for c in FAKE_CALLS])
 async def test_the_fakes_answers_have_the_real_clients_shapes(name: str, args: tuple) -> None:
     client = FakeClient()
     async for _ in client.stream_chat("tiny", [{"role": "user", "content": "x"}]):
@@ -89,7 +91,8 @@ async def test_a_real_controllers_answers_have_the_same_shapes(tiny_gguf) -> Non
         async with ControllerClient(str(server.make_url(""))) as client:
             imported = await client.import_model(str(tiny_gguf), "tiny")
             assert problems(imported, returns("import_model")) == []
-            for name in ("hardware", "models", "catalog", "backends", "requests_snapshot", "requests", "remotes"):
+            for name in ("hardware", "models", "catalog", "backends", "requests_snapshot", "requests", "remotes",
+                         "recommend", "pulls"):
                 answer = await getattr(client, name)()
                 assert problems(answer, returns(name)) == [], name
             models = await client.models()
@@ -102,3 +105,14 @@ async def test_a_real_controllers_answers_have_the_same_shapes(tiny_gguf) -> Non
             assert problems(await client.remove_model("tiny"), returns("remove_model")) == []
     finally:
         await server.close()
+
+
+async def test_the_fakes_pull_events_have_the_real_clients_shapes() -> None:
+    from llmctl.app.shapes import PullEvent
+
+    client = FakeClient()
+    pull = await client.start_pull("qwen2.5-7b-instruct:Q4_K_M")
+    events = [e async for e in client.pull_events(pull["id"])]
+    assert [problems(e, PullEvent) for e in events] == [[]] * len(events)
+    assert events[-1]["type"] == "done" and problems(await client.pulls(), returns("pulls")) == []
+    assert problems(await client.cancel_pull(pull["id"]), returns("cancel_pull")) == []

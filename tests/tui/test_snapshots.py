@@ -44,3 +44,31 @@ def test_chat_with_reasoning(snap_compare, make_app) -> None:
 
     client = FakeClient(reply="It is **4**.", reasoning="The user asks for 2+2. That is 4; say it plainly.")
     assert snap_compare(make_app(client, mode="chat"), terminal_size=(120, 36), run_before=run_before)
+
+
+def test_pull_progress(snap_compare, make_app) -> None:
+    """A pull of a catalog model half-way: its total bar and a bar per file, under the table (80x24)."""
+    from fakes import FakeClient
+
+    async def run_before(pilot) -> None:
+        await _settle(pilot)
+        pilot.app.screen.query_one("DataTable").move_cursor(row=2)
+        await pilot.press("p")
+        for _ in range(40):
+            await pilot.pause(0.05)
+            views = pilot.app.screen.query("PullView")
+            if views and views.first().status["files"][1]["done"]:
+                break
+        await pilot.pause()
+
+    client = FakeClient(pull_hold=9)  # file 1 verified, file 2 at a quarter
+    assert snap_compare(make_app(client, mode="models"), terminal_size=(80, 24), run_before=run_before)
+
+
+def test_what_fits(snap_compare, make_app) -> None:
+    async def run_before(pilot) -> None:
+        await _settle(pilot)
+        await pilot.press("f")
+        await _settle(pilot)
+
+    assert snap_compare(make_app(mode="models"), terminal_size=(80, 24), run_before=run_before)
