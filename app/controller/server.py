@@ -317,7 +317,12 @@ class Controller:
         """Find (or, in spawn mode, start) Ollama now, so its models are listed at once; say where."""
         assert self.ollama is not None
         entries = await self.ollama.entries(fresh=True)
-        if self.ollama.last_error:
+        if self.ollama.last_error and self.ollama.mode == "attach":
+            # most machines have no Ollama: say so in one calm line, not as an error
+            self.on_event(ControllerEvent("engine", f"ollama: none answers at {self.ollama.attach_url} (its models "
+                                                    "are listed once it runs; engines.ollama.mode = \"off\" stops "
+                                                    "looking)"))
+        elif self.ollama.last_error:
             self.on_event(ControllerEvent("engine", f"ollama: {self.ollama.last_error}"))
         else:
             self.on_event(ControllerEvent("engine", f"ollama {self.ollama.version} {self.ollama.mode} at "
