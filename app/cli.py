@@ -465,9 +465,9 @@ def paths(ctx: Context, as_json: bool) -> None:
 
 
 def _add_plan_commands() -> None:
-    from llmctl.app import engines_cli, model_config, plan, pull
+    from llmctl.app import bench_cli, engines_cli, model_config, plan, pull
 
-    for command in (plan.hw, plan.doctor, plan.fit, plan.recommend, pull.pull, engines_cli.runtimes):
+    for command in (plan.hw, plan.doctor, plan.fit, plan.recommend, pull.pull, engines_cli.runtimes, bench_cli.bench):
         cli.add_command(command)
     models.add_command(model_config.models_config)
 
