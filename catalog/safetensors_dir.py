@@ -35,17 +35,44 @@ def _header(path: Path) -> dict[str, Any]:
     return header
 
 
-def read_model_dir(folder: Path) -> tuple[dict[str, Any], int]:
-    """(facts, bytes of safetensors weights) for a model directory."""
+def read_config(folder: Path) -> dict[str, Any]:
+    """A model folder's ``config.json`` (at most 1 MiB), as a JSON object."""
     if not folder.is_dir():
         raise ModelFileError(f"{folder} is not a directory", "give a model folder with config.json.")
     config_path = folder / "config.json"
     if not config_path.is_file() or config_path.stat().st_size > MAX_CONFIG:
         raise ModelFileError(f"{folder} has no usable config.json", "it must be a Hugging Face model folder.")
     try:
-        config = json.loads(config_path.read_text("utf-8"))
-    except ValueError:
+        with config_path.open("rb") as f:
+            config = json.loads(f.read(MAX_CONFIG + 1).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
         raise ModelFileError(f"{config_path} is not valid JSON", "re-download the model.") from None
+    if not isinstance(config, dict):
+        raise ModelFileError(f"{config_path} is not a JSON object", "re-download the model.")
+    return config
+
+
+def quant_method(config: dict[str, Any]) -> str | None:
+    """The checkpoint's quantization method as its ``quantization_config`` names it (lower case), if any."""
+    qc = config.get("quantization_config")
+    method = qc.get("quant_method") if isinstance(qc, dict) else None
+    return str(method).lower() if method else None
+
+
+def head_dim(config: dict[str, Any]) -> int | None:
+    """Attention head size: ``head_dim`` when the config gives it, else hidden_size / num_attention_heads."""
+    value = config.get("head_dim")
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    hidden, heads = config.get("hidden_size"), config.get("num_attention_heads")
+    if isinstance(hidden, int) and isinstance(heads, int) and heads > 0:
+        return hidden // heads
+    return None
+
+
+def read_model_dir(folder: Path) -> tuple[dict[str, Any], int]:
+    """(facts, bytes of safetensors weights) for a model directory."""
+    config = read_config(folder)
     weights = sorted(folder.glob("*.safetensors"))
     if not weights:
         pickles = [p.name for p in folder.iterdir() if p.suffix in PICKLES]
@@ -60,7 +87,7 @@ def read_model_dir(folder: Path) -> tuple[dict[str, Any], int]:
                 for d in tensor["shape"]:
                     n *= int(d)
                 params += n
-    quant = (config.get("quantization_config") or {}).get("quant_method") or config.get("torch_dtype") or "?"
+    quant = quant_method(config) or config.get("torch_dtype") or "?"
     facts = {
         "architecture": config.get("model_type", "unknown"),
         "name": folder.name,
