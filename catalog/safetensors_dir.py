@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from llmctl.catalog.errors import ModelFileError
+from llmctl.catalog.facts import ModelFacts
 
 MAX_CONFIG = 1 << 20
 MAX_HEADER = 64 << 20
@@ -103,3 +104,41 @@ def read_model_dir(folder: Path) -> tuple[dict[str, Any], int]:
         "pickles_ignored": sorted(p.name for p in folder.iterdir() if p.suffix in PICKLES),
     }
     return facts, sum(p.stat().st_size for p in weights)
+
+
+def facts_from_model_dir(folder: Path) -> ModelFacts:
+    """Estimator facts of a Hugging Face model folder: shapes from config.json, weight bytes from the safetensors
+    headers' data offsets (exact, packed 4-bit weights included)."""
+    config = read_config(folder)
+    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights:
+        raise ModelFileError(f"{folder} has no .safetensors weights", "use a safetensors variant of the model.")
+    total = params = 0
+    for path in weights:
+        for key, tensor in _header(path).items():
+            if key == "__metadata__" or not isinstance(tensor, dict):
+                continue
+            offsets = tensor.get("data_offsets")
+            if isinstance(offsets, list) and len(offsets) == 2:
+                total += int(offsets[1]) - int(offsets[0])
+            n = 1
+            for d in tensor.get("shape") or []:
+                n *= int(d)
+            params += n
+
+    def num(key: str, default: int = 0) -> int:
+        value = text.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+    n_head = num("num_attention_heads", 1)
+    hd = head_dim(text) or 0
+    dtype = text.get("torch_dtype") or text.get("dtype") or config.get("torch_dtype") or "?"
+    return ModelFacts(
+        architecture=str(text.get("model_type") or config.get("model_type") or "unknown"),
+        n_layers=num("num_hidden_layers"), n_embd=num("hidden_size"), n_head=n_head,
+        n_head_kv=num("num_key_value_heads", n_head), head_dim_k=hd, head_dim_v=hd,
+        n_ff=num("intermediate_size"), n_vocab=num("vocab_size"), ctx_train=num("max_position_embeddings"),
+        weights_bytes=total, parameter_count=params, quant=str(quant_method(config) or dtype).upper(),
+        source=str(folder),
+    )

@@ -73,6 +73,9 @@ def venv_python(venv: Path) -> Path:
     return venv / "bin" / "python"
 
 
+INSTALLED_STAMP = ".llmctl-installed"  # written last by the installer: a venv without it is a broken install
+
+
 def _shebang_python(script: Path, which: Callable[[str], str | None]) -> str | None:
     """The interpreter a console script runs with (bounded read of its first line)."""
     try:
@@ -93,7 +96,8 @@ def _shebang_python(script: Path, which: Callable[[str], str | None]) -> str | N
 def find_vllm(data_dir: Path, configured: str | None = None,
               which: Callable[[str], str | None] = shutil.which) -> VllmFound | None:
     """The Python to run vLLM with: ``engines.vllm.python`` when set (an error if it is not a Python), else the
-    managed venv, else the interpreter of a ``vllm`` console script on PATH. None when there is none."""
+    managed venv when its install completed, else the interpreter of a ``vllm`` console script on PATH.
+    None when there is none."""
     if configured:
         path = Path(configured).expanduser()
         if not path.is_file():
@@ -101,9 +105,9 @@ def find_vllm(data_dir: Path, configured: str | None = None,
                               "point it at the python of an environment with vLLM, or unset it to use "
                               "`llmctl runtimes install vllm`.")
         return VllmFound(str(path), "configured")
-    managed = venv_python(managed_venv(data_dir))
-    if managed.is_file():
-        return VllmFound(str(managed), "managed")
+    venv = managed_venv(data_dir)
+    if (venv / INSTALLED_STAMP).is_file() and venv_python(venv).is_file():
+        return VllmFound(str(venv_python(venv)), "managed")
     script = which("vllm")
     python = _shebang_python(Path(script), which) if script else None
     if python is None and script:

@@ -15,6 +15,7 @@ Measured here (2 cores, PyPI reachable, empty pip cache): 270 s and 3.4 GB on di
 
 from __future__ import annotations
 
+import json
 import os
 import selectors
 import shutil
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmctl.runtimes.base import RuntimeFailure
-from llmctl.runtimes.vllm import managed_venv, venv_python
+from llmctl.runtimes.vllm import INSTALLED_STAMP, managed_venv, venv_python
 
 VLLM_VERSION = "0.32.0"
 CUDA_EXTRAS = ("torchvision", "torchaudio", "torchcodec")  # CUDA builds on PyPI; break the CPU torch
@@ -169,11 +170,14 @@ def run_install(plan: InstallPlan, env: dict[str, str] | None = None) -> Iterato
     """Carry out ``plan``, yielding events; raises InstallFailed at the first failing step. Closing the
     iterator early kills the running step. ``env``: the environment for the steps (default: this process's)."""
     start = time.monotonic()
+    stamp = plan.venv / INSTALLED_STAMP
+    stamp.unlink(missing_ok=True)  # until every step has passed, this venv is not an install
     for i, step in enumerate(plan.steps):
         yield StepStarted(i, len(plan.steps), step.title, step.argv)
         t = time.monotonic()
         yield from _run_step(i, step, env)
         yield StepFinished(i, time.monotonic() - t)
+    stamp.write_text(json.dumps({"package": plan.package, "version": plan.version}), encoding="utf-8")
     yield InstallFinished(plan.python, time.monotonic() - start, dir_bytes(plan.venv))
 
 

@@ -12,6 +12,7 @@ from tiny_hf import write_tiny_hf_llama
 
 from llmctl.catalog.errors import ModelFileError
 from llmctl.runtimes.vllm import (
+    INSTALLED_STAMP,
     DraftSpeculation,
     NgramSpeculation,
     VllmDeployment,
@@ -189,6 +190,8 @@ def test_find_order_configured_managed_path(tmp_path: Path) -> None:
     which = {"vllm": str(script)}.get
     assert find_vllm(data, which=which) == VllmFound(sys.executable, "path")
     managed = _script(managed_venv(data) / "bin" / "python", "")
+    assert find_vllm(data, which=which) == VllmFound(sys.executable, "path")  # an install that did not finish
+    (managed_venv(data) / INSTALLED_STAMP).write_text("{}")
     assert find_vllm(data, which=which) == VllmFound(str(managed), "managed")
     assert find_vllm(data, configured=sys.executable, which=which) == VllmFound(sys.executable, "configured")
     with pytest.raises(VllmRefused, match="does not exist"):
@@ -238,6 +241,14 @@ def test_kv_cache_line_variants() -> None:
 def test_failure_reason_names_the_root_cause_not_the_wrapper() -> None:
     why = failure_reason(_log("kv-too-small.log"))
     assert why is not None and why.startswith("ValueError: No available memory for the cache blocks")
+
+
+def test_failure_reason_of_a_head_size_the_cpu_kernels_lack() -> None:
+    """head_dim 16: /health was 200, the first request killed the engine (why check_supported refuses it)."""
+    lines = _log("head-dim-16-first-request.log")
+    assert failure_reason(lines) == (
+        "RuntimeError: Unsupported CPU attention configuration: head_dim=16 isa=2 kv_cache_idx=0")
+    assert kv_cache_size(lines).tokens == 131072
 
 
 def test_failure_reason_of_argument_errors_and_warnings() -> None:
