@@ -63,3 +63,14 @@ def test_ram_verdict_counts_the_three_processes(tmp_path: Path) -> None:
     req = FitRequest(ctx=1024, runtime="vllm", kv_type="f32", kv_cache_bytes=64 * MiB)
     assert estimate(facts, req, Budget(ram_available=2 * GiB)).fits == "no"  # ~2.1 GiB before any model
     assert estimate(facts, req, Budget(ram_available=3 * GiB)).fits in ("yes", "tight")
+
+
+def test_facts_of_a_model_folder(tmp_path: Path) -> None:
+    folder = write_tiny_hf_llama(tmp_path / "tiny")
+    facts = facts_from_model_dir(folder)
+    raw = (folder / "model.safetensors").read_bytes()
+    header_len = int.from_bytes(raw[:8], "little")
+    assert facts.weights_bytes == len(raw) - 8 - header_len  # every tensor's bytes, from the header's offsets
+    assert (facts.n_layers, facts.n_embd, facts.n_head, facts.n_head_kv, facts.head_dim_k, facts.n_ff) == (
+        2, 128, 4, 2, 32, 256)
+    assert facts.parameter_count * 4 == facts.weights_bytes and facts.quant == "FLOAT32"
