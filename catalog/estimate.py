@@ -48,7 +48,8 @@ class FitRequest:
     n_ubatch: int = 512
     gpu_memory_utilization: float = 0.9  # vLLM
     max_num_batched_tokens: int = 8192  # vLLM
-    kv_cache_bytes: int | None = None  # vLLM on CPU: --kv-cache-memory-bytes; None: whole blocks for ctx × parallel
+    kv_cache_bytes: int | None = None  # vLLM on CPU: --kv-cache-memory-bytes (per rank); None: ctx × parallel
+    tensor_parallel: int = 1  # vLLM: ranks that split the KV heads, each with its own KV space
     baseline_bytes: int | None = None  # the runtime process before any model, when measured; else BASELINE
     prompt_cache_bytes: int = 0  # llama-server's host-RAM prompt cache cap (--cache-ram), on the CPU side
 
@@ -250,10 +251,12 @@ def estimate_llama(facts: ModelFacts, req: FitRequest, budget: Budget) -> Estima
 
 # vLLM --------------------------------------------------------------------------------------------------------
 def vllm_kv_per_token(facts: ModelFacts, req: FitRequest) -> int:
-    """Bytes of KV cache per token over all layers: a K and a V of n_kv_heads × head_size elements each
-    (vllm/v1/kv_cache_interface.py, AttentionSpec.page_size_bytes / block_size), in the cache dtype."""
+    """Bytes of KV cache per token over all layers on one rank: a K and a V of (KV heads on the rank) × head size
+    elements each (vllm/v1/kv_cache_interface.py, AttentionSpec.page_size_bytes / block_size), in the cache
+    dtype. Tensor parallelism splits the KV heads (at least one per rank)."""
     per = VLLM_KV_BYTES.get(req.kv_type, KV_TYPE_BYTES.get(req.kv_type, 2.0))
-    return int(facts.n_layers * (facts.n_embd_k_gqa + facts.n_embd_v_gqa) * per)
+    heads = max(1, facts.n_head_kv // max(1, req.tensor_parallel))
+    return int(facts.n_layers * heads * (facts.head_dim_k + facts.head_dim_v) * per)
 
 
 def vllm_cpu_kv_bytes(facts: ModelFacts, req: FitRequest) -> int:
@@ -276,15 +279,16 @@ def vllm_kv_tokens(facts: ModelFacts, req: FitRequest, kv_bytes: int, block: int
 def _estimate_vllm_cpu(facts: ModelFacts, req: FitRequest, budget: Budget) -> Estimate:
     """vllm-cpu: weights, the KV space it is given (nothing else sizes its cache), the activation peak of a
     batch, and its three Python processes (API server, engine core, worker) with torch loaded."""
-    kv = req.kv_cache_bytes if req.kv_cache_bytes is not None else vllm_cpu_kv_bytes(facts, req)
-    tokens = vllm_kv_tokens(facts, req, kv)
+    kv_rank = req.kv_cache_bytes if req.kv_cache_bytes is not None else vllm_cpu_kv_bytes(facts, req)
+    tokens = vllm_kv_tokens(facts, req, kv_rank)
+    kv = kv_rank * max(1, req.tensor_parallel)  # every rank allocates the KV space it is given
     act = req.max_num_batched_tokens * (2 * facts.n_ff + 4 * facts.n_embd) * 4 + 256 * facts.n_vocab * 4
     baseline = req.baseline_bytes if req.baseline_bytes is not None else BASELINE["vllm-cpu"]
     total = facts.weights_bytes + kv + act + baseline
     fits, reason = _verdict(total, budget.ram_available, "RAM")
     if tokens < req.ctx:
         fits = "no"
-        reason = f"a KV space of {_gib(kv)} holds {tokens:,} tokens, less than one {req.ctx:,}-token request"
+        reason = f"a KV space of {_gib(kv_rank)} holds {tokens:,} tokens, less than one {req.ctx:,}-token request"
     else:
         reason += f"; KV cache for {tokens:,} tokens ({tokens / req.ctx:.1f}× the context)"
     return Estimate(

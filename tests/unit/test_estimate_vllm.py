@@ -76,3 +76,21 @@ def test_facts_of_a_model_folder(tmp_path: Path) -> None:
     assert (facts.n_layers, facts.n_embd, facts.n_head, facts.n_head_kv, facts.head_dim_k, facts.n_ff) == (
         2, 128, 4, 2, 32, 256)
     assert facts.parameter_count * 4 == facts.weights_bytes and facts.quant == "FLOAT32"
+
+
+def test_kv_space_given_in_gib_through_the_environment(tmp_path: Path) -> None:
+    """ngram-kvspace.log: VLLM_CPU_KVCACHE_SPACE=1, --max-model-len 512, ngram speculation."""
+    facts = facts_from_model_dir(write_tiny_hf_llama(tmp_path / "tiny"))
+    req = FitRequest(ctx=512, runtime="vllm", kv_type="f32", kv_cache_bytes=1 * GiB)
+    assert estimate(facts, req, RAM).kv_cells == _logged("ngram-kvspace.log") == 1048576
+
+
+def test_tensor_parallel_splits_the_kv_heads_over_ranks(tmp_path: Path) -> None:
+    """tp2.log: --tensor-parallel-size 2 on cores 0|1, 32 MiB per rank: one of the two KV heads per rank, so
+    twice the tokens of one rank with both heads, and twice the memory."""
+    facts = facts_from_model_dir(write_tiny_hf_llama(tmp_path / "tiny"))
+    one = FitRequest(ctx=512, runtime="vllm", kv_type="f32", kv_cache_bytes=32 * MiB)
+    two = replace(one, tensor_parallel=2)
+    assert estimate(facts, two, RAM).kv_cells == _logged("tp2.log") == 65536
+    assert estimate(facts, one, RAM).kv_cells == 32768
+    assert estimate(facts, two, RAM).kv_cache_bytes == 64 * MiB
