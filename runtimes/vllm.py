@@ -376,43 +376,57 @@ class NotReady(RuntimeFailure):
     """vLLM did not become ready: it died, never answered, or failed its first real request."""
 
 
+@dataclass(frozen=True, slots=True)
+class NotYet:
+    """Why vLLM is not ready yet. ``answered``: it replied over HTTP (not merely unreachable)."""
+
+    why: str
+    answered: bool
+
+
 async def check_ready(session: aiohttp.ClientSession, host: str, port: int, api_key: str, model: str,
-                      request_timeout: float = 60.0) -> str | None:
+                      request_timeout: float = 60.0) -> NotYet | None:
     """None when vLLM is ready (``/health`` 200 and a 1-token completion succeeds), else why not yet."""
     base = f"http://{host}:{port}"
     try:
         async with session.get(f"{base}/health", timeout=aiohttp.ClientTimeout(total=5)) as r:
             if r.status != 200:
-                return f"/health answered {r.status}"
+                return NotYet(f"/health answered {r.status}", True)
         body = {"model": model, "prompt": "Hi", "max_tokens": 1, "temperature": 0}
         async with session.post(f"{base}/v1/completions", json=body,
                                 headers={"Authorization": f"Bearer {api_key}"},
                                 timeout=aiohttp.ClientTimeout(total=request_timeout)) as r:
             text = await r.text()
             if r.status != 200:
-                return f"the first completion answered {r.status}: {text[:300]}"
+                return NotYet(f"/health was 200 but a 1-token completion answered {r.status}: {text[:300]}", True)
             choices = json.loads(text).get("choices")
             if not choices:
-                return f"the first completion returned no choices: {text[:300]}"
-    except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError) as exc:
-        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                return NotYet(f"a 1-token completion returned no choices: {text[:300]}", True)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return NotYet(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, False)
+    except (ValueError, AttributeError):
+        return NotYet("a 1-token completion answered with something other than a completion", True)
     return None
 
 
 async def wait_ready(host: str, port: int, api_key: str, model: str, *, timeout: float = 300.0,
                      alive: Callable[[], bool] | None = None, interval: float = 0.5) -> float:
     """Poll until vLLM is ready; return the seconds it took. Raises NotReady when ``alive()`` turns false
-    (the process exited) or ``timeout`` passes. Once /health is 200, a failed completion is final only
-    when the process has died (vLLM can answer 503 for a moment after /health turns 200)."""
+    (the process exited) or ``timeout`` passes, naming the last thing vLLM itself answered. A failed
+    completion is retried while the process lives (vLLM can refuse requests for a moment after /health)."""
     start = time.monotonic()
-    why = "nothing answered"
+    last: NotYet = NotYet("nothing answered", False)
+    answered: NotYet | None = None
     async with aiohttp.ClientSession() as session:
         while True:
             if alive is not None and not alive():
-                raise NotReady("vLLM exited before it was ready", f"last check: {why}. See its log.")
-            why = await check_ready(session, host, port, api_key, model) or ""
-            if not why:
+                raise NotReady("vLLM exited before it was ready",
+                               f"last answer: {(answered or last).why}. Its log says why.")
+            state = await check_ready(session, host, port, api_key, model)
+            if state is None:
                 return time.monotonic() - start
+            last = state
+            answered = state if state.answered else answered
             if time.monotonic() - start > timeout:
-                raise NotReady(f"vLLM was not ready after {timeout:.0f} s", f"last check: {why}.")
+                raise NotReady(f"vLLM was not ready after {timeout:.0f} s", f"last answer: {(answered or last).why}.")
             await asyncio.sleep(interval)

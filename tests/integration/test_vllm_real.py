@@ -25,7 +25,9 @@ from llmctl.catalog.safetensors_dir import facts_from_model_dir
 from llmctl.runtimes.hardware import read_cpu
 from llmctl.runtimes.process import free_port
 from llmctl.runtimes.vllm import (
+    NotReady,
     VllmDeployment,
+    VllmRefused,
     build_launch,
     check_supported,
     engine_version,
@@ -175,3 +177,32 @@ def test_sigterm_to_the_group_leaves_no_process(server: Server) -> None:
         pytest.fail(f"processes of the vLLM group are still alive: {[p for p in members if psutil.pid_exists(p)]}")
     print(f"\nvLLM group gone {time.monotonic() - start:.1f} s after SIGTERM (exit {server.proc.returncode})")
     assert not [p for p in members if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+
+
+def test_readiness_catches_an_engine_that_dies_on_its_first_request(server: Server, tmp_path: Path) -> None:
+    """head_dim 16: refused before launch; launched anyway, /health turns 200 and the 1-token completion kills
+    the engine, so readiness fails with the kernel's own reason instead of reporting ready.
+    Runs after the module's server has stopped (one vLLM at a time)."""
+    _stop(server.proc)
+    model = inspect_model(write_tiny_hf_llama(tmp_path / "h16", hidden=64))
+    with pytest.raises(VllmRefused, match="heads of size 16"):
+        check_supported(model, "cpu", read_cpu().flags)
+    d = VllmDeployment(python=VLLM_PYTHON, model=model, served_name="h16", port=free_port(), api_key="k",
+                       run_dir=tmp_path / "run", max_model_len=256, dtype="float32", kv_cache_bytes=8 * MiB)
+    launch = build_launch(d)
+    for folder in launch.dirs:
+        folder.mkdir(parents=True)
+    log = tmp_path / "vllm.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(launch.argv, env=os.environ | launch.env, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        with pytest.raises(NotReady) as err:
+            asyncio.run(wait_ready(d.host, d.port, d.api_key, d.served_name, timeout=600,
+                                   alive=lambda: proc.poll() is None))
+        assert "/health was 200 but a 1-token completion answered 500" in err.value.message
+        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+        assert any("KV cache size" in line for line in lines)  # it had started: /health alone would say ready
+        assert "Unsupported CPU attention configuration: head_dim=16" in (failure_reason(lines) or "")
+    finally:
+        _stop(proc)

@@ -11,10 +11,12 @@ import pytest
 from tiny_hf import write_tiny_hf_llama
 
 from llmctl.catalog.errors import ModelFileError
+from llmctl.runtimes.process import free_port
 from llmctl.runtimes.vllm import (
     INSTALLED_STAMP,
     DraftSpeculation,
     NgramSpeculation,
+    NotReady,
     VllmDeployment,
     VllmFound,
     VllmModel,
@@ -27,6 +29,7 @@ from llmctl.runtimes.vllm import (
     inspect_model,
     kv_cache_size,
     managed_venv,
+    wait_ready,
 )
 
 LOGS = Path(__file__).parent.parent / "fixtures" / "vllm"
@@ -259,3 +262,58 @@ def test_failure_reason_of_argument_errors_and_warnings() -> None:
         "bad argument: argument --dtype: invalid choice: 'f12'")
     assert failure_reason(["RuntimeError: Engine core initialization failed. See root cause above."]) == (
         "RuntimeError: Engine core initialization failed. See root cause above.")
+
+
+# readiness (the real server: tests/integration/test_vllm_real.py; here an aiohttp stand-in for its two routes) --
+async def test_ready_only_after_a_real_completion_succeeds() -> None:
+    from aiohttp import web
+
+    seen: list[tuple[str, str | None]] = []
+
+    async def health(request: web.Request) -> web.Response:
+        return web.Response(text="")
+
+    async def completions(request: web.Request) -> web.Response:
+        seen.append(("completion", request.headers.get("Authorization")))
+        if len(seen) < 3:  # vLLM can refuse the first requests after /health turns 200
+            return web.json_response({"error": {"message": "not yet"}}, status=503)
+        return web.json_response({"choices": [{"text": "x"}]})
+
+    app = web.Application()
+    app.add_routes([web.get("/health", health), web.post("/v1/completions", completions)])
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        took = await wait_ready("127.0.0.1", port, "secret", "tiny", timeout=30, interval=0.05)
+    finally:
+        await runner.cleanup()
+    assert took < 30 and seen == [("completion", "Bearer secret")] * 3
+
+
+async def test_not_ready_names_what_vllm_last_answered() -> None:
+    from aiohttp import web
+
+    async def health(request: web.Request) -> web.Response:
+        return web.Response(text="")
+
+    async def completions(request: web.Request) -> web.Response:
+        return web.json_response({"error": {"message": "EngineCore encountered an issue"}}, status=500)
+
+    app = web.Application()
+    app.add_routes([web.get("/health", health), web.post("/v1/completions", completions)])
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        with pytest.raises(NotReady, match="not ready after 1 s") as err:
+            await wait_ready("127.0.0.1", port, "k", "tiny", timeout=1, interval=0.05)
+    finally:
+        await runner.cleanup()
+    assert "a 1-token completion answered 500" in err.value.message and "EngineCore" in err.value.message
+    polls = iter([True, True, False])
+    with pytest.raises(NotReady, match="exited before it was ready") as err:
+        await wait_ready("127.0.0.1", port, "k", "tiny", timeout=30, interval=0.05, alive=lambda: next(polls))
+    assert "Cannot connect" in err.value.message  # nothing ever answered on that port
