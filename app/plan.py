@@ -87,12 +87,8 @@ def hw(ctx: Context, as_json: bool) -> None:
 @pass_ctx
 def doctor(ctx: Context) -> None:
     """Check everything llmctl depends on and say what to do about each problem."""
-    import importlib.metadata as md
     import os
     import shutil
-    import subprocess
-
-    from llmctl.runtimes.llama_cpp import find_llama_server
 
     problems = 0
 
@@ -107,20 +103,23 @@ def doctor(ctx: Context) -> None:
          "close other programs; even a 1B model wants ~2 GiB")
     line(bool(report.gpus) or report.gpu_status in ("no-library", "no-device"),
          f"GPU: {report.gpu_detail}", "install or load the NVIDIA driver, or run on the CPU (it works, slower)")
-    native = find_llama_server(ctx.settings.backends.llama_server)
-    if native:
-        try:
-            out = subprocess.run([native.executable, "--version"], capture_output=True, text=True, timeout=10)
-            version = (out.stdout + out.stderr).strip().splitlines()[0] if (out.stdout + out.stderr).strip() else "?"
-        except (OSError, subprocess.TimeoutExpired):
-            version = "did not answer --version"
-        line(True, f"llama-server: {native.executable} ({version})")
-    else:
-        line(True, "llama-server: not found; llama-cpp-python's server is used instead (one request at a time)")
+    from llmctl.app.deployments import launch_plan
+    from llmctl.runtimes.base import EngineUnavailable
+    from llmctl.runtimes.registry import describe_engines
+
     try:
-        line(True, f"llama-cpp-python {md.version('llama-cpp-python')}")
-    except md.PackageNotFoundError:
-        line(False, "llama-cpp-python is not installed", "pip install 'llama-cpp-python[server]'")
+        default = launch_plan(ctx.settings).engine
+        line(True, f"engine for GGUF models: {default.name}")
+    except EngineUnavailable as exc:
+        default = None
+        line(False, f"no engine for GGUF models: {exc.title}", exc.message)
+    for info in describe_engines(llama_server=ctx.settings.backends.llama_server):
+        found = f"{info.version or 'found'} ({info.executable})" if info.found else "not found"
+        click.echo(f"     {info.engine}: {found}")
+    if report.gpus and default is not None and not any(d != "cpu" for d in default.info().devices):
+        line(False, f"{default.name} is a CPU-only build: the GPU is not used",
+             "configure a GPU build: backends.llama_server = a CUDA/Metal llama-server, or a CUDA xllamacpp wheel "
+             "(pip install xllamacpp --index-url https://xorbitsai.github.io/xllamacpp/whl/cu124)")
     for name in ("ollama", "vllm"):
         found = shutil.which(name)
         click.echo(f"     {name}: {found or 'not found'}")
@@ -158,13 +157,29 @@ def _resolve_facts(target: str, runtime: str):
     return facts_for(model, quant), f"{model.name}:{quant} ({model.gguf.repo})"
 
 
-def _measured_baseline(launcher: str) -> int | None:
-    """The Python server's baseline varies with installed packages: measure it (about a second)."""
-    if launcher != "llama_cpp.server":
-        return None
-    from llmctl.runtimes.llama_cpp import python_server_baseline
+def _ollama_facts(ctx: Context, target: str):
+    """(facts, label, Ollama's in-memory size or None) for ollama/NAME:TAG: the GGUF blob behind it."""
+    import asyncio
 
-    return python_server_baseline()
+    from llmctl.app.ollama import api_for, model_blob, ollama_stores, to_ollama_name
+    from llmctl.catalog.facts import facts_from_gguf
+    from llmctl.catalog.gguf import read_gguf
+
+    name = to_ollama_name(target)
+
+    async def find():
+        async with api_for(ctx.settings, ctx.paths) as api:
+            return await model_blob(api, name, ollama_stores(ctx.settings, ctx.paths))
+
+    blob, measured = asyncio.run(find())
+    return facts_from_gguf(read_gguf(blob)), f"ollama/{name} ({blob})", measured
+
+
+def _measured_baseline(req) -> int | None:
+    """A Python-hosted engine's baseline varies with installed packages: measure it (about a second)."""
+    from llmctl.app.fitting import engine_baseline
+
+    return engine_baseline(req.profile)
 
 
 _PLAN_OPTIONS = [
@@ -183,8 +198,9 @@ def plan_options(f):
 @click.command()
 @click.argument("target")
 @click.option("--ctx", "ctx_len", default=8192, show_default=True, help="Context length per request slot.")
-@click.option("--kv-type", type=click.Choice(["f16", "q8_0", "q4_0"]), default="f16", show_default=True)
-@click.option("--parallel", default=1, show_default=True, help="Concurrent request slots.")
+@click.option("--kv-type", type=click.Choice(["f16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0"]), default=None,
+              help="KV cache type (default: backends.kv_type, f16); what serve launches with the same setting.")
+@click.option("--parallel", type=int, default=None, help="Concurrent request slots (default: backends.parallel).")
 @click.option("--runtime", type=click.Choice(["llama.cpp", "vllm"]), default="llama.cpp", show_default=True)
 @click.option("--gpu-layers", default="auto", show_default=True, help="auto, or a number of layers to offload.")
 @plan_options
@@ -195,20 +211,26 @@ def fit(ctx: Context, target: str, **kw: Any) -> None:
     from llmctl.app.fitting import serving_request
     from llmctl.catalog.estimate import estimate
 
-    facts, label = _resolve_facts(target, kw["runtime"])
+    measured = None  # Ollama's own in-memory size of an Ollama model that is loaded
+    if target.startswith(("ollama/", "ollama:")):
+        facts, label, measured = _ollama_facts(ctx, target)
+    else:
+        facts, label = _resolve_facts(target, kw["runtime"])
     budget, _bw, where = _budget(ctx, kw["gpu"], kw["vram"], kw["ram"])
     layers = kw["gpu_layers"]
     if layers != "auto" and not layers.lstrip("-").isdigit():
         raise click.BadParameter("--gpu-layers takes 'auto' or a number")
-    req = serving_request(ctx.settings, kw["ctx_len"], kv_type=kw["kv_type"], parallel=kw["parallel"],
-                          runtime=kw["runtime"], gpu_layers=None if layers == "auto" else int(layers))
-    req = replace(req, baseline_bytes=_measured_baseline(req.launcher))
+    overrides = {k: kw[k] for k in ("kv_type", "parallel") if kw[k] is not None}
+    req = serving_request(ctx.settings, kw["ctx_len"], runtime=kw["runtime"],
+                          gpu_layers=None if layers == "auto" else int(layers), **overrides)
+    req = replace(req, baseline_bytes=_measured_baseline(req))
     est = estimate(facts, req, budget)
     if kw["as_json"]:
-        emit_json({"model": label, "plan": where, **est.to_json()})
+        emit_json({"model": label, "plan": where, **est.to_json(),
+                   **({"ollama_size_bytes": measured} if target.startswith(("ollama/", "ollama:")) else {})})
         return
     click.echo(f"{label}\n{where}; runtime {est.runtime}, "
-               f"context {kw['ctx_len']} x {kw['parallel']}, KV {kw['kv_type']}\n")
+               f"context {req.ctx} x {req.parallel}, KV {req.kv_type}\n")
     rows = [("weights", est.weights_bytes), ("weights repacked for the CPU", est.repack_bytes),
             ("KV cache", est.kv_cache_bytes), ("compute buffers", est.compute_bytes),
             ("output buffer", est.output_bytes), ("runtime overhead", est.overhead_bytes), ("total", est.total_bytes)]
@@ -216,6 +238,8 @@ def fit(ctx: Context, target: str, **kw: Any) -> None:
         click.echo(f"  {name:30} {size(value):>10}")
     click.echo(f"\n  on the GPU {size(est.gpu_bytes):>10}   ({est.gpu_layers} of {est.n_layers + 1} layers)")
     click.echo(f"  on the CPU {size(est.cpu_bytes):>10}")
+    if measured is not None:
+        click.echo(f"  Ollama now {size(measured):>10}   (its own figure from /api/ps: the model is loaded)")
     colour = {"yes": "green", "tight": "yellow", "no": "red"}[est.fits]
     click.secho(f"\nfits: {est.fits} - {est.reason}", fg=colour)
     for note in est.notes:
@@ -237,7 +261,7 @@ def recommend(ctx: Context, use: str | None, **kw: Any) -> None:
 
     budget, bandwidth, where = _budget(ctx, kw["gpu"], kw["vram"], kw["ram"])
     launch = serving_request(ctx.settings, kw["ctx_len"])
-    launch = replace(launch, baseline_bytes=_measured_baseline(launch.launcher))
+    launch = replace(launch, baseline_bytes=_measured_baseline(launch))
     options, left_out = rank(budget, use=use, ctx=kw["ctx_len"], gpu_bandwidth_gbs=bandwidth,
                              ram_bandwidth_gbs=kw["ram_bandwidth"], launch=launch)
     if kw["as_json"]:

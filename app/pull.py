@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import os
-import re
-from pathlib import Path
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 
 import click
 
 from llmctl.app.cli_context import Context, pass_ctx
 
 
-def selection(target: str):
-    """(repo, file selector, name to register, human description) for TARGET."""
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a pull TARGET names: a repo and, for a GGUF, a quant or a file (neither: a safetensors repo)."""
+
+    repo: str
+    quant: str | None
+    file: str | None
+    default_name: str | None
+    what: str
+
+
+def selection(target: str) -> Target:
     from llmctl.catalog.catalog import default_quant, find_model
     from llmctl.catalog.errors import LlmctlError
 
@@ -20,47 +30,78 @@ def selection(target: str):
     if "/" not in base:
         model, quant = find_model(target)
         quant = quant or default_quant(model)
-        return (model.gguf.repo, _quant_selector(quant), f"{model.name}-{quant.lower()}",
-                f"{model.name} {quant}")
-    if spec.endswith(".gguf"):
-        return base, lambda name: name == spec, Path(spec).stem.lower(), spec
+        return Target(model.gguf.repo, quant, None, f"{model.name}-{quant.lower()}", f"{model.name} {quant}")
+    if spec.lower().endswith(".gguf"):
+        from llmctl.catalog.selectors import SPLIT_RE
+        from llmctl.catalog.store import name_from_path
+
+        stem = SPLIT_RE.sub("", PurePosixPath(spec).name.removesuffix(".gguf"))
+        return Target(base, None, spec, name_from_path(Path(stem)), spec)
     if spec:
-        return base, _quant_selector(spec), f"{base.split('/')[1].lower().removesuffix('-gguf')}-{spec.lower()}", spec
+        return Target(base, spec, None, f"{base.split('/')[1].lower().removesuffix('-gguf')}-{spec.lower()}", spec)
     if base.lower().endswith("-gguf"):
         raise LlmctlError(f"say which file of {base} to pull",
                           f"write {base}:QUANT (e.g. {base}:Q4_K_M) or {base}:FILE.gguf")
-    from llmctl.catalog.downloads import safetensors_files
-
-    return base, safetensors_files, None, f"{base} (safetensors, for vLLM)"
-
-
-def _quant_selector(quant: str):
-    wanted = re.compile(rf"(^|[-_.]){re.escape(quant)}([-_.]|$)", re.IGNORECASE)
-    return lambda name: name.endswith(".gguf") and bool(wanted.search(Path(name).stem))
+    return Target(base, None, None, None, f"{base} (safetensors, for vLLM)")
 
 
 @click.command()
 @click.argument("target")
 @click.option("--revision", default="main", show_default=True)
 @click.option("--name", help="Register under this name (default: model-quant).")
+@click.option("--force", is_flag=True, help="Rebind --name (or the default name) if it already names another file.")
 @click.option("--offline", is_flag=True, help="Make no network call (HF_HUB_OFFLINE=1 does the same).")
 @pass_ctx
-def pull(ctx: Context, target: str, revision: str, name: str | None, offline: bool) -> None:
+def pull(ctx: Context, target: str, revision: str, name: str | None, force: bool, offline: bool) -> None:
     """Download a GGUF into the Hugging Face cache and register it: a catalog MODEL[:QUANT], or
-    ORG/REPO:QUANT or ORG/REPO:FILE.gguf. Resumes after an interruption; verifies size and sha256."""
+    ORG/REPO:QUANT (exact: Q4_K is not Q4_K_M) or ORG/REPO:FILE.gguf. A split model comes with every part, a
+    vision model with its projector (mmproj). Resumes after an interruption; verifies size and checksum.
+    ollama:NAME:TAG pulls into Ollama through Ollama's own registry client (served as ollama/NAME:TAG)."""
+    if target.startswith(("ollama:", "ollama/")):
+        from llmctl.app.ollama_cli import pull_ollama
+
+        pull_ollama(ctx, target)
+        return
+    from huggingface_hub import get_token
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-    from llmctl.catalog.downloads import FileFinished, FileProgressed, FileStarted, HubDownloader
-
-    repo, select, default_name, what = selection(target)
-    offline = offline or ctx.settings.offline or os.environ.get("HF_HUB_OFFLINE") == "1"
     from llmctl.catalog.discovery import hf_cache_dir
+    from llmctl.catalog.downloads import (
+        FileFinished,
+        FileProgressed,
+        FileStarted,
+        FileWaiting,
+        HubDownloader,
+        repo_folder,
+        safetensors_files,
+    )
+    from llmctl.catalog.selectors import choose_gguf
+    from llmctl.catalog.store import validate_name
 
-    downloader = HubDownloader(hf_cache_dir(), endpoint=os.environ.get("HF_ENDPOINT", "https://huggingface.co"),
-                               token=os.environ.get("HF_TOKEN"), offline=offline)
-    plan = downloader.plan(repo, select, revision)
-    click.echo(f"{what}: {len(plan.files)} file(s), {plan.total / 2**30:.2f} GiB from {repo}@{plan.commit[:10]}")
-    paths: list[Path] = []
+    t = selection(target)
+    offline = offline or ctx.settings.offline or os.environ.get("HF_HUB_OFFLINE") == "1"
+    cache = hf_cache_dir()
+    downloader = HubDownloader(cache, endpoint=os.environ.get("HF_ENDPOINT", "https://huggingface.co"),
+                               token=None if offline else get_token(), offline=offline)
+    if t.default_name is None:  # a safetensors repo: vLLM serves the folder
+        plan, choice = downloader.plan(t.repo, safetensors_files, revision), None
+    else:
+        listing = downloader.listing(t.repo, revision)
+        choice = choose_gguf([f.name for f in listing.files], t.repo, quant=t.quant, file=t.file)
+        plan = listing.only(choice.all_files)
+        final = validate_name(name or t.default_name)
+        existing = ctx.store().get(final)
+        first = next(f for f in plan.files if f.name == choice.first)
+        blob = (repo_folder(cache, t.repo) / "blobs" / first.key).resolve()
+        if existing is not None and Path(existing.path).resolve() != blob and not force:
+            from llmctl.catalog.errors import StoreError
+
+            raise StoreError(f"the name {final!r} already belongs to {existing.path}",
+                             "pull with --name OTHER to keep both, or --force to point it at the new file.")
+    projector_note = f" + projector {choice.projector}" if choice and choice.projector else ""
+    click.echo(f"{t.what}: {len(plan.files)} file(s){projector_note}, {plan.total / 2**30:.2f} GiB from "
+               f"{t.repo}@{plan.commit[:10]}")
+    paths: dict[str, Path] = {}
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                TimeRemainingColumn())
     with Progress(*columns, disable=not os.isatty(1)) as progress:
@@ -69,7 +110,9 @@ def pull(ctx: Context, target: str, revision: str, name: str | None, offline: bo
         tasks: dict[str, int] = {}
         done: dict[str, int] = {}  # bytes on disk per file
         for event in downloader.pull(plan):
-            if isinstance(event, FileStarted):
+            if isinstance(event, FileWaiting):
+                click.echo(f"waiting: another pull is fetching {event.name}")
+            elif isinstance(event, FileStarted):
                 tasks[event.name] = progress.add_task(event.name, total=event.size, completed=event.resumed_from)
                 done[event.name] = event.resumed_from
                 if event.resumed_from:
@@ -78,14 +121,16 @@ def pull(ctx: Context, target: str, revision: str, name: str | None, offline: bo
                 progress.update(tasks[event.name], completed=event.done)
                 done[event.name] = event.done
             elif isinstance(event, FileFinished):  # also for a file already in the cache (no Started event)
-                paths.append(event.path)
+                paths[event.name] = event.path
                 done[event.name] = sizes[event.name]
                 if event.name in tasks:
                     progress.update(tasks[event.name], completed=sizes[event.name])
             progress.update(total, completed=sum(done.values()))
-    if default_name is None:  # a safetensors repo: vLLM serves the folder
-        click.echo(f"pulled {what} -> {paths[0].parent}")
+    if choice is None:
+        click.echo(f"pulled {t.what} -> {next(iter(paths.values())).parent}")
         return
-    first = next((p for p in sorted(paths) if "-00001-of-" in p.name), sorted(paths)[0])
-    entry = ctx.store().import_file(first, name or default_name, replace=True)
-    click.echo(f"pulled {what} -> {first}\nregistered as {entry.name}; `llmctl chat {entry.name}` to try it")
+    first_path = paths[choice.first]
+    projector = paths[choice.projector] if choice.projector else None
+    entry = ctx.store().import_file(first_path, final, replace=force, projector=projector)
+    click.echo(f"pulled {t.what} -> {first_path}" + (f"\nprojector {projector}" if projector else ""))
+    click.echo(f"registered as {entry.name}; `llmctl chat {entry.name}` to try it")

@@ -4,11 +4,12 @@ environment variables < command-line flags. Validated with pydantic; field docst
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import AliasChoices, BaseModel, ByteSize, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from llmctl.app.paths import Paths
@@ -28,19 +29,32 @@ class ServerSettings(BaseModel):
     """Largest request body accepted; larger ones get 413."""
     allowed_hosts: list[str] = []
     """Extra Host header names accepted when bound to loopback (DNS-rebinding guard)."""
+    log_max_bytes: int = Field(5 * 1024 * 1024, ge=64 * 1024)
+    """Size at which the background controller's log (``logs/controller.log``) is rotated; two older copies are
+    kept."""
     cors_origins: list[str] = []
-    """Origins allowed by CORS. Empty (the default) sends no CORS headers at all."""
+    """Web origins (``https://app.example``) allowed to call llmctl from a browser. A request carrying any other
+    ``Origin`` header is refused with 403. Empty (the default) refuses every browser page."""
+
+
+EngineChoice = Literal["auto", "xllamacpp", "llama-server", "llama-cpp-python"]
+KvType = Literal["f32", "f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0"]
 
 
 class BackendSettings(BaseModel):
+    engine: EngineChoice = "auto"
+    """The engine for GGUF models. ``auto``: a native ``llama-server`` you configured or put on PATH (your own
+    CUDA/Metal build), else llama.cpp's server from the prebuilt ``xllamacpp`` wheel, else llama-cpp-python."""
     llama_server: str | None = None
     """Path (or name on PATH) of a native ``llama-server``; found on PATH when unset."""
-    prefer_native: bool = True
-    """Use the native ``llama-server`` when found; otherwise ``python -m llama_cpp.server``."""
     ctx_size: int = Field(4096, ge=256, le=1 << 20)
-    """Context length per request slot."""
+    """Context length per request slot (capped at the model's trained length unless set per model)."""
     parallel: int = Field(2, ge=1, le=64)
-    """Concurrent request slots (native ``llama-server`` only)."""
+    """Concurrent request slots, batched together (llama-cpp-python serves one at a time)."""
+    kv_type: KvType = "f16"
+    """KV cache type (llama.cpp ``--cache-type-k``/``-v``); a quantized V cache turns flash attention on."""
+    flash_attn: Literal["auto", "on", "off"] = "auto"
+    """Flash attention (llama.cpp ``--flash-attn``)."""
     threads: int | None = Field(None, ge=1, le=1024)
     """CPU threads; default: the number of physical cores."""
     n_gpu_layers: int | None = Field(None, ge=-1)
@@ -48,8 +62,15 @@ class BackendSettings(BaseModel):
     prompt_cache_mib: int = Field(1024, ge=0)
     """RAM llama-server may use to keep recent prompts for reuse (its own default is 8 GiB, which a soak test
     watched it fill); counted by `llmctl fit`. 0 turns the cache off."""
-    max_loaded: int = Field(2, ge=1, le=64)
-    """Models kept loaded at once; the least recently used idle one is stopped to make room."""
+    max_loaded: int | None = Field(None, ge=1, le=64)
+    """An optional cap on models loaded at once (placement is by memory: see ``ram_budget``)."""
+    ram_budget: ByteSize | None = None
+    """RAM models may use in all ("12GiB"); unset: what is available now plus what llmctl's models hold. A model
+    loads when its estimate fits beside the loaded ones; idle ones are unloaded, least recently used first."""
+    memory_margin: ByteSize = ByteSize(1 << 30)
+    """Kept free on every device (llama.cpp's own --fit keeps 1 GiB)."""
+    ttl: float = Field(600.0, ge=-1)
+    """Seconds a model may sit idle before it is unloaded (0: after each request; -1: never)."""
     load_wait: float = Field(120.0, gt=0)
     """Seconds a request waits for its model to load before getting 503 with Retry-After."""
     ready_timeout: float = Field(300.0, gt=0)
@@ -65,11 +86,67 @@ class BackendSettings(BaseModel):
     """A failed model is tried again by a new request after this many seconds."""
 
 
+class ModelProfile(BaseModel):
+    """``[models.NAME]``: one model's own settings, over ``[backends]``. Keys take llama.cpp's long flag names too
+    (``ctx-size``, ``n-gpu-layers``, ``cache-type-k``, ``model-draft``), so a ``llama-server`` line pastes in."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    engine: EngineChoice | None = None
+    ctx_size: int | None = Field(None, ge=256, le=1 << 20, validation_alias=AliasChoices("ctx_size", "ctx-size"))
+    """Context per slot; unlike the global default it may exceed the trained length (llama.cpp warns)."""
+    parallel: int | None = Field(None, ge=1, le=64)
+    n_gpu_layers: int | None = Field(None, ge=-1, validation_alias=AliasChoices("n_gpu_layers", "n-gpu-layers"))
+    cache_type_k: KvType | None = Field(None, validation_alias=AliasChoices("cache_type_k", "cache-type-k"))
+    cache_type_v: KvType | None = Field(None, validation_alias=AliasChoices("cache_type_v", "cache-type-v"))
+    flash_attn: Literal["auto", "on", "off"] | None = Field(
+        None, validation_alias=AliasChoices("flash_attn", "flash-attn"))
+    model_draft: str | None = Field(
+        None, validation_alias=AliasChoices("model_draft", "model-draft", "spec-draft-model"))
+    """A registered model name or a GGUF path: a small model of the same vocabulary for speculative decoding."""
+    embeddings: bool = False
+    """Serve this model for ``/v1/embeddings`` (llama.cpp ``--embeddings``) instead of chat."""
+    pooling: Literal["mean", "cls", "last", "rank"] | None = None
+    """How embeddings pool token vectors; unset: the model's own (a chat model has none: set ``mean``)."""
+    args: list[str] = []
+    """Extra engine arguments, passed as they are."""
+    aliases: list[str] = []
+    """Other names clients may ask for (``gpt-4o-mini``, ``coder``)."""
+    ttl: float | None = Field(None, ge=-1)
+    """Idle seconds before unloading (overrides ``backends.ttl``; 0: after each request; -1: never). Ollama
+    deployments pass it as ``keep_alive``."""
+    pinned: bool = False
+    """Never unloaded to make room or when idle (only by `llmctl stop`)."""
+
+
+class OllamaSettings(BaseModel):
+    """``[engines.ollama]``: Ollama as an engine (its models appear as ``ollama/NAME:TAG``)."""
+
+    mode: Literal["attach", "spawn", "off"] = "attach"
+    """``attach``: use the Ollama that answers at ``host`` (llmctl never stops it). ``spawn``: the same when one
+    answers, else llmctl starts a private ``ollama serve`` on a loopback port with ``models_dir`` as its store, and
+    stops it on exit. ``off``: no Ollama."""
+    host: str | None = None
+    """Where Ollama listens, as ``OLLAMA_HOST`` is written; unset: ``OLLAMA_HOST``, else 127.0.0.1:11434."""
+    models_dir: Path | None = None
+    """The spawned server's ``OLLAMA_MODELS``; unset: ``ollama`` under llmctl's data folder."""
+    executable: str | None = None
+    """The ``ollama`` binary to spawn; unset: ``ollama`` on PATH."""
+
+
+class EngineSettings(BaseModel):
+    ollama: OllamaSettings = OllamaSettings()
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LLMCTL_", env_nested_delimiter="__", extra="forbid")
 
     server: ServerSettings = ServerSettings()
     backends: BackendSettings = BackendSettings()
+    engines: EngineSettings = EngineSettings()
+    """Engines that host models themselves (Ollama)."""
+    models: dict[str, ModelProfile] = {}
+    """Per-model profiles, by registered model name (``"ollama/NAME:TAG"`` for an Ollama model)."""
     offline: bool = False
     """Never open a network connection beyond loopback."""
 
@@ -95,8 +172,15 @@ def _deep_set(target: dict[str, Any], dotted: str, value: Any) -> None:
     target[leaf] = value
 
 
-def load_settings(paths: Paths, overrides: dict[str, Any] | None = None) -> Settings:
-    """Load and validate settings. ``overrides`` are dotted keys from CLI flags (``{"server.port": 9000}``)."""
+def flag_name(key: str, flag_names: dict[str, str] | None = None) -> str:
+    """The command-line flag that sets a dotted settings key: given, or ``--`` and the last part with dashes."""
+    return (flag_names or {}).get(key) or "--" + key.rsplit(".", 1)[-1].replace("_", "-")
+
+
+def load_settings(paths: Paths, overrides: dict[str, Any] | None = None,
+                  flag_names: dict[str, str] | None = None) -> Settings:
+    """Load and validate settings. ``overrides`` are dotted keys from CLI flags (``{"server.port": 9000}``); an
+    invalid one is reported by its flag (``flag_names``, by default ``--port`` for ``server.port``)."""
     files = [paths.config_file]
     extra = os.environ.get("LLMCTL_CONFIG")
     if extra:
@@ -112,14 +196,35 @@ def load_settings(paths: Paths, overrides: dict[str, Any] | None = None) -> Sett
     try:
         return layered(**init)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors(include_url=False)
-        )
-        raise ConfigError("the configuration is invalid", f"{problems}. Check {', '.join(map(str, files))} "
-                          "and LLMCTL_* environment variables.") from None
+        flagged = {key for key, value in (overrides or {}).items() if value is not None}
+        flags, others = [], []
+        for err in exc.errors(include_url=False):
+            key = ".".join(str(p) for p in err["loc"])
+            if key in flagged:
+                flags.append(f"{flag_name(key, flag_names)}: {err['msg'].lower()}")
+            else:
+                others.append(f"{key}: {err['msg']}")
+        if flags and not others:
+            raise ConfigError("; ".join(flags), "fix the value on the command line.") from None
+        fix = "Fix the flags on the command line; check " if flags else "Check "
+        raise ConfigError("the configuration is invalid", "; ".join(flags + others) + f". {fix}"
+                          f"{', '.join(map(str, files))} and LLMCTL_* environment variables.") from None
     except ValueError as exc:  # a TOML syntax error
         raise ConfigError("a config file cannot be parsed", f"{exc}. Check {', '.join(map(str, files))}.") from None
 
 
 def is_loopback(host: str) -> bool:
-    return host in LOOPBACK_HOSTS or host.startswith("127.")
+    """True for ``localhost`` and for an IP literal in a loopback range (127.0.0.0/8, ::1, ::ffff:127.x).
+    Parsed, never prefix-matched: ``127.evil.com`` is a name anyone can point anywhere."""
+    name = host.strip().lower()
+    if name.startswith("[") and name.endswith("]"):
+        name = name[1:-1]
+    if name in ("localhost", "localhost."):
+        return True
+    try:
+        ip = ipaddress.ip_address(name.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback

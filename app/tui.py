@@ -9,13 +9,27 @@ from __future__ import annotations
 from textual import work
 from textual.app import App
 from textual.binding import Binding
-from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.command import DiscoveryHit, Hit, Hits, Matcher, Provider
+from textual.content import Content
 from textual.worker import Worker, WorkerState
 
-from llmctl.app.client import ControllerClient, ControllerUnavailable
+from llmctl.app.client import ControllerClient
 from llmctl.app.settings import Settings
 from llmctl.catalog.errors import LlmctlError
 from llmctl.screens.dashboard import DashboardScreen
+
+POLLS = {"dashboard", "runtime-health", "monitor"}
+"""Worker groups that poll on a timer: while the controller stays away, their failure is told once, not every tick."""
+
+
+def highlight(matcher: Matcher, text: str) -> Content:
+    """``Matcher.highlight`` parses its candidate as markup; a model name must stay plain text."""
+    content = Content(text)
+    _score, offsets = matcher.fuzzy_search.match(matcher.query, text)
+    for offset in offsets:
+        if not text[offset].isspace():
+            content = content.stylize(matcher.match_style, offset, offset + 1)
+    return content
 
 SECTIONS = {
     "dashboard": "Dashboard: hardware, running models, the endpoint",
@@ -38,7 +52,7 @@ class SectionCommands(Provider):
         for mode, help_text in SECTIONS.items():
             text = f"Go to {mode}"
             if (score := matcher.match(text)) > 0:
-                yield Hit(score, matcher.highlight(text), lambda m=mode: self.app.switch_mode(m), help=help_text)
+                yield Hit(score, highlight(matcher, text), lambda m=mode: self.app.switch_mode(m), help=help_text)
 
 
 def _lazy(module: str, name: str):
@@ -65,7 +79,7 @@ class ModelCommands(Provider):
     def _commands(self):
         app = self.app
         yield "Import a GGUF file", app.action_import_model, "register a local .gguf (Models screen)"
-        yield "Copy the endpoint URL", app.action_copy_endpoint, app.client.base_url + "/v1"
+        yield "Copy the endpoint URL", app.action_copy_endpoint, Content(app.client.base_url + "/v1")
         for name in self.models:
             yield f"Start {name}", lambda n=name: app.run_verb("load", n), "load the model now"
             yield f"Stop {name}", lambda n=name: app.run_verb("unload", n), "stop its server"
@@ -74,13 +88,13 @@ class ModelCommands(Provider):
 
     async def discover(self) -> Hits:
         for text, callback, help_text in self._commands():
-            yield DiscoveryHit(text, callback, help=help_text)
+            yield DiscoveryHit(Content(text), callback, text=text, help=help_text)
 
     async def search(self, query: str) -> Hits:
         matcher = self.matcher(query)
         for text, callback, help_text in self._commands():
             if (score := matcher.match(text)) > 0:
-                yield Hit(score, matcher.highlight(text), callback, help=help_text)
+                yield Hit(score, highlight(matcher, text), callback, text=text, help=help_text)
 
 
 class LlmctlApp(App):
@@ -112,11 +126,12 @@ class LlmctlApp(App):
         self.settings = settings
         self.client = client
         self._notice = notice
+        self._poll_failure: str | None = None
 
     def on_mount(self) -> None:
         self.sub_title = self.client.base_url + "/v1"
         if self._notice:
-            self.notify(self._notice, timeout=8)
+            self.notify(self._notice, timeout=8, markup=False)
 
     def action_copy_endpoint(self) -> None:
         self.copy_to_clipboard(self.client.base_url + "/v1")
@@ -126,11 +141,11 @@ class LlmctlApp(App):
         await self.switch_mode("models")
         await self.screen.run_action("import_model")
 
-    @work(group="runtime", description="running a model command")
+    @work(group="runtime", description="running a model command", exit_on_error=False)
     async def run_verb(self, verb: str, name: str) -> None:
         result = await getattr(self.client, verb)(name)
         state = result.get("state", "removed")
-        self.notify(f"{name}: {state}")
+        self.notify(f"{name}: {state}", markup=False)
 
     async def open_chat(self, name: str) -> None:
         await self.switch_mode("chat")
@@ -138,16 +153,26 @@ class LlmctlApp(App):
         self.screen.load_models()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        """One place that turns a failed worker into something a person can read."""
-        if event.state is not WorkerState.ERROR or event.worker.error is None:
+        """The one place that turns a failed worker into a notification (every worker runs with
+        ``exit_on_error=False``): a 404, a 503, a lost connection or a bug in a screen never ends the app."""
+        worker = event.worker
+        if worker.group in POLLS and event.state is WorkerState.SUCCESS and self._poll_failure is not None:
+            self._poll_failure = None
+            self.notify("the controller answers again", markup=False)
+        if event.state is not WorkerState.ERROR or worker.error is None:
             return
-        error = event.worker.error
-        if isinstance(error, ControllerUnavailable):
-            self.notify(f"{error.title}. {error.message}", severity="error", timeout=10)
-        elif hasattr(error, "title"):
-            self.notify(f"{error.title}: {getattr(error, 'message', '')}", severity="error", timeout=10)
-        else:
-            self.notify(f"{event.worker.description or event.worker.name} failed: {error}", severity="error")
+        error = worker.error
+        if isinstance(error, LlmctlError):
+            message = f"{error.title}: {error.message}" if error.message else error.title
+        else:  # not an ordinary error: still not a reason to end the user's session
+            self.log.error(f"worker {worker.name!r} failed", error)
+            message = f"{type(error).__name__}: {error}"
+        if worker.group in POLLS:
+            if message == self._poll_failure:
+                return
+            self._poll_failure = message
+        self.notify(message, title=f"{worker.description or worker.name} failed", severity="error", timeout=10,
+                    markup=False)
 
     async def on_unmount(self) -> None:
         await self.client.aclose()

@@ -99,7 +99,7 @@ def main() -> None:
         try:
             for _ in range(300):
                 try:
-                    if httpx.post(url + "/llmctl/v1/backends/soak/load", timeout=60).status_code == 200:
+                    if httpx.post(url + "/llmctl/v1/backends/soak/load", json={}, timeout=60).status_code == 200:
                         break
                 except httpx.TransportError:
                     time.sleep(0.1)

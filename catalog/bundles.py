@@ -19,7 +19,7 @@ from pathlib import Path
 
 from llmctl.catalog.downloads import safe_name
 from llmctl.catalog.errors import LlmctlError
-from llmctl.catalog.store import ModelEntry, ModelStore, validate_name
+from llmctl.catalog.store import ModelEntry, ModelStore, model_files, validate_name
 
 MANIFEST = "manifest.json"
 MAX_MANIFEST = 1 << 20
@@ -36,16 +36,6 @@ def _sha256(path: Path) -> str:
         while chunk := f.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def model_files(entry: ModelEntry) -> list[Path]:
-    """The model's file, and its sibling parts when it is a split GGUF (name-00001-of-0000N.gguf)."""
-    path = Path(entry.path)
-    if "-00001-of-" in path.name:
-        prefix = path.name.split("-00001-of-")[0]
-        total = path.name.split("-of-")[1].removesuffix(".gguf")
-        return [path.with_name(f"{prefix}-{i:05d}-of-{total}.gguf") for i in range(1, int(total) + 1)]
-    return [path]
 
 
 def export_bundle(entry: ModelEntry, target: Path) -> Path:

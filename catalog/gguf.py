@@ -5,6 +5,11 @@ headers (CVE-2024-21802, CVE-2024-23605, CVE-2025-53630). This reader never trus
 checked against hard caps and against the bytes left in the file before anything is allocated or read, and
 the file is mapped, not loaded, so a 40 GB model costs no memory. Any malformation raises ``ModelFileError``.
 
+A split model (``NAME-00001-of-0000N.gguf``, written by llama.cpp's ``gguf-split``) is read as one: the first
+part holds the metadata, every part holds a share of the tensors, and each part carries ``split.no``,
+``split.count`` and ``split.tensors.count``. ``read_gguf`` on any part reads every part's header (bounded the
+same way) and returns the whole model: all tensors, the total size, every file (RELIABILITY 27).
+
 Layout (https://github.com/ggml-org/ggml/blob/master/docs/gguf.md): magic ``GGUF``, version (2 or 3),
 tensor count (u64), metadata kv count (u64), the kv pairs, the tensor infos, padding to
 ``general.alignment`` (default 32), then tensor data at offsets relative to that aligned start.
@@ -14,8 +19,9 @@ from __future__ import annotations
 
 import mmap
 import os
+import re
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +35,8 @@ MAX_STRING_LEN = 1 << 24  # chat templates run to tens of KiB; 16 MiB is far pas
 MAX_ARRAY_LEN = 1 << 26
 MAX_DIMS = 4  # GGML_MAX_DIMS
 MAX_TENSOR_NAME = 256
+MAX_SPLITS = 1000  # llama.cpp names parts with five digits; real models have a few dozen at most
+SPLIT_NAME = re.compile(r"^(?P<stem>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 KEEP_ARRAY_LEN = 4096  # numeric arrays up to this length are kept (per-layer head counts); longer are counted
 
 # value types
@@ -102,6 +110,7 @@ class TensorInfo:
     ggml_type: str
     offset: int
     n_bytes: int
+    part: int = 0  # which file of a split model holds it (offset is within that file)
 
     @property
     def n_elements(self) -> int:
@@ -122,6 +131,12 @@ class GGUFInfo:
     tensors: tuple[TensorInfo, ...]
     array_lengths: dict[str, int] = field(default_factory=dict)
     data_offset: int = 0
+    parts: tuple[Path, ...] = ()  # every file of a split model, in order; empty for a single file
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """Every file the model needs: its parts, or the one file."""
+        return self.parts or (self.path,)
 
     @property
     def architecture(self) -> str:
@@ -185,7 +200,8 @@ class GGUFInfo:
 
     def summary(self) -> dict[str, Any]:
         """The facts a model listing shows, JSON-ready."""
-        return {
+        split = {"split_count": len(self.parts)} if self.parts else {}
+        return {**split,
             "architecture": self.architecture,
             "name": self.name,
             "quant": self.quant,
@@ -311,8 +327,76 @@ def _tensor_bytes(cur: _Cursor, name: str, shape: tuple[int, ...], type_id: int)
     return type_name, n // block * type_size
 
 
+def split_parts(path: Path) -> list[Path]:
+    """The files of a split model named like ``NAME-0000k-of-0000N.gguf``, in order; ``[path]`` otherwise."""
+    m = SPLIT_NAME.match(path.name)
+    if m is None or not 1 <= int(m["count"]) <= MAX_SPLITS:
+        return [path]
+    count = int(m["count"])
+    return [path.with_name(f"{m['stem']}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
+
+
 def read_gguf(path: str | os.PathLike[str]) -> GGUFInfo:
-    """Read and validate a GGUF file's header. Raises ModelFileError on anything malformed."""
+    """Read and validate a GGUF model's header: one file, or every part of a split model (any part may be
+    named). Raises ModelFileError on anything malformed or missing."""
+    info = read_gguf_file(path)
+    count = info.metadata.get("split.count")
+    if not isinstance(count, int) or isinstance(count, bool) or count <= 1:
+        return info
+    return _read_split(info, count)
+
+
+def _split_error(path: Path, what: str, fix: str = "download or copy every part again.") -> ModelFileError:
+    return ModelFileError(f"{path.name} is part of a split GGUF model that cannot be read", f"{what}; {fix}")
+
+
+def _read_split(named: GGUFInfo, count: int) -> GGUFInfo:
+    if count > MAX_SPLITS:
+        raise _split_error(named.path, f"it claims {count} parts, over the limit of {MAX_SPLITS}")
+    m = SPLIT_NAME.match(named.path.name)
+    if m is None or int(m["count"]) != count:
+        raise _split_error(named.path, f"its header says it is one of {count} parts, but its name is not "
+                           f"NAME-0000k-of-{count:05d}.gguf", "rename the parts the way llama.cpp's gguf-split "
+                           "names them.")
+    paths = split_parts(named.path)
+    infos = []
+    for i, part in enumerate(paths):
+        if part == named.path:
+            info = named
+        elif not part.is_file():
+            raise _split_error(named.path, f"part {i + 1} of {count} ({part.name}) is missing")
+        else:
+            info = read_gguf_file(part)
+        if info.metadata.get("split.no") != i or info.metadata.get("split.count") != count:
+            raise _split_error(part, f"{part.name} says it is part {info.metadata.get('split.no')} of "
+                               f"{info.metadata.get('split.count')} (counting from 0), not part {i} of {count}")
+        infos.append(info)
+    tensors: list[TensorInfo] = []
+    seen: set[str] = set()
+    for i, info in enumerate(infos):
+        for t in info.tensors:
+            if t.name in seen:
+                raise _split_error(paths[i], f"tensor {t.name} appears in more than one part")
+            seen.add(t.name)
+            tensors.append(replace(t, part=i))
+    declared = infos[0].metadata.get("split.tensors.count")
+    if isinstance(declared, int) and declared != len(tensors):
+        raise _split_error(paths[0], f"the parts hold {len(tensors)} tensors, the first part declares {declared}")
+    first = infos[0]
+    return GGUFInfo(
+        path=first.path,
+        file_size=sum(info.file_size for info in infos),
+        version=first.version,
+        metadata=first.metadata,
+        tensors=tuple(tensors),
+        array_lengths=first.array_lengths,
+        data_offset=first.data_offset,
+        parts=tuple(paths),
+    )
+
+
+def read_gguf_file(path: str | os.PathLike[str]) -> GGUFInfo:
+    """Read and validate one GGUF file's header (of a split model: that part only)."""
     p = Path(path)
     try:
         with p.open("rb") as f:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from llmctl.catalog.errors import StoreError
-from llmctl.catalog.gguf import read_gguf
+from llmctl.catalog.gguf import SPLIT_NAME, read_gguf, split_parts
 from llmctl.catalog.safetensors_dir import read_model_dir
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._:-]{0,127}$")
@@ -40,6 +40,7 @@ class ModelEntry:
     size: int = 0
     added_at: float = 0.0
     facts: dict[str, Any] = field(default_factory=dict)
+    projector: str | None = None  # a multimodal projector GGUF (mmproj) that goes with this model, if any
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,11 +59,24 @@ def validate_name(name: str) -> str:
 
 
 def name_from_path(path: Path) -> str:
-    """A model name derived from a file name: 'Gemma-3-270M-Q4_K_M.gguf' -> 'gemma-3-270m-q4_k_m'."""
-    stem = path.name.removesuffix(".gguf").lower()
+    """A model name derived from a file name: 'Gemma-3-270M-Q4_K_M.gguf' -> 'gemma-3-270m-q4_k_m'; a split model's
+    'Big-Q8_0-00001-of-00003.gguf' -> 'big-q8_0'."""
+    split = SPLIT_NAME.match(path.name)
+    stem = (split["stem"] if split else path.name.removesuffix(".gguf")).lower()
     cleaned = re.sub(r"[^a-z0-9._:-]+", "-", stem).strip("-._:")
     cleaned = re.sub(r"\.{2,}", ".", cleaned)[:128]
     return cleaned or "model"
+
+
+def model_files(entry: ModelEntry) -> list[Path]:
+    """Every file (or folder) a registered model uses: a GGUF's file or all its split parts, its projector when
+    one is recorded, a safetensors model's folder (with its tokenizer and config files)."""
+    path = Path(entry.path)
+    files = split_parts(path) if entry.format == "gguf" else [path]
+    projector = getattr(entry, "projector", None) or entry.facts.get("projector")
+    if isinstance(projector, str) and projector:
+        files.append(Path(projector))
+    return files
 
 
 class ModelStore:
@@ -135,17 +149,28 @@ class ModelStore:
                 raise
             self._cache = None
 
-    def import_file(self, path: Path, name: str | None = None, *, replace: bool = False) -> ModelEntry:
+    def import_file(self, path: Path, name: str | None = None, *, replace: bool = False,
+                    projector: Path | None = None) -> ModelEntry:
         """Register a local GGUF, or a safetensors model folder (for vLLM), by reference after reading (and so
-        validating) its headers."""
+        validating) its headers. ``projector`` is a GGUF's multimodal projector (mmproj), validated the same way."""
         resolved = path.expanduser().resolve()
+        if not resolved.is_dir():
+            # the folder resolved, the name kept: a split model's parts find each other by name, and in the Hugging
+            # Face cache the names are the snapshot's links, not the blobs' hashes
+            resolved = path.expanduser().absolute().parent.resolve() / path.name
         final = validate_name(name) if name else name_from_path(resolved)
         if resolved.is_dir():
             facts, size = read_model_dir(resolved)
             entry = ModelEntry(final, str(resolved), "safetensors", size, time.time(), facts)
         else:
             info = read_gguf(resolved)  # raises ModelFileError with a clear message on anything malformed
-            entry = ModelEntry(final, str(resolved), "gguf", info.file_size, time.time(), info.summary())
+            mmproj = None
+            if projector is not None:
+                mmproj = projector.expanduser().resolve()
+                read_gguf(mmproj)
+            # a split model is registered by its first part, whichever part was named; size is every part's
+            entry = ModelEntry(final, str(info.path), "gguf", info.file_size, time.time(), info.summary(),
+                               str(mmproj) if mmproj else None)
         return self._put(entry, replace)
 
     def _put(self, entry: ModelEntry, replace: bool) -> ModelEntry:

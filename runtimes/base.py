@@ -1,7 +1,20 @@
-"""The one protocol every runtime adapter follows, and the typed inputs it takes.
+"""Engines and deployments: the two nouns of the runtime layer (DESIGN.md, "The runtime layer").
 
-An adapter is pure: it turns a ``LaunchSpec`` into argv, names its readiness probe and reads its own log
-lines. Spawning, watching and stopping processes is written once, in ``runtimes.process``.
+- An **engine** serves models over HTTP. Its module knows everything engine-specific: the argv and environment
+  of a deployment (pure, golden-tested), its readiness path, how to read its log for a load failure, its version,
+  what it can serve, and its memory rules for the estimator (a ``MemoryProfile``). Nothing outside an engine
+  module branches on an engine's name.
+- A **deployment** is one model served by one engine with its settings (context, slots, KV type, GPU layers,
+  draft model, embeddings) and the per-launch facts (port, secret key). The supervisor (``runtimes.process``)
+  runs a process-owning deployment; the scheduler places deployments.
+
+The hierarchy of errors::
+
+    LlmctlError (catalog.errors)
+     └── RuntimeFailure            a deployment could not be started or kept running
+          ├── PortInUseError       the port is held by a process llmctl did not start
+          ├── BackendFailed        died while loading, or crash-looped (log_tail: its last lines)
+          └── EngineUnavailable    the engine asked for is not installed here (message says how to get it)
 """
 
 from __future__ import annotations
@@ -12,6 +25,7 @@ from pathlib import Path
 from typing import Protocol
 
 from llmctl.catalog.errors import LlmctlError
+from llmctl.catalog.estimate import MemoryProfile
 
 
 class RuntimeFailure(LlmctlError):
@@ -20,6 +34,10 @@ class RuntimeFailure(LlmctlError):
 
 class PortInUseError(RuntimeFailure):
     """The port asked for is held by a process llmctl did not start."""
+
+
+class EngineUnavailable(RuntimeFailure):
+    """The engine asked for cannot run here; the message says how to get it."""
 
 
 class BackendFailed(RuntimeFailure):
@@ -39,48 +57,92 @@ class BackendState(enum.StrEnum):
     FAILED = "failed"
 
 
+# The capabilities an engine or a deployment can have (CONVENTIONS.md: modalities plus tools/embeddings/rerank).
+CHAT, COMPLETIONS, EMBEDDINGS, RERANK, VISION, TOOLS = "chat", "completions", "embeddings", "rerank", "vision", "tools"
+
+
 @dataclass(frozen=True, slots=True)
-class LaunchSpec:
-    """Everything needed to start one model server. Host is loopback: only the gateway faces clients."""
+class Deployment:
+    """One model on one engine, with its settings and this launch's port and secret.
+
+    Host is loopback: only the gateway faces clients. ``api_key`` is generated per launch and known only to the
+    gateway, so the engine's private port is no side door (RELIABILITY 22); engines receive it through their
+    environment, never their argv (which every local user can read in ``ps``).
+    """
 
     model_name: str
     model_path: Path
     port: int
     host: str = "127.0.0.1"
-    ctx_size: int = 4096
+    ctx_size: int = 4096  # per slot
+    parallel: int = 1  # slots served concurrently (continuous batching)
     n_gpu_layers: int = 0
     threads: int = 1
-    parallel: int = 1
-    prompt_cache_mib: int | None = None  # llama-server's host-RAM prompt cache cap (--cache-ram); None: its default
+    kv_type: str = "f16"  # cache type of K (and of V unless kv_type_v is set)
+    kv_type_v: str | None = None
+    flash_attn: bool | None = None  # None: the engine decides (llama.cpp: auto)
+    prompt_cache_mib: int | None = None  # llama.cpp's host-RAM prompt cache cap; None: the engine's default
     chat_template: str | None = None  # a built-in template family ("gemma", "chatml"), or None: the model's own
+    draft_model: Path | None = None  # speculative decoding with a small model of the same vocabulary
+    embeddings: bool = False  # an embeddings deployment: serves /v1/embeddings
+    pooling: str | None = None  # embeddings pooling (mean, cls, last, rank); None: the model's own
+    mmproj: Path | None = None  # a multimodal projector
+    api_key: str | None = None
     extra_args: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        caps = {EMBEDDINGS} if self.embeddings else {CHAT, COMPLETIONS}
+        if self.mmproj is not None:
+            caps.add(VISION)
+        return frozenset(caps)
 
 
 @dataclass(frozen=True, slots=True)
-class RuntimeInfo:
-    """A runtime found on this machine."""
+class EngineInfo:
+    """What ``llmctl runtimes`` says about one engine."""
 
-    name: str
-    executable: str
-    version: str | None = None
+    name: str  # "llama.cpp (xllamacpp)"
+    engine: str  # the key users choose it by: "xllamacpp", "llama-server", "llama-cpp-python", "vllm", "ollama"
+    found: bool
+    version: str | None
+    executable: str | None
+    formats: tuple[str, ...]
+    capabilities: tuple[str, ...]
+    devices: tuple[str, ...]  # what it can compute on: "cpu", "cuda", "metal", ...
+    how_to_get: str
+    note: str = ""
+    url: str | None = None  # an engine llmctl attaches to: where it answers
+
+    def to_json(self) -> dict:
+        return {f: getattr(self, f) for f in self.__dataclass_fields__}
 
 
-class RuntimeAdapter(Protocol):
-    """What the supervisor needs from a runtime."""
+class Engine(Protocol):
+    """What the supervisor, the scheduler and the estimator need from an engine."""
 
-    name: str  # the runtime ("llama.cpp")
-    launcher: str  # how it is launched ("llama-server", "llama_cpp.server")
+    key: str  # "xllamacpp"
+    name: str  # "llama.cpp (xllamacpp)"
+    formats: frozenset[str]  # model formats it serves: "gguf", "safetensors", "ollama"
 
-    def build_command(self, spec: LaunchSpec) -> list[str]:
-        """The argv that starts the server (pure)."""
+    def build_command(self, d: Deployment) -> list[str]:
+        """The argv that starts the server (pure). Never contains the API key."""
+        ...
+
+    def build_env(self, d: Deployment) -> dict[str, str]:
+        """Environment variables to add for this launch (the API key travels here)."""
         ...
 
     def health_path(self) -> str:
         """The HTTP path that answers 200 only once the model is loaded and requests can be served."""
         ...
 
-    def supports_embeddings(self) -> bool: ...
-
     def failure_reason(self, lines: list[str]) -> str | None:
         """The line of the server's own output that says why it failed to load, if any."""
         ...
+
+    def memory_profile(self) -> MemoryProfile:
+        """The engine's memory rules, for the estimator."""
+        ...
+
+    def info(self) -> EngineInfo: ...

@@ -1,30 +1,52 @@
-"""llama.cpp, two ways: the native ``llama-server`` (preferred: batches parallel requests, faster on few
-cores) and ``python -m llama_cpp.server`` from llama-cpp-python (always installed with llmctl).
+"""The llama.cpp engines. All three speak llama.cpp's own server protocol; they differ in how they are got.
 
-Both adapters are pure argv builders. The thread count is always set explicitly: llama-cpp-python defaults
-to half the logical cores, which on a 2-core machine made a 128-token completion take 4.4 s instead of 2.6 s.
+- ``xllamacpp`` (the default): llama.cpp's C++ HTTP server, prebuilt in the PyPI wheel ``xllamacpp`` (no
+  compiler). llmctl runs it as its own supervised process through ``runtimes.xllamacpp_server``, which takes
+  the same long flags as ``llama-server``, so both engines share one argv builder.
+- ``llama-server``: a user's own native build (CUDA, Metal, ROCm, ...), preferred when configured.
+- ``llama-cpp-python``: ``python -m llama_cpp.server``, an optional extra; one request at a time.
+
+Every builder is pure. The per-launch API key travels in ``LLAMA_API_KEY`` (llama.cpp's ``--api-key`` reads that
+variable), never on argv, which every local user can read. The thread count is always explicit: llama-cpp-python
+defaults to half the logical cores, which on a 2-core machine made a 128-token completion take 4.4 s, not 2.6 s.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
+import importlib.util
 import re
 import shutil
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 
-from llmctl.runtimes.base import LaunchSpec, RuntimeInfo
+import psutil
 
-# llama.cpp's own words for a load failure, e.g.
-# "llama_model_load: error loading model: check_tensor_dims: tensor 'output_norm.weight' not found"
-_LOAD_ERROR = re.compile(r"error loading model(?: architecture)?: (.+)|failed to allocate (.+)|"
-                         r"unknown model architecture: (.+)|error: (.+)", re.IGNORECASE)
+from llmctl.catalog.estimate import MemoryProfile, MiB
+from llmctl.runtimes.base import CHAT, COMPLETIONS, EMBEDDINGS, TOOLS, VISION, Deployment, EngineInfo
 
+API_KEY_ENV = "LLAMA_API_KEY"
+
+# llama.cpp's own words for a load failure, most specific first, e.g.
+# "llama_model_load: error loading model: check_tensor_dims: tensor 'output_norm.weight' not found" or
+# "gguf_init_from_reader: invalid magic characters: 'garb', expected 'GGUF'"
+_LOAD_ERRORS = [re.compile(p, re.IGNORECASE) for p in (
+    r"error loading model(?: architecture)?: (?!llama_model_loader: failed to load model)(.+)",
+    r"gguf_init\w*: (.+)",
+    r"unknown model architecture: (.+)",
+    r"failed to allocate (.+)",
+    r"error loading model(?: architecture)?: (.+)",
+    r"error: (.+)",
+)]
 
 # a model file without a chat template gets its family's built-in one: (llama-server name, llama-cpp-python name)
 _FAMILY_TEMPLATES = {"gemma": ("gemma", "gemma"), "chatml": ("chatml", "chatml")}
 _ARCH_FAMILY = {"gemma": "gemma", "gemma2": "gemma", "gemma3": "gemma", "gemma3n": "gemma",
                 "qwen": "chatml", "qwen2": "chatml", "qwen3": "chatml", "qwen2moe": "chatml", "qwen3moe": "chatml"}
+_CAPS = (CHAT, COMPLETIONS, EMBEDDINGS, TOOLS, VISION)
 
 
 def template_family(architecture: str | None, has_template: bool) -> str | None:
@@ -35,114 +57,245 @@ def template_family(architecture: str | None, has_template: bool) -> str | None:
 
 
 def llama_failure_reason(lines: list[str]) -> str | None:
-    """The first line in which llama.cpp says why loading failed."""
-    for line in lines:
-        m = _LOAD_ERROR.search(line)
-        if m:
-            return next(g for g in m.groups() if g).strip()
+    """The most specific line in which llama.cpp says why loading failed."""
+    for pattern in _LOAD_ERRORS:
+        for line in lines:
+            m = pattern.search(line)
+            if m:
+                return m.group(1).strip()
     return None
 
 
+def _flash(value: bool | None) -> str:
+    return "auto" if value is None else ("on" if value else "off")
+
+
+def server_flags(d: Deployment) -> list[str]:
+    """llama-server's long flags for a deployment (also what ``runtimes.xllamacpp_server`` takes).
+
+    Each default that would change the launch behind llmctl's back is set explicitly: ``--fit off`` (llama.cpp's
+    own fitting may shrink the context or move layers; llmctl's estimate planned this launch), the GPU layers,
+    the prompt-cache cap, flash attention, warm-up. llama-server splits ``--ctx-size`` across its slots, so every
+    slot gets the full context asked for."""
+    argv = [
+        "--model", str(d.model_path),
+        "--alias", d.model_name,
+        "--host", d.host,
+        "--port", str(d.port),
+        "--ctx-size", str(d.ctx_size * d.parallel),
+        "--parallel", str(d.parallel),
+        "--threads", str(d.threads),
+        "--threads-batch", str(d.threads),
+        "--n-gpu-layers", str(d.n_gpu_layers),
+        "--cache-type-k", d.kv_type,
+        "--cache-type-v", d.kv_type_v or d.kv_type,
+        "--flash-attn", _flash(True if (d.kv_type_v or d.kv_type) not in ("f16", "f32", "bf16") else d.flash_attn),
+        "--fit", "off",
+        "--metrics",
+        "--jinja",
+        "--no-webui",
+    ]
+    if d.prompt_cache_mib is not None:
+        argv += ["--cache-ram", str(d.prompt_cache_mib)]
+    if d.chat_template:
+        argv += ["--chat-template", _FAMILY_TEMPLATES.get(d.chat_template, (d.chat_template,))[0]]
+    if d.draft_model is not None:
+        argv += ["--model-draft", str(d.draft_model), "--n-gpu-layers-draft", str(d.n_gpu_layers)]
+    if d.embeddings:
+        argv += ["--embeddings"]
+    if d.pooling:
+        argv += ["--pooling", d.pooling]
+    if d.mmproj is not None:
+        argv += ["--mmproj", str(d.mmproj)]
+    return argv + list(d.extra_args)
+
+
+def _key_env(d: Deployment) -> dict[str, str]:
+    return {API_KEY_ENV: d.api_key} if d.api_key else {}
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 @dataclass(frozen=True, slots=True)
-class LlamaServer:
-    """The native ``llama-server`` binary."""
+class XLlamaCpp:
+    """llama.cpp's server from the ``xllamacpp`` wheel, in a process of its own (the default engine)."""
 
-    executable: str
-    name: str = "llama.cpp"
-    launcher: str = "llama-server"
+    python: str = sys.executable
+    key: str = "xllamacpp"
+    name: str = "llama.cpp (xllamacpp)"
+    formats: frozenset[str] = frozenset({"gguf"})
 
-    def build_command(self, spec: LaunchSpec) -> list[str]:
-        # llama-server splits -c across its --parallel slots; give every slot the full context asked for
-        argv = [
-            self.executable,
-            "--model", str(spec.model_path),
-            "--alias", spec.model_name,
-            "--host", spec.host,
-            "--port", str(spec.port),
-            "--ctx-size", str(spec.ctx_size * spec.parallel),
-            "--parallel", str(spec.parallel),
-            "--threads", str(spec.threads),
-            "--n-gpu-layers", str(spec.n_gpu_layers),
-            "--jinja",
-            "--no-webui",
-        ]
-        if spec.prompt_cache_mib is not None:
-            argv += ["--cache-ram", str(spec.prompt_cache_mib)]
-        if spec.chat_template:
-            argv += ["--chat-template", _FAMILY_TEMPLATES.get(spec.chat_template, (spec.chat_template,))[0]]
-        return argv + list(spec.extra_args)
+    def build_command(self, d: Deployment) -> list[str]:
+        return [self.python, "-m", "llmctl.runtimes.xllamacpp_server", *server_flags(d)]
+
+    def build_env(self, d: Deployment) -> dict[str, str]:
+        return _key_env(d)
 
     def health_path(self) -> str:
         return "/health"  # 503 while the model loads, 200 once it can serve
 
-    def supports_embeddings(self) -> bool:
-        return False  # llama-server's --embeddings restricts it to embedding models
+    def failure_reason(self, lines: list[str]) -> str | None:
+        return llama_failure_reason(lines)
+
+    def memory_profile(self) -> MemoryProfile:
+        # the launcher's process before any model (Python, runtimes.xllamacpp_server and the xllamacpp
+        # extension imported): 29.2-31.1 MiB RSS measured here with xllamacpp 2026.10 (benchmarks/fit_accuracy.py
+        # prints it); `llmctl fit` measures it each run (python_engine_baseline). What the server adds once it
+        # runs a model beyond llama.cpp's buffers is the estimator's (CONTEXT_HEAP, VOCAB_BYTES_PER_TOKEN).
+        return MemoryProfile(self.name, baseline_bytes=30 * MiB)
+
+    def info(self) -> EngineInfo:
+        found = importlib.util.find_spec("xllamacpp") is not None
+        return EngineInfo(
+            self.name, self.key, found, _version("xllamacpp"), self.python if found else None, ("gguf",), _CAPS,
+            ("cpu",), "pip install xllamacpp (CPU wheels on PyPI; CUDA builds: pip install xllamacpp "
+            "--index-url https://xorbitsai.github.io/xllamacpp/whl/cu124)",
+            "the default: prebuilt, continuous batching over parallel slots",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LlamaServer:
+    """A native ``llama-server`` binary: the user's own build (CUDA, Metal, ROCm, Vulkan)."""
+
+    executable: str
+    key: str = "llama-server"
+    name: str = "llama.cpp (llama-server)"
+    formats: frozenset[str] = frozenset({"gguf"})
+
+    def build_command(self, d: Deployment) -> list[str]:
+        return [self.executable, *server_flags(d)]
+
+    def build_env(self, d: Deployment) -> dict[str, str]:
+        return _key_env(d)
+
+    def health_path(self) -> str:
+        return "/health"
 
     def failure_reason(self, lines: list[str]) -> str | None:
         return llama_failure_reason(lines)
 
+    def memory_profile(self) -> MemoryProfile:
+        return MemoryProfile(self.name, baseline_bytes=16 * MiB)  # measured: 15 MiB before a model
+
+    def info(self) -> EngineInfo:
+        return EngineInfo(self.name, self.key, bool(self.executable), llama_server_version(self.executable),
+                          self.executable or None, ("gguf",), _CAPS, ("cpu", "gpu: as built"),
+                          "set backends.llama_server to your build, or put llama-server on PATH "
+                          "(scripts/build-llama-server.sh builds a CPU one)")
+
 
 @dataclass(frozen=True, slots=True)
 class LlamaCppPython:
-    """``python -m llama_cpp.server``: one request at a time, but always available."""
+    """``python -m llama_cpp.server`` (optional extra ``llmctl[llama-cpp-python]``): one request at a time."""
 
     python: str = sys.executable
-    name: str = "llama.cpp"
-    launcher: str = "llama_cpp.server"
+    key: str = "llama-cpp-python"
+    name: str = "llama.cpp (llama-cpp-python)"
+    formats: frozenset[str] = frozenset({"gguf"})
 
-    def build_command(self, spec: LaunchSpec) -> list[str]:
+    def build_command(self, d: Deployment) -> list[str]:
         argv = [
             self.python, "-m", "llama_cpp.server",
-            "--model", str(spec.model_path),
-            "--model_alias", spec.model_name,
-            "--host", spec.host,
-            "--port", str(spec.port),
-            "--n_ctx", str(spec.ctx_size),
-            "--n_threads", str(spec.threads),
-            "--n_threads_batch", str(spec.threads),
-            "--n_gpu_layers", str(spec.n_gpu_layers),
+            "--model", str(d.model_path),
+            "--model_alias", d.model_name,
+            "--host", d.host,
+            "--port", str(d.port),
+            "--n_ctx", str(d.ctx_size),
+            "--n_threads", str(d.threads),
+            "--n_threads_batch", str(d.threads),
+            "--n_gpu_layers", str(d.n_gpu_layers),
             # its default lets every new request cut off the one streaming: queue them instead
             "--interrupt_requests", "false",
         ]
-        if spec.chat_template:
-            argv += ["--chat_format", _FAMILY_TEMPLATES.get(spec.chat_template, (spec.chat_template,) * 2)[1]]
-        return argv + list(spec.extra_args)
+        if d.chat_template:
+            argv += ["--chat_format", _FAMILY_TEMPLATES.get(d.chat_template, (d.chat_template,) * 2)[1]]
+        if d.embeddings:
+            argv += ["--embedding", "true"]
+        return argv + list(d.extra_args)
+
+    def build_env(self, d: Deployment) -> dict[str, str]:
+        return {"API_KEY": d.api_key} if d.api_key else {}  # its Settings read API_KEY from the environment
 
     def health_path(self) -> str:
         # llama_cpp.server loads the model before it starts listening, so any 200 means loaded
         return "/v1/models"
 
-    def supports_embeddings(self) -> bool:
-        return False
-
     def failure_reason(self, lines: list[str]) -> str | None:
         return llama_failure_reason(lines)
 
+    def memory_profile(self) -> MemoryProfile:
+        # python + llama-cpp-python's server stack: 68-76 MiB here depending on the environment's packages; it
+        # reserves logits for the whole ubatch and a full-size sliding-window cache, and serves one sequence
+        return MemoryProfile(self.name, baseline_bytes=76 * MiB, flash_attn_default=False, full_swa_cache=True,
+                             logits_per_ubatch=True, prompt_cache=False, multi_slot=False)
 
-def find_llama_server(configured: str | None = None) -> RuntimeInfo | None:
+    def info(self) -> EngineInfo:
+        found = importlib.util.find_spec("llama_cpp") is not None
+        return EngineInfo(self.name, self.key, found, _version("llama-cpp-python"), self.python if found else None,
+                          ("gguf",), (CHAT, COMPLETIONS, EMBEDDINGS), ("cpu",),
+                          "pip install 'llmctl[llama-cpp-python]' (builds llama.cpp from source, ~9 min)",
+                          "optional; one request at a time")
+
+
+def find_llama_server(configured: str | None = None) -> str | None:
     """The native server: the configured path if it is executable, else ``llama-server`` on PATH."""
-    exe = shutil.which(configured) if configured else shutil.which("llama-server")
-    return RuntimeInfo("llama-server", exe) if exe else None
+    return shutil.which(configured) if configured else shutil.which("llama-server")
 
 
-def pick_adapter(configured: str | None = None, prefer_native: bool = True) -> LlamaServer | LlamaCppPython:
-    """The native server when found (or configured), otherwise llama-cpp-python's server."""
-    if prefer_native:
-        found = find_llama_server(configured)
-        if found:
-            return LlamaServer(found.executable)
-    return LlamaCppPython()
-
-
-_BASELINE_PROBE = "import psutil, llama_cpp.server.app; print(psutil.Process().memory_info().rss)"
-
-
-def python_server_baseline(python: str = sys.executable) -> int | None:
-    """RSS of a Python that has imported llama-cpp-python's server stack, before any model: the process
-    baseline of the ``llama_cpp.server`` launcher. It varies with the environment's package versions (68-76 MiB
-    seen here), so `llmctl fit` measures it instead of guessing. None when it cannot be measured."""
-    try:
-        out = subprocess.run([python, "-c", _BASELINE_PROBE], capture_output=True, text=True, timeout=60)
-        return int(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else None
-    except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+def llama_server_version(executable: str | None) -> str | None:
+    """``llama-server --version`` says e.g. ``version: 6410 (abc123)``; None when it cannot be run."""
+    if not executable:
         return None
+    try:
+        out = subprocess.run([executable, "--version"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    m = re.search(r"version:\s*(\S+(?:\s*\([0-9a-f]+\))?)", out.stdout + out.stderr)
+    return m.group(1) if m else None
+
+
+# what each Python-hosted engine's own process imports before it loads a model
+_BASELINE_IMPORTS = {
+    "xllamacpp": "import llmctl.runtimes.xllamacpp_server, xllamacpp",
+    "llama-cpp-python": "import llama_cpp.server.app",
+}
+
+
+def python_engine_baseline(key: str, python: str = sys.executable) -> int | None:
+    """RSS of a Python that has imported what a Python-hosted engine's process imports, before any model: that
+    engine's process baseline. It varies with the environment's package versions (68-76 MiB seen for
+    llama-cpp-python), so `llmctl fit` measures it instead of guessing. The RSS is read from outside (psutil
+    here), so the probe itself adds nothing. None when it cannot be measured (or the engine is a native binary).
+    """
+    imports = _BASELINE_IMPORTS.get(key)
+    if imports is None:
+        return None
+    code = f"import sys\n{imports}\nprint('ready', flush=True)\nsys.stdin.read()"
+    try:
+        proc = subprocess.Popen([python, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True)
+    except OSError:
+        return None
+    timer = threading.Timer(60, proc.kill)  # an import that hangs must not hang `llmctl fit`
+    timer.start()
+    try:
+        if proc.stdout is None or proc.stdout.readline().strip() != "ready":
+            return None
+        return psutil.Process(proc.pid).memory_info().rss
+    except psutil.Error:
+        return None
+    finally:
+        timer.cancel()
+        with contextlib.suppress(OSError):
+            proc.stdin.close()  # type: ignore[union-attr]
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -1,8 +1,9 @@
 """The process supervisor, written once for every runtime.
 
-One ``Backend`` is one model server process. It runs in its own process group (so a stop reaches the
-runtime's children too), its output goes to a log file and an in-memory tail, readiness is the adapter's own
-probe, a crash after readiness restarts with exponential backoff, a crash loop (or a failed first load) ends
+One ``Backend`` runs one deployment (``runtimes.base.Deployment``) on its engine as one server process. It runs
+in its own process group (so a stop reaches the engine's children too), its output goes to a size-capped log file
+(rotated once to ``.log.1``) and an in-memory tail, readiness is the engine's own probe (sent with the deployment's
+secret key), a crash after readiness restarts with exponential backoff, a crash loop (or a failed first load) ends
 in the terminal ``failed`` state with the last log lines, and stop is SIGTERM, a grace period, then SIGKILL.
 
 Every live backend is written to a state file with its pid and process start time, so a controller that was
@@ -19,21 +20,21 @@ import signal
 import socket
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
-from llmctl.runtimes.base import (
-    BackendFailed,
-    BackendState,
-    LaunchSpec,
-    PortInUseError,
-    RuntimeAdapter,
-)
+from llmctl.runtimes.base import BackendFailed, BackendState, Deployment, Engine, PortInUseError
+from llmctl.runtimes.ledger import Footprint
 
 LOG_TAIL_LINES = 200
+
+
+class SpawnFailed(OSError):
+    """The engine's process could not be started at all (its binary is missing or not executable)."""
+LOG_MAX_BYTES = 16 << 20  # a backend's log is rotated past this size (one old file kept)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,14 +155,15 @@ def _is_zombie(pid: int) -> bool:
         return True
 
 
-async def http_status(host: str, port: int, path: str, timeout: float = 2.0) -> int | None:
+async def http_status(host: str, port: int, path: str, timeout: float = 2.0, api_key: str | None = None) -> int | None:
     """The status code of a GET, or None when nothing answers. Tiny on purpose: used for readiness only."""
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
     except (OSError, TimeoutError):
         return None
+    auth = f"Authorization: Bearer {api_key}\r\n" if api_key else ""
     try:
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode())
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{auth}Connection: close\r\n\r\n".encode())
         line = await asyncio.wait_for(reader.readline(), timeout)
         parts = line.split()
         return int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else None
@@ -173,14 +175,23 @@ async def http_status(host: str, port: int, path: str, timeout: float = 2.0) -> 
             await writer.wait_closed()
 
 
+def launch_env(engine: Engine, spec: Deployment, environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment a deployment's process gets: the controller's, minus the variables the engine says must
+    not be inherited (``env_drop_prefixes``, e.g. a user's ``OLLAMA_*`` for a private ``ollama serve``), plus the
+    engine's own."""
+    drop = tuple(getattr(engine, "env_drop_prefixes", ()))
+    base = {k: v for k, v in environ.items() if not (drop and k.startswith(drop))}
+    return {**base, **engine.build_env(spec)}
+
+
 # one backend -------------------------------------------------------------------------------------------------
 class Backend:
-    """A supervised model server. ``start()`` launches it and returns at once; ``wait_ready()`` waits."""
+    """A supervised deployment. ``start()`` launches it and returns at once; ``wait_ready()`` waits."""
 
     def __init__(
         self,
-        spec: LaunchSpec,
-        adapter: RuntimeAdapter,
+        spec: Deployment,
+        engine: Engine,
         *,
         log_dir: Path,
         state: StateFile,
@@ -188,7 +199,7 @@ class Backend:
         on_change: Callable[[Backend], None] | None = None,
     ) -> None:
         self.spec = spec
-        self.adapter = adapter
+        self.engine = engine
         self.policy = policy or RestartPolicy()
         self.log_path = log_dir / f"{spec.model_name.replace(':', '_')}.log"
         self.state_file = state
@@ -200,7 +211,13 @@ class Backend:
         self.error: str | None = None
         self.failed_at: float | None = None
         self.last_used = time.monotonic()
-        self.in_flight = 0
+        self.in_flight = 0  # requests being served or waiting for it to load
+        # placement: memory per device (estimated before launch, measured once ready), idle TTL, pin
+        self.footprint = Footprint()
+        self.pinned = False
+        self.ttl: float | None = None  # seconds idle before it is unloaded; None: never
+        self.keep_alive: float | None = None  # a request's keep_alive, which overrides ttl until the next one
+        self.stop_reason: str | None = None  # why it last stopped: shown in ps and the TUI
         self.tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
         self._proc: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
@@ -220,6 +237,17 @@ class Backend:
         return f"http://{self.spec.host}:{self.spec.port}"
 
     @property
+    def auth_headers(self) -> dict[str, str]:
+        """What the gateway sends to reach this backend: its per-launch key."""
+        return {"Authorization": f"Bearer {self.spec.api_key}"} if self.spec.api_key else {}
+
+    @property
+    def upstream_model(self) -> str | None:
+        """The name the engine knows the model by, when the gateway must put it in the forwarded body (an engine
+        hosting many models); None: the body goes as it came."""
+        return None
+
+    @property
     def alive(self) -> bool:
         return self._task is not None and not self._task.done()
 
@@ -234,14 +262,20 @@ class Backend:
             )
         self._stopping = False
         self.error = None
+        self.stop_reason = None
+        self.footprint.measured.clear()
         self.failed_at = None
         self._ready.clear()
         self._done.clear()
         self._crashes.clear()
         self.restarts = 0
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        if self.log_path.exists():
-            os.replace(self.log_path, self.log_path.with_suffix(".log.1"))
+        try:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            if self.log_path.exists():
+                os.replace(self.log_path, self.log_path.with_suffix(".log.1"))
+        except OSError as exc:
+            self._fail(f"cannot write its log file {self.log_path}: {exc.strerror or exc}")
+            raise self._failure() from None
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"backend:{self.name}")
         self._set_state(BackendState.STARTING)  # now, so a waiter never sees the previous run's state
 
@@ -264,8 +298,16 @@ class Backend:
             raise self._failure()
         raise TimeoutError(f"{self.name} is still {self.state.value}")
 
-    async def stop(self) -> None:
+    @property
+    def idle_ttl(self) -> float | None:
+        """Seconds of idleness after which it is unloaded (a request's keep_alive wins); None or < 0: never."""
+        ttl = self.keep_alive if self.keep_alive is not None else self.ttl
+        return None if ttl is None or ttl < 0 or ttl == float("inf") else ttl
+
+    async def stop(self, reason: str | None = None) -> None:
         """SIGTERM the process group, wait the grace period, then SIGKILL. Safe to call in any state."""
+        if self.alive and reason:
+            self.stop_reason = reason
         self._stopping = True
         if self._proc is not None and self._proc.returncode is None:
             self._set_state(BackendState.STOPPING)
@@ -283,18 +325,25 @@ class Backend:
             return None
         try:
             proc = psutil.Process(self.pid)
-            return proc.memory_info().rss + sum(
+            rss = proc.memory_info().rss + sum(
                 c.memory_info().rss for c in proc.children(recursive=True) if c.is_running()
             )
         except psutil.Error:
             return None
+        if self.state is BackendState.READY:
+            self.footprint.measured["ram"] = rss
+        return rss
 
     def status(self) -> dict:
         now = time.time()
         return {
             "model": self.name,
-            "runtime": self.adapter.name,
-            "command": self.adapter.launcher,
+            "runtime": self.engine.name,
+            "engine": self.engine.key,
+            "command": self.engine.key,
+            "capabilities": sorted(self.spec.capabilities),
+            "ctx_size": self.spec.ctx_size,
+            "parallel": self.spec.parallel,
             "state": self.state.value,
             "pid": self.pid if self.state not in (BackendState.STOPPED, BackendState.FAILED) else None,
             "port": self.spec.port,
@@ -304,6 +353,11 @@ class Backend:
             "in_flight": self.in_flight,
             "error": self.error,
             "log_path": str(self.log_path),
+            "memory": self.footprint.to_json(),
+            "pinned": self.pinned,
+            "ttl": self.idle_ttl,
+            "idle_for": round(time.monotonic() - self.last_used, 1) if self.in_flight == 0 else 0.0,
+            "stop_reason": self.stop_reason if self.state in (BackendState.STOPPED, BackendState.FAILED) else None,
             "last_log_lines": list(self.tail)[-10:] if self.state is BackendState.FAILED else [],
         }
 
@@ -324,14 +378,23 @@ class Backend:
     async def _run(self) -> None:
         try:
             while True:
-                exit_code, was_ready = await self._run_once()
+                try:
+                    exit_code, was_ready = await self._run_once()
+                except SpawnFailed as exc:
+                    self._append_log(f"--- llmctl: {exc}")
+                    self._fail(str(exc))
+                    return
+                except Exception as exc:  # never leave a backend "starting" forever on an unexpected error
+                    self._append_log(f"--- llmctl: supervising it failed: {exc!r}")
+                    self._fail(f"llmctl could not supervise it: {exc}")
+                    return
                 if self._stopping:
                     return
                 if not was_ready:
                     if self._load_timed_out:
                         self._fail(f"the model was not ready after {self.policy.ready_timeout:.0f} s")
                     else:
-                        reason = self.adapter.failure_reason(list(self.tail))
+                        reason = self.engine.failure_reason(list(self.tail))
                         self._fail(f"the server exited with code {exit_code} while loading the model"
                                    + (f": {reason}" if reason else ""))
                     return
@@ -362,19 +425,24 @@ class Backend:
 
     async def _run_once(self) -> tuple[int, bool]:
         """Spawn, wait for readiness, then for exit. Returns (exit code, whether it became ready)."""
-        argv = self.adapter.build_command(self.spec)
+        argv = self.engine.build_command(self.spec)
+        env = launch_env(self.engine, self.spec, os.environ)
         self._ready.clear()
         self._load_timed_out = False
         self.ready_at = None
         self._set_state(BackendState.STARTING)
         self._append_log(f"--- llmctl: starting {' '.join(argv)}")
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,  # its own process group: signals reach the runtime's children too
-        )
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env=env,
+                start_new_session=True,  # its own process group: signals reach the engine's children too
+            )
+        except OSError as exc:  # the binary was removed, is not executable, ...
+            raise SpawnFailed(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
         self._proc = proc
         self.pid = proc.pid
         with contextlib.suppress(psutil.Error):
@@ -393,6 +461,7 @@ class Backend:
                 self._set_state(BackendState.READY)
                 self._ready.set()
             code = await proc.wait()
+            self._ready.clear()  # not ready any more: a waiter must wait for the restart, not see the old event
             await asyncio.wait_for(pump, timeout=2.0)
             return code, was_ready
         except asyncio.CancelledError:
@@ -408,10 +477,10 @@ class Backend:
     async def _wait_healthy(self, proc: asyncio.subprocess.Process) -> bool:
         """Poll the adapter's readiness path while our process lives; never probe a port after it exits."""
         deadline = time.monotonic() + self.policy.ready_timeout
-        path = self.adapter.health_path()
+        path = self.engine.health_path()
         delay = 0.05
         while proc.returncode is None and time.monotonic() < deadline:
-            status = await http_status(self.spec.host, self.spec.port, path)
+            status = await http_status(self.spec.host, self.spec.port, path, api_key=self.spec.api_key)
             if status == 200 and proc.returncode is None:
                 return True
             exited = asyncio.ensure_future(proc.wait())
@@ -450,11 +519,18 @@ class Backend:
 
     async def _pump_output(self, proc: asyncio.subprocess.Process) -> None:
         """Copy the server's output to the log file and the tail. Reads chunks, not lines: llama.cpp prints
-        progress dots without newlines, which would overrun a line reader's limit."""
+        progress dots without newlines, which would overrun a line reader's limit. Past ``LOG_MAX_BYTES`` the log
+        is rotated to ``.log.1`` (one old file kept), so a chatty engine cannot fill the disk."""
         assert proc.stdout is not None
         partial = b""
-        with self.log_path.open("ab") as log:
+        log = None
+        try:
+            log = self.log_path.open("ab")
             while chunk := await proc.stdout.read(65536):
+                if log.tell() + len(chunk) > LOG_MAX_BYTES:
+                    log.close()
+                    os.replace(self.log_path, self.log_path.with_suffix(".log.1"))
+                    log = self.log_path.open("ab")
                 log.write(chunk)
                 log.flush()
                 lines = (partial + chunk).split(b"\n")
@@ -463,3 +539,10 @@ class Backend:
                     self.tail.append(raw.decode("utf-8", "replace").rstrip("\r"))
             if partial:
                 self.tail.append(partial.decode("utf-8", "replace"))
+        except OSError as exc:  # the disk is full or the log folder went away: keep draining, stop writing
+            self.tail.append(f"--- llmctl: cannot write the log any more: {exc}")
+            while await proc.stdout.read(65536):
+                pass
+        finally:
+            if log is not None:
+                log.close()

@@ -1,16 +1,23 @@
-"""Chat: pick a model (it starts on demand), stream the reply as markdown, stop it, keep the history."""
+"""Chat: pick a model (it starts on demand), stream the reply as markdown (and a reasoning model's thinking,
+dimmed, above it), stop it, keep the history."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from markdown_it import MarkdownIt
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
-from textual.screen import Screen
+from textual.content import Content
 from textual.widgets import Footer, Header, Input, Label, Markdown, Select, Static
+
+from llmctl.app.shapes import ChatTurn, Reasoning, stats_line
+from llmctl.screens.base import LlmctlScreen
+from llmctl.screens.format import plain
 
 
 def flush_interval(tokens: int) -> float:
@@ -24,7 +31,7 @@ def reply_parser() -> MarkdownIt:
     return MarkdownIt("gfm-like", {"html": False})
 
 
-class ChatScreen(Screen):
+class ChatScreen(LlmctlScreen):
     BINDINGS = [
         Binding("escape", "stop", "Stop reply", id="chat-stop"),
         Binding("ctrl+y", "copy_reply", "Copy reply", id="chat-copy"),
@@ -53,11 +60,11 @@ class ChatScreen(Screen):
         self.load_models()
         self.query_one("#chat-input", Input).focus()
 
-    @work(exclusive=True, group="catalog", description="listing models for chat")
+    @work(exclusive=True, group="catalog", description="listing models for chat", exit_on_error=False)
     async def load_models(self) -> None:
         models = await self.app.client.models()
         select = self.query_one("#chat-model", Select)
-        select.set_options([(m["name"], m["name"]) for m in models])
+        select.set_options([(Text(m["name"]), m["name"]) for m in models])
         names = [m["name"] for m in models]
         ready = [m["name"] for m in models if m.get("state") == "ready"]
         if self.preferred_model in names:
@@ -83,50 +90,70 @@ class ChatScreen(Screen):
         except ValueError:
             return default
 
-    @work(exclusive=True, group="chat", description="chatting")
+    @work(exclusive=True, group="chat", description="chatting", exit_on_error=False)
     async def send(self, model: str, text: str) -> None:
+        """Stream one reply: reasoning (dimmed, above) and the answer (markdown). A stopped reply stays in the
+        history as far as it got; a failed one leaves the history as it was (the error becomes a notification)."""
         log = self.query_one("#chat-log", VerticalScroll)
-        await log.mount(Static(f"[b]you[/]  {text}", classes="user-message"))
+        thinking = Static("", classes="reasoning", markup=False)
+        thinking.display = False
         reply = Markdown("", classes="reply", parser_factory=reply_parser)
-        await log.mount(reply)
+        await log.mount_all([Static(Content.from_markup("[b]you[/]  $text", text=text), classes="user-message"),
+                             thinking, reply])
         log.anchor()
         stats = self.query_one("#chat-stats", Label)
-        stats.update(f"[dim]{model} is thinking... (it starts on the first message)[/]")
+        stats.update(Content.from_markup("[dim]$model is thinking... (it starts on the first message)[/]",
+                                         model=model))
         system = self.query_one("#chat-system", Input).value.strip()
         messages = ([{"role": "system", "content": system}] if system else []) + self.history
         messages.append({"role": "user", "content": text})
-        stream = Markdown.get_stream(reply)
-        answer, pending, flushed, tokens = "", "", time.monotonic(), 0
+        stream = None  # made on the first answer text: a MarkdownStream stopped before its task ran raises
+        answer, thought, pending, flushed, tokens = "", "", "", time.monotonic(), 0
+        outcome = "failed"
         try:
             async for part in self.app.client.stream_chat(
                 model, messages, temperature=self._number("#chat-temperature", 0.7),
                 max_tokens=int(self._number("#chat-max-tokens", 512)),
             ):
-                if isinstance(part, str):
+                if isinstance(part, ChatTurn):
+                    stats.update(plain(stats_line(model, part)))
+                    outcome = "done"
+                    continue
+                tokens += 1
+                if isinstance(part, Reasoning):
+                    thought += part.text
+                    thinking.display = True
+                else:
                     answer += part
                     pending += part
-                    tokens += 1
-                    if time.monotonic() - flushed >= flush_interval(tokens):
+                if time.monotonic() - flushed >= flush_interval(tokens):
+                    thinking.update(plain(thought))
+                    if pending:
+                        stream = stream or Markdown.get_stream(reply)
                         await stream.write(pending)
-                        pending, flushed = "", time.monotonic()
-                else:
-                    await stream.write(pending)
-                    pending = ""
-                    ttft = f"{part.ttft_s * 1000:.0f} ms" if part.ttft_s is not None else "-"
-                    rate = f"{part.tokens_per_s:.1f} tok/s" if part.tokens_per_s else "-"
-                    stats.update(f"{model}: {part.tokens} tokens, first after {ttft}, {rate}")
+                    pending, flushed = "", time.monotonic()
+        except asyncio.CancelledError:
+            outcome = "stopped"
+            raise
         finally:
+            thinking.update(plain(thought))
             if pending:
+                stream = stream or Markdown.get_stream(reply)
                 await stream.write(pending)
-            await stream.stop()
-            self.history += [{"role": "user", "content": text}, {"role": "assistant", "content": answer}]
-            self.last_reply = answer
+            if stream is not None:
+                await stream.stop()
+            if outcome == "failed":
+                stats.update(Content.from_markup("[red]$model: the reply failed; it is not kept in the history[/]",
+                                                 model=model))
+            elif answer or outcome == "done":
+                self.history += [{"role": "user", "content": text}, {"role": "assistant", "content": answer}]
+                self.last_reply = answer
 
     def action_stop(self) -> None:
         for worker in self.workers:
             if worker.group == "chat" and worker.is_running:
                 worker.cancel()
-                self.query_one("#chat-stats", Label).update("[yellow]stopped[/]")
+                self.query_one("#chat-stats", Label).update(Content.styled("stopped", "yellow"))
 
     def action_copy_reply(self) -> None:
         if self.last_reply:

@@ -6,10 +6,11 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import Screen
+from textual.content import Content
 from textual.widgets import DataTable, Footer, Header, Label, ProgressBar, Static
 
-from llmctl.screens.format import duration, size
+from llmctl.screens.base import LlmctlScreen
+from llmctl.screens.format import cell, duration, plain, size
 
 SNIPPET = """from openai import OpenAI
 client = OpenAI(base_url="{url}", api_key="unused")
@@ -17,7 +18,7 @@ client.chat.completions.create(model="{model}",
     messages=[{{"role": "user", "content": "Hi"}}])"""
 
 
-class DashboardScreen(Screen):
+class DashboardScreen(LlmctlScreen):
     BINDINGS = [
         Binding("y", "copy_endpoint", "Copy endpoint", id="copy-endpoint"),
         Binding("r", "refresh", "Refresh", id="dashboard-refresh"),
@@ -45,7 +46,7 @@ class DashboardScreen(Screen):
         table = self.query_one("#backends", DataTable)
         table.add_columns("MODEL", "STATE", "PORT", "UPTIME", "MEMORY")
         url = self.app.client.base_url + "/v1"
-        self.query_one("#endpoint", Static).update(f"[b]{url}[/]   [dim](y copies it)[/]")
+        self.query_one("#endpoint", Static).update(Content.from_markup("[b]$url[/]   [dim](y copies it)[/]", url=url))
         self.action_refresh()
         self.set_interval(2.0, self.action_refresh)
 
@@ -55,7 +56,7 @@ class DashboardScreen(Screen):
     def action_copy_endpoint(self) -> None:
         self.app.action_copy_endpoint()
 
-    @work(exclusive=True, group="dashboard", description="reading the dashboard")
+    @work(exclusive=True, group="dashboard", description="reading the dashboard", exit_on_error=False)
     async def refresh_data(self) -> None:
         hw = await self.app.client.hardware()
         backends = await self.app.client.backends()
@@ -64,14 +65,15 @@ class DashboardScreen(Screen):
         self._show_backends(backends)
         model = next((b["model"] for b in backends if b["state"] == "ready"), None)
         model = model or (models[0]["name"] if models else "MODEL")
-        self.query_one("#snippet", Static).update(SNIPPET.format(url=self.app.client.base_url + "/v1", model=model))
+        snippet = SNIPPET.format(url=self.app.client.base_url + "/v1", model=model)
+        self.query_one("#snippet", Static).update(plain(snippet))
 
     def _show_hardware(self, hw: dict) -> None:
         cpu = hw["cpu"]
-        self.query_one("#cpu", Static).update(
-            f"[b]{cpu['model']}[/]\n{cpu['physical_cores']} cores / {cpu['logical_cores']} threads, "
-            f"{hw.get('cpu_percent', 0):.0f}% busy\n"
-            f"[dim]{', '.join(cpu['flags']) or 'no SIMD flags llama.cpp uses'}[/]")
+        self.query_one("#cpu", Static).update(Content.from_markup(
+            "[b]$model[/]\n$cores cores / $threads threads, $busy% busy\n[dim]$flags[/]",
+            model=cpu["model"], cores=cpu["physical_cores"], threads=cpu["logical_cores"],
+            busy=f"{hw.get('cpu_percent', 0):.0f}", flags=", ".join(cpu["flags"]) or "no SIMD flags llama.cpp uses"))
         used = hw["ram_total"] - hw["ram_available"]
         self.query_one("#ram-label", Label).update(f"RAM  {size(used)} used of {size(hw['ram_total'])}")
         self.query_one("#ram-bar", ProgressBar).update(total=hw["ram_total"], progress=used)
@@ -79,10 +81,10 @@ class DashboardScreen(Screen):
         gpus = self.query_one("#gpus", Vertical)
         gpus.remove_children()
         if not hw["gpus"]:
-            gpus.mount(Static(f"GPU  none [dim]({hw['gpu_detail']})[/]"))
+            gpus.mount(Static(Content.from_markup("GPU  none [dim]($detail)[/]", detail=hw["gpu_detail"])))
         for g in hw["gpus"]:
             used_vram = g["vram_total"] - g["vram_free"]
-            gpus.mount(Label(f"GPU {g['index']} {g['name']}  {size(used_vram)} of {size(g['vram_total'])}"))
+            gpus.mount(Label(plain(f"GPU {g['index']} {g['name']}  {size(used_vram)} of {size(g['vram_total'])}")))
             bar = ProgressBar(show_eta=False)
             gpus.mount(bar)
             bar.update(total=g["vram_total"], progress=used_vram)
@@ -91,6 +93,7 @@ class DashboardScreen(Screen):
         table = self.query_one("#backends", DataTable)
         table.clear()
         for b in backends:
-            table.add_row(b["model"], b["state"], str(b["port"]), duration(b["uptime"]), size(b["memory_bytes"]))
+            table.add_row(cell(b["model"]), cell(b["state"]), cell(b["port"]), cell(duration(b["uptime"])),
+                          cell(size(b["memory_bytes"])))
         if not backends:
-            table.add_row("[dim]none yet: models start on their first request[/]", "", "", "", "")
+            table.add_row(cell("none yet: models start on their first request", "dim"), "", "", "", "")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label
 
@@ -51,7 +52,8 @@ class ConfirmRemoveModal(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(f"Remove {self.model_name} from llmctl? The file itself stays where it is.")
+            yield Label(Content.from_markup("Remove [b]$name[/] from llmctl? The file itself stays where it is.",
+                                            name=self.model_name))
             with Horizontal(classes="buttons"):
                 yield Button("Remove", variant="error", id="remove-ok")
                 yield Button("Cancel", id="remove-cancel")

@@ -7,10 +7,11 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
-from textual.screen import Screen
+from textual.content import Content
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
-from llmctl.screens.format import badge, breakdown, size
+from llmctl.screens.base import LlmctlScreen
+from llmctl.screens.format import badge, badge_cell, breakdown, cell, size
 from llmctl.screens.modals import ConfirmRemoveModal, ImportModelModal
 
 
@@ -19,7 +20,7 @@ def shown_quant(quants: list[dict]) -> dict:
     return next((q for q in quants if q["quant"] == "Q4_K_M"), quants[0])
 
 
-class ModelsScreen(Screen):
+class ModelsScreen(LlmctlScreen):
     BINDINGS = [
         Binding("slash", "focus_filter", "Filter", id="models-filter"),
         Binding("escape", "focus_table", "Table", show=False, id="models-table-focus"),
@@ -57,7 +58,7 @@ class ModelsScreen(Screen):
     def action_focus_table(self) -> None:
         self.query_one(DataTable).focus()
 
-    @work(exclusive=True, group="catalog", description="loading models")
+    @work(exclusive=True, group="catalog", description="loading models", exit_on_error=False)
     async def load_models(self) -> None:
         local = await self.app.client.models()
         catalog = await self.app.client.catalog(ctx=self.app.settings.backends.ctx_size)
@@ -68,9 +69,11 @@ class ModelsScreen(Screen):
                 "name": m["name"], "where": "local", "quant": m["facts"].get("quant", "?"),
                 "needs": fit.get("total_bytes"),
                 "fits": fit.get("fits"), "state": m.get("state", "stopped"), "estimate": fit,
-                "detail": f"[b]{m['name']}[/]  {m['facts'].get('architecture')} {m['facts'].get('quant')}, "
-                          f"{(m['facts'].get('parameter_count') or 0) / 1e6:,.0f}M parameters, "
-                          f"context {m['facts'].get('context_length')}\n[dim]{m['path']}[/]",
+                "detail": Content.from_markup(
+                    "[b]$name[/]  $arch $quant, $params parameters, context $ctx\n[dim]$path[/]",
+                    name=m["name"], arch=str(m["facts"].get("architecture")), quant=str(m["facts"].get("quant")),
+                    params=f"{(m['facts'].get('parameter_count') or 0) / 1e6:,.0f}M",
+                    ctx=str(m["facts"].get("context_length")), path=m["path"]),
                 "search": f"{m['name']} local {m['facts'].get('architecture')}",
             }
         for m in catalog["models"]:
@@ -79,11 +82,14 @@ class ModelsScreen(Screen):
                 "name": m["name"], "where": "catalog", "quant": q["quant"], "needs": q["total_bytes"],
                 "fits": q["fits"],
                 "state": "", "estimate": q["estimate"],
-                "detail": f"[b]{m['name']}[/]  {m['params_b']}B, {m['license']}, for {', '.join(m['uses'])}\n"
-                          f"[dim]{m['repo']}[/]\n"
-                          + "  ".join(f"{x['quant']} {badge(x['fits'])}" for x in m["quants"])
-                          + f"\n[dim]Get it with `llmctl pull {m['name']}:{q['quant']}` (pulling from this screen "
-                          "is not built yet), or import a GGUF you have with i.[/]",
+                "detail": Content("\n").join([
+                    Content.from_markup("[b]$name[/]  $params, $license, for $uses", name=m["name"],
+                                        params=f"{m['params_b']}B", license=m["license"], uses=", ".join(m["uses"])),
+                    Content.styled(m["repo"], "dim"),
+                    Content("  ").join(Content.assemble(x["quant"], " ", badge(x["fits"])) for x in m["quants"]),
+                    Content.from_markup("[dim]Get it with `llmctl pull $ref` (pulling from this screen is not built "
+                                        "yet), or import a GGUF you have with i.[/]", ref=f"{m['name']}:{q['quant']}"),
+                ]),
                 "search": f"{m['name']} catalog {m['family']} {' '.join(m['uses'])}",
             }
         self.rows = rows
@@ -96,7 +102,8 @@ class ModelsScreen(Screen):
         for key, r in self.rows.items():
             if wanted and wanted not in r["search"].lower():
                 continue
-            table.add_row(r["name"], badge(r["fits"]), size(r["needs"]), r["quant"], r["where"], r["state"], key=key)
+            table.add_row(cell(r["name"]), badge_cell(r["fits"]), cell(size(r["needs"])), cell(r["quant"]),
+                          cell(r["where"]), cell(r["state"]), key=key)
 
     @on(Input.Changed, "#filter")
     def filter_changed(self) -> None:
@@ -106,8 +113,8 @@ class ModelsScreen(Screen):
     def row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         row = self.rows.get(str(event.row_key.value)) if event.row_key else None
         if row:
-            self.query_one("#detail", Static).update(
-                row["detail"] + "\n\n" + (breakdown(row["estimate"]) if row["estimate"] else "[dim]no estimate[/]"))
+            estimate = breakdown(row["estimate"]) if row["estimate"] else Content.styled("no estimate", "dim")
+            self.query_one("#detail", Static).update(Content.assemble(row["detail"], "\n\n", estimate))
 
     def _selected(self) -> dict | None:
         table = self.query_one(DataTable)
@@ -116,17 +123,17 @@ class ModelsScreen(Screen):
         key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
         return self.rows.get(str(key))
 
-    @work(group="catalog", description="importing a model")
+    @work(group="catalog", description="importing a model", exit_on_error=False)
     async def action_import_model(self) -> None:
         answer = await self.app.push_screen_wait(ImportModelModal())
         if answer is None:
             return
         path, name = answer
         entry = await self.app.client.import_model(path, name)
-        self.notify(f"imported {entry['name']}")
+        self.notify(f"imported {entry['name']}", markup=False)
         self.load_models()
 
-    @work(group="catalog", description="removing a model")
+    @work(group="catalog", description="removing a model", exit_on_error=False)
     async def action_remove_model(self) -> None:
         row = self._selected()
         if not row or row["where"] != "local":
@@ -134,17 +141,17 @@ class ModelsScreen(Screen):
             return
         if await self.app.push_screen_wait(ConfirmRemoveModal(row["name"])):
             await self.app.client.remove_model(row["name"])
-            self.notify(f"removed {row['name']}")
+            self.notify(f"removed {row['name']}", markup=False)
             self.load_models()
 
-    @work(group="runtime", description="starting a model")
+    @work(group="runtime", description="starting a model", exit_on_error=False)
     async def action_start_model(self) -> None:
         row = self._selected()
         if not row or row["where"] != "local":
             self.notify("import the model first (i); catalog models are not downloaded from here yet",
                         severity="warning")
             return
-        self.notify(f"starting {row['name']}...")
+        self.notify(f"starting {row['name']}...", markup=False)
         status = await self.app.client.load(row["name"])
-        self.notify(f"{status['model']} is {status['state']}")
+        self.notify(f"{status['model']} is {status['state']}", markup=False)
         self.load_models()

@@ -9,9 +9,10 @@ from collections import deque
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Grid
-from textual.screen import Screen
 from textual.widgets import Footer, Header, Label
 from textual_plotext import PlotextPlot
+
+from llmctl.screens.base import LlmctlScreen
 
 WINDOW = 300  # seconds of history kept and shown
 
@@ -44,7 +45,7 @@ PLOTS = [
 ]
 
 
-class MonitorScreen(Screen):
+class MonitorScreen(LlmctlScreen):
     def __init__(self) -> None:
         super().__init__()
         self.series = {key: Series() for key, _, _ in PLOTS}
@@ -66,7 +67,7 @@ class MonitorScreen(Screen):
         self.sample()
         self.set_interval(1.0, self.sample)
 
-    @work(exclusive=True, group="monitor", description="sampling metrics")
+    @work(exclusive=True, group="monitor", description="sampling metrics", exit_on_error=False)
     async def sample(self) -> None:
         snap = await self.app.client.requests_snapshot(limit=100)
         hw = await self.app.client.hardware()

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Label, RichLog
 
-from llmctl.screens.format import duration, size
+from llmctl.app.shapes import ControllerError
+from llmctl.screens.base import LlmctlScreen
+from llmctl.screens.format import cell, duration, plain, size
 
 STATE_STYLE = {"ready": "green", "starting": "yellow", "restarting": "yellow", "failed": "red", "stopping": "yellow"}
 
 
-class ServersScreen(Screen):
+class ServersScreen(LlmctlScreen):
     BINDINGS = [
         Binding("s", "start", "Start", id="server-start"),
         Binding("x", "stop", "Stop", id="server-stop"),
@@ -40,18 +42,19 @@ class ServersScreen(Screen):
         self.poll()
         self.set_interval(1.0, self.poll)
 
-    @work(exclusive=True, group="runtime-health", description="reading the model servers")
+    @work(exclusive=True, group="runtime-health", description="reading the model servers", exit_on_error=False)
     async def poll(self) -> None:
         backends = await self.app.client.backends()
         table = self.query_one(DataTable)
         cursor = table.cursor_row
         table.clear()
         for b in backends:
-            state = f"[{STATE_STYLE.get(b['state'], 'white')}]{b['state']}[/]"
-            table.add_row(b["model"], state, f"{b['runtime']} ({b['command']})", str(b["port"]), str(b["pid"] or "-"),
-                          duration(b["uptime"]), str(b["restarts"]), size(b["memory_bytes"]), key=b["model"])
+            table.add_row(cell(b["model"]), cell(b["state"], STATE_STYLE.get(b["state"], "")),
+                          cell(f"{b['runtime']} ({b['command']})"), cell(b["port"]), cell(b["pid"] or "-"),
+                          cell(duration(b["uptime"])), cell(b["restarts"]), cell(size(b["memory_bytes"])),
+                          key=b["model"])
         if not backends:
-            table.add_row("[dim]no model servers yet[/]", "", "", "", "", "", "", "")
+            table.add_row(cell("no model servers yet", "dim"), "", "", "", "", "", "", "")
             return
         table.move_cursor(row=min(cursor, len(backends) - 1))
         if self.selected is None:
@@ -63,7 +66,7 @@ class ServersScreen(Screen):
             self.selected = model
             self.log_offset = None
             self.query_one(RichLog).clear()
-            self.query_one("#log-title", Label).update(f"log of {model}")
+            self.query_one("#log-title", Label).update(plain(f"log of {model}"))
 
     @on(DataTable.RowHighlighted)
     def row_highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -76,25 +79,29 @@ class ServersScreen(Screen):
         data = await self.app.client.logs(self.selected, tail=200, since=self.log_offset)
         log = self.query_one(RichLog)
         for line in data["lines"]:
-            log.write(line)
+            log.write(Text(line, end=""))  # a log line is never markup: RichLog's markup=False is kept regardless
         self.log_offset = data["next"]
 
-    @work(group="runtime", description="starting a model server")
+    @work(group="runtime", description="starting a model server", exit_on_error=False)
     async def action_start(self) -> None:
         if self.selected:
-            self.notify(f"starting {self.selected}...")
+            self.notify(f"starting {self.selected}...", markup=False)
             status = await self.app.client.load(self.selected)
-            self.notify(f"{status['model']} is {status['state']}")
+            self.notify(f"{status['model']} is {status['state']}", markup=False)
 
-    @work(group="runtime", description="stopping a model server")
+    @work(group="runtime", description="stopping a model server", exit_on_error=False)
     async def action_stop(self) -> None:
         if self.selected:
             status = await self.app.client.unload(self.selected)
-            self.notify(f"{status['model']} is {status['state']}")
+            self.notify(f"{status['model']} is {status['state']}", markup=False)
 
-    @work(group="runtime", description="restarting a model server")
+    @work(group="runtime", description="restarting a model server", exit_on_error=False)
     async def action_restart(self) -> None:
         if self.selected:
-            await self.app.client.unload(self.selected)
+            try:
+                await self.app.client.unload(self.selected)
+            except ControllerError as exc:
+                if exc.status != 404:  # 404: it was not running; starting it is what a restart means then
+                    raise
             status = await self.app.client.load(self.selected)
-            self.notify(f"{status['model']} restarted: {status['state']}")
+            self.notify(f"{status['model']} restarted: {status['state']}", markup=False)

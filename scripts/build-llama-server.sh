@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Builds llama.cpp's native `llama-server` from the llama.cpp sources inside the llama-cpp-python sdist on PyPI
-# (the same version llmctl installed), once, into a cache; prints the binary's path.
+# (LLAMA_CPP_PYTHON_VERSION, default 0.3.36), once, into a cache; prints the binary's path. Optional: llmctl's
+# default engine is the prebuilt xllamacpp; use this for a native build (add -DGGML_CUDA=ON etc. for a GPU).
 # Needs a C++ compiler; cmake comes from PyPI when the machine has none. About 10 minutes on 2 cores.
 set -euo pipefail
 PY=${PYTHON:-python3}
-VER=$("$PY" -c "import importlib.metadata as m; print(m.version('llama-cpp-python'))")
+VER=${LLAMA_CPP_PYTHON_VERSION:-0.3.36}
 CACHE=${LLMCTL_BUILD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/llmctl-build}
 OUT="$CACHE/llama-server-$VER"
 if [ -x "$OUT/llama-server" ]; then

@@ -53,6 +53,7 @@ def llmctl_home(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("HOME", str(tmp_path / "user-home"))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path / "ollama-models"))
+    monkeypatch.setenv("OLLAMA_HOST", "127.0.0.1:9")  # never the tester's own Ollama; tests that want one set it
     return home
 
 

@@ -1,45 +1,68 @@
-"""Loads a GGUF in real llama.cpp and reports what it allocated, for checking ``llmctl fit``.
+"""Launches a GGUF exactly as ``llmctl serve`` would and reports what llama.cpp allocated, for checking `llmctl fit`.
 
-Two ways, matching llmctl's two launchers:
-- ``llama_cpp.server``: a child Python imports llama-cpp-python's server stack (so its baseline is the
-  server's), records its RSS, loads the model with the same parameters the adapter passes, and prints RSS;
-- ``llama-server``: runs the native binary until /health is 200 and reads its RSS.
-Either way, the buffer sizes llama.cpp prints while loading are parsed from its log.
+Each case is a ``[backends]`` section (context, slots, KV type, flash attention; 2 threads; the default
+prompt-cache cap). ``app.deployments.launch_plan`` turns it into the same ``LaunchPlan`` serve uses, which gives
+both the estimator's input (``plan.fit_request()``) and the ``Deployment``; the engine's own ``build_command`` and
+``build_env`` start the server (with a per-launch API key, as serve does). The probe waits for its health path,
+sends one real completion with the key, reads the process's RSS (psutil), stops it with SIGTERM and parses the
+buffer sizes llama.cpp printed while loading (``model``, ``REPACK``, ``output``, ``KV`` — two lines for
+sliding-window models —, ``compute``).
+
+The engine is the default one, xllamacpp (``python -m llmctl.runtimes.xllamacpp_server``). With
+``LLMCTL_TEST_LLAMA_SERVER`` set to a native ``llama-server``, a few cases run on it too.
+
+The prompt cache: serve launches with ``--cache-ram`` = backends.prompt_cache_mib (1 GiB), and the estimate counts
+the cap, because the cache fills over time. After a single completion it is empty (RSS measured identical with
+``--cache-ram 0``), so each row compares the process with the estimate *without* that term
+(``estimate_now``); ``estimate`` keeps it, as `llmctl fit` prints it.
 """
 
 from __future__ import annotations
 
-import json
+import os
 import re
+import secrets
 import subprocess
-import sys
+import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
 import psutil
 from tiny_gguf import write_tiny_llama
 
-from llmctl.catalog.estimate import Budget, FitRequest, estimate
+from llmctl.app.deployments import LaunchPlan, launch_plan
+from llmctl.app.settings import BackendSettings, Settings
+from llmctl.catalog.estimate import Budget, Estimate, FitRequest, estimate
 from llmctl.catalog.facts import facts_from_gguf
 from llmctl.catalog.gguf import read_gguf
+from llmctl.runtimes.base import Engine
+from llmctl.runtimes.llama_cpp import LlamaServer, XLlamaCpp, python_engine_baseline
+from llmctl.runtimes.process import free_port
 
 MiB = 1 << 20
+THREADS = 2
+# "load_tensors:   CPU_Mapped model buffer size =   235.16 MiB", "CPU_REPACK model buffer size", "CPU  output
+# buffer size", "CPU KV buffer size", "CPU compute buffer size"
 _BUFFER = re.compile(r"(\w+?)(_REPACK)?(?:_Mapped)? +(model|KV|compute|output) buffer size = +([\d.]+) MiB")
-_GGML_TYPE = {"f16": 1, "f32": 0, "q8_0": 8, "q4_0": 2}
 
-_PY_LOAD = r"""
-import json, sys, psutil
-import llama_cpp.server.app  # the server's imports belong to its baseline
-from llama_cpp import Llama
-p = psutil.Process()
-base = p.memory_info().rss
-kw = json.loads(sys.argv[2])
-m = Llama(sys.argv[1], verbose=True, **kw)
-m.eval([m.token_bos()])  # touch the weights like a first request does
-print("LLMCTL_RSS", base, p.memory_info().rss, file=sys.stderr, flush=True)
-"""
+
+@dataclass(frozen=True)
+class Case:
+    shape: str
+    ctx: int  # per slot
+    parallel: int
+    kv_type: str
+    flash_attn: bool
+
+    def __str__(self) -> str:
+        return f"{self.shape} ctx={self.ctx}x{self.parallel} kv={self.kv_type} fa={int(self.flash_attn)}"
+
+    def settings(self, engine: str, llama_server: str | None = None) -> Settings:
+        return Settings(backends=BackendSettings(
+            engine=engine, llama_server=llama_server, ctx_size=self.ctx, parallel=self.parallel, kv_type=self.kv_type,
+            flash_attn="on" if self.flash_attn else "off", threads=THREADS, n_gpu_layers=0))
 
 
 @dataclass
@@ -49,62 +72,91 @@ class Measured:
     kv: int
     compute: int
     output: int
-    baseline: int | None
-    rss: int
+    baseline: int  # the engine's process before any model (measured once per run)
+    rss: int  # the process after a first token
+    seconds: float
 
     @property
     def buffers(self) -> int:
         return self.model + self.repack + self.kv + self.compute + self.output
 
+    @property
+    def heap(self) -> int:
+        """What RSS shows beyond the baseline and every buffer (vocabulary, context, code); negative while buffers
+        are not yet touched (a compute buffer sized for a full batch over the whole context)."""
+        return self.rss - self.baseline - self.buffers
 
-def _parse(log: str) -> dict[str, int]:
+    @property
+    def total(self) -> int:
+        """The process's footprint as far as it can be measured: its baseline, every buffer llama.cpp reports,
+        and the heap RSS shows beyond both. A lower bound of the peak: buffers not yet touched can hide that
+        heap from RSS (glibc places them where RSS cannot tell them apart from it)."""
+        return self.baseline + self.buffers + max(0, self.heap)
+
+
+@dataclass
+class Row:
+    case: str
+    engine: str
+    est: Estimate  # what `llmctl fit` says for this launch (prompt-cache cap included)
+    estimate_now: int  # the same, without the prompt cache, which a single completion leaves empty
+    m: Measured
+
+    @property
+    def error(self) -> float:
+        return (self.estimate_now - self.m.total) / self.m.total
+
+
+def parse_buffers(log: str) -> dict[str, int]:
+    """The buffer sizes of the last load in ``log`` (a dry run of llama.cpp's own fit prints 0.00 MiB lines
+    first; every term restarts at the model buffer)."""
     sizes = {"model": 0, "repack": 0, "KV": 0, "compute": 0, "output": 0}
     for m in _BUFFER.finditer(log):
         key = "repack" if m.group(2) else m.group(3)
-        sizes[key] += int(float(m.group(4)) * MiB)
+        if key == "model" and not m.group(2) and sizes["compute"]:
+            sizes = dict.fromkeys(sizes, 0)  # a second load: keep the last
+        sizes[key] += round(float(m.group(4)) * MiB)
     return sizes
 
 
-def measure_python(path: Path, ctx: int, kv_type: str = "f16", flash_attn: bool = False) -> Measured:
-    kw = {"n_ctx": ctx, "n_threads": 2, "flash_attn": flash_attn,
-          "type_k": _GGML_TYPE[kv_type], "type_v": _GGML_TYPE[kv_type]}
-    r = subprocess.run([sys.executable, "-c", _PY_LOAD, str(path), json.dumps(kw)], capture_output=True, text=True,
-                       timeout=300)
-    found = re.search(r"LLMCTL_RSS (\d+) (\d+)", r.stderr)
-    if not found:
-        raise RuntimeError(f"llama.cpp did not load {path}:\n{r.stderr[-3000:]}")
-    s = _parse(r.stderr[: r.stderr.find("LLMCTL_RSS")])
-    return Measured(s["model"], s["repack"], s["KV"], s["compute"], s["output"], int(found.group(1)),
-                    int(found.group(2)))
-
-
-def measure_native(binary: str, path: Path, ctx: int, parallel: int = 1, kv_type: str = "f16",
-                   flash_attn: bool = True) -> Measured:
-    from llmctl.runtimes.process import free_port
-
-    port = free_port()
-    argv = [binary, "--model", str(path), "--port", str(port), "--ctx-size", str(ctx * parallel),
-            "--parallel", str(parallel), "--threads", "2", "-ctk", kv_type, "-ctv", kv_type,
-            "--flash-attn", "on" if flash_attn else "off", "--no-webui", "-lv", "4"]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
+def measure(engine: Engine, plan: LaunchPlan, path: Path, baseline: int, extra: tuple[str, ...] = ()) -> Measured:
+    """Start ``plan`` on ``engine`` as serve does, send one completion, read RSS, stop it, parse its log."""
+    key = secrets.token_urlsafe(16)
+    d = plan.deployment("probe", path, port=free_port(), n_gpu_layers=0, threads=THREADS, api_key=key)
+    d = replace(d, extra_args=d.extra_args + extra)
+    base = f"http://{d.host}:{d.port}"
+    started = time.monotonic()
+    # the log goes to a file: a pipe nobody reads while the model loads would fill and stall the server
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(engine.build_command(d), env={**os.environ, **engine.build_env(d)}, stdout=log,
+                                stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 180
+            while True:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    raise RuntimeError(f"{engine.name} did not become ready on {path}:\n{log.read()[-3000:]}")
+                try:
+                    if httpx.get(base + engine.health_path(), timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.05)
+            r = httpx.post(base + "/completion", json={"prompt": "The sky is", "n_predict": 2},
+                           headers={"Authorization": f"Bearer {key}"}, timeout=120)
+            r.raise_for_status()
+            rss = psutil.Process(proc.pid).memory_info().rss
+        finally:
+            proc.terminate()
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        httpx.post(f"http://127.0.0.1:{port}/completion", json={"prompt": "a", "n_predict": 1}, timeout=60)
-        rss = psutil.Process(proc.pid).memory_info().rss
-    finally:
-        proc.terminate()
-        log = proc.communicate(timeout=30)[0]
-    s = _parse(log)
-    return Measured(s["model"], s["repack"], s["KV"], s["compute"], s["output"], None, rss)
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.seek(0)
+        s = parse_buffers(log.read())
+    return Measured(s["model"], s["repack"], s["KV"], s["compute"], s["output"], baseline, rss,
+                    time.monotonic() - started)
 
 
 # the cases benchmarks/fit_accuracy.py prints and tests/integration/test_fit_accuracy.py asserts on ----------
@@ -116,17 +168,24 @@ SHAPES = {
     "s4-2L-256-wideff-f16": dict(n_layers=2, n_embd=256, n_head=2, n_head_kv=1, n_ff=4096, n_vocab=1000,
                                  f16=True),
 }
-# (shape, ctx, kv type, flash attention)
-PY_CASES = [
-    ("s0-2L-64", 512, "f16", False), ("s0-2L-64", 8192, "f16", False), ("s0-2L-64", 2048, "f16", True),
-    ("s1-4L-256-mha", 2048, "f16", False), ("s1-4L-256-mha", 8192, "q4_0", True),
-    ("s2-3L-512-gqa", 512, "f16", False), ("s2-3L-512-gqa", 4096, "f16", True),
-    ("s2-3L-512-gqa", 8192, "q8_0", True),
-    ("s3-2L-1024-v32k", 1000, "f16", False), ("s3-2L-1024-v32k", 8192, "f16", False),
-    ("s4-2L-256-wideff-f16", 2048, "f16", False), ("s4-2L-256-wideff-f16", 8192, "f16", True),
-    ("gemma", 2048, "f16", False), ("gemma", 8192, "f16", False), ("gemma", 4096, "q8_0", True),
+CASES = [
+    Case("s0-2L-64", 512, 1, "f16", False),
+    Case("s0-2L-64", 16384, 1, "f16", False),
+    Case("s1-4L-256-mha", 2048, 4, "q8_0", True),
+    Case("s1-4L-256-mha", 8192, 1, "f16", False),
+    Case("s2-3L-512-gqa", 1000, 3, "f16", False),
+    Case("s2-3L-512-gqa", 4096, 2, "f16", True),
+    Case("s2-3L-512-gqa", 8192, 1, "q4_0", True),
+    Case("s3-2L-1024-v32k", 2048, 2, "f16", False),
+    Case("s3-2L-1024-v32k", 16384, 1, "q8_0", True),
+    Case("s4-2L-256-wideff-f16", 2048, 1, "f16", False),
+    Case("s4-2L-256-wideff-f16", 8192, 4, "f16", True),
+    Case("gemma", 2048, 1, "f16", False),
+    Case("gemma", 4096, 2, "q8_0", True),
+    Case("gemma", 16384, 1, "f16", True),
 ]
-NATIVE_CASES = [("s2-3L-512-gqa", 4096, 1, "f16"), ("s1-4L-256-mha", 2048, 4, "q8_0"), ("gemma", 8192, 2, "f16")]
+NATIVE_CASES = [Case("s2-3L-512-gqa", 4096, 1, "f16", True), Case("s1-4L-256-mha", 2048, 4, "q8_0", True),
+                Case("gemma", 8192, 2, "f16", True)]
 
 
 def write_models(folder: Path, gemma: Path | None) -> dict[str, Path]:
@@ -143,32 +202,24 @@ def write_models(folder: Path, gemma: Path | None) -> dict[str, Path]:
     return paths
 
 
-def run_cases(paths: dict[str, Path], native: str | None) -> list[dict]:
-    from llmctl.runtimes.llama_cpp import python_server_baseline
+def _row(case: Case, engine_key: str, path: Path, baseline: int, native: str | None = None, **kw) -> Row:
+    plan = launch_plan(case.settings(engine_key, native))
+    req: FitRequest = replace(plan.fit_request(), baseline_bytes=baseline)
+    facts = facts_from_gguf(read_gguf(path))
+    est = estimate(facts, req, Budget(ram_available=1 << 40))
+    now = estimate(facts, replace(req, prompt_cache_bytes=0), Budget(ram_available=1 << 40)).total_bytes
+    m = measure(plan.engine, plan, path, baseline, **kw)
+    return Row(str(case), plan.engine.name, est, now, m)
 
-    baseline = python_server_baseline()  # what `llmctl fit` measures for this launcher
-    rows = []
-    for shape, ctx, kv, fa in PY_CASES:
-        if shape not in paths:
-            continue
-        facts = facts_from_gguf(read_gguf(paths[shape]))
-        est = estimate(facts, FitRequest(ctx=ctx, kv_type=kv, flash_attn=fa, launcher="llama_cpp.server",
-                                         gpu_layers=0, baseline_bytes=baseline), Budget(ram_available=1 << 40))
-        m = measure_python(paths[shape], ctx, kv, fa)
-        measured_total = m.baseline + m.buffers
-        rows.append({"case": f"{shape} ctx={ctx} kv={kv} fa={int(fa)} (python)", "estimate": est.total_bytes,
-                     "measured": measured_total, "rss": m.rss, "est": est, "m": m})
+
+def run_cases(paths: dict[str, Path], native: str | None = None) -> list[Row]:
+    baseline = python_engine_baseline(XLlamaCpp().key)  # what `llmctl fit` measures for this engine
+    if baseline is None:
+        raise RuntimeError("could not measure the xllamacpp engine's baseline")
+    rows = [_row(c, "xllamacpp", paths[c.shape], baseline) for c in CASES if c.shape in paths]
     if native:
-        for shape, ctx, parallel, kv in NATIVE_CASES:
-            if shape not in paths:
-                continue
-            facts = facts_from_gguf(read_gguf(paths[shape]))
-            est = estimate(facts, FitRequest(ctx=ctx, kv_type=kv, parallel=parallel, launcher="llama-server",
-                                             gpu_layers=0), Budget(ram_available=1 << 40))
-            m = measure_native(native, paths[shape], ctx, parallel, kv, True)
-            terms = est.total_bytes - est.overhead_bytes
-            rows.append({"case": f"{shape} ctx={ctx}x{parallel} kv={kv} fa=1 (llama-server)", "estimate": terms,
-                         "measured": m.buffers, "rss": m.rss, "est": est, "m": m})
-    for row in rows:
-        row["error"] = (row["estimate"] - row["measured"]) / row["measured"]
+        # a native binary's baseline: its own process before any model (15-16 MiB measured), the profile's figure
+        native_base = LlamaServer(native).memory_profile().baseline_bytes
+        rows += [_row(c, "llama-server", paths[c.shape], native_base, native, extra=("-lv", "4"))
+                 for c in NATIVE_CASES if c.shape in paths]
     return rows

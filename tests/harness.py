@@ -28,7 +28,9 @@ FAST_SUPERVISION = {
 def llmctl_env(home: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLMCTL_")}
     env.update(FAST_SUPERVISION)
-    env.update({"LLMCTL_HOME": str(home), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"})
+    # an Ollama the person running the tests has must not leak in: tests that want one name the fixture's
+    env.update({"LLMCTL_HOME": str(home), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
+                "OLLAMA_HOST": "127.0.0.1:9", "OLLAMA_MODELS": str(home / "no-ollama-store")})
     env.update(extra)
     return env
 

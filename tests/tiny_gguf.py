@@ -41,11 +41,13 @@ def write_tiny_llama(
     seed: int = 0,
     name: str = "tiny-llama",
     omit_tensor: str | None = None,
+    split_max_tensors: int = 0,
 ) -> Path:
     """Write the model; ``omit_tensor`` leaves one out, giving a file whose header is fine but that
-    llama.cpp refuses to load."""
+    llama.cpp refuses to load. ``split_max_tensors`` writes a split model as llama.cpp's gguf-split does
+    (``STEM-0000k-of-0000N.gguf`` beside ``path``, metadata in the first part) and returns the first part."""
     rng = np.random.default_rng(seed)
-    w = gguf.GGUFWriter(str(path), "llama")
+    w = gguf.GGUFWriter(str(path), "llama", split_max_tensors=split_max_tensors)
     w.add_name(name)
     w.add_context_length(ctx)
     w.add_embedding_length(n_embd)
@@ -108,4 +110,6 @@ def write_tiny_llama(
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
+    if split_max_tensors:
+        return sorted(path.parent.glob(f"{path.stem}-00001-of-*.gguf"))[0]
     return path

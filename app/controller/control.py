@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections import deque
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from llmctl.app.controller.engine_metrics import relabel, scrape, summary
 from llmctl.app.controller.errors import ApiError
 from llmctl.catalog.errors import LlmctlError
 from llmctl.runtimes.base import BackendFailed
@@ -28,6 +30,7 @@ class ControlApi:
     def routes(self) -> list[web.AbstractRouteDef]:
         return [
             web.get("/health", self.health),
+            web.get("/ready", self.ready),
             web.get("/metrics", self.prometheus),
             web.get(f"{PREFIX}/status", self.status),
             web.get(f"{PREFIX}/backends", self.backends),
@@ -39,27 +42,54 @@ class ControlApi:
         ]
 
     async def health(self, request: web.Request) -> web.Response:
+        """The controller is alive (for supervisors and load balancers)."""
         return web.json_response({"status": "ok"})
 
+    async def ready(self, request: web.Request) -> web.Response:
+        """200 when at least one model is ready (``?model=NAME``: that one), else 503 with what is there."""
+        ready = sorted(b.name for b in self.c.scheduler.backends.values() if b.state.value == "ready")
+        wanted = request.query.get("model")
+        ok = (wanted.lower() in ready) if wanted else bool(ready)
+        return web.json_response({"status": "ready" if ok else "not ready", "ready": ready}, status=200 if ok else 503)
+
     async def prometheus(self, request: web.Request) -> web.Response:
-        return web.Response(body=self.c.metrics.exposition(), content_type="text/plain", charset="utf-8")
+        """llmctl's own series, then every ready engine's own (``llamacpp:*``, ``vllm:*``) labelled by model."""
+        scraped = await self._scrape()
+        body = self.c.metrics.exposition(relabel(scraped))
+        return web.Response(body=body, content_type="text/plain", charset="utf-8")
+
+    async def _scrape(self) -> dict:
+        session = self.c.gateway.session
+        if session is None:
+            return {}
+        return await scrape(session, list(self.c.scheduler.backends.values()))
 
     async def status(self, request: web.Request) -> web.Response:
-        return web.json_response(self.c.describe())
+        return web.json_response({**self.c.describe(), "memory": await asyncio.to_thread(self.c.ledger)})
 
     async def backends(self, request: web.Request) -> web.Response:
-        return web.json_response({"backends": [b.status() for b in self.c.scheduler.backends.values()]})
+        """Every backend's state; ``?engine_metrics=1`` adds what its engine reports (slots busy, queue, KV use)."""
+        await self.c.models.refresh()  # engines hosting their own models (Ollama): their /api/ps, now
+        out = [b.status() for b in self.c.scheduler.backends.values()]
+        if request.query.get("engine_metrics") in ("1", "true"):
+            scraped = await self._scrape()
+            for item in out:
+                item["engine_metrics"] = summary(scraped.get(item["model"], []))
+        return web.json_response({"backends": out})
 
-    def _entry(self, request: web.Request):
+    async def _entry(self, request: web.Request):
         name = request.match_info["model"]
-        entry = self.c.store.get(name)
+        try:
+            entry = await self.c.models.get(name)
+        except LlmctlError as exc:
+            raise ApiError(400, f"{exc.title}: {exc.message}", code="invalid_model") from None
         if entry is None:
             raise ApiError(404, f"no model named '{name}'; see `llmctl models list`", code="model_not_found")
         return entry
 
     async def load(self, request: web.Request) -> web.Response:
         """Start a model (retrying a failed one). ``?wait=false`` returns at once; otherwise waits for ready."""
-        entry = self._entry(request)
+        entry = await self._entry(request)
         wait = request.query.get("wait", "true").lower() != "false"
         try:
             backend = await self.c.scheduler.start(entry, force=True)
@@ -75,8 +105,8 @@ class ControlApi:
         return web.json_response(backend.status())
 
     async def unload(self, request: web.Request) -> web.Response:
-        name = request.match_info["model"].lower()
-        backend = await self.c.scheduler.stop(name)
+        name = request.match_info["model"]
+        backend = await self.c.scheduler.stop(name) or await self.c.scheduler.stop(name.lower())
         if backend is None:
             raise ApiError(404, f"'{name}' is not running", code="not_running")
         return web.json_response(backend.status())
@@ -84,7 +114,8 @@ class ControlApi:
     async def logs(self, request: web.Request) -> web.Response:
         """``?tail=N``: the last N lines. ``?since=K``: what was written after byte K (``next`` is the new K),
         for ``logs -f``. Read from the log file, so it works for stopped models too."""
-        name = request.match_info["model"].lower()
+        name = request.match_info["model"]
+        name = name if self.c.scheduler.get(name) is not None else name.lower()
         try:
             tail = max(0, min(int(request.query.get("tail", "100")), MAX_LOG_LINES))
             since = int(request.query["since"]) if "since" in request.query else None
@@ -92,7 +123,8 @@ class ControlApi:
             raise ApiError(400, "tail and since must be whole numbers", code="invalid_value") from None
         backend = self.c.scheduler.get(name)
         logs_dir = self.c.paths.logs_dir
-        path = backend.log_path if backend is not None else logs_dir / f"{name.replace(':', '_')}.log"
+        fallback = logs_dir / f"{name.replace('/', '_').replace(':', '_')}.log"
+        path = backend.log_path if backend is not None else fallback
         if not _inside(path, logs_dir) or not path.is_file():
             raise ApiError(404, f"no logs for '{name}': it has not run under this controller", code="no_logs")
         lines, end = _read_log(path, tail, since)

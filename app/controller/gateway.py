@@ -10,16 +10,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Callable
 
 import aiohttp
 from aiohttp import web
 
+from llmctl.app.controller.directory import ModelDirectory
 from llmctl.app.controller.errors import ApiError, error_body
 from llmctl.app.controller.metrics import Metrics, StreamMeter
 from llmctl.app.controller.validation import check_chat, check_completion, check_embeddings
 from llmctl.catalog.errors import LlmctlError
-from llmctl.catalog.store import ModelEntry, ModelStore
-from llmctl.runtimes.base import BackendFailed
+from llmctl.catalog.store import ModelEntry
+from llmctl.runtimes.base import CHAT, COMPLETIONS, EMBEDDINGS, BackendFailed, BackendState
+from llmctl.runtimes.ledger import DoesNotFit
+from llmctl.runtimes.ollama import keep_alive_seconds
 from llmctl.runtimes.scheduler import ModelLoading, Scheduler
 
 _STREAM_HEADERS = {
@@ -30,17 +34,27 @@ _STREAM_HEADERS = {
 _UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError)
 
 
+_NEEDS = {"/v1/chat/completions": CHAT, "/v1/completions": COMPLETIONS, "/v1/embeddings": EMBEDDINGS}
+
+
+class BackendGone(Exception):
+    """The backend refused the connection before answering: it died; the request may be sent again."""
+
+
 class Gateway:
-    def __init__(self, store: ModelStore, scheduler: Scheduler, metrics: Metrics) -> None:
-        self.store = store
+    def __init__(self, models: ModelDirectory, scheduler: Scheduler, metrics: Metrics,
+                 capabilities: Callable[[ModelEntry], frozenset[str]], aliases: dict[str, str] | None = None) -> None:
+        self.models = models
         self.scheduler = scheduler
         self.metrics = metrics
+        self.capabilities = capabilities  # what a model's deployment serves, known before it is started
+        self.aliases = aliases or {}  # other names clients may use -> registered model name
         self.session: aiohttp.ClientSession | None = None
 
     def routes(self) -> list[web.AbstractRouteDef]:
         return [
             web.get("/v1/models", self.list_models),
-            web.get("/v1/models/{model}", self.get_model),
+            web.get("/v1/models/{model:.+}", self.get_model),  # ollama/NAME:TAG has a slash
             web.post("/v1/chat/completions", self.chat_completions),
             web.post("/v1/completions", self.completions),
             web.post("/v1/embeddings", self.embeddings),
@@ -59,12 +73,14 @@ class Gateway:
     # models ------------------------------------------------------------------------------------------------
     def _model_object(self, entry: ModelEntry) -> dict:
         backend = self.scheduler.get(entry.name)
+        source = entry.facts.get("source", "llmctl")
         return {
             "id": entry.name,
             "object": "model",
             "created": int(entry.added_at),
-            "owned_by": "llmctl",
+            "owned_by": source,
             "llmctl": {
+                "source": source,
                 "state": backend.state.value if backend else "stopped",
                 "format": entry.format,
                 "quant": entry.facts.get("quant"),
@@ -75,10 +91,11 @@ class Gateway:
         }
 
     async def list_models(self, request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [self._model_object(e) for e in self.store.list()]})
+        entries = await self.models.list()
+        return web.json_response({"object": "list", "data": [self._model_object(e) for e in entries]})
 
     async def get_model(self, request: web.Request) -> web.Response:
-        return web.json_response(self._model_object(self._entry(request.match_info["model"])))
+        return web.json_response(self._model_object(await self._entry(request.match_info["model"])))
 
     # inference ---------------------------------------------------------------------------------------------
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
@@ -90,13 +107,16 @@ class Gateway:
     async def embeddings(self, request: web.Request) -> web.StreamResponse:
         return await self._forward(request, "/v1/embeddings", check_embeddings)
 
-    def _entry(self, name: str) -> ModelEntry:
+    async def _entry(self, name: str) -> ModelEntry:
+        if not isinstance(name, str):
+            raise ApiError(400, "model must be a string", code="invalid_value", param="model")
+        name = self.aliases.get(name.strip().lower(), name)
         try:
-            entry = self.store.get(name)
+            entry = await self.models.get(name)
         except LlmctlError as exc:
-            raise ApiError(500, f"{exc.title}: {exc.message}") from None
+            raise ApiError(400, f"{exc.title}: {exc.message}", code="invalid_model", param="model") from None
         if entry is None:
-            known = ", ".join(e.name for e in self.store.list()) or "none"
+            known = ", ".join(e.name for e in await self.models.list()) or "none"
             raise ApiError(404, f"The model '{name}' does not exist. Available: {known}. "
                            "Register one with `llmctl import PATH`.", code="model_not_found", param="model")
         return entry
@@ -115,25 +135,46 @@ class Gateway:
     async def _forward(self, request: web.Request, path: str, check) -> web.StreamResponse:
         raw, body = await self._body(request)
         check(body)
-        entry = self._entry(body["model"])
-        if path == "/v1/embeddings":
-            backend = self.scheduler.get(entry.name)
-            if backend is None or not backend.adapter.supports_embeddings():
-                raise ApiError(400, f"'{entry.name}' is not served with embeddings enabled by its runtime "
-                               "(llama.cpp chat servers run without them)", code="embeddings_unsupported",
-                               param="model")
+        entry = await self._entry(body["model"])
+        caps = self.capabilities(entry)
+        if _NEEDS[path] not in caps:
+            hint = (f"set `embeddings = true` under [models.{entry.name}] in config.toml to serve it for embeddings"
+                    if path == "/v1/embeddings" else "it is configured as an embeddings model")
+            raise ApiError(400, f"'{entry.name}' does not serve {path} ({', '.join(sorted(caps))} only): {hint}",
+                           code="unsupported_capability", param="model")
+        keep_alive = None
+        if body.get("keep_alive") is not None:
+            try:
+                keep_alive = keep_alive_seconds(body["keep_alive"])
+            except LlmctlError as exc:
+                raise ApiError(400, f"keep_alive: {exc.message}", code="invalid_value", param="keep_alive") from None
         stream = bool(body.get("stream"))
         rec = self.metrics.begin(entry.name, path, stream)
         meter = StreamMeter()
         status, error, usage = 500, None, None
         try:
-            async with self.scheduler.use(entry) as backend:
-                url = backend.base_url + path
-                if stream:
-                    response, status, error = await self._stream(request, url, raw, meter, entry.name)
-                else:
-                    response, status, usage = await self._unary(url, raw)
-                return response
+            for attempt in (1, 2):
+                try:
+                    async with self.scheduler.use(entry, keep_alive=keep_alive) as backend:
+                        url, auth = backend.base_url + path, backend.auth_headers
+                        sent = _renamed(raw, body, backend.upstream_model)
+                        if stream:
+                            response, status, error = await self._stream(request, url, auth, sent, meter, entry.name)
+                        else:
+                            response, status, usage = await self._unary(url, auth, sent)
+                        return response
+                except BackendGone:
+                    # it died before a byte was sent back: inference has no side effects, so once the supervisor
+                    # has noticed (and restarts it), the request goes again, invisibly
+                    if attempt == 2:
+                        raise ApiError(502, f"the model server for '{entry.name}' refused the request twice; see "
+                                       f"`llmctl logs {entry.name}`", code="backend_error") from None
+                    await _noticed(backend)
+            raise AssertionError("unreachable")
+        except DoesNotFit as exc:
+            status, error = 503, exc.title
+            raise ApiError(503, f"{exc.title}. {exc.message}", code="insufficient_memory",
+                           retry_after=10 if exc.busy else None) from None
         except ModelLoading as exc:
             status, error = 503, f"model is still {exc.state}"
             raise ApiError(503, f"'{entry.name}' is still loading; retry shortly", code="model_loading",
@@ -151,20 +192,25 @@ class Gateway:
         finally:
             self.metrics.finish(rec, status, meter, usage=usage, error=error)
 
-    async def _post(self, url: str, raw: bytes) -> aiohttp.ClientResponse:
+    async def _post(self, url: str, auth: dict[str, str], raw: bytes) -> aiohttp.ClientResponse:
         """POST to a backend. A pooled connection the backend closed between requests (llama-server's HTTP
         library does so after a number of keep-alive requests) fails before any answer; inference has no side
         effects, so that one case is retried once on a fresh connection."""
         assert self.session is not None
-        headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": "application/json", **auth}
         try:
             return await self.session.post(url, data=raw, headers=headers)
+        except aiohttp.ClientConnectorError:
+            raise BackendGone from None
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
-            return await self.session.post(url, data=raw, headers=headers)
+            try:
+                return await self.session.post(url, data=raw, headers=headers)
+            except aiohttp.ClientConnectorError:
+                raise BackendGone from None
 
-    async def _unary(self, url: str, raw: bytes) -> tuple[web.Response, int, dict | None]:
+    async def _unary(self, url: str, auth: dict[str, str], raw: bytes) -> tuple[web.Response, int, dict | None]:
         try:
-            async with await self._post(url, raw) as up:
+            async with await self._post(url, auth, raw) as up:
                 data = await up.read()
                 status, ctype = up.status, up.headers.get("Content-Type", "application/json")
         except _UPSTREAM_ERRORS as exc:
@@ -179,10 +225,10 @@ class Gateway:
         return web.Response(body=data, status=status, headers={"Content-Type": ctype}), status, usage
 
     async def _stream(
-        self, request: web.Request, url: str, raw: bytes, meter: StreamMeter, model: str
+        self, request: web.Request, url: str, auth: dict[str, str], raw: bytes, meter: StreamMeter, model: str
     ) -> tuple[web.StreamResponse, int, str | None]:
         try:
-            upstream = await self._post(url, raw)
+            upstream = await self._post(url, auth, raw)
         except _UPSTREAM_ERRORS as exc:
             raise ApiError(502, f"the model server did not answer ({type(exc).__name__})",
                            code="backend_error") from None
@@ -221,3 +267,18 @@ class Gateway:
                 upstream.release()  # back to the pool
             else:
                 upstream.close()  # a stream cut short closes the backend connection, which stops generation
+
+
+async def _noticed(backend, within: float = 3.0) -> None:
+    """Wait (bounded) until the supervisor has seen a backend that refused connections exit."""
+    deadline = asyncio.get_running_loop().time() + within
+    while backend.state is BackendState.READY and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+
+
+def _renamed(raw: bytes, body: dict, upstream: str | None) -> bytes:
+    """The body to forward: as it came, or with ``model`` set to the engine's own name for it (an engine that
+    hosts many models knows ``ollama/smollm2:135m`` as ``smollm2:135m``)."""
+    if upstream is None or body.get("model") == upstream:
+        return raw
+    return json.dumps({**body, "model": upstream}, ensure_ascii=False).encode()

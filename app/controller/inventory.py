@@ -1,7 +1,9 @@
 """Control-API routes about the machine and the models on it, for the TUI and other clients:
 
 - ``GET /llmctl/v1/hardware``: CPU, RAM, disk, GPUs (a live sample: the monitor polls it);
-- ``GET /llmctl/v1/models``: registered models with their header facts and a fit estimate for this machine;
+- ``GET /llmctl/v1/models``: registered models with their header facts and a fit estimate for this machine (the
+  TUI polls it every 2 s: header facts, and estimates for the same budget, are cached per model and read again only
+  when a file's path, size or mtime changes);
 - ``POST /llmctl/v1/models`` ``{"path", "name"?}``: register a local GGUF; ``DELETE /llmctl/v1/models/{name}``;
 - ``GET /llmctl/v1/catalog?ctx=N``: the bundled catalog, each quant with its fit verdict here.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,12 +20,13 @@ import psutil
 from aiohttp import web
 
 from llmctl.app.controller.errors import ApiError
-from llmctl.app.fitting import machine_budget, serving_request
+from llmctl.app.fitting import entry_request, machine_budget, serving_request
 from llmctl.catalog.catalog import facts_for, load_catalog
 from llmctl.catalog.errors import LlmctlError
 from llmctl.catalog.estimate import Budget, FitRequest, estimate
-from llmctl.catalog.facts import facts_from_gguf
-from llmctl.catalog.gguf import read_gguf
+from llmctl.catalog.facts import ModelFacts, facts_from_gguf
+from llmctl.catalog.gguf import read_gguf, split_parts
+from llmctl.catalog.store import ModelEntry
 from llmctl.runtimes.hardware import probe
 
 if TYPE_CHECKING:
@@ -31,9 +35,46 @@ if TYPE_CHECKING:
 PREFIX = "/llmctl/v1"
 
 
+FileKey = tuple[tuple[str, int, int] | tuple[str], ...]
+
+
+def _file_key(entry: ModelEntry) -> FileKey:
+    """(path, size, mtime_ns) of every file of a GGUF model; a missing file is (path,)."""
+    key = []
+    for part in split_parts(Path(entry.path)):
+        try:
+            st = os.stat(part)
+        except OSError:
+            key.append((str(part),))
+        else:
+            key.append((str(part), st.st_size, st.st_mtime_ns))
+    return tuple(key)
+
+
 class InventoryApi:
     def __init__(self, controller: Controller) -> None:
         self.c = controller
+        # model path -> (file key, facts or the error reading them); (file key, request, budget) -> estimate JSON
+        self._facts: dict[str, tuple[FileKey, ModelFacts | LlmctlError]] = {}
+        self._estimates: dict[str, tuple[tuple, dict]] = {}
+
+    def _fit(self, entry: ModelEntry, req: FitRequest, budget: Budget) -> dict:
+        """The entry's fit estimate, from cached header facts while its files are unchanged."""
+        key = _file_key(entry)
+        cached = self._facts.get(entry.path)
+        if cached is None or cached[0] != key:
+            try:
+                facts: ModelFacts | LlmctlError = facts_from_gguf(read_gguf(Path(entry.path)))
+            except LlmctlError as exc:
+                facts = exc
+            self._facts[entry.path] = cached = (key, facts)
+        if isinstance(cached[1], LlmctlError):
+            raise cached[1]
+        wanted = (key, req, budget)
+        hit = self._estimates.get(entry.path)
+        if hit is None or hit[0] != wanted:
+            hit = self._estimates[entry.path] = (wanted, estimate(cached[1], req, budget).to_json())
+        return hit[1]
 
     def routes(self) -> list[web.AbstractRouteDef]:
         return [
@@ -60,18 +101,26 @@ class InventoryApi:
         return web.json_response(data)
 
     async def models(self, request: web.Request) -> web.Response:
+        entries = await self.c.models.list()
+
         def build() -> list[dict]:
             report = self._report()
-            budget, req = self._budget(report), self._request(self.c.settings.backends.ctx_size)
+            budget = self._budget(report)
             out = []
-            for entry in self.c.store.list():
+            for gone in self._facts.keys() - {e.path for e in entries}:  # forget models no longer registered
+                self._facts.pop(gone, None)
+                self._estimates.pop(gone, None)
+            for entry in entries:
                 item = entry.to_json()
                 backend = self.c.scheduler.get(entry.name)
                 item["state"] = backend.state.value if backend else "stopped"
                 try:
+                    if entry.facts.get("source"):
+                        raise LlmctlError(f"served by {entry.facts['source']}",
+                                          f"`llmctl fit {entry.name}` estimates the GGUF behind it")
                     if entry.format != "gguf":
                         raise LlmctlError(f"{entry.format} folder", "served by vLLM, not estimated here")
-                    item["fit"] = estimate(facts_from_gguf(read_gguf(Path(entry.path))), req, budget).to_json()
+                    item["fit"] = self._fit(entry, entry_request(self.c.settings, entry), budget)
                 except LlmctlError as exc:
                     item["fit"] = None
                     item["problem"] = f"{exc.title}: {exc.message}"

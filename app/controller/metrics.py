@@ -15,9 +15,12 @@ from dataclasses import asdict, dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-# an event carries a token when it has a "content" (chat) or "text" (completions) string, even an empty one
-# (a byte-fallback token that ends mid-UTF-8 arrives as ""), and is not the opening role announcement
-_TOKEN_RE = re.compile(rb'"(?:content|text)"\s*:\s*"')
+# an event carries a token when it has a "content" (chat), "reasoning_content"/"reasoning" (a reasoning model's
+# thinking, as llama.cpp and vLLM name it) or
+# "text" (completions) string, even an empty one (a byte-fallback token that ends mid-UTF-8 arrives as ""), and is
+# not the opening role announcement. Servers may merge tokens into one event (llama.cpp holds back a partial UTF-8
+# sequence), so the final count comes from the stream's own figures when it gives them (see _usage_of).
+_TOKEN_RE = re.compile(rb'"(?:content|reasoning_content|reasoning|text)"\s*:\s*"')
 _EVENT_SPLIT = re.compile(rb"\r?\n\r?\n")
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2)
@@ -70,17 +73,26 @@ class StreamMeter:
                     self.itl_sum += now - self.last
                 self.last = now
                 self.tokens += 1
-            elif b'"usage"' in event and b'"completion_tokens"' in event:
-                self.usage = _usage_of(event.removeprefix(b"data:").strip())
+            if (b'"usage"' in event and b'"completion_tokens"' in event) or b'"timings"' in event:
+                self.usage = _usage_of(event.removeprefix(b"data:").strip()) or self.usage
         return gaps
 
 
 def _usage_of(payload: bytes) -> dict | None:
+    """The OpenAI ``usage`` of an event, or the same counts from llama.cpp's ``timings`` (its last event carries
+    ``predicted_n`` and ``prompt_n`` when the client did not ask for usage)."""
     try:
-        usage = json.loads(payload).get("usage")
+        data = json.loads(payload)
+        usage, timings = data.get("usage"), data.get("timings")
     except (ValueError, AttributeError):
         return None
-    return usage if isinstance(usage, dict) else None
+    if isinstance(usage, dict):
+        return usage
+    if isinstance(timings, dict) and isinstance(timings.get("predicted_n"), int):
+        counts = [timings.get("prompt_n"), timings.get("cache_n", 0)]  # evaluated + reused from the cache
+        prompt = sum(counts) if all(isinstance(c, int) for c in counts) else None
+        return {"completion_tokens": timings["predicted_n"], "prompt_tokens": prompt}
+    return None
 
 
 class Metrics:
@@ -157,5 +169,20 @@ class Metrics:
             for gap in gaps:
                 child.observe(gap)
 
-    def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+    def exposition(self, extra: list | None = None) -> bytes:
+        """llmctl's series, then ``extra`` metric families (engines' own, relabelled) when given."""
+        if not extra:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        registry.register(_Families(extra))
+        return generate_latest(self.registry) + generate_latest(registry)
+
+
+class _Families:
+    """A collector that yields metric families built elsewhere (engines' series)."""
+
+    def __init__(self, families: list) -> None:
+        self.families = families
+
+    def collect(self):
+        return iter(self.families)

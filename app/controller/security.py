@@ -3,19 +3,30 @@
 - Host header: when bound to loopback only loopback names (plus ``allowed_hosts``) are accepted, which stops
   DNS rebinding: a web page cannot reach the endpoint through a name that resolves to 127.0.0.1.
 - API key: when one is set, every route needs it; compared in constant time.
-- CORS: llmctl's own policy, off unless ``cors_origins`` lists origins. Backends' headers are never forwarded.
-- Errors: ``ApiError`` and aiohttp's HTTP errors leave as OpenAI-shaped JSON.
+- Origin (RELIABILITY 22): a request with an ``Origin`` header comes from a web page; unless that origin is in
+  ``server.cors_origins`` it is refused with 403 before it does anything. CORS headers go to listed origins only;
+  backends' own headers are never forwarded.
+- Content type: POST, PUT, PATCH and DELETE need ``Content-Type: application/json``. A page can send a ``text/plain``
+  POST without a preflight (and without an Origin in some old browsers); it cannot send JSON without one.
+- Errors: ``ApiError`` and aiohttp's HTTP errors leave as OpenAI-shaped JSON; anything unexpected is logged with
+  its traceback and leaves as an OpenAI-shaped 500.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from llmctl.app.controller.errors import ApiError, error_response
-from llmctl.app.settings import LOOPBACK_HOSTS, ServerSettings, is_loopback
+from llmctl.app.settings import ServerSettings, is_loopback
+
+log = logging.getLogger("llmctl.controller")
+
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -29,7 +40,7 @@ def _host_name(host_header: str) -> str:
 def build_middlewares(server: ServerSettings) -> list:
     api_key = server.api_key.get_secret_value().encode() if server.api_key else None
     check_host = is_loopback(server.host)
-    allowed = {h.lower() for h in (*LOOPBACK_HOSTS, *server.allowed_hosts)}
+    allowed = {h.lower() for h in server.allowed_hosts}
     origins = set(server.cors_origins)
 
     @web.middleware
@@ -45,14 +56,27 @@ def build_middlewares(server: ServerSettings) -> list:
             if exc.status < 400:
                 raise
             return error_response(exc.status, exc.reason or "request failed")
+        except (asyncio.CancelledError, ConnectionResetError):
+            raise  # the client went away: nothing to answer
+        except Exception as exc:
+            log.exception("unexpected error in %s %s", request.method, request.path)
+            if request.get(STARTED_KEY):
+                raise  # a stream already sent its headers: aiohttp closes the connection
+            return error_response(500, f"internal error in llmctl ({type(exc).__name__}: {exc}); the controller "
+                                  "logged the traceback; please report it", code="internal_error")
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if check_host and _host_name(request.headers.get("Host", "")).lower() not in allowed:
-            return error_response(403, "Host header not allowed: the endpoint is bound to loopback "
-                                  "(add the name to server.allowed_hosts if this is intended)", code="bad_host")
+        if check_host:
+            name = _host_name(request.headers.get("Host", "")).lower()
+            if not is_loopback(name) and name not in allowed:
+                return error_response(403, "Host header not allowed: the endpoint is bound to loopback "
+                                      "(add the name to server.allowed_hosts if this is intended)", code="bad_host")
         origin = request.headers.get("Origin")
-        if origin is not None and origin in origins:
+        if origin is not None:
+            if origin not in origins:
+                return error_response(403, f"requests from web pages at {origin} are refused; to allow that origin, "
+                                      "add it to server.cors_origins", code="origin_not_allowed")
             request[CORS_KEY] = origin
             if request.method == "OPTIONS":
                 return web.Response(status=204)
@@ -62,19 +86,26 @@ def build_middlewares(server: ServerSettings) -> list:
             if not hmac.compare_digest(token.encode(), api_key):
                 return error_response(401, "missing or wrong API key: send `Authorization: Bearer <key>`",
                                       code="invalid_api_key")
+        if request.method in STATE_CHANGING and request.content_type != "application/json":
+            given = request.headers.get("Content-Type") or "none"
+            return error_response(415, f"{request.method} requests need `Content-Type: application/json` "
+                                  f"(got {given}); send the body as JSON", code="unsupported_media_type")
         return await handler(request)
 
     return [errors, guard]
 
 
 CORS_KEY = web.RequestKey("cors_origin", str)
+STARTED_KEY = web.RequestKey("response_started", bool)
 
 
 async def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare hook: CORS headers for allowed origins only, on every response, streamed ones too."""
+    """on_response_prepare hook: CORS headers for allowed origins only, on every response, streamed ones too.
+    Also notes that the response has started, so the error middleware never answers a second time."""
+    request[STARTED_KEY] = True
     origin = request.get(CORS_KEY)
     if origin:
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Vary"] = "Origin"
         response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type, X-Api-Key"
-        response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+        response.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"

@@ -11,10 +11,11 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import psutil
@@ -22,17 +23,19 @@ from aiohttp import web
 
 from llmctl import __version__
 from llmctl.app.controller.control import ControlApi
+from llmctl.app.controller.directory import ModelDirectory
 from llmctl.app.controller.gateway import Gateway
 from llmctl.app.controller.inventory import InventoryApi
+from llmctl.app.controller.lock import ControllerLock
 from llmctl.app.controller.metrics import Metrics
 from llmctl.app.controller.security import add_cors_headers, build_middlewares
+from llmctl.app.deployments import LaunchPlan, launch_plan, profile_for
 from llmctl.app.paths import Paths
 from llmctl.app.settings import Settings, is_loopback
 from llmctl.catalog.errors import ConfigError, LlmctlError
 from llmctl.catalog.store import ModelEntry, ModelStore
-from llmctl.runtimes.base import LaunchSpec, PortInUseError
+from llmctl.runtimes.base import CHAT, COMPLETIONS, EMBEDDINGS, PortInUseError
 from llmctl.runtimes.hardware import GpuProbe, NvmlProbe
-from llmctl.runtimes.llama_cpp import pick_adapter, template_family
 from llmctl.runtimes.process import (
     Backend,
     RestartPolicy,
@@ -71,6 +74,7 @@ class Controller:
         self.on_event = on_event or (lambda e: None)
         self.store = ModelStore(paths.data_dir)
         self.state = StateFile(paths.backends_state)
+        self.lock = ControllerLock(paths.state_dir)
         self.metrics = Metrics()
         b = settings.backends
         self.policy = RestartPolicy(
@@ -79,51 +83,108 @@ class Controller:
         )
         self.scheduler = Scheduler(
             self._make_backend, max_loaded=b.max_loaded, load_wait=b.load_wait,
-            retry_failed_after=b.retry_failed_after,
+            retry_failed_after=b.retry_failed_after, capacity=self._capacity, margin=int(b.memory_margin),
         )
-        self.gateway = Gateway(self.store, self.scheduler, self.metrics)
+        from llmctl.app.ollama import make_server
+
+        self.ollama = make_server(settings, paths, state=self.state, policy=self.policy)
+        self.models = ModelDirectory(self.store, [self.ollama] if self.ollama is not None else [])
+        self.gateway = Gateway(self.models, self.scheduler, self.metrics, self.capabilities, aliases={
+            alias.strip().lower(): name for name, prof in settings.models.items() for alias in prof.aliases})
         self.control = ControlApi(self)
         self.inventory = InventoryApi(self)
         self.started_at = time.time()
         self._runner: web.AppRunner | None = None
+        self._idle_task: asyncio.Task | None = None
         self._stop: asyncio.Event | None = None
+        self._ollama_probe: asyncio.Task[None] | None = None
         self.port = settings.server.port
 
     # composition -------------------------------------------------------------------------------------------
-    def _make_backend(self, entry: ModelEntry) -> Backend:
-        if entry.format != "gguf":
-            raise LlmctlError(f"{entry.name} is a {entry.format} model folder",
-                              "it needs the vLLM runtime, which llmctl cannot start yet; serve a GGUF instead.")
-        b = self.settings.backends
-        adapter = pick_adapter(b.llama_server, b.prefer_native)
-        spec = LaunchSpec(
-            model_name=entry.name,
-            model_path=Path(entry.path),
-            port=free_port(),
-            ctx_size=_ctx_for(entry, b.ctx_size),
-            n_gpu_layers=b.n_gpu_layers if b.n_gpu_layers is not None else self._auto_gpu_layers(entry, adapter),
-            threads=b.threads or physical_cores(),
-            parallel=b.parallel,
-            prompt_cache_mib=b.prompt_cache_mib,
-            chat_template=template_family(entry.facts.get("architecture"), entry.facts.get("has_chat_template", True)),
-        )
-        return Backend(spec, adapter, log_dir=self.paths.logs_dir, state=self.state, policy=self.policy,
-                       on_change=self._backend_changed)
+    async def _make_backend(self, entry: ModelEntry) -> Backend:
+        """The deployment for a model. One of an engine that hosts its own models (Ollama) comes from that
+        engine. A registered model gets its launch plan (engine, settings), this launch's port and secret key,
+        and, when unset, as many GPU layers as the estimate says fit (read off the thread: it parses the GGUF
+        header and asks the GPU)."""
+        source = self.models.source_for(entry.name)
+        prof = profile_for(self.settings, entry.name)
+        ttl = prof.ttl if prof.ttl is not None else self.settings.backends.ttl
+        if source is not None:
+            hosted = source.deployment(entry, ttl=ttl, log_dir=self.paths.logs_dir, on_change=self._backend_changed)
+            hosted.pinned = prof.pinned
+            return hosted
+        plan = launch_plan(self.settings, entry, store=self.store)
+        est = await asyncio.to_thread(self._estimate, entry, plan)
+        layers = plan.n_gpu_layers if plan.n_gpu_layers is not None else (est.gpu_layers if est else 0)
+        deployment = plan.deployment(entry.name, Path(entry.path), port=free_port(), n_gpu_layers=layers,
+                                     threads=self.settings.backends.threads or physical_cores(),
+                                     api_key=secrets.token_urlsafe(32))
+        backend = Backend(deployment, plan.engine, log_dir=self.paths.logs_dir, state=self.state,
+                          policy=self.policy, on_change=self._backend_changed)
+        if est is not None:
+            backend.footprint.reserved = {"ram": est.cpu_bytes, **({"gpu0": est.gpu_bytes} if est.gpu_bytes else {})}
+        backend.pinned = prof.pinned
+        backend.ttl = ttl
+        return backend
 
-    def _auto_gpu_layers(self, entry: ModelEntry, adapter) -> int:
-        """As many layers as the estimator says fit in the first GPU's free VRAM; 0 without a GPU."""
-        from llmctl.app.fitting import machine_budget, serving_request
+    def capabilities(self, entry: ModelEntry) -> frozenset[str]:
+        """What the model's deployment serves (known before it starts): what its engine said (Ollama's models),
+        else from its profile."""
+        if entry.facts.get("capabilities"):
+            return frozenset(entry.facts["capabilities"])
+        return frozenset({EMBEDDINGS}) if profile_for(self.settings, entry.name).embeddings \
+            else frozenset({CHAT, COMPLETIONS})
+
+    def _estimate(self, entry: ModelEntry, plan: LaunchPlan):
+        """The estimate of this launch (its memory per device, and as many GPU layers as fit in the first GPU's
+        free VRAM when the plan leaves them to llmctl); None when the file cannot be estimated (the engine will
+        say why it cannot load it). Blocking: reads the GGUF header and asks the GPU."""
+        from llmctl.app.fitting import machine_budget
         from llmctl.catalog.estimate import estimate
         from llmctl.catalog.facts import facts_from_gguf
         from llmctl.catalog.gguf import read_gguf
 
         gpus, _status, _detail = self.gpu_probe.read()
-        if not gpus:
-            return 0
-        req = serving_request(self.settings, _ctx_for(entry, self.settings.backends.ctx_size),
-                              launcher=adapter.launcher)
         budget = machine_budget(gpus, psutil.virtual_memory().available)
-        return estimate(facts_from_gguf(read_gguf(Path(entry.path))), req, budget).gpu_layers
+        from llmctl.app.fitting import engine_baseline
+
+        req = plan.fit_request(baseline_bytes=engine_baseline(plan.engine.memory_profile()))
+        if not gpus:
+            req = replace(req, gpu_layers=0)
+        try:
+            return estimate(facts_from_gguf(read_gguf(Path(entry.path))), req, budget)
+        except (LlmctlError, OSError, ValueError):
+            return None
+
+    def ledger(self) -> dict:
+        """Per device: what models may use in all, what every live deployment reserved (its estimate), measured
+        and holds (the larger), and the margin kept free. Blocking (reads RAM and the GPUs)."""
+        live = [b for b in self.scheduler.backends.values() if b.alive]
+        ours: dict[str, int] = {}
+        for b in live:
+            b.memory_bytes()
+            for dev in {*b.footprint.reserved, *b.footprint.measured}:
+                ours[dev] = ours.get(dev, 0) + b.footprint.measured.get(dev, b.footprint.reserved.get(dev, 0))
+        devices = {}
+        for dev, cap in self._capacity(ours).items():
+            devices[dev] = {
+                "capacity": cap, "margin": int(self.settings.backends.memory_margin),
+                "reserved": sum(b.footprint.reserved.get(dev, 0) for b in live),
+                "measured": sum(b.footprint.measured.get(dev, 0) for b in live),
+                "held": sum(b.footprint.held().get(dev, 0) for b in live),
+                "models": {b.name: b.footprint.to_json() for b in live if dev in b.footprint.held()},
+            }
+        return devices
+
+    def _capacity(self, ours: dict[str, int]) -> dict[str, int]:
+        """Bytes per device that models may use in all: the RAM budget if one is set, else the RAM available now
+        plus what llmctl's models hold of it; each GPU's free VRAM plus what they hold there (blocking)."""
+        budget = self.settings.backends.ram_budget
+        room = {"ram": int(budget) if budget is not None else psutil.virtual_memory().available + ours.get("ram", 0)}
+        gpus, _status, _detail = self.gpu_probe.read()
+        for i, gpu in enumerate(gpus):
+            room[f"gpu{i}"] = gpu.vram_free + ours.get(f"gpu{i}", 0)
+        return room
 
     def _backend_changed(self, backend: Backend) -> None:
         detail = f" ({backend.error})" if backend.error else ""
@@ -156,6 +217,9 @@ class Controller:
             "started_at": self.started_at,
             "backends": [b.status() for b in self.scheduler.backends.values()],
             "models": [e.name for e in self.store.list()],
+            "engines": {"ollama": None if self.ollama is None else {
+                "url": self.ollama.base_url, "mode": self.ollama.mode, "version": self.ollama.version,
+                "error": self.ollama.last_error}},
         }
 
     # lifecycle ---------------------------------------------------------------------------------------------
@@ -174,6 +238,7 @@ class Controller:
             )
 
     async def start(self) -> None:
+        self.lock.acquire()  # before reaping: another live controller's backends are not orphans
         self.check_bind()
         reaped = await asyncio.to_thread(self.state.reap, self.settings.backends.stop_grace)
         for rec in reaped:
@@ -181,6 +246,7 @@ class Controller:
                                                     "left by a controller that did not exit cleanly"))
         self._stop = asyncio.Event()
         await self.gateway.open()
+        self._idle_task = asyncio.get_running_loop().create_task(self.scheduler.run_idle_unloads(), name="idle")
         self._runner = web.AppRunner(self.build_app(), handle_signals=False, shutdown_timeout=5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.server.host, self.settings.server.port, reuse_address=True)
@@ -190,6 +256,18 @@ class Controller:
             self.port = sockets[0].getsockname()[1]
         self._write_state()
         self.on_event(ControllerEvent("listening", self.url + "/v1"))
+        if self.ollama is not None:
+            self._ollama_probe = asyncio.get_running_loop().create_task(self._attach_ollama())
+
+    async def _attach_ollama(self) -> None:
+        """Find (or, in spawn mode, start) Ollama now, so its models are listed at once; say where."""
+        assert self.ollama is not None
+        entries = await self.ollama.entries(fresh=True)
+        if self.ollama.last_error:
+            self.on_event(ControllerEvent("engine", f"ollama: {self.ollama.last_error}"))
+        else:
+            self.on_event(ControllerEvent("engine", f"ollama {self.ollama.version} {self.ollama.mode} at "
+                                                    f"{self.ollama.base_url}: {len(entries)} model(s)"))
 
     def _write_state(self) -> None:
         self.paths.state_dir.mkdir(parents=True, exist_ok=True)
@@ -207,7 +285,10 @@ class Controller:
     async def preload(self, names: list[str]) -> None:
         """Start the named models now instead of at their first request."""
         for name in names:
-            entry = self.store.require(name)
+            entry = await self.models.get(name)
+            if entry is None:
+                self.on_event(ControllerEvent("backend", f"{name}: no such model"))
+                continue
             try:
                 await self.scheduler.start(entry)
             except LlmctlError as exc:
@@ -219,7 +300,13 @@ class Controller:
 
     async def close(self) -> None:
         self.on_event(ControllerEvent("stopping", "stopping every backend"))
+        if self._idle_task is not None:
+            self._idle_task.cancel()
         await self.scheduler.shutdown()
+        if self._ollama_probe is not None:
+            self._ollama_probe.cancel()
+        if self.ollama is not None:
+            await self.ollama.close()  # stops Ollama only if llmctl started it
         if self._runner is not None:
             await self._runner.cleanup()
         await self.gateway.close()
@@ -227,13 +314,8 @@ class Controller:
             data = json.loads(self.paths.controller_state.read_text())
             if data.get("pid") == os.getpid():
                 self.paths.controller_state.unlink()
+        self.lock.release()
         self.on_event(ControllerEvent("stopped", "all backends stopped"))
-
-
-def _ctx_for(entry: ModelEntry, wanted: int) -> int:
-    """The configured context, never more than the model was trained for."""
-    trained = entry.facts.get("context_length")
-    return min(wanted, trained) if isinstance(trained, int) and trained > 0 else wanted
 
 
 # SIGHUP too: closing the terminal that runs `llmctl serve` must not orphan its model servers

@@ -72,6 +72,12 @@ def test_bad_config_error(monkeypatch, capsys, llmctl_home: Path) -> None:
     assert code == 1 and "configuration is invalid" in err and "server.port" in err
 
 
+def test_a_bad_flag_is_named_as_a_flag(monkeypatch, capsys) -> None:
+    code, err = _main(["serve", "--port", "99999"], monkeypatch, capsys)
+    assert code == 1 and err.startswith("error: --port: input should be less than or equal to 65535")
+    assert "config.toml" not in err and "LLMCTL_" not in err
+
+
 def test_help_does_not_import_heavy_modules() -> None:
     code = ("import sys\nfrom llmctl.app.cli import main\nsys.argv=['llmctl','--help']\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\n"

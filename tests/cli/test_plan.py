@@ -18,19 +18,33 @@ def _json(*args: str) -> dict:
     return json.loads(r.output)
 
 
-def test_hw_json() -> None:
+def test_hw_json(llmctl_home: Path) -> None:
+    import psutil
+
     data = _json("hw")
-    assert data["cpu"]["logical_cores"] >= 1 and data["ram_total"] > 0
-    assert data["gpu_status"] in ("ok", "no-library", "no-driver", "no-device", "error")
+    assert data["cpu"]["logical_cores"] == psutil.cpu_count(logical=True)
+    assert 1 <= data["cpu"]["physical_cores"] <= data["cpu"]["logical_cores"]
+    assert data["ram_total"] == psutil.virtual_memory().total
+    assert 0 < data["ram_available"] <= data["ram_total"]
+    assert Path(data["disk_path"]).is_relative_to(llmctl_home) or llmctl_home.is_relative_to(data["disk_path"])
+    assert data["disk_free"] > 0
+    # the GPU report agrees with itself: GPUs listed exactly when the probe succeeded, and a reason otherwise
+    if data["gpu_status"] == "ok":
+        assert data["gpus"] and all(g["vram_total"] >= g["vram_free"] >= 0 for g in data["gpus"])
+    else:
+        assert data["gpus"] == [] and data["gpu_detail"]
+        assert data["gpu_status"] in ("no-library", "no-driver", "no-device", "error")
 
 
 def test_fit_fields_for_a_file(tiny_gguf: Path) -> None:
-    data = _json("fit", str(tiny_gguf), "--ctx", "2048")
+    data = _json("fit", str(tiny_gguf), "--ctx", "2048", "--parallel", "1")
     for key in ("weights_bytes", "kv_cache_bytes", "compute_bytes", "overhead_bytes", "total_bytes", "gpu_bytes",
                 "cpu_bytes", "gpu_layers", "fits"):
         assert key in data
     assert data["kv_cache_bytes"] == 2 * 2048 * 32 * 2 * 2  # 2 layers x 2048 cells x (2 KV heads x 16) x K+V x f16
     assert data["fits"] == "yes" and data["gpu_layers"] == 0
+    # by default fit plans serve's launch: backends.parallel (2) slots of the full context each
+    assert _json("fit", str(tiny_gguf), "--ctx", "2048")["kv_cache_bytes"] == 2 * data["kv_cache_bytes"]
 
 
 def test_fit_plans_for_a_3090() -> None:
@@ -59,5 +73,12 @@ def test_recommend_for_a_3090() -> None:
 
 def test_doctor_runs_and_reports() -> None:
     r = CliRunner().invoke(cli, ["doctor"])
-    assert "llama-cpp-python" in r.output and "model store" in r.output
-    assert r.exit_code in (0, 1)
+    lines = r.output.splitlines()
+    assert any(line.startswith("ok   CPU ") for line in lines) and any("model store" in line for line in lines)
+    # every problem is a FIX line with what to do under it; the summary and the exit code agree with them
+    fixes = [i for i, line in enumerate(lines) if line.startswith("FIX  ")]
+    assert all(lines[i + 1].lstrip().startswith("-> ") for i in fixes), r.output
+    if fixes:
+        assert lines[-1] == f"{len(fixes)} problem(s)" and r.exit_code == 1, r.output
+    else:
+        assert lines[-1] == "all good" and r.exit_code == 0, r.output

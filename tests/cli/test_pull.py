@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from hub_server import HubServer
+from hub_server import COMMIT, HubServer
 from tiny_gguf import write_tiny_llama
 
 
@@ -98,3 +98,60 @@ def test_safetensors_repo_skips_pickles(hub, llmctl_home: Path, tmp_path: Path) 
     snapshot = next((tmp_path / "hf" / "hub" / "models--org--model-AWQ" / "snapshots").iterdir())
     assert sorted(p.name for p in snapshot.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
     assert not any(p.endswith((".bin", ".pt")) for _m, p, _r in hub.requests)
+
+
+# selectors (issue 8 item 6) -----------------------------------------------------------------------------------
+def _ggufs(tmp_path: Path, *names: str) -> dict[str, bytes]:
+    return {n: write_tiny_llama(tmp_path / n, n_layers=1 + i).read_bytes() for i, n in enumerate(names)}
+
+
+def _models(env) -> dict[str, dict]:
+    import json
+
+    listed = json.loads(_run(env, "models", "list", "--json").stdout)
+    return {m["name"]: m for m in listed if m.get("where") == "llmctl"}
+
+
+def test_a_quant_is_matched_exactly_and_a_prefix_lists_the_choices(hub, llmctl_home: Path, tmp_path: Path) -> None:
+    for name, data in _ggufs(tmp_path, "m-Q4_K_M.gguf", "m-Q4_K_S.gguf").items():
+        hub.add_file("org/m-GGUF", name, data)
+    env = _env(llmctl_home, hub, tmp_path)
+    r = _run(env, "pull", "org/m-GGUF:Q4_K")
+    assert r.returncode == 1 and "error: org/m-GGUF has no Q4_K model file" in r.stderr
+    assert "org/m-GGUF:Q4_K_M or org/m-GGUF:Q4_K_S" in r.stderr
+    assert not [p for _m, p, _r in hub.requests if "/resolve/" in p or "/lfs/" in p]
+    r = _run(env, "pull", "org/m-GGUF:q4_k_s")
+    assert r.returncode == 0, r.stderr
+    assert [p for _m, p, _r in hub.requests if "/resolve/" in p] == ["/org/m-GGUF/resolve/" + COMMIT + "/m-Q4_K_S.gguf"]
+
+
+def test_a_projector_is_pulled_as_the_projector_never_as_the_model(hub, llmctl_home: Path, tmp_path: Path) -> None:
+    files = _ggufs(tmp_path, "mmproj-F16.gguf", "m-F16.gguf", "mmproj-F32.gguf")
+    for name, data in files.items():
+        hub.add_file("org/m-GGUF", name, data)
+    env = _env(llmctl_home, hub, tmp_path)
+    r = _run(env, "pull", "org/m-GGUF:F16")
+    assert r.returncode == 0, r.stderr
+    entry = _models(env)["m-f16"]
+    assert Path(entry["path"]).read_bytes() == files["m-F16.gguf"]
+    assert Path(entry["projector"]).read_bytes() == files["mmproj-F16.gguf"]
+    assert not any("mmproj-F32" in p for _m, p, _r in hub.requests)
+    r = _run(env, "pull", "org/m-GGUF:mmproj-F16.gguf")
+    assert r.returncode == 1 and "is a multimodal projector, not a model" in r.stderr
+
+
+def test_an_existing_name_is_rebound_only_with_force(hub, llmctl_home: Path, tmp_path: Path) -> None:
+    files = _ggufs(tmp_path, "m-Q8_0.gguf", "m-F16.gguf")
+    for name, data in files.items():
+        hub.add_file("org/m-GGUF", name, data)
+    env = _env(llmctl_home, hub, tmp_path)
+    assert _run(env, "pull", "org/m-GGUF:Q8_0", "--name", "m").returncode == 0
+    assert _run(env, "pull", "org/m-GGUF:Q8_0", "--name", "m").returncode == 0  # the same file again: fine
+    fetched = len(hub.requests)
+    r = _run(env, "pull", "org/m-GGUF:F16", "--name", "m")
+    assert r.returncode == 1 and "error: the name 'm' already belongs to" in r.stderr and "--force" in r.stderr
+    assert not [p for _m, p, _r in hub.requests[fetched:] if "/resolve/" in p]  # refused before downloading
+    assert Path(_models(env)["m"]["path"]).read_bytes() == files["m-Q8_0.gguf"]
+    r = _run(env, "pull", "org/m-GGUF:F16", "--name", "m", "--force")
+    assert r.returncode == 0, r.stderr
+    assert Path(_models(env)["m"]["path"]).read_bytes() == files["m-F16.gguf"]

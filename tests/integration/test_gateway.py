@@ -87,7 +87,10 @@ def test_request_metrics_are_recorded(shared_controller, oai: openai.OpenAI) -> 
     assert recent["model"] == "tiny" and recent["stream"] and recent["status"] == 200, recent
     assert recent["completion_tokens"] == 20
     assert recent["ttft_ms"] > 0 and recent["duration_ms"] >= recent["ttft_ms"]
-    assert recent["tokens_per_s"] is None or recent["tokens_per_s"] > 0
+    # 20 streamed tokens: a rate over the 19 gaps after the first, no faster than those gaps fit in the stream
+    assert recent["itl_ms"] > 0 and recent["tokens_per_s"] > 0
+    assert recent["tokens_per_s"] == pytest.approx(1000 / recent["itl_ms"], rel=0.01)
+    assert recent["tokens_per_s"] >= 19 / ((recent["duration_ms"] - recent["ttft_ms"]) / 1000) * 0.99
     assert 'llmctl_requests_total{endpoint="/v1/chat/completions",model="tiny",status="200"}' in prom
     assert "llmctl_time_to_first_token_seconds_bucket" in prom
 

@@ -36,4 +36,4 @@ async def test_chat_streams_and_the_monitor_moves(controller) -> None:
         await pilot.press("f3")
         await pilot.pause(1.5)
         await app.workers.wait_for_complete()
-        assert app.screen.query_one("DataTable").get_row_at(0)[0] == "tiny"
+        assert str(app.screen.query_one("DataTable").get_row_at(0)[0]) == "tiny"

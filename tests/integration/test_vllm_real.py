@@ -20,7 +20,7 @@ import psutil
 import pytest
 from tiny_hf import write_tiny_hf_llama
 
-from llmctl.catalog.estimate import Budget, FitRequest, MiB, estimate
+from llmctl.catalog.estimate import VLLM_PROFILE, Budget, FitRequest, MiB, estimate
 from llmctl.catalog.safetensors_dir import facts_from_model_dir
 from llmctl.runtimes.hardware import read_cpu
 from llmctl.runtimes.process import free_port
@@ -149,7 +149,7 @@ def test_kv_line_matches_the_estimate(server: Server) -> None:
     logged = kv_cache_size(server.lines())
     assert logged is not None and logged.device == "CPU"
     facts = facts_from_model_dir(server.d.model.path)
-    req = FitRequest(ctx=CTX, runtime="vllm", kv_type="f32", kv_cache_bytes=KV_BYTES)
+    req = FitRequest(ctx=CTX, profile=VLLM_PROFILE, kv_type="f32", kv_cache_bytes=KV_BYTES)
     est = estimate(facts, req, Budget(ram_available=psutil.virtual_memory().available))
     assert logged.tokens == 48000  # 384 blocks of 128 tokens; a 1000-token request takes 8
     assert abs(est.kv_cells - logged.tokens) <= 0.10 * logged.tokens, (est.kv_cells, logged.tokens)

@@ -14,7 +14,7 @@ async def test_dashboard_shows_machine_servers_and_endpoint(make_app) -> None:
         screen = app.screen
         assert "AMD Ryzen 9 7950X" in str(screen.query_one("#cpu", Static).render())
         table = screen.query_one("#backends", DataTable)
-        assert table.row_count == 1 and table.get_row_at(0)[0] == "llama-3.1-8b-instruct-q4_k_m"
+        assert table.row_count == 1 and str(table.get_row_at(0)[0]) == "llama-3.1-8b-instruct-q4_k_m"
         assert "http://127.0.0.1:7878/v1" in str(screen.query_one("#snippet", Static).render())
         assert "RTX 3090" in str(screen.query("#gpus Label").first().render())
         await pilot.press("y")
@@ -31,7 +31,7 @@ async def test_models_filter_select_and_start(make_app) -> None:
         assert table.row_count == 4  # two local, two catalog
         await pilot.press("slash", *"qwen")
         await pilot.pause()
-        assert table.row_count == 1 and table.get_row_at(0)[0] == "qwen2.5-7b-instruct"
+        assert table.row_count == 1 and str(table.get_row_at(0)[0]) == "qwen2.5-7b-instruct"
         app.screen.query_one("#filter", Input).value = ""
         await pilot.press("escape")
         await pilot.pause()
@@ -165,3 +165,31 @@ async def test_palette_has_every_model_verb(make_app) -> None:
         await app.workers.wait_for_complete()
         assert app.current_mode == "chat"
         assert app.screen.query_one("#chat-model").value == "tiny"
+
+
+async def test_reasoning_is_shown_apart_and_counted_but_not_kept(make_app) -> None:
+    client = FakeClient(reply="It is 4.", reasoning="Two plus two, carry nothing")
+    app = make_app(client, "chat")
+    async with app.run_test(size=(120, 36)) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.press(*"2+2?", "enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        thinking = app.screen.query_one(".reasoning", Static)
+        assert thinking.display and str(thinking.render()).strip() == "Two plus two, carry nothing"
+        assert thinking.styles.color != app.screen.query_one(".reply").styles.color  # dimmed, apart
+        assert app.screen.query_one(".reply", Markdown).source.strip() == "It is 4."
+        stats = str(app.screen.query_one("#chat-stats").render())
+        assert "8 tokens (5 reasoning)" in stats and "first after 50 ms" in stats
+        assert app.screen.history[-1] == {"role": "assistant", "content": "It is 4. "}
+        await pilot.press("ctrl+y")
+        assert app.clipboard == "It is 4. "
+
+
+async def test_a_reply_without_reasoning_has_no_reasoning_block(make_app) -> None:
+    app = make_app(FakeClient(), "chat")
+    async with app.run_test(size=(120, 36)) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.press(*"hi", "enter")
+        await app.workers.wait_for_complete()
+        assert not app.screen.query_one(".reasoning").display

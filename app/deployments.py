@@ -1,0 +1,126 @@
+"""From settings and a registered model to what will be launched: the engine and the deployment's settings.
+
+One place, so `serve`, `fit`, `models info`, the TUI's fit badges and automatic offload all plan the same launch.
+Precedence: ``[models.NAME]`` over ``[backends]`` over the engine's defaults. The global default context is
+capped at the model's trained length; a per-model ``ctx-size`` is honoured as given (llama.cpp warns).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llmctl.app.settings import ModelProfile, Settings
+from llmctl.catalog.errors import ConfigError, LlmctlError
+from llmctl.catalog.estimate import FitRequest
+from llmctl.catalog.store import ModelEntry, ModelStore
+from llmctl.runtimes.base import Deployment, Engine
+from llmctl.runtimes.llama_cpp import template_family
+from llmctl.runtimes.registry import pick_engine
+
+_FLASH = {"auto": None, "on": True, "off": False}
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchPlan:
+    """Everything about a deployment that does not depend on this launch (port, key) or on the GPU."""
+
+    engine: Engine
+    ctx_size: int
+    parallel: int
+    kv_type: str
+    kv_type_v: str | None
+    flash_attn: bool | None
+    n_gpu_layers: int | None  # None: as many as the estimate says fit
+    prompt_cache_mib: int | None
+    chat_template: str | None = None
+    draft_model: Path | None = None
+    embeddings: bool = False
+    pooling: str | None = None
+    mmproj: Path | None = None
+    extra_args: tuple[str, ...] = ()
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def fit_request(self, **overrides) -> FitRequest:
+        """The estimator's input for exactly this launch."""
+        profile = self.engine.memory_profile()
+        fields = {
+            "ctx": self.ctx_size, "parallel": self.parallel, "kv_type": self.kv_type, "kv_type_v": self.kv_type_v,
+            "flash_attn": self.flash_attn, "profile": profile,
+            "prompt_cache_bytes": (self.prompt_cache_mib or 0) << 20 if profile.prompt_cache else 0,
+            "gpu_layers": self.n_gpu_layers,
+        }
+        fields.update(overrides)
+        return FitRequest(**fields)
+
+    def deployment(self, name: str, path: Path, *, port: int, n_gpu_layers: int, threads: int,
+                   api_key: str | None) -> Deployment:
+        """This plan as one launch: the per-launch facts (port, key) and the GPU layers and threads decided
+        for this machine. ``serve`` and tests/fit_probe.py both launch through here."""
+        return Deployment(
+            model_name=name, model_path=path, port=port, ctx_size=self.ctx_size, parallel=self.parallel,
+            n_gpu_layers=n_gpu_layers, threads=threads, kv_type=self.kv_type, kv_type_v=self.kv_type_v,
+            flash_attn=self.flash_attn, prompt_cache_mib=self.prompt_cache_mib, chat_template=self.chat_template,
+            draft_model=self.draft_model, embeddings=self.embeddings, pooling=self.pooling, mmproj=self.mmproj,
+            api_key=api_key, extra_args=self.extra_args,
+        )
+
+
+def profile_for(settings: Settings, name: str | None) -> ModelProfile:
+    return settings.models.get(name or "", ModelProfile())
+
+
+def launch_plan(settings: Settings, entry: ModelEntry | None = None, *, fmt: str = "gguf",
+                ctx_train: int | None = None, store: ModelStore | None = None) -> LaunchPlan:
+    """The plan for ``entry`` (or, with no entry, for a model of format ``fmt`` and trained context ``ctx_train``:
+    what `fit` asks about catalog models)."""
+    b = settings.backends
+    prof = profile_for(settings, entry.name if entry else None)
+    fmt = entry.format if entry else fmt
+    engine = pick_engine(fmt, prof.engine or b.engine, llama_server=b.llama_server)
+    multi_slot = engine.memory_profile().multi_slot
+    notes: list[str] = []
+    trained = entry.facts.get("context_length") if entry else ctx_train
+    if prof.ctx_size is not None:
+        ctx = prof.ctx_size
+        if isinstance(trained, int) and 0 < trained < ctx:
+            notes.append(f"ctx-size {ctx} is above the {trained} tokens it was trained on (set in [models])")
+    else:
+        ctx = min(b.ctx_size, trained) if isinstance(trained, int) and trained > 0 else b.ctx_size
+    kv_k = prof.cache_type_k or b.kv_type
+    kv_v = prof.cache_type_v or b.kv_type
+    draft = _resolve_draft(prof.model_draft, store) if prof.model_draft else None
+    return LaunchPlan(
+        engine=engine,
+        ctx_size=ctx,
+        parallel=(prof.parallel or b.parallel) if multi_slot else 1,
+        kv_type=kv_k,
+        kv_type_v=kv_v if kv_v and kv_v != kv_k else None,
+        flash_attn=_FLASH[prof.flash_attn or b.flash_attn],
+        n_gpu_layers=prof.n_gpu_layers if prof.n_gpu_layers is not None else b.n_gpu_layers,
+        prompt_cache_mib=b.prompt_cache_mib,
+        chat_template=template_family(entry.facts.get("architecture"), entry.facts.get("has_chat_template", True))
+        if entry else None,
+        draft_model=draft,
+        embeddings=prof.embeddings,
+        pooling=prof.pooling,
+        mmproj=Path(entry.projector) if entry is not None and entry.projector else None,
+        extra_args=tuple(prof.args),
+        notes=tuple(notes),
+    )
+
+
+def _resolve_draft(ref: str, store: ModelStore | None) -> Path:
+    """A draft model given as a registered name or a path to a GGUF."""
+    if store is not None:
+        try:
+            entry = store.get(ref)
+        except LlmctlError:  # not a valid model name: a path
+            entry = None
+        if entry is not None:
+            return Path(entry.path)
+    path = Path(ref).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"model-draft {ref!r} is neither a registered model nor a file",
+                          "set it to a name from `llmctl models list` or a path to a GGUF.")
+    return path

@@ -1,0 +1,215 @@
+"""What the controller's client returns and raises: the JSON shapes of the control API as TypedDicts, the errors,
+and what a streamed chat reply yields. The client, the screens and the tests' fake client all speak these types, so
+the fake cannot drift from the real client (``tests/tui/test_fake_client.py`` checks the fake and the real
+controller against them).
+
+No HTTP here: screens import this module, and screens may not import httpx, even indirectly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, TypedDict
+
+from llmctl.catalog.errors import LlmctlError
+
+
+class ControllerUnavailable(LlmctlError):
+    """No controller answers at the expected address, or the connection to it was lost."""
+
+
+class ControllerError(LlmctlError):
+    """The controller answered with an error (``status`` is the HTTP status, 0 for an error inside a stream)."""
+
+    def __init__(self, title: str, message: str = "", status: int = 0) -> None:
+        super().__init__(title, message)
+        self.status = status
+
+
+class Cpu(TypedDict):
+    model: str
+    arch: str
+    physical_cores: int
+    logical_cores: int
+    flags: list[str]
+
+
+class Gpu(TypedDict):
+    index: int
+    name: str
+    vram_total: int
+    vram_free: int
+    driver: str | None
+    cuda_version: str | None
+    compute_capability: str | None
+    utilization: int | None
+
+
+class Hardware(TypedDict):
+    cpu: Cpu
+    ram_total: int
+    ram_available: int
+    disk_path: str
+    disk_free: int
+    gpus: list[Gpu]
+    gpu_status: str
+    gpu_detail: str
+    notes: list[str]
+    cpu_percent: float
+
+
+class FitEstimate(TypedDict):
+    weights_bytes: int
+    repack_bytes: int
+    kv_cache_bytes: int
+    compute_bytes: int
+    output_bytes: int
+    overhead_bytes: int
+    total_bytes: int
+    gpu_bytes: int
+    cpu_bytes: int
+    gpu_layers: int
+    n_layers: int
+    kv_cells: int
+    fits: str
+    reason: str
+    runtime: str
+    notes: list[str]
+
+
+class ModelEntry(TypedDict):
+    """A registered model, as import and remove answer."""
+
+    name: str
+    path: str
+    format: str
+    size: int
+    added_at: float
+    facts: dict[str, Any]
+
+
+class _Listed(ModelEntry):
+    state: str
+    fit: FitEstimate | None
+
+
+class LocalModel(_Listed, total=False):
+    """A registered model with its state and its fit on this machine, as the model list answers; ``problem``
+    says why there is no fit. (``total=False`` rather than ``NotRequired``: Python 3.11 does not see a
+    ``NotRequired`` under postponed annotations.)"""
+
+    problem: str
+
+
+class CatalogQuant(TypedDict):
+    quant: str
+    fits: str
+    total_bytes: int
+    gpu_layers: int
+    reason: str
+    estimate: FitEstimate
+
+
+class CatalogModel(TypedDict):
+    name: str
+    family: str
+    params_b: float
+    uses: list[str]
+    license: str
+    repo: str
+    quants: list[CatalogQuant]
+
+
+class Catalog(TypedDict):
+    ctx: int
+    models: list[CatalogModel]
+
+
+class BackendStatus(TypedDict):
+    model: str
+    runtime: str
+    command: str
+    state: str
+    pid: int | None
+    port: int
+    uptime: float | None
+    restarts: int
+    memory_bytes: int | None
+    in_flight: int
+    error: str | None
+    log_path: str
+    last_log_lines: list[str]
+
+
+class LogChunk(TypedDict):
+    model: str
+    lines: list[str]
+    next: int
+    log_path: str
+    state: str
+
+
+class RequestRecord(TypedDict):
+    id: int
+    model: str
+    endpoint: str
+    stream: bool
+    started_at: float
+    status: int
+    ttft_ms: float | None
+    itl_ms: float | None
+    duration_ms: float | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    tokens_per_s: float | None
+    error: str | None
+
+
+class RequestsSnapshot(TypedDict):
+    requests: list[RequestRecord]
+    in_flight: int
+
+
+class Shutdown(TypedDict):
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reasoning:
+    """A piece of the model's reasoning (``delta.reasoning_content``), streamed before the answer by Qwen3,
+    DeepSeek-R1 and gpt-oss. Shown apart from the answer, and never sent back in the history."""
+
+    text: str
+
+
+@dataclass
+class ChatTurn:
+    """What one streamed chat reply produced. ``tokens`` counts reasoning and answer tokens alike: both cost
+    generation time, so both count in the time to first token and in tokens/s."""
+
+    text: str = ""
+    reasoning: str = ""
+    finish_reason: str | None = None
+    ttft_s: float | None = None
+    tokens: int = 0
+    reasoning_tokens: int = 0
+    seconds: float = 0.0
+    usage: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        if self.ttft_s is None or self.tokens < 2 or self.seconds <= self.ttft_s:
+            return None
+        return (self.tokens - 1) / (self.seconds - self.ttft_s)
+
+
+ChatPart = str | Reasoning | ChatTurn
+"""What ``stream_chat`` yields: answer text, reasoning text, and finally one ChatTurn with the totals."""
+
+
+def stats_line(model: str, turn: ChatTurn) -> str:
+    """The one-line summary of a reply, the same in the CLI and the TUI (plain text)."""
+    ttft = f"{turn.ttft_s * 1000:.0f} ms" if turn.ttft_s is not None else "-"
+    rate = f"{turn.tokens_per_s:.1f} tok/s" if turn.tokens_per_s else "-"
+    thought = f" ({turn.reasoning_tokens} reasoning)" if turn.reasoning_tokens else ""
+    return f"{model}: {turn.tokens} tokens{thought}, first after {ttft}, {rate}"

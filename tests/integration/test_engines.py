@@ -1,0 +1,83 @@
+"""The engine layer against the real default engine (llama.cpp's server from xllamacpp): engines' own metrics on
+llmctl's /metrics, embeddings deployments, speculative decoding with a draft model, the per-launch backend key,
+and `llmctl runtimes`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from harness import run_cli
+
+from llmctl.catalog.store import ModelStore
+
+CHAT = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8, "temperature": 0}
+
+
+def _config(home: Path, text: str) -> dict[str, str]:
+    path = home / "extra.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return {"LLMCTL_CONFIG": str(path)}
+
+
+def test_engine_series_pass_through_labelled_by_model(controller) -> None:
+    proc = controller()
+    with proc.client() as c:
+        assert c.post("/v1/chat/completions", json=CHAT).status_code == 200
+        prom = c.get("/metrics").text
+        backends = c.get("/llmctl/v1/backends", params={"engine_metrics": "1"}).json()["backends"]
+    assert 'llamacpp:tokens_predicted_total{model="tiny"} 8.0' in prom, prom[-2000:]
+    assert "llmctl_requests_total" in prom  # llmctl's own series are still there
+    summary = backends[0]["engine_metrics"]
+    assert summary["tokens_generated"] == 8 and summary["requests_running"] == 0
+
+
+def test_the_backend_port_answers_only_the_gateway(controller) -> None:
+    proc = controller()
+    with proc.client() as c:
+        assert c.post("/v1/chat/completions", json=CHAT).status_code == 200
+    backend = proc.backend("tiny")
+    direct = httpx.post(f"http://127.0.0.1:{backend['port']}/v1/chat/completions", json=CHAT, timeout=30)
+    assert direct.status_code == 401  # a page or another local user cannot drive the engine's private port
+    state = (proc.home / "state" / "backends.json").read_text()
+    log_first_line = (proc.home / "state" / "logs" / "tiny.log").read_text().splitlines()[0]
+    assert "api-key" not in log_first_line and "LLAMA_API_KEY" not in state  # the key is in neither
+
+
+def test_an_embeddings_deployment_serves_v1_embeddings(controller, home: Path, tiny_gguf: Path) -> None:
+    ModelStore(home / "data").import_file(tiny_gguf, "tiny-embed")
+    proc = controller(**_config(home, "[models.tiny-embed]\nembeddings = true\npooling = \"mean\"\n"))
+    oai = openai.OpenAI(base_url=proc.url + "/v1", api_key="x", max_retries=0, timeout=120)
+    r = oai.embeddings.create(model="tiny-embed", input=["hello world", "goodbye"])
+    assert len(r.data) == 2 and len(r.data[0].embedding) == 64  # the tiny model's n_embd
+    assert r.data[0].embedding != r.data[1].embedding
+    with pytest.raises(openai.BadRequestError, match="does not serve /v1/chat/completions"):
+        oai.chat.completions.create(model="tiny-embed", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.BadRequestError, match=r"embeddings = true"):
+        oai.embeddings.create(model="tiny", input="hello")
+
+
+def test_speculative_decoding_with_a_draft_model(controller, home: Path, tiny_gguf: Path) -> None:
+    proc = controller(**_config(home, f'[models.tiny]\nmodel-draft = "{tiny_gguf}"\n'))
+    with proc.client() as c:
+        r = c.post("/v1/chat/completions", json={**CHAT, "max_tokens": 16})
+        assert r.status_code == 200, r.text
+        prom = c.get("/metrics").text
+    assert r.json()["usage"]["completion_tokens"] == 16
+    assert "--model-draft" in (proc.home / "state" / "logs" / "tiny.log").read_text().splitlines()[0]
+    drafted = [line for line in prom.splitlines() if line.startswith("llamacpp:spec_decode_num_draft_tokens_total")]
+    assert drafted and float(drafted[0].split()[-1]) > 0, drafted
+
+
+def test_runtimes_lists_every_engine(home: Path) -> None:
+    out = run_cli(home, "runtimes", "--json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    engines = {e["engine"]: e for e in data["engines"]}
+    assert data["default"] == "xllamacpp" and engines["xllamacpp"]["found"] and engines["xllamacpp"]["version"]
+    assert set(engines) >= {"xllamacpp", "llama-server", "llama-cpp-python"}
+    assert all(e["how_to_get"] for e in engines.values())

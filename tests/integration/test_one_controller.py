@@ -1,0 +1,83 @@
+"""RELIABILITY 25: one controller per state directory. Real controller processes; no model is loaded: a
+stand-in process recorded in backends.json plays the first controller's live backend."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+from harness import ControllerProcess, run_cli
+
+from llmctl.runtimes.process import StateFile, free_port
+
+
+@pytest.fixture
+def live_backend():
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def test_second_controller_on_the_same_state_dir_says_who_runs_and_touches_nothing(
+    controller, home: Path, live_backend
+) -> None:
+    first = controller()
+    state = StateFile(home / "state" / "backends.json")
+    record = {"pid": live_backend.pid, "create_time": psutil.Process(live_backend.pid).create_time(), "port": 1}
+    state.put("tiny", record)
+    controller_json = (home / "state" / "controller.json").read_text()
+
+    second_port = free_port()
+    r = run_cli(home, "serve", "--port", str(second_port), timeout=60)
+
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "already running" in r.stderr
+    assert f"pid {first.proc.pid}" in r.stderr and first.url in r.stderr
+    assert "LLMCTL_HOME" in r.stderr
+    assert live_backend.poll() is None  # the first one's backend was not reaped
+    assert state.read() == {"tiny": record}
+    assert (home / "state" / "controller.json").read_text() == controller_json
+    assert first.proc.poll() is None
+    with first.client() as c:
+        assert c.get("/health").status_code == 200
+
+
+def test_a_separate_llmctl_home_runs_its_own_controller(controller, home: Path, tmp_path: Path) -> None:
+    first = controller()
+    other = ControllerProcess(tmp_path / "other-home").start()
+    try:
+        assert first.proc.poll() is None and other.proc.poll() is None
+        with other.client() as c:
+            assert c.get("/llmctl/v1/status").json()["pid"] == other.proc.pid
+    finally:
+        other.kill_everything()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_the_lock_goes_with_the_controller(home: Path, sig: int, live_backend) -> None:
+    """After a clean exit or a SIGKILL the next controller starts (and reaps what a killed one left)."""
+    first = ControllerProcess(home).start()
+    try:
+        if sig == signal.SIGKILL:
+            StateFile(home / "state" / "backends.json").put(
+                "tiny", {"pid": live_backend.pid, "create_time": psutil.Process(live_backend.pid).create_time(),
+                         "port": 1})
+        first.send(sig)
+        first.proc.wait(30)
+        second = ControllerProcess(home).start()
+        try:
+            if sig == signal.SIGKILL:
+                second.wait_output("stopped orphaned backend tiny")
+                assert live_backend.wait(10) is not None
+            status = json.loads((home / "state" / "controller.json").read_text())
+            assert status["pid"] == second.proc.pid
+        finally:
+            second.kill_everything()
+    finally:
+        first.kill_everything()

@@ -1,0 +1,191 @@
+"""A TUI action that fails becomes a notification; the app never exits on an ordinary error (RELIABILITY 26).
+
+Each action is driven through its key against a client that raises what the real one raises (a 404 or 503 from the
+controller, no controller, a lost connection), or a raw ``httpx`` error as if one slipped past the client; then the
+same action is tried again with the failure gone, to show the session goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from fakes import FakeClient
+from test_markup import alive
+
+from llmctl.app.shapes import ControllerError, ControllerUnavailable
+
+NOT_RUNNING = ControllerError("the controller refused (404)", "'tiny' is not running", status=404)
+LOADING = ControllerError("the controller refused (503)", "tiny did not become ready: out of memory", status=503)
+NO_MODEL = ControllerError("the controller refused (404)", "no model named 'tiny'", status=404)
+AWAY = ControllerUnavailable("no llmctl controller is running at http://127.0.0.1:7878", "start one")
+LOST = ControllerUnavailable("lost the connection to the controller at http://127.0.0.1:7878",
+                             "RemoteProtocolError: Server disconnected; try again.")
+RAW = httpx.ConnectError("[Errno 111] Connection refused")
+
+
+def errors(app) -> list[str]:
+    return [f"{n.title} | {n.message}" for n in app._notifications if n.severity == "error"]
+
+
+async def settle(app, pilot) -> None:
+    """Wait for every worker, failed ones included (``wait_for_complete`` raises for a worker that fails while
+    it waits), then for the messages they posted."""
+    await pilot.pause()
+    await asyncio.gather(*(worker.wait() for worker in list(app.workers)), return_exceptions=True)
+    await pilot.pause()
+
+
+async def remove(pilot) -> None:
+    await pilot.press("delete")
+    await pilot.pause()
+    await pilot.click("#remove-ok")
+
+
+def keys(*pressed: str):
+    async def act(pilot) -> None:
+        await pilot.press(*pressed)
+
+    return act
+
+
+ACTIONS = [
+    # (mode, keys before, the action, client method that fails, error, the call it makes, what it says after)
+    ("servers", [], keys("s"), "load", LOADING, ("load", "llama-3.1-8b-instruct-q4_k_m"), "is ready"),
+    ("servers", [], keys("x"), "unload", NOT_RUNNING, ("unload", "llama-3.1-8b-instruct-q4_k_m"), "is stopped"),
+    ("servers", [], keys("R"), "load", RAW, ("load", "llama-3.1-8b-instruct-q4_k_m"), "restarted: ready"),
+    ("models", ["down"], keys("s"), "load", AWAY, ("load", "tiny"), "tiny is ready"),
+    ("models", ["down"], remove, "remove_model", NO_MODEL, ("remove", "tiny"), "removed tiny"),
+    ("models", [], keys("i", *"/m/new.gguf", "enter"), "import_model", LOST, ("import", "/m/new.gguf", None),
+     "imported imported"),
+]
+
+
+@pytest.mark.parametrize(("mode", "before", "act", "method", "error", "call", "after"), ACTIONS,
+                         ids=[f"{a[0]}-{a[3]}-{type(a[4]).__name__}" for a in ACTIONS])
+async def test_a_failed_action_is_a_notification_and_the_next_one_works(
+        make_app, mode, before, act, method, error, call, after) -> None:
+    client = FakeClient(fail={method: error})
+    app = make_app(client, mode)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(app, pilot)
+        await pilot.press(*before)
+        await settle(app, pilot)
+        await act(pilot)
+        await settle(app, pilot)
+        assert alive(app)
+        assert call in client.calls
+        (failure,) = errors(app)
+        assert (error.title if hasattr(error, "title") else str(error)) in failure  # what went wrong, said once
+        assert "failed |" in failure  # and which action it was
+        client.fail.clear()
+        client.calls.clear()
+        await act(pilot)
+        await settle(app, pilot)
+        assert call in client.calls and alive(app)
+        assert any(after in n.message for n in app._notifications), [n.message for n in app._notifications]
+
+
+async def test_restart_of_a_stopped_server_starts_it(make_app) -> None:
+    client = FakeClient(fail={"unload": NOT_RUNNING})
+    app = make_app(client, "servers")
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("R")
+        await settle(app, pilot)
+        name = "llama-3.1-8b-instruct-q4_k_m"
+        assert client.calls[-2:] == [("unload", name), ("load", name)]
+        assert errors(app) == []
+
+
+async def test_a_palette_verb_that_fails_is_a_notification(make_app) -> None:
+    client = FakeClient(fail={"unload": NOT_RUNNING})
+    app = make_app(client)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(app, pilot)
+        app.run_verb("unload", "tiny")
+        await settle(app, pilot)
+        assert alive(app)
+        assert errors(app) == ["running a model command failed | the controller refused (404): 'tiny' is not running"]
+
+
+@pytest.mark.parametrize("error", [AWAY, RAW, LOADING], ids=["unavailable", "httpx", "503"])
+async def test_a_chat_turn_that_fails_is_not_kept(make_app, error) -> None:
+    client = FakeClient(fail={"stream_chat": error})
+    app = make_app(client, "chat")
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(app, pilot)
+        await pilot.press(*"first", "enter")
+        await settle(app, pilot)
+        assert alive(app) and len(errors(app)) == 1 and errors(app)[0].startswith("chatting failed | ")
+        assert "failed" in str(app.screen.query_one("#chat-stats").render())
+        assert app.screen.history == []
+        client.fail.clear()
+        await pilot.press(*"second", "enter")
+        await settle(app, pilot)
+        assert client.calls[-1][2] == [{"role": "user", "content": "second"}]  # "first" never entered the history
+        assert [m["content"] for m in app.screen.history] == ["second", "Hello! **How** can I help? "]
+
+
+async def test_a_chat_turn_that_fails_midway_is_not_kept(make_app) -> None:
+    client = FakeClient(fail={"stream_chat": LOST}, fail_after=2)
+    app = make_app(client, "chat")
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(app, pilot)
+        await pilot.press(*"first", "enter")
+        await settle(app, pilot)
+        assert alive(app) and len(errors(app)) == 1
+        assert app.screen.query_one(".reply").source == "Hello! **How** "  # what came is still on screen
+        assert app.screen.history == [] and app.screen.last_reply == ""
+
+
+async def _poll_dashboard(app, pilot) -> None:
+    await pilot.press("r")
+    await settle(app, pilot)
+
+
+async def _poll_servers(app, pilot) -> None:
+    app.screen.poll()
+    await settle(app, pilot)
+
+
+async def _poll_monitor(app, pilot) -> None:
+    app.screen.sample()
+    await settle(app, pilot)
+
+
+POLLS = [("dashboard", "hardware", _poll_dashboard), ("servers", "backends", _poll_servers),
+         ("monitor", "requests_snapshot", _poll_monitor)]
+
+
+@pytest.mark.parametrize(("mode", "method", "poll"), POLLS, ids=[p[0] for p in POLLS])
+async def test_a_controller_restart_during_polling_is_told_once(make_app, mode, method, poll) -> None:
+    client = FakeClient()
+    app = make_app(client, mode)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(app, pilot)
+        client.fail[method] = LOST
+        for _ in range(3):
+            await poll(app, pilot)
+        client.fail[method] = AWAY
+        await poll(app, pilot)
+        await poll(app, pilot)
+        assert alive(app)
+        assert [e.split(" | ")[1] for e in errors(app)] == [f"{LOST.title}: {LOST.message}",
+                                                            f"{AWAY.title}: {AWAY.message}"]
+        client.fail.clear()
+        await poll(app, pilot)
+        assert [n.message for n in app._notifications][-1] == "the controller answers again"
+        await poll(app, pilot)
+        assert len(app._notifications) == 3
+
+
+async def test_a_bug_in_a_worker_is_a_notification_too(make_app) -> None:
+    client = FakeClient()
+    client.backend_list = [{"model": "broken"}]  # a shape the screen cannot read: KeyError in the worker
+    app = make_app(client, "servers")
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(app, pilot)
+        assert alive(app)
+        assert errors(app) == ["reading the model servers failed | KeyError: 'state'"]
