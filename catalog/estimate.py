@@ -33,6 +33,8 @@ CUDA_CONTEXT = 400 * MiB  # CUDA context + cuBLAS workspace per GPU; nvidia-smi 
 VLLM_CUDA_GRAPHS = 512 * MiB  # vLLM's captured CUDA graphs (its logs report 0.3-1 GiB)
 VLLM_CPU_BLOCK = 128  # vLLM's CPU backend KV block size in tokens (vllm/platforms/cpu.py, when not set by the user)
 VLLM_KV_BYTES = {"f32": 4, "f16": 2, "bf16": 2, "fp8": 1}  # vLLM caches whole elements, no block quantization
+# a checkpoint's torch_dtype -> the element vLLM's KV cache holds when --kv-cache-dtype is auto (the model's dtype)
+DTYPE_KV = {"float32": "f32", "float": "f32", "float16": "f16", "half": "f16", "bfloat16": "bf16"}
 
 Fits = Literal["yes", "tight", "no"]
 
@@ -50,11 +52,13 @@ class MemoryProfile:
     logits_per_ubatch: bool = False  # an output reserved for every token of the ubatch, not one per sequence
     prompt_cache: bool = True  # keeps a host-RAM prompt cache up to FitRequest.prompt_cache_bytes
     multi_slot: bool = True  # serves parallel slots (continuous batching); else one sequence at a time
+    kv_from_model: bool = False  # the KV cache holds the model's own dtype (vLLM's --kv-cache-dtype auto) when
+    # the facts name one (``extra["dtype"]``), whatever FitRequest.kv_type says
 
 
 # the llama.cpp server when no engine is named (catalog-only callers, tests): llama-server's own behaviour
 LLAMA_SERVER_PROFILE = MemoryProfile("llama.cpp (llama-server)")
-VLLM_PROFILE = MemoryProfile("vllm", kind="vllm", baseline_bytes=VLLM_BASELINE)
+VLLM_PROFILE = MemoryProfile("vllm", kind="vllm", baseline_bytes=VLLM_BASELINE, kv_from_model=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,14 +293,19 @@ def vllm_kv_per_token(facts: ModelFacts, req: FitRequest) -> int:
     """Bytes of KV cache per token over all layers on one rank: a K and a V of (KV heads on the rank) × head size
     elements each (vllm/v1/kv_cache_interface.py, AttentionSpec.page_size_bytes / block_size), in the cache
     dtype. Tensor parallelism splits the KV heads (at least one per rank)."""
-    per = VLLM_KV_BYTES.get(req.kv_type, KV_TYPE_BYTES.get(req.kv_type, 2.0))
+    kv_type = req.kv_type
+    if req.profile.kv_from_model and DTYPE_KV.get(str(facts.extra.get("dtype", "")).lower()):
+        kv_type = DTYPE_KV[str(facts.extra["dtype"]).lower()]
+    per = VLLM_KV_BYTES.get(kv_type, KV_TYPE_BYTES.get(kv_type, 2.0))
     heads = max(1, facts.n_head_kv // max(1, req.tensor_parallel))
     return int(facts.n_layers * heads * (facts.head_dim_k + facts.head_dim_v) * per)
 
 
 def vllm_cpu_kv_bytes(facts: ModelFacts, req: FitRequest) -> int:
-    """The --kv-cache-memory-bytes that holds ``parallel`` requests of ``ctx`` tokens in whole blocks."""
-    blocks = max(1, req.parallel) * -(-req.ctx // VLLM_CPU_BLOCK)
+    """The --kv-cache-memory-bytes that holds ``parallel`` requests of ``ctx`` tokens in whole blocks, plus the
+    one block vLLM's block pool keeps aside as its null block (vllm/v1/core/block_pool.py), so that ``parallel``
+    full-length requests really fit at once."""
+    blocks = max(1, req.parallel) * -(-req.ctx // VLLM_CPU_BLOCK) + 1
     return blocks * VLLM_CPU_BLOCK * vllm_kv_per_token(facts, req)
 
 

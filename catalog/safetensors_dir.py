@@ -140,5 +140,5 @@ def facts_from_model_dir(folder: Path) -> ModelFacts:
         n_head_kv=num("num_key_value_heads", n_head), head_dim_k=hd, head_dim_v=hd,
         n_ff=num("intermediate_size"), n_vocab=num("vocab_size"), ctx_train=num("max_position_embeddings"),
         weights_bytes=total, parameter_count=params, quant=str(quant_method(config) or dtype).upper(),
-        source=str(folder),
+        source=str(folder), extra={"dtype": str(dtype)},
     )

