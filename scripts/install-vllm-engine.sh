@@ -15,7 +15,8 @@ from pathlib import Path
 
 from llmctl.runtimes.hardware import NvmlProbe
 from llmctl.runtimes.vllm import engine_version, find_vllm
-from llmctl.runtimes.vllm_install import InstallFinished, StepFinished, StepStarted, install_plan, run_install
+from llmctl.runtimes.vllm_install import (InstallFailed, InstallFinished, StepFinished, StepStarted, install_plan,
+                                          run_install)
 
 data = Path(sys.argv[1]).expanduser().resolve()
 gpus, _, _ = NvmlProbe().read()
@@ -26,12 +27,19 @@ if version and (version.distribution, version.version) == (plan.package, plan.ve
     print(f"reusing {plan.venv} ({version.distribution} {version.version})", file=sys.stderr)
     print(found.python)
     sys.exit(0)
-for event in run_install(plan):
-    if isinstance(event, StepStarted):
-        print(f"[{event.index + 1}/{event.total}] {event.title}", file=sys.stderr, flush=True)
-    elif isinstance(event, StepFinished):
-        print(f"      done in {event.seconds:.0f} s", file=sys.stderr, flush=True)
-    elif isinstance(event, InstallFinished):
-        print(f"installed in {event.seconds:.0f} s, {event.disk_bytes / 1e9:.2f} GB at {plan.venv}", file=sys.stderr)
-        print(event.python)
+try:
+    for event in run_install(plan):
+        if isinstance(event, StepStarted):
+            print(f"[{event.index + 1}/{event.total}] {event.title}", file=sys.stderr, flush=True)
+        elif isinstance(event, StepFinished):
+            print(f"      done in {event.seconds:.0f} s", file=sys.stderr, flush=True)
+        elif isinstance(event, InstallFinished):
+            print(f"installed in {event.seconds:.0f} s, {event.disk_bytes / 1e9:.2f} GB at {plan.venv}",
+                  file=sys.stderr)
+            print(event.python)
+except InstallFailed as exc:  # a clear reason and the step's last lines, not a traceback; nothing on stdout
+    for line in exc.log_tail[-20:]:
+        print(f"  | {line}", file=sys.stderr)
+    print(f"vLLM engine install failed: {exc.title}. {exc.message}", file=sys.stderr)
+    sys.exit(1)
 PY
