@@ -16,7 +16,7 @@ from llmctl.catalog.estimate import FitRequest
 from llmctl.catalog.store import ModelEntry, ModelStore
 from llmctl.runtimes.base import Deployment, Engine
 from llmctl.runtimes.llama_cpp import template_family
-from llmctl.runtimes.registry import pick_engine
+from llmctl.runtimes.registry import VllmWhere, pick_engine
 
 _FLASH = {"auto": None, "on": True, "off": False}
 
@@ -40,6 +40,11 @@ class LaunchPlan:
     mmproj: Path | None = None
     extra_args: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # engines that place themselves on devices (vLLM)
+    tensor_parallel: int = 1
+    pipeline_parallel: int = 1
+    gpu_memory_utilization: float | None = None
+    speculative_ngram: bool = False
 
     def fit_request(self, **overrides) -> FitRequest:
         """The estimator's input for exactly this launch."""
@@ -48,21 +53,25 @@ class LaunchPlan:
             "ctx": self.ctx_size, "parallel": self.parallel, "kv_type": self.kv_type, "kv_type_v": self.kv_type_v,
             "flash_attn": self.flash_attn, "profile": profile,
             "prompt_cache_bytes": (self.prompt_cache_mib or 0) << 20 if profile.prompt_cache else 0,
-            "gpu_layers": self.n_gpu_layers,
+            "gpu_layers": self.n_gpu_layers, "tensor_parallel": self.tensor_parallel,
         }
+        if self.gpu_memory_utilization is not None:
+            fields["gpu_memory_utilization"] = self.gpu_memory_utilization
         fields.update(overrides)
         return FitRequest(**fields)
 
     def deployment(self, name: str, path: Path, *, port: int, n_gpu_layers: int, threads: int,
-                   api_key: str | None) -> Deployment:
-        """This plan as one launch: the per-launch facts (port, key) and the GPU layers and threads decided
-        for this machine. ``serve`` and tests/fit_probe.py both launch through here."""
+                   api_key: str | None, run_dir: Path | None = None) -> Deployment:
+        """This plan as one launch: the per-launch facts (port, key, private run folder) and the GPU layers and
+        threads decided for this machine. ``serve`` and tests/fit_probe.py both launch through here."""
         return Deployment(
             model_name=name, model_path=path, port=port, ctx_size=self.ctx_size, parallel=self.parallel,
             n_gpu_layers=n_gpu_layers, threads=threads, kv_type=self.kv_type, kv_type_v=self.kv_type_v,
             flash_attn=self.flash_attn, prompt_cache_mib=self.prompt_cache_mib, chat_template=self.chat_template,
             draft_model=self.draft_model, embeddings=self.embeddings, pooling=self.pooling, mmproj=self.mmproj,
-            api_key=api_key, extra_args=self.extra_args,
+            api_key=api_key, extra_args=self.extra_args, tensor_parallel=self.tensor_parallel,
+            pipeline_parallel=self.pipeline_parallel, gpu_memory_utilization=self.gpu_memory_utilization,
+            speculative_ngram=self.speculative_ngram, run_dir=run_dir,
         )
 
 
@@ -70,14 +79,27 @@ def profile_for(settings: Settings, name: str | None) -> ModelProfile:
     return settings.models.get(name or "", ModelProfile())
 
 
+def vllm_where(settings: Settings, data_dir: Path | None = None) -> VllmWhere:
+    """Where vLLM is looked for: ``engines.vllm.python``, else the managed venv under the data folder."""
+    if data_dir is None:
+        from llmctl.app.paths import resolve_paths
+
+        data_dir = resolve_paths().data_dir
+    return VllmWhere(data_dir, settings.engines.vllm.python)
+
+
 def launch_plan(settings: Settings, entry: ModelEntry | None = None, *, fmt: str = "gguf",
-                ctx_train: int | None = None, store: ModelStore | None = None) -> LaunchPlan:
+                ctx_train: int | None = None, store: ModelStore | None = None,
+                data_dir: Path | None = None) -> LaunchPlan:
     """The plan for ``entry`` (or, with no entry, for a model of format ``fmt`` and trained context ``ctx_train``:
-    what `fit` asks about catalog models)."""
+    what `fit` asks about catalog models). ``backends.engine`` chooses among GGUF engines; a safetensors model
+    goes to its profile's engine or the one engine that serves the format (vLLM)."""
     b = settings.backends
     prof = profile_for(settings, entry.name if entry else None)
     fmt = entry.format if entry else fmt
-    engine = pick_engine(fmt, prof.engine or b.engine, llama_server=b.llama_server)
+    choice = prof.engine or (b.engine if fmt == "gguf" else "auto")
+    engine = pick_engine(fmt, choice, llama_server=b.llama_server,
+                         vllm=vllm_where(settings, data_dir or (store.root if store else None)))
     multi_slot = engine.memory_profile().multi_slot
     notes: list[str] = []
     trained = entry.facts.get("context_length") if entry else ctx_train
@@ -107,11 +129,15 @@ def launch_plan(settings: Settings, entry: ModelEntry | None = None, *, fmt: str
         mmproj=Path(entry.projector) if entry is not None and entry.projector else None,
         extra_args=tuple(prof.args),
         notes=tuple(notes),
+        tensor_parallel=prof.tensor_parallel or 1,
+        pipeline_parallel=prof.pipeline_parallel or 1,
+        gpu_memory_utilization=prof.gpu_memory_utilization,
+        speculative_ngram=prof.speculative == "ngram",
     )
 
 
 def _resolve_draft(ref: str, store: ModelStore | None) -> Path:
-    """A draft model given as a registered name or a path to a GGUF."""
+    """A draft model given as a registered name, a path to a GGUF, or a Hugging Face model folder (vLLM)."""
     if store is not None:
         try:
             entry = store.get(ref)
@@ -120,7 +146,7 @@ def _resolve_draft(ref: str, store: ModelStore | None) -> Path:
         if entry is not None:
             return Path(entry.path)
     path = Path(ref).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"model-draft {ref!r} is neither a registered model nor a file",
-                          "set it to a name from `llmctl models list` or a path to a GGUF.")
+    if not path.is_file() and not (path / "config.json").is_file():
+        raise ConfigError(f"model-draft {ref!r} is neither a registered model nor a model file or folder",
+                          "set it to a name from `llmctl models list`, a path to a GGUF, or (vLLM) a model folder.")
     return path

@@ -69,8 +69,9 @@ def fill_vram_from_table(gpus: Iterable[GpuInfo]) -> list[GpuInfo]:
 def serving_request(settings: Settings, ctx: int, *, runtime: str = "llama.cpp", **overrides: Any) -> FitRequest:
     """What `llmctl serve` would launch for a GGUF at context ``ctx``: its engine's memory rules, slots, KV type,
     flash attention and prompt-cache cap. With no llama.cpp engine installed, the default engine's rules."""
-    if runtime == "vllm":
-        return FitRequest(ctx=ctx, profile=VLLM_PROFILE, **overrides)
+    if runtime == "vllm":  # what serve gives a vLLM deployment: backends.parallel requests of ctx in its KV space
+        return FitRequest(**{"ctx": ctx, "parallel": settings.backends.parallel, "profile": VLLM_PROFILE,
+                             **overrides})
     try:
         plan = launch_plan(settings)
     except EngineUnavailable:

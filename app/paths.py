@@ -30,6 +30,11 @@ class Paths:
         return self.state_dir / "logs"
 
     @property
+    def run_dir(self) -> Path:
+        """Per-launch scratch folders of running backends (temp files, engine caches); removed after each exit."""
+        return self.state_dir / "run"
+
+    @property
     def backends_state(self) -> Path:
         return self.state_dir / "backends.json"
 
@@ -46,6 +51,7 @@ class Paths:
             "cache_dir": str(self.cache_dir),
             "state_dir": str(self.state_dir),
             "logs_dir": str(self.logs_dir),
+            "run_dir": str(self.run_dir),
         }
 
 

@@ -180,23 +180,24 @@ def doctor(ctx: Context) -> None:
         if g.unified:
             line(True, f"{g.name}: unified memory {size(report.ram_total)}, GPU limit {size(g.vram_total)}")
             click.echo(f"     {g.note}")
-    from llmctl.app.deployments import launch_plan
+    from llmctl.app.deployments import launch_plan, vllm_where
     from llmctl.runtimes.base import EngineUnavailable
     from llmctl.runtimes.registry import describe_engines
 
     try:
-        default = launch_plan(ctx.settings).engine
+        default = launch_plan(ctx.settings, data_dir=ctx.paths.data_dir).engine
         line(True, f"engine for GGUF models: {default.name}")
     except EngineUnavailable as exc:
         default = None
         line(False, f"no engine for GGUF models: {exc.title}", exc.message)
-    for info in describe_engines(llama_server=ctx.settings.backends.llama_server):
+    for info in describe_engines(llama_server=ctx.settings.backends.llama_server,
+                                 vllm=vllm_where(ctx.settings, ctx.paths.data_dir)):
         found = f"{info.version or 'found'} ({info.executable})" if info.found else "not found"
         click.echo(f"     {info.engine}: {found}")
     problem = engine_gpu_problem(report.gpus, default.info().devices) if default is not None else None
     if problem is not None:
         line(False, f"{default.name}: {problem[0]}", problem[1])
-    for name in ("ollama", "vllm"):
+    for name in ("ollama",):
         found = shutil.which(name)
         click.echo(f"     {name}: {found or 'not found'}")
     store = ctx.paths.data_dir
@@ -212,25 +213,38 @@ def doctor(ctx: Context) -> None:
         raise SystemExit(1)
 
 
-def _resolve_facts(target: str, runtime: str):
-    """(facts, label) for a .gguf path, a registered model, or a catalog name / repo id."""
+def _resolve_facts(ctx: Context, target: str, runtime: str):
+    """(facts, label, runtime) for a .gguf path, a Hugging Face model folder, a registered model, or a catalog
+    name / repo id. A model folder (or a registered one) runs on vLLM, so it is estimated for vLLM."""
     from llmctl.catalog.catalog import default_quant, facts_for, facts_for_safetensors, find_model
+    from llmctl.catalog.errors import LlmctlError
     from llmctl.catalog.facts import facts_from_gguf
     from llmctl.catalog.gguf import read_gguf
+    from llmctl.catalog.safetensors_dir import facts_from_model_dir
+    from llmctl.catalog.store import ModelStore
 
     path = Path(target).expanduser()
+    if path.is_dir():
+        return facts_from_model_dir(path), str(path), "vllm"
     if target.endswith(".gguf") or path.is_file():
-        return facts_from_gguf(read_gguf(path)), str(path)
+        return facts_from_gguf(read_gguf(path)), str(path), runtime
+    try:
+        entry = ModelStore(ctx.paths.data_dir).get(target)
+    except LlmctlError:  # not a valid model name: a catalog name or a repo id
+        entry = None
+    if entry is not None and entry.format == "safetensors":
+        return facts_from_model_dir(Path(entry.path)), f"{entry.name} ({entry.path})", "vllm"
+    if entry is not None and entry.format == "gguf":
+        return facts_from_gguf(read_gguf(Path(entry.path))), f"{entry.name} ({entry.path})", runtime
     model, quant = find_model(target)
     if runtime == "vllm":
         variant = next((v for v in ("awq", "gptq", "fp8") if v in model.safetensors), None)
         if variant is None:
-            from llmctl.catalog.errors import LlmctlError
-
             raise LlmctlError(f"{model.name} has no AWQ/GPTQ/FP8 variant in the catalog", "use --runtime llama.cpp")
-        return facts_for_safetensors(model, variant), f"{model.name} ({variant.upper()}, {model.safetensors[variant]})"
+        return (facts_for_safetensors(model, variant),
+                f"{model.name} ({variant.upper()}, {model.safetensors[variant]})", runtime)
     quant = quant or default_quant(model)
-    return facts_for(model, quant), f"{model.name}:{quant} ({model.gguf.repo})"
+    return facts_for(model, quant), f"{model.name}:{quant} ({model.gguf.repo})", runtime
 
 
 def _ollama_facts(ctx: Context, target: str):
@@ -284,7 +298,8 @@ def plan_options(f):
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
 def fit(ctx: Context, target: str, **kw: Any) -> None:
-    """How much memory TARGET needs here: a catalog MODEL[:QUANT], a Hub repo id, or a PATH.gguf."""
+    """How much memory TARGET needs here: a catalog MODEL[:QUANT], a Hub repo id, a PATH.gguf, a registered
+    model, or a Hugging Face model FOLDER (estimated for vLLM, which serves those)."""
     from llmctl.app.fitting import serving_request
     from llmctl.catalog.estimate import estimate
 
@@ -292,7 +307,7 @@ def fit(ctx: Context, target: str, **kw: Any) -> None:
     if target.startswith(("ollama/", "ollama:")):
         facts, label, measured = _ollama_facts(ctx, target)
     else:
-        facts, label = _resolve_facts(target, kw["runtime"])
+        facts, label, kw["runtime"] = _resolve_facts(ctx, target, kw["runtime"])
     budget, _bw, where = _budget(ctx, kw["gpu"], kw["vram"], kw["ram"])
     layers = kw["gpu_layers"]
     if layers is not None and layers != "auto" and not layers.lstrip("-").isdigit():

@@ -135,14 +135,15 @@ class ServerSettings(BaseModel):
         return None
 
 
-EngineChoice = Literal["auto", "xllamacpp", "llama-server", "llama-cpp-python"]
+EngineChoice = Literal["auto", "xllamacpp", "llama-server", "llama-cpp-python", "vllm"]
 KvType = Literal["f32", "f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0"]
 
 
 class BackendSettings(BaseModel):
     engine: EngineChoice = "auto"
-    """The engine for GGUF models. ``auto``: a native ``llama-server`` you configured or put on PATH (your own
-    CUDA/Metal build), else llama.cpp's server from the prebuilt ``xllamacpp`` wheel, else llama-cpp-python."""
+    """The engine for GGUF models (safetensors folders run on vLLM). ``auto``: a native ``llama-server`` you
+    configured or put on PATH (your own CUDA/Metal build), else llama.cpp's server from the prebuilt
+    ``xllamacpp`` wheel, else llama-cpp-python."""
     llama_server: str | None = None
     """Path (or name on PATH) of a native ``llama-server``; found on PATH when unset."""
     ctx_size: int = Field(4096, ge=256, le=1 << 20)
@@ -227,6 +228,17 @@ class ModelProfile(BaseModel):
     """Another model that serves the same weights (``REMOTE/MODEL`` for a remote's, or a local name under a remote
     model's profile): a request this one cannot take before its first byte (down, failed, does not fit, the
     connection refused) goes there instead. The pair works both ways."""
+    speculative: Literal["ngram"] | None = None
+    """vLLM: speculative decoding from n-grams of the prompt (no draft model; ``model-draft`` takes precedence)."""
+    tensor_parallel: int | None = Field(None, ge=1, le=64, validation_alias=AliasChoices(
+        "tensor_parallel", "tensor-parallel-size"))
+    """vLLM: ranks the model's layers are split across (GPUs, or CPU core groups)."""
+    pipeline_parallel: int | None = Field(None, ge=1, le=64, validation_alias=AliasChoices(
+        "pipeline_parallel", "pipeline-parallel-size"))
+    """vLLM: pipeline stages."""
+    gpu_memory_utilization: float | None = Field(None, gt=0, le=1, validation_alias=AliasChoices(
+        "gpu_memory_utilization", "gpu-memory-utilization"))
+    """vLLM on a GPU: the share of VRAM it takes for weights and KV cache (its default 0.9)."""
 
 
 class OllamaSettings(BaseModel):
@@ -304,8 +316,17 @@ def remote_root(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
 
 
+class VllmSettings(BaseModel):
+    """``[engines.vllm]``: vLLM serves safetensors models (incl. AWQ/GPTQ/FP8)."""
+
+    python: str | None = None
+    """The python of an environment that has vLLM, used as it is; unset: the venv `llmctl runtimes install vllm`
+    made under llmctl's data folder, else a ``vllm`` on PATH."""
+
+
 class EngineSettings(BaseModel):
     ollama: OllamaSettings = OllamaSettings()
+    vllm: VllmSettings = VllmSettings()
 
 
 class Settings(BaseSettings):

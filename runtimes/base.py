@@ -14,7 +14,8 @@ The hierarchy of errors::
      └── RuntimeFailure            a deployment could not be started or kept running
           ├── PortInUseError       the port is held by a process llmctl did not start
           ├── BackendFailed        died while loading, or crash-looped (log_tail: its last lines)
-          └── EngineUnavailable    the engine asked for is not installed here (message says how to get it)
+          ├── EngineUnavailable    the engine asked for is not installed here (message says how to get it)
+          └── DeploymentRefused    the engine is here but cannot run this model here (refused before launch)
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from llmctl.catalog.errors import LlmctlError
 from llmctl.catalog.estimate import MemoryProfile
@@ -38,6 +39,11 @@ class PortInUseError(RuntimeFailure):
 
 class EngineUnavailable(RuntimeFailure):
     """The engine asked for cannot run here; the message says how to get it."""
+
+
+class DeploymentRefused(RuntimeFailure):
+    """The engine would accept this deployment and then crash on it (an unsupported head size, a kernel this CPU
+    lacks): refused before launch, with what to do instead. Not transient: retrying changes nothing."""
 
 
 class BackendFailed(RuntimeFailure):
@@ -89,6 +95,13 @@ class Deployment:
     mmproj: Path | None = None  # a multimodal projector
     api_key: str | None = None
     extra_args: tuple[str, ...] = field(default_factory=tuple)
+    # engines that plan their own memory and devices (vLLM)
+    kv_cache_bytes: int | None = None  # the KV cache size; None: the engine sizes it for ctx_size × parallel
+    gpu_memory_utilization: float | None = None  # share of each GPU the engine may take; None: its default
+    tensor_parallel: int = 1
+    pipeline_parallel: int = 1
+    speculative_ngram: bool = False  # speculative decoding from n-grams of the prompt (no draft model)
+    run_dir: Path | None = None  # private scratch folder of this launch (temp files, caches); removed after exit
 
     @property
     def capabilities(self) -> frozenset[str]:
@@ -146,3 +159,34 @@ class Engine(Protocol):
         ...
 
     def info(self) -> EngineInfo: ...
+
+
+# Optional engine hooks: the supervisor and the controller use them when an engine defines them (an engine that
+# does not, like the llama.cpp ones, behaves as before), never by asking which engine it is.
+@runtime_checkable
+class ChecksReadiness(Protocol):
+    """An engine whose ``health_path`` can answer 200 before it can serve (vLLM's /health can be early: a model
+    its kernels cannot run passes /health and dies on the first request)."""
+
+    async def ready(self, d: Deployment) -> str | None:
+        """Called once ``health_path`` answers 200: None when ``d`` really serves (e.g. a 1-token request
+        succeeded), else why not yet (the supervisor keeps polling while the process lives)."""
+        ...
+
+
+@runtime_checkable
+class NeedsLaunchDirs(Protocol):
+    """An engine that writes temp files and caches into folders of its own launch (inside ``d.run_dir``)."""
+
+    def launch_dirs(self, d: Deployment) -> tuple[Path, ...]:
+        """Folders to create before each start; ``d.run_dir`` is removed after each exit."""
+        ...
+
+
+@runtime_checkable
+class ChecksDeployment(Protocol):
+    """An engine that can tell before launch that a deployment cannot run here."""
+
+    def preflight(self, d: Deployment) -> None:
+        """Raise DeploymentRefused (saying why and what to do) for a deployment this engine would crash on."""
+        ...

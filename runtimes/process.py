@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import time
@@ -26,7 +27,15 @@ from pathlib import Path
 
 import psutil
 
-from llmctl.runtimes.base import BackendFailed, BackendState, Deployment, Engine, PortInUseError
+from llmctl.runtimes.base import (
+    BackendFailed,
+    BackendState,
+    ChecksReadiness,
+    Deployment,
+    Engine,
+    NeedsLaunchDirs,
+    PortInUseError,
+)
 from llmctl.runtimes.ledger import UNIFIED, Footprint
 
 LOG_TAIL_LINES = 200
@@ -433,6 +442,7 @@ class Backend:
         self.ready_at = None
         self._set_state(BackendState.STARTING)
         self._append_log(f"--- llmctl: starting {' '.join(argv)}")
+        self._fresh_run_dir()
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
@@ -463,6 +473,9 @@ class Backend:
                 self._ready.set()
             code = await proc.wait()
             self._ready.clear()  # not ready any more: a waiter must wait for the restart, not see the old event
+            # the leader died on its own: what it forked (vLLM's engine core and workers) must not outlive it
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
             await asyncio.wait_for(pump, timeout=2.0)
             return code, was_ready
         except asyncio.CancelledError:
@@ -474,16 +487,45 @@ class Backend:
             self.state_file.drop(self.name, proc.pid)
             if self._proc is proc:
                 self._proc = None
+            self._remove_run_dir()
+
+    def _fresh_run_dir(self) -> None:
+        """The launch's private scratch folder, empty (each start of some engines leaves socket files in it),
+        with the folders the engine asks for."""
+        if self.spec.run_dir is None:
+            return
+        self._remove_run_dir()
+        try:
+            self.spec.run_dir.mkdir(parents=True, exist_ok=True)
+            if isinstance(self.engine, NeedsLaunchDirs):
+                for folder in self.engine.launch_dirs(self.spec):
+                    folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SpawnFailed(f"cannot create its run folder {self.spec.run_dir}: {exc.strerror or exc}") from None
+
+    def _remove_run_dir(self) -> None:
+        if self.spec.run_dir is not None:
+            shutil.rmtree(self.spec.run_dir, ignore_errors=True)
 
     async def _wait_healthy(self, proc: asyncio.subprocess.Process) -> bool:
-        """Poll the adapter's readiness path while our process lives; never probe a port after it exits."""
+        """Poll the adapter's readiness path while our process lives; never probe a port after it exits. An
+        engine with its own readiness check (``ChecksReadiness``) is ready only once that check passes too."""
         deadline = time.monotonic() + self.policy.ready_timeout
         path = self.engine.health_path()
+        check = self.engine.ready if isinstance(self.engine, ChecksReadiness) else None
         delay = 0.05
+        last_why: str | None = None
         while proc.returncode is None and time.monotonic() < deadline:
             status = await http_status(self.spec.host, self.spec.port, path, api_key=self.spec.api_key)
             if status == 200 and proc.returncode is None:
-                return True
+                if check is None:
+                    return True
+                why = await self._engine_ready(check, proc, deadline)
+                if why is None and proc.returncode is None:
+                    return True
+                if why is not None and why != last_why:
+                    self._append_log(f"--- llmctl: {path} answered 200 but it is not ready yet: {why}")
+                    last_why = why
             exited = asyncio.ensure_future(proc.wait())
             try:
                 await asyncio.wait({exited}, timeout=delay)
@@ -496,6 +538,25 @@ class Backend:
             self._load_timed_out = True
             await self._terminate(proc)
         return False
+
+    async def _engine_ready(self, check, proc: asyncio.subprocess.Process, deadline: float) -> str | None:
+        """Run the engine's readiness check, given up when the process exits or the load deadline passes."""
+        probe = asyncio.ensure_future(check(self.spec))
+        exited = asyncio.ensure_future(proc.wait())
+        try:
+            await asyncio.wait({probe, exited}, timeout=max(0.0, deadline - time.monotonic()),
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            exited.cancel()
+        if not probe.done():
+            probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await probe
+            return "it exited or ran out of time during its readiness check"
+        try:
+            return probe.result()
+        except Exception as exc:  # an engine's check must never take the supervisor down
+            return f"its readiness check failed: {exc!r}"
 
     async def _terminate(self, proc: asyncio.subprocess.Process) -> None:
         if proc.returncode is not None:

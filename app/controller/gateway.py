@@ -35,7 +35,7 @@ from llmctl.app.controller.security import EXTRA_HEADERS, KEY_STATE
 from llmctl.app.controller.validation import check_chat, check_completion, check_embeddings
 from llmctl.catalog.errors import LlmctlError
 from llmctl.catalog.store import ModelEntry
-from llmctl.runtimes.base import CHAT, COMPLETIONS, EMBEDDINGS, BackendFailed, BackendState
+from llmctl.runtimes.base import CHAT, COMPLETIONS, EMBEDDINGS, BackendFailed, BackendState, DeploymentRefused
 from llmctl.runtimes.ledger import DoesNotFit
 from llmctl.runtimes.ollama import keep_alive_seconds
 from llmctl.runtimes.scheduler import ModelLoading, Scheduler
@@ -262,6 +262,9 @@ class Gateway:
         except ApiError as exc:
             status, error = exc.status, exc.message
             raise
+        except DeploymentRefused as exc:  # its engine would crash on it here: not transient, so no 503
+            status, error = 409, exc.title
+            raise ApiError(409, f"{exc.title}. {exc.message}", code="model_unsupported", param="model") from None
         except LlmctlError as exc:
             status, error = 503, exc.message
             raise ApiError(503, f"{exc.title}: {exc.message}", code="backend_unavailable") from None

@@ -151,9 +151,11 @@ class Metrics:
             rec.ttft_ms = round((meter.first - meter.t0) * 1000, 2)
             # the server's own count when it gave one: an engine may merge several tokens into one event
             n = rec.completion_tokens if isinstance(rec.completion_tokens, int) else meter.tokens
-            if n > 1 and meter.last is not None and meter.last > meter.first:
-                rec.itl_ms = round((meter.last - meter.first) / (n - 1) * 1000, 3)
-                rec.tokens_per_s = round((n - 1) / (meter.last - meter.first), 2)
+            # from the first token to the last; when a fast engine's tokens all arrived in one read, to the end
+            last = meter.last if meter.last is not None and meter.last > meter.first else end
+            if n > 1 and last > meter.first:
+                rec.itl_ms = round((last - meter.first) / (n - 1) * 1000, 3)
+                rec.tokens_per_s = round((n - 1) / (last - meter.first), 2)
         elif not rec.stream and status == 200:
             rec.ttft_ms = rec.duration_ms  # nothing arrives before the whole answer
             if rec.completion_tokens:

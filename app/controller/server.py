@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -37,7 +38,7 @@ from llmctl.app.paths import Paths
 from llmctl.app.settings import UNNAMED_KEY, Settings, is_loopback
 from llmctl.catalog.errors import ConfigError, LlmctlError
 from llmctl.catalog.store import ModelEntry, ModelStore
-from llmctl.runtimes.base import CHAT, COMPLETIONS, EMBEDDINGS, PortInUseError
+from llmctl.runtimes.base import CHAT, COMPLETIONS, EMBEDDINGS, ChecksDeployment, PortInUseError
 from llmctl.runtimes.hardware import GpuProbe
 from llmctl.runtimes.ledger import UNIFIED, device_bytes, holding_now
 from llmctl.runtimes.process import (
@@ -49,6 +50,11 @@ from llmctl.runtimes.process import (
     port_is_free,
 )
 from llmctl.runtimes.scheduler import Scheduler
+
+
+def _safe(name: str) -> str:
+    """A model name as one path component (ollama/NAME:TAG has a slash and a colon)."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:80]
 
 
 def physical_cores() -> int:
@@ -134,12 +140,18 @@ class Controller:
             hosted.pinned = prof.pinned
             hosted.unified = await asyncio.to_thread(self._unified)
             return hosted
-        plan = launch_plan(self.settings, entry, store=self.store)
+        plan = await asyncio.to_thread(launch_plan, self.settings, entry, store=self.store,
+                                       data_dir=self.paths.data_dir)  # may ask an engine's python its version
         est = await asyncio.to_thread(self._estimate, entry, plan)
         layers = plan.n_gpu_layers if plan.n_gpu_layers is not None else (est.gpu_layers if est else 0)
-        deployment = plan.deployment(entry.name, Path(entry.path), port=free_port(), n_gpu_layers=layers,
+        port = free_port()
+        deployment = plan.deployment(entry.name, Path(entry.path), port=port, n_gpu_layers=layers,
                                      threads=self.settings.backends.threads or physical_cores(),
-                                     api_key=secrets.token_urlsafe(32))
+                                     api_key=secrets.token_urlsafe(32),
+                                     run_dir=self.paths.run_dir / f"{_safe(entry.name)}-{port}")
+        if isinstance(plan.engine, ChecksDeployment):
+            # what the engine would accept and then crash on is refused now, with why (DeploymentRefused)
+            await asyncio.to_thread(plan.engine.preflight, deployment)
         backend = Backend(deployment, plan.engine, log_dir=self.paths.logs_dir, state=self.state,
                           policy=self.policy, on_change=self._backend_changed)
         backend.unified = est is not None and est.memory == "unified"
@@ -171,6 +183,7 @@ class Controller:
         from llmctl.catalog.estimate import estimate
         from llmctl.catalog.facts import facts_from_gguf
         from llmctl.catalog.gguf import read_gguf
+        from llmctl.catalog.safetensors_dir import facts_from_model_dir
 
         gpus, _status, _detail = self.gpu_probe.read()
         budget = machine_budget(gpus, self.host.memory()[1], self.settings)
@@ -180,7 +193,9 @@ class Controller:
         if not gpus:
             req = replace(req, gpu_layers=0)
         try:
-            return estimate(facts_from_gguf(read_gguf(Path(entry.path))), req, budget)
+            path = Path(entry.path)
+            facts = facts_from_model_dir(path) if entry.format == "safetensors" else facts_from_gguf(read_gguf(path))
+            return estimate(facts, req, budget)
         except (LlmctlError, OSError, ValueError):
             return None
 
@@ -291,6 +306,8 @@ class Controller:
         self.lock.acquire()  # before reaping: another live controller's backends are not orphans
         self.check_bind()
         reaped = await asyncio.to_thread(self.state.reap, self.settings.backends.stop_grace)
+        # run folders a killed controller left (its backends are reaped above; no other controller owns this dir)
+        await asyncio.to_thread(shutil.rmtree, self.paths.run_dir, True)
         for rec in reaped:
             self.on_event(ControllerEvent("reaped", f"stopped orphaned backend {rec['name']} (pid {rec['pid']}) "
                                                     "left by a controller that did not exit cleanly"))

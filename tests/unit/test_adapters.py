@@ -117,9 +117,13 @@ def test_xllamacpp_is_the_default_without_a_native_build(tmp_path: Path, monkeyp
         pick_engine("gguf", "llama-server", llama_server=str(tmp_path / "missing"))
 
 
-def test_formats_no_engine_serves_get_a_clear_error() -> None:
-    with pytest.raises(EngineUnavailable, match="no engine here serves safetensors"):
+def test_formats_no_engine_serves_get_a_clear_error(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no vllm on PATH either
+    with pytest.raises(EngineUnavailable, match="vLLM engine is not installed") as err:
         pick_engine("safetensors")
+    assert "llmctl runtimes install vllm" in err.value.message
+    with pytest.raises(EngineUnavailable, match="no engine here serves onnx"):
+        pick_engine("onnx")
     with pytest.raises(EngineUnavailable, match="unknown engine"):
         pick_engine("gguf", "tgi")
 

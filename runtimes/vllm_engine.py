@@ -1,0 +1,175 @@
+"""vLLM behind the ``Engine`` protocol: a ``Deployment`` (what the scheduler and the supervisor know) becomes a
+``VllmDeployment`` (what ``runtimes.vllm.build_launch`` turns into argv/env), with every vLLM-specific choice here.
+
+- ``--max-model-len`` is the deployment's context; ``--served-model-name`` its model name, so the gateway forwards
+  bodies as they came.
+- ``--dtype`` is the checkpoint's own (``torch_dtype``): left to ``auto``, vLLM downcasts a float32 checkpoint to
+  bfloat16 on CPU, and the KV cache llmctl sized (and the ledger reserved) would hold half the tokens planned.
+  ``--quantization`` comes from the checkpoint's ``quantization_config``.
+- The KV cache holds the model's dtype (``--kv-cache-dtype auto``); llama.cpp's quantized cache types do not exist
+  in vLLM and are refused before launch (``fp8`` can be passed in the model's ``args``).
+- On CPU the KV space is ``--kv-cache-memory-bytes``: the deployment's ``kv_cache_bytes`` when the plan gives one,
+  else ``ctx_size × parallel`` tokens in whole 128-token blocks plus vLLM's null block — the same figure
+  ``llmctl fit`` and the controller's ledger use (``catalog.estimate.vllm_cpu_kv_bytes``). On a GPU,
+  ``--gpu-memory-utilization`` from the plan.
+- Speculative decoding: the profile's draft model (a Hugging Face folder) or n-grams of the prompt.
+- Readiness: ``/health`` and then a real 1-token completion (``ready``): vLLM's /health can answer 200 for a model
+  whose kernels then crash on the first request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from llmctl.catalog.errors import LlmctlError
+from llmctl.catalog.estimate import VLLM_PROFILE, FitRequest, MemoryProfile, vllm_cpu_kv_bytes
+from llmctl.catalog.safetensors_dir import facts_from_model_dir
+from llmctl.runtimes.base import CHAT, COMPLETIONS, TOOLS, Deployment, EngineInfo
+from llmctl.runtimes.vllm import (
+    DraftSpeculation,
+    NgramSpeculation,
+    VllmDeployment,
+    VllmLaunch,
+    VllmModel,
+    VllmRefused,
+    build_launch,
+    check_ready,
+    check_supported,
+    failure_reason,
+    inspect_model,
+)
+
+HOW_TO_GET = ("llmctl runtimes install vllm (its own venv under llmctl's data folder: vllm-cpu without an NVIDIA "
+              "GPU, vllm with one), or set engines.vllm.python to the python of an environment that has vLLM")
+CAPABILITIES = (CHAT, COMPLETIONS, TOOLS)
+# the checkpoint's torch_dtype -> vLLM's --dtype
+_DTYPES = {"float32": "float32", "float": "float32", "float16": "float16", "half": "float16", "bfloat16": "bfloat16"}
+_KV_AUTO = frozenset({"f16", "f32", "bf16"})  # llama.cpp cache types that mean "the model's own" here
+READY_REQUEST_TIMEOUT = 120.0  # the first completion on a busy 2-core machine can take a while
+
+
+def launch_dtype(model: VllmModel) -> str:
+    """``--dtype``: the checkpoint's own, so the KV cache holds what was planned; ``auto`` when it names none."""
+    return _DTYPES.get((model.torch_dtype or "").lower(), "auto")
+
+
+def _cpu_flags() -> tuple[str, ...]:
+    from llmctl.runtimes.hardware import read_cpu
+
+    return tuple(read_cpu().flags)
+
+
+@dataclass(frozen=True, slots=True)
+class VllmEngine:
+    """vLLM run as ``python -m vllm.entrypoints.openai.api_server`` with ``python`` (the engine's own venv).
+    ``device``: "cpu" for the vllm-cpu build, "gpu" for the CUDA one. ``cpu_flags``: this CPU's ISA flags
+    (None: read when a deployment is checked)."""
+
+    python: str
+    device: str = "cpu"
+    version: str | None = None
+    distribution: str | None = None
+    source: str = "managed"  # configured | managed | path
+    cpu_flags: tuple[str, ...] | None = None
+    key: str = "vllm"
+    name: str = "vLLM"
+    formats: frozenset[str] = frozenset({"safetensors"})
+
+    # Deployment -> VllmDeployment -------------------------------------------------------------------------
+    def vllm_deployment(self, d: Deployment) -> VllmDeployment:
+        """The vLLM launch of ``d`` (reads the model's config.json and safetensors headers, nothing else)."""
+        if d.run_dir is None:
+            raise ValueError("a vLLM deployment needs its own run_dir (temp files, caches)")
+        model = inspect_model(d.model_path)
+        cpu = self.device == "cpu"
+        kv_bytes = d.kv_cache_bytes
+        if kv_bytes is None and cpu:
+            req = FitRequest(ctx=d.ctx_size, parallel=d.parallel, profile=self.memory_profile(),
+                             tensor_parallel=d.tensor_parallel)
+            kv_bytes = vllm_cpu_kv_bytes(facts_from_model_dir(d.model_path), req)
+        spec: NgramSpeculation | DraftSpeculation | None = None
+        if d.draft_model is not None:
+            spec = DraftSpeculation(d.draft_model)
+        elif d.speculative_ngram:
+            spec = NgramSpeculation()
+        ranks = d.tensor_parallel * d.pipeline_parallel
+        return VllmDeployment(
+            python=self.python, model=model, served_name=d.model_name, port=d.port, api_key=d.api_key or "",
+            run_dir=d.run_dir, device="cpu" if cpu else "gpu", host=d.host, max_model_len=d.ctx_size,
+            dtype=launch_dtype(model), gpu_memory_utilization=d.gpu_memory_utilization, kv_cache_bytes=kv_bytes,
+            tensor_parallel=d.tensor_parallel, pipeline_parallel=d.pipeline_parallel, speculative=spec,
+            cpu_ids=tuple(range(max(d.threads, ranks))) if cpu and ranks > 1 else (),
+            extra_args=tuple(d.extra_args),
+        )
+
+    def _launch(self, d: Deployment) -> VllmLaunch:
+        return build_launch(self.vllm_deployment(d))
+
+    def build_command(self, d: Deployment) -> list[str]:
+        return list(self._launch(d).argv)
+
+    def build_env(self, d: Deployment) -> dict[str, str]:
+        env = dict(self._launch(d).env)
+        if not env.get("VLLM_API_KEY"):
+            env.pop("VLLM_API_KEY", None)
+        return env
+
+    def launch_dirs(self, d: Deployment) -> tuple[Path, ...]:
+        return self._launch(d).dirs
+
+    # before launch ----------------------------------------------------------------------------------------
+    def preflight(self, d: Deployment) -> None:
+        """Refuse what this vLLM would accept and crash on, or cannot be given, before anything is started."""
+        try:
+            model = inspect_model(d.model_path)
+        except LlmctlError as exc:
+            raise VllmRefused(exc.title, exc.message) from None
+        flags = self.cpu_flags if self.cpu_flags is not None else (_cpu_flags() if self.device == "cpu" else ())
+        check_supported(model, "cpu" if self.device == "cpu" else "gpu", flags)
+        for kv in {d.kv_type, d.kv_type_v or d.kv_type}:
+            if kv not in _KV_AUTO:
+                raise VllmRefused(f"vLLM has no {kv} KV cache",
+                                  f"its cache holds the model's own dtype; remove cache-type-k/-v for "
+                                  f"{d.model_name} (or pass --kv-cache-dtype fp8 in its args).")
+        if d.draft_model is not None and not (d.draft_model / "config.json").is_file():
+            raise VllmRefused(f"the draft model {d.draft_model} is not a Hugging Face model folder",
+                              "vLLM drafts with a safetensors model of the same tokenizer; register one with "
+                              "`llmctl import FOLDER` and name it in model-draft.")
+        ranks = d.tensor_parallel * d.pipeline_parallel
+        if self.device == "cpu" and ranks > max(1, d.threads):
+            raise VllmRefused(f"{ranks} vLLM ranks need at least {ranks} CPU threads; {d.threads} given",
+                              "lower tensor-parallel/pipeline-parallel or raise backends.threads.")
+
+    # readiness and logs -----------------------------------------------------------------------------------
+    def health_path(self) -> str:
+        return "/health"
+
+    async def ready(self, d: Deployment) -> str | None:
+        async with aiohttp.ClientSession() as session:
+            state = await check_ready(session, d.host, d.port, d.api_key or "", d.model_name,
+                                      request_timeout=READY_REQUEST_TIMEOUT)
+        return None if state is None else state.why
+
+    def failure_reason(self, lines: list[str]) -> str | None:
+        return failure_reason(lines)
+
+    def memory_profile(self) -> MemoryProfile:
+        return VLLM_PROFILE
+
+    def info(self) -> EngineInfo:
+        where = {"configured": "engines.vllm.python", "managed": "llmctl's engine venv", "path": "vllm on PATH"}
+        return EngineInfo(
+            self.name, self.key, True, self.version, self.python, ("safetensors",), CAPABILITIES,
+            ("cpu",) if self.device == "cpu" else ("cuda",), HOW_TO_GET,
+            f"{self.distribution or 'vllm'} from {where.get(self.source, self.source)}; AWQ/GPTQ on CPU need AVX-512",
+        )
+
+
+def missing_info(why: str = "") -> EngineInfo:
+    """What ``llmctl runtimes`` says when no vLLM is found."""
+    return EngineInfo("vLLM", "vllm", False, None, None, ("safetensors",), CAPABILITIES, ("cpu", "cuda"),
+                      HOW_TO_GET, why)
+
