@@ -94,8 +94,9 @@ class ServerSettings(BaseModel):
     """Address the gateway binds. Anything but loopback requires ``api_key``."""
     port: int = Field(7878, ge=1, le=65535)
     """Port of the OpenAI-compatible endpoint and the control API."""
-    api_key: SecretStr | None = None
-    """When set, every route needs ``Authorization: Bearer <key>`` (or ``x-api-key``)."""
+    api_key: SecretStr | None = Field(None, min_length=8)
+    """When set, every route needs ``Authorization: Bearer <key>`` (or ``x-api-key``); at least 8 characters (an
+    empty key would let every request through)."""
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     """Largest request body accepted; larger ones get 413."""
     allowed_hosts: list[str] = []

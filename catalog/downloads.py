@@ -358,7 +358,8 @@ class HubDownloader:
 
     def _headers(self, url: str) -> dict[str, str]:
         """Credentials only for the configured Hub host, never for a redirect elsewhere (RELIABILITY 3)."""
-        if self.token and urlsplit(url).netloc == urlsplit(self.endpoint).netloc:
+        there, hub = urlsplit(url), urlsplit(self.endpoint)
+        if self.token and (there.scheme, there.netloc) == (hub.scheme, hub.netloc):  # no downgrade to http
             return {"Authorization": f"Bearer {self.token}"}
         return {}
 

@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from llmctl.catalog.store import ModelEntry
-from llmctl.runtimes.base import BackendFailed, BackendState
+from llmctl.runtimes.base import BackendFailed, BackendState, RuntimeFailure
 from llmctl.runtimes.ledger import holding_now, place
 from llmctl.runtimes.process import Backend
 
@@ -68,6 +68,7 @@ class Scheduler:
         self._starting: set[str] = set()  # models being started: they count as loaded for placement
         self._evicting: set[int] = set()  # id() of backends chosen as victims and being stopped
         self._unloads: set[asyncio.Task] = set()
+        self.closing = False  # set when the controller stops: nothing new is started after it
 
     def get(self, name: str) -> Backend | None:
         return self.backends.get(name)
@@ -123,6 +124,8 @@ class Scheduler:
         if self._usable(backend, entry):
             return backend  # fast path: no lock
         async with self._locks.setdefault(entry.name, asyncio.Lock()):
+            if self.closing:
+                raise RuntimeFailure("the controller is stopping", "start it again with `llmctl serve`.")
             backend = self.backends.get(entry.name)
             if self._usable(backend, entry):
                 return backend
@@ -169,8 +172,7 @@ class Scheduler:
             backend = await self.start(entry)
         backend.in_flight += 1
         backend.last_used = time.monotonic()
-        if keep_alive is not None:
-            backend.keep_alive = keep_alive
+        backend.keep_alive = keep_alive  # this request's, or none: the next request without one gets the TTL back
         try:
             if backend.state is not BackendState.READY:
                 try:
@@ -218,7 +220,8 @@ class Scheduler:
         return backend
 
     async def shutdown(self) -> None:
-        """Stop every backend, concurrently (each: SIGTERM, grace, SIGKILL)."""
+        """Stop every backend, concurrently (each: SIGTERM, grace, SIGKILL); start nothing new from now on."""
+        self.closing = True
         for task in list(self._unloads):
             task.cancel()
         await asyncio.gather(*(b.stop("the controller stopped") for b in self.backends.values()),

@@ -278,7 +278,8 @@ def build_launch(d: VllmDeployment) -> VllmLaunch:
             "--host", d.host,
             "--port", str(d.port),
             "--max-model-len", str(d.max_model_len),
-            "--dtype", d.dtype]
+            "--dtype", d.dtype,
+            "--load-format", "safetensors"]  # never a pickle (RELIABILITY 4), whatever else the folder holds
     if d.model.quantization:
         argv += ["--quantization", d.model.quantization]
     if d.kv_cache_dtype:

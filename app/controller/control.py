@@ -120,7 +120,7 @@ class ControlApi:
         name = name if self.c.scheduler.get(name) is not None else name.lower()
         try:
             tail = max(0, min(int(request.query.get("tail", "100")), MAX_LOG_LINES))
-            since = int(request.query["since"]) if "since" in request.query else None
+            since = max(0, int(request.query["since"])) if "since" in request.query else None
         except ValueError:
             raise ApiError(400, "tail and since must be whole numbers", code="invalid_value") from None
         backend = self.c.scheduler.get(name)

@@ -357,7 +357,7 @@ class Gateway:
                      fail_over: bool = False) -> tuple[web.Response, int, dict | None]:
         try:
             async with await self._post(url, auth, raw) as up:
-                data = await up.read()
+                data = await _bounded(up)
                 status, ctype = up.status, up.headers.get("Content-Type", "application/json")
         except _UPSTREAM_ERRORS as exc:
             raise ApiError(502, f"the model server failed while answering ({type(exc).__name__}); "
@@ -387,7 +387,7 @@ class Gateway:
             if fail_over and upstream.status in _DOWN:
                 raise _UpstreamDown(upstream.status)
             if upstream.status != 200 or not ctype.startswith("text/event-stream"):
-                data = await upstream.read()  # an error (or a server that ignored stream): pass it on whole
+                data = await _bounded(upstream)  # an error (or a server that ignored stream): pass it on whole
                 finished = True
                 return web.Response(body=data, status=upstream.status, headers={"Content-Type": ctype, **headers}), \
                     upstream.status, None
@@ -433,3 +433,18 @@ def _renamed(raw: bytes, body: dict, upstream: str | None) -> bytes:
     if upstream is None or body.get("model") == upstream:
         return raw
     return json.dumps({**body, "model": upstream}, ensure_ascii=False).encode()
+
+
+MAX_ANSWER_BYTES = 64 << 20  # a whole (non-streamed) answer; a remote or an engine sending more is refused
+
+
+async def _bounded(up: aiohttp.ClientResponse) -> bytes:
+    """A whole answer, read with a bound (RELIABILITY 3): an upstream that sends more gets the request a 502."""
+    chunks, size = [], 0
+    async for chunk in up.content.iter_chunked(1 << 16):
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            raise ApiError(502, f"the model server's answer is larger than {MAX_ANSWER_BYTES >> 20} MiB; refused",
+                           code="backend_error")
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -119,6 +119,8 @@ class Keys:
     def identify(self, presented: str) -> KeyState | None:
         """The key whose secret was presented, compared with every one in constant time."""
         given = presented.encode()
+        if not given:
+            return None  # no key presented is never a match, whatever is configured
         found = None
         for secret, state in self._secrets:
             if hmac.compare_digest(given, secret) and found is None:

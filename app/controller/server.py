@@ -376,6 +376,7 @@ class Controller:
 
     async def close(self) -> None:
         self.on_event(ControllerEvent("stopping", "stopping every backend"))
+        self.scheduler.closing = True  # a request arriving now gets a 503, never a new backend nobody will stop
         await self.pulls.close()
         if self._idle_task is not None:
             self._idle_task.cancel()

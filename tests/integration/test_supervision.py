@@ -160,16 +160,23 @@ def test_non_loopback_bind_without_key_is_refused(home: Path) -> None:
 
 
 def test_api_key_guards_every_route(controller) -> None:
-    proc = controller("--api-key", "s3cret")
+    proc = controller("--api-key", "s3cret-key")
     for method, path in [("GET", "/v1/models"), ("POST", "/v1/chat/completions"), ("GET", "/llmctl/v1/status"),
                          ("POST", "/llmctl/v1/backends/tiny/load"), ("POST", "/llmctl/v1/shutdown"),
                          ("GET", "/metrics"), ("GET", "/health"), ("GET", "/no/such/route")]:
         r = httpx.request(method, proc.url + path, timeout=10, headers={"Authorization": "Bearer wrong"})
         assert r.status_code == 401, (path, r.status_code)
         assert r.json()["error"]["code"] == "invalid_api_key"
-    client = openai.OpenAI(base_url=proc.url + "/v1", api_key="s3cret", max_retries=0)
+    client = openai.OpenAI(base_url=proc.url + "/v1", api_key="s3cret-key", max_retries=0)
     assert client.chat.completions.create(**CHAT).choices[0].message.content
-    assert httpx.get(proc.url + "/v1/models", headers={"x-api-key": "s3cret"}).status_code == 200
+    assert httpx.get(proc.url + "/v1/models", headers={"x-api-key": "s3cret-key"}).status_code == 200
+    assert httpx.get(proc.url + "/v1/models", headers={"Authorization": "Bearer "}).status_code == 401
+
+
+def test_an_empty_or_short_api_key_is_refused(home: Path) -> None:
+    for key in ("", "short"):
+        r = run_cli(home, "serve", "--host", "0.0.0.0", "--api-key", key, timeout=30)
+        assert r.returncode == 1 and "--api-key" in r.stderr and "at least 8" in r.stderr, r.stderr
 
 
 def test_shutdown_command_stops_everything(controller, home: Path) -> None:

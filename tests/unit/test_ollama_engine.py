@@ -85,7 +85,10 @@ async def test_deployment_loads_is_ready_when_listed_and_unloads_with_keep_alive
 
     await d.stop()
     assert d.state is BackendState.STOPPED and d.memory_bytes() is None
-    await asyncio.sleep(0.06)
+    for _ in range(250):  # the fixture, like Ollama, lists an unloaded model a few ms longer
+        if fx._listed() == []:
+            break
+        await asyncio.sleep(0.02)
     assert fx._listed() == []  # unloaded in Ollama
     assert fx.requests[-1] == ("POST", "/api/generate")
     assert "unloaded smollm2:135m (keep_alive 0)" in d.log_path.read_text()
@@ -102,7 +105,10 @@ async def test_a_model_ollama_unloads_by_itself_becomes_stopped(server, fx):
 
     async with OllamaApi(fx.url) as someone_else:  # `ollama stop` from another terminal
         await someone_else.unload(RECORDED_NAME)
-    await asyncio.sleep(0.06)
+    for _ in range(250):
+        if fx._listed() == []:
+            break
+        await asyncio.sleep(0.02)
     await server.refresh()
     assert d.state is BackendState.STOPPED and not d.alive
     assert "Ollama unloaded smollm2:135m" in d.tail[-1]

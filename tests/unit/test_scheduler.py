@@ -38,6 +38,14 @@ def _scheduler(tmp_path: Path, engines: dict[str, FakeEngine] | None = None, **k
     return Scheduler(make, **kw), made
 
 
+async def _until(condition, timeout: float = 30.0) -> None:
+    """Wait for a condition (polling): a sync point that does not depend on how loaded the machine is."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        await asyncio.sleep(0.02)
+
+
 async def _use(s: Scheduler, entry: ModelEntry, hold: float = 0.0) -> Backend:
     async with s.use(entry) as backend:
         await asyncio.sleep(hold)
@@ -62,9 +70,10 @@ async def test_a_model_in_use_is_never_evicted(tmp_path: Path) -> None:
     s, _ = _scheduler(tmp_path, max_loaded=1)
     a, b = _entry(tmp_path, "a"), _entry(tmp_path, "b")
     try:
-        holding = asyncio.create_task(_use(s, a, hold=1.0))
-        await asyncio.sleep(0.5)
+        holding = asyncio.create_task(_use(s, a, hold=3.0))
+        await _until(lambda: s.get("a") is not None and s.get("a").state is BackendState.READY)
         await _use(s, b)  # over the limit rather than break a's request
+        assert not holding.done()  # a's request was still going on
         assert s.get("a").state is BackendState.READY
         await holding
         assert s.get("a").state is BackendState.READY  # a request ended normally
@@ -121,8 +130,7 @@ async def test_a_slow_eviction_does_not_stall_a_ready_model(tmp_path: Path) -> N
         await _use(s, victim)
         await _use(s, ready)
         swap = asyncio.create_task(_use(s, new))
-        await asyncio.sleep(0.3)
-        assert s.get("victim").state is BackendState.STOPPING
+        await _until(lambda: s.get("victim").state is BackendState.STOPPING)
         t0 = time.perf_counter()
         for _ in range(10):
             await _use(s, ready)

@@ -46,6 +46,7 @@ def test_deployment_argv_golden(tiny: Path, tmp_path: Path) -> None:
         "/e/bin/python", "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(tiny), "--served-model-name", "tiny", "--host", "127.0.0.1", "--port", "18000",
         "--max-model-len", "1024", "--dtype", "float32",  # the checkpoint's own: auto would downcast to bf16
+        "--load-format", "safetensors",  # never a pickle
         "--kv-cache-memory-bytes", str(kv),
         "--enable-prefix-caching", "--enforce-eager", "--disable-uvicorn-access-log",
     ]
