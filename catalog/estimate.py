@@ -369,7 +369,7 @@ def _estimate_vllm_cpu(facts: ModelFacts, req: FitRequest, budget: Budget) -> Es
     act = req.max_num_batched_tokens * (2 * facts.n_ff + 4 * facts.n_embd) * 4 + 256 * facts.n_vocab * 4
     baseline = req.baseline_bytes if req.baseline_bytes is not None else req.profile.baseline_bytes
     total = facts.weights_bytes + kv + act + baseline
-    fits, reason = _verdict(total, budget.ram_available, "RAM")
+    fits, reason = _verdict(total, budget.ram_available, "RAM", budget.margin)
     if tokens < req.ctx:
         fits = "no"
         reason = f"a KV space of {_gib(kv_rank)} holds {tokens:,} tokens, less than one {req.ctx:,}-token request"

@@ -121,7 +121,7 @@ def test_ctrl_c_stops_a_reply_keeps_the_chat_and_leaves_at_the_prompt(server) ->
         assert kept.startswith(" w0 w1 w2 w3 w4 w5") and len(kept.split()) < 400  # what arrived, not all
         assert "mulling" not in kept
         term.interrupt()  # at the prompt
-        assert term.proc.wait(15) == 0
+        assert term.proc.wait(45) == 0  # generous: CI machines are loaded
         assert "Traceback" not in term.expect(r"you> \S*\s*$")
     finally:
         term.close()

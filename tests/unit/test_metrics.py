@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from llmctl.app.controller.metrics import Metrics, StreamMeter
 
 
@@ -49,10 +51,16 @@ def test_finish_records_ttft_itl_and_rate() -> None:
     assert 'llmctl_inter_token_latency_seconds_count{model="m"} 3.0' in text
 
 
-def test_all_tokens_in_one_chunk_does_not_divide_by_zero() -> None:
+def test_all_tokens_in_one_chunk_are_timed_to_the_end_of_the_stream() -> None:
+    """A fast engine's tokens may all arrive in one read: no division by zero, and the rate runs from that read to
+    the end of the stream (here ~0.9 s for the one gap between two tokens)."""
+    import time
+
     metrics = Metrics()
     rec = metrics.begin("m", "/v1/chat/completions", stream=True)
-    meter = StreamMeter(t0=0.0)
-    meter.feed(_event("a") + _event("b"), now=1.0)
+    t0 = time.perf_counter() - 1.0
+    meter = StreamMeter(t0=t0)
+    meter.feed(_event("a") + _event("b"), now=t0 + 0.1)
     metrics.finish(rec, 200, meter)
-    assert rec.completion_tokens == 2 and rec.tokens_per_s is None
+    assert rec.completion_tokens == 2 and 0.5 < rec.tokens_per_s < 1.5, rec
+    assert rec.itl_ms == pytest.approx(1000 / rec.tokens_per_s, rel=0.01)
