@@ -30,7 +30,20 @@ from typing import Any
 
 import httpx
 
-from llmctl.app.benchmark import BenchError, RequestSample, level_label, llama_bench_entry, summarize
+# the progress events live in benchmark.py (no HTTP there), so screens may import them too
+from llmctl.app.benchmark import (
+    BenchError,
+    BenchEvent,
+    Calibrated,
+    LevelFinished,
+    LevelStarted,
+    Note,
+    RequestFinished,
+    RequestSample,
+    level_label,
+    llama_bench_entry,
+    summarize,
+)
 
 _WORD_TEXT = (
     "time year people way day man thing woman life child world school state family student group country problem "
@@ -53,38 +66,6 @@ TOKENS_PER_WORD_GUESS = 4 / 3  # OpenAI's rule of thumb (1 token ~ 0.75 English 
 
 
 # events ------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Calibrated:
-    method: str  # "probe" | "approximation"
-    detail: str
-
-
-@dataclass(frozen=True, slots=True)
-class LevelStarted:
-    label: str
-    total: int
-
-
-@dataclass(frozen=True, slots=True)
-class RequestFinished:
-    label: str
-    done: int
-    total: int
-    ok: bool
-
-
-@dataclass(frozen=True, slots=True)
-class LevelFinished:
-    label: str
-    result: dict
-
-
-@dataclass(frozen=True, slots=True)
-class Note:
-    text: str
-
-
-BenchEvent = Calibrated | LevelStarted | RequestFinished | LevelFinished | Note
 
 
 @dataclass(slots=True)

@@ -69,6 +69,41 @@ class RequestSample:
         return 1.0 / tpot if tpot else None
 
 
+# progress events (the runner reports through these; here, not in the runner, so screens may import them) --
+@dataclass(frozen=True, slots=True)
+class Calibrated:
+    method: str  # "probe" | "approximation"
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class LevelStarted:
+    label: str
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFinished:
+    label: str
+    done: int
+    total: int
+    ok: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LevelFinished:
+    label: str
+    result: dict
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    text: str
+
+
+BenchEvent = Calibrated | LevelStarted | RequestFinished | LevelFinished | Note
+
+
 # statistics --------------------------------------------------------------------------------------------------
 def mean(xs: Sequence[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None

@@ -40,7 +40,8 @@ class Context:
     def client(self):
         from llmctl.app.client import ControllerClient, controller_url
 
-        return ControllerClient(controller_url(self.settings, self.paths), self.settings.server.client_key())
+        return ControllerClient(controller_url(self.settings, self.paths), self.settings.server.client_key(),
+                                bench_dir=self.paths.data_dir / "benchmarks")
 
     def call(self, use):
         """Run ``await use(client)`` with a fresh client and return its result (for one-shot commands)."""

@@ -1,4 +1,4 @@
-"""The llmctl TUI: dashboard, models, servers, chat and monitor, each a mode with its own screen stack.
+"""The llmctl TUI: dashboard, models, servers, chat, monitor and bench, each a mode with its own screen stack.
 
 A thin shell: screens fetch through ``self.app.client`` (the controller's async client) from workers and render
 what comes back; worker failures surface once, here, as notifications.
@@ -37,6 +37,7 @@ SECTIONS = {
     "servers": "Servers: model servers, start/stop, live logs",
     "chat": "Chat: streaming chat with a model",
     "monitor": "Monitor: tokens/s, latency, CPU/RAM/GPU over time",
+    "bench": "Bench: benchmark a model, throughput and latency against concurrency, saved runs",
 }
 
 
@@ -106,6 +107,7 @@ class LlmctlApp(App):
         "servers": _lazy("servers", "ServersScreen"),
         "chat": _lazy("chat", "ChatScreen"),
         "monitor": _lazy("monitor", "MonitorScreen"),
+        "bench": _lazy("bench", "BenchScreen"),
     }
     DEFAULT_MODE = "dashboard"
     COMMANDS = App.COMMANDS | {SectionCommands, ModelCommands}
@@ -115,6 +117,7 @@ class LlmctlApp(App):
         Binding("3,f3", "switch_mode('servers')", "Servers", id="go-servers"),
         Binding("4,f4", "switch_mode('chat')", "Chat", id="go-chat"),
         Binding("5,f5", "switch_mode('monitor')", "Monitor", id="go-monitor"),
+        Binding("6,f6", "switch_mode('bench')", "Bench", id="mode-bench"),
         Binding("q", "quit", "Quit", id="quit"),
     ]
 

@@ -14,6 +14,15 @@ import copy
 from collections.abc import AsyncIterator
 from typing import Any
 
+from llmctl.app.benchmark import (
+    SCHEMA,
+    BenchEvent,
+    Calibrated,
+    LevelFinished,
+    LevelStarted,
+    Note,
+    RequestFinished,
+)
 from llmctl.app.shapes import (
     BackendStatus,
     Catalog,
@@ -99,6 +108,26 @@ BACKENDS = [
                           "held": {"ram": 6400 * MiB}}, pinned=False, ttl=600.0, stop_reason=None),
 ]
 
+def bench_level(c: int, requests: int) -> dict[str, Any]:
+    """One concurrent level's figures under vLLM's keys (the ones the Bench screen reads), made up but plausible:
+    aggregate throughput grows with concurrency, TTFT with it too."""
+    return {"profile": "concurrent", "max_concurrency": c, "request_rate": None, "num_prompts": requests,
+            "completed": requests, "failed": 0, "duration": 2.0, "output_throughput": 40.0 * c ** 0.8,
+            "p50_ttft_ms": 50.0 + 20.0 * c, "p90_ttft_ms": 80.0 + 30.0 * c, "errors": {}}
+
+
+def bench_run(run_id: str, created_at: float, model: str, engine: str, levels: list[int]) -> dict[str, Any]:
+    return {"schema": SCHEMA, "id": run_id, "created_at": created_at,
+            "target": {"model": model, "engine": engine, "via": "llmctl"}, "settings": {"concurrency": levels},
+            "machine": {}, "levels": [bench_level(c, 8) for c in levels]}
+
+
+BENCH_RUNS = [
+    bench_run("20250101-120000-tiny", 1735732800.0, "tiny", "llama-server", [1, 4]),
+    bench_run("20250102-090000-llama-3.1-8b-instruct-q4_k_m", 1735808400.0, "llama-3.1-8b-instruct-q4_k_m",
+              "llama-server", [1, 4, 8]),
+]
+
 LOG_LINES = ["--- llmctl: starting llama-server --model x.gguf", "main: server is listening"]
 
 
@@ -140,11 +169,14 @@ class FakeClient:
     def __init__(self, reply: str = "Hello! **How** can I help?", delay: float = 0.0, *, reasoning: str = "",
                  models: list[LocalModel] | None = None, log_lines: list[str] | None = None,
                  fail: dict[str, BaseException] | None = None, fail_after: int | None = None,
-                 pull_steps: int = 4, pull_hold: int | None = None) -> None:
+                 pull_steps: int = 4, pull_hold: int | None = None, bench_hold: int | None = None,
+                 bench_runs: list[dict] | None = None) -> None:
         """``reasoning``: words streamed as ``Reasoning`` before the reply. ``fail``: method name -> the
         exception it raises. ``fail_after``: stream_chat raises its ``fail`` entry after that many pieces, and
         pull_events after that many events. A pull has two files and ``pull_steps`` progress events each;
-        ``pull_hold``: the event stream waits (as a slow link) after that many events until ``pull_released`` is set."""
+        ``pull_hold``: the event stream waits (as a slow link) after that many events until ``pull_released`` is set.
+        ``bench``: raises its ``fail`` entry after ``fail_after`` events; ``bench_hold``: waits after that many events
+        until ``bench_released`` is set. ``bench_runs``: the saved runs (``bench_history``)."""
         self.reply = reply
         self.reasoning = reasoning
         self.delay = delay
@@ -160,9 +192,12 @@ class FakeClient:
         self.pull_list: dict[str, PullStatus] = {}
         self.pull_released = asyncio.Event()  # set it to let a held pull go on
         self._cancelled: set[str] = set()
+        self.bench_hold = bench_hold
+        self.bench_released = asyncio.Event()
+        self.bench_runs = copy.deepcopy(BENCH_RUNS if bench_runs is None else bench_runs)
 
     def _answer(self, method: str) -> None:
-        if method in self.fail and not (method == "stream_chat" and self.fail_after is not None):
+        if method in self.fail and not (method in ("stream_chat", "bench") and self.fail_after is not None):
             raise self.fail[method]
 
     async def aclose(self) -> None:
@@ -331,3 +366,33 @@ class FakeClient:
         pull["state"], pull["model"] = "done", name
         yield event("registered", model=name)
         yield event("done", model=name)
+
+    async def bench(self, model: str, concurrency: list[int], prompt_tokens: int = 128, max_tokens: int = 64,
+                    requests: int | None = None, save: bool = False) -> AsyncIterator[BenchEvent]:
+        """Calibrated, then per level: started, ``requests`` (default 4) finished requests, finished; then the
+        saved note with ``save``."""
+        self.calls.append(("bench", model, list(concurrency), max_tokens))
+        self._answer("bench")
+        n = requests or 4
+        script: list[BenchEvent] = [Calibrated("probe", "probe: 1.30 tokens per word")]
+        for c in concurrency:
+            label = f"c={c}"
+            script.append(LevelStarted(label, n))
+            script += [RequestFinished(label, k, n, True) for k in range(1, n + 1)]
+            script.append(LevelFinished(label, bench_level(c, n)))
+        for k, event in enumerate(script):
+            if self.fail_after is not None and k == self.fail_after and "bench" in self.fail:
+                raise self.fail["bench"]
+            if self.bench_hold is not None and k == self.bench_hold:
+                await self.bench_released.wait()
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            yield event
+        if save:
+            run = bench_run(f"20250103-100000-{model}", 1735898400.0, model, "llama-server", list(concurrency))
+            self.bench_runs.append(run)
+            yield Note(f"saved as {run['id']}")
+
+    async def bench_history(self) -> list[dict]:
+        self._answer("bench_history")
+        return copy.deepcopy(self.bench_runs)

@@ -72,3 +72,19 @@ def test_what_fits(snap_compare, make_app) -> None:
         await _settle(pilot)
 
     assert snap_compare(make_app(mode="models"), terminal_size=(80, 24), run_before=run_before)
+
+
+def test_bench_after_a_run(snap_compare, make_app, monkeypatch) -> None:
+    """Bench at 100x30 after a run at concurrency 1,4,8: a progress line per level, both plots, the saved runs
+    (dated in UTC here: the table shows local time)."""
+    import time
+
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    async def run_before(pilot) -> None:
+        await _settle(pilot)
+        pilot.app.screen.query_one("#bench-runs").focus()
+        await pilot.press("b")
+        await _settle(pilot)
+
+    assert snap_compare(make_app(mode="bench"), terminal_size=(100, 30), run_before=run_before)
