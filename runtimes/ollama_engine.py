@@ -45,6 +45,7 @@ from llmctl.runtimes.base import (
     Deployment,
     EngineInfo,
 )
+from llmctl.runtimes.hosted import HostedState
 from llmctl.runtimes.ledger import Footprint, device_bytes
 from llmctl.runtimes.ollama import (
     OllamaApi,
@@ -314,7 +315,7 @@ class OllamaServer:
 
 
 # --- one Ollama model ----------------------------------------------------------------------------------------
-class OllamaDeployment:
+class OllamaDeployment(HostedState):
     """One model of an Ollama engine, with the surface of ``process.Backend`` that the scheduler, gateway and
     control API use."""
 
@@ -541,27 +542,6 @@ class OllamaDeployment:
     def _failure(self) -> BackendFailed:
         return BackendFailed(f"{self.name} failed", self.error or f"the model is {self.state.value}",
                              log_tail=list(self.tail)[-20:])
-
-    def _fail(self, reason: str) -> None:
-        self.error = reason
-        self.failed_at = time.monotonic()
-        self._log(f"failed: {reason}")
-        self._set_state(BackendState.FAILED)
-
-    def _set_state(self, state: BackendState) -> None:
-        self._changed_at = time.monotonic()
-        if self.state is not state:
-            self.state = state
-            if self.on_change:
-                self.on_change(self)
-
-    def _log(self, line: str) -> None:
-        line = f"--- llmctl: {line}"
-        self.tail.append(line)
-        with contextlib.suppress(OSError):
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            with self.log_path.open("a", encoding="utf-8") as log:
-                log.write(line + "\n")
 
 
 def keep_alive_for(ttl: float | None) -> str | int:

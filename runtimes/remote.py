@@ -34,6 +34,7 @@ import httpx
 
 from llmctl.catalog.store import ModelEntry
 from llmctl.runtimes.base import CHAT, COMPLETIONS, EMBEDDINGS, BackendFailed, BackendState, Deployment
+from llmctl.runtimes.hosted import HostedState
 from llmctl.runtimes.ledger import Footprint
 from llmctl.runtimes.process import LOG_TAIL_LINES
 
@@ -300,7 +301,7 @@ def _why(exc: BaseException) -> str:
 
 
 # --- one remote model --------------------------------------------------------------------------------------------
-class RemoteDeployment:
+class RemoteDeployment(HostedState):
     """One model of a remote, with the surface of ``process.Backend`` that the scheduler, gateway and control API
     use. It holds no memory here and is never unloaded by TTL or eviction."""
 
@@ -458,23 +459,3 @@ class RemoteDeployment:
     def _failure(self) -> BackendFailed:
         return BackendFailed(f"{self.name} is unavailable", self.error or f"the model is {self.state.value}",
                              log_tail=list(self.tail)[-20:])
-
-    def _fail(self, reason: str) -> None:
-        self.error = reason
-        self.failed_at = time.monotonic()
-        self._log(f"failed: {reason}")
-        self._set_state(BackendState.FAILED)
-
-    def _set_state(self, state: BackendState) -> None:
-        if self.state is not state:
-            self.state = state
-            if self.on_change:
-                self.on_change(self)
-
-    def _log(self, line: str) -> None:
-        line = f"--- llmctl: {line}"
-        self.tail.append(line)
-        with contextlib.suppress(OSError):
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            with self.log_path.open("a", encoding="utf-8") as log:
-                log.write(line + "\n")
