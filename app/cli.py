@@ -75,6 +75,10 @@ def serve(ctx: Context, models: tuple[str, ...], demo: bool, **flags: Any) -> No
         "backends.threads": flags["threads"], "backends.llama_server": flags["llama_server"],
         "backends.engine": flags["engine"], "backends.kv_type": flags["kv_type"], "offline": flags["offline"],
     })
+    if flags["api_key"] and click.get_current_context().get_parameter_source("api_key") is \
+            click.core.ParameterSource.COMMANDLINE:
+        click.secho("note: a key on the command line is visible to every local user (ps, shell history); "
+                    "LLMCTL_API_KEY or server.api_key keeps it out of sight", fg="yellow", err=True)
     settings, store = ctx.settings, ctx.store()
     if flags["log_file"]:
         from llmctl.app.controller.logfile import log_to_file

@@ -301,6 +301,11 @@ def _why(exc: BaseException) -> str:
 
 
 # --- one remote model --------------------------------------------------------------------------------------------
+# how many requests a remote takes at once before llmctl's queue counts the rest as waiting: a remote server batches
+# (vLLM, a cloud API); its own limits answer 429, which reaches the client as it came
+REMOTE_PARALLEL = 64
+
+
 class RemoteDeployment(HostedState):
     """One model of a remote, with the surface of ``process.Backend`` that the scheduler, gateway and control API
     use. It holds no memory here and is never unloaded by TTL or eviction."""
@@ -313,7 +318,8 @@ class RemoteDeployment(HostedState):
         self.upstream = entry.facts["upstream_model"]
         self.spec = Deployment(model_name=entry.name, model_path=Path(entry.path), port=urlsplit(server.base_url).port
                                or (443 if server.base_url.startswith("https") else 80), host=urlsplit(
-                                   server.base_url).hostname or "")
+                                   server.base_url).hostname or "",
+                               parallel=REMOTE_PARALLEL)
         self.log_path = log_dir / f"{re.sub(r'[^A-Za-z0-9._-]', '_', entry.name)}.log"
         self.on_change = on_change
         self.footprint = Footprint()  # nothing in the local ledger

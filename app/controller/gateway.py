@@ -321,9 +321,16 @@ class Gateway:
                     if stream:
                         response, status, error = await self._stream(request, url, auth, sent, meter, entry.name,
                                                                       headers, fail_over)
-                        return response, status, error, None
-                    response, status, usage = await self._unary(url, auth, sent, headers, fail_over)
-                    return response, status, None, usage
+                        usage = None
+                    else:
+                        response, status, usage = await self._unary(url, auth, sent, headers, fail_over)
+                        error = None
+                    if status in (401, 403) and getattr(backend, "remote", False):
+                        # the remote refused llmctl's key: not the client's key, so not the client's 401
+                        raise ApiError(502, f"the remote serving '{entry.name}' refused llmctl's key ({status}); "
+                                       "check its key_env or keyring (`llmctl remotes list`)",
+                                       code="remote_auth_failed")
+                    return response, status, error, usage
             except BackendGone:
                 # it died before a byte was sent back: inference has no side effects, so once the supervisor
                 # has noticed (and restarts it), the request goes again, invisibly. A deployment with no process
