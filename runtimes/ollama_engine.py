@@ -56,7 +56,7 @@ from llmctl.runtimes.ollama import (
     serve_command,
     valid_name,
 )
-from llmctl.runtimes.process import LOG_TAIL_LINES, Backend, RestartPolicy, StateFile, free_port
+from llmctl.runtimes.process import LOG_TAIL_LINES, Backend, RestartPolicy, Settles, StateFile, free_port
 
 KEY = "ollama"
 PREFIX = "ollama/"  # llmctl's name of an Ollama model: ollama/NAME:TAG
@@ -315,7 +315,7 @@ class OllamaServer:
 
 
 # --- one Ollama model ----------------------------------------------------------------------------------------
-class OllamaDeployment(HostedState):
+class OllamaDeployment(Settles, HostedState):
     """One model of an Ollama engine, with the surface of ``process.Backend`` that the scheduler, gateway and
     control API use."""
 
@@ -395,29 +395,6 @@ class OllamaDeployment(HostedState):
         self._done.clear()
         self._set_state(BackendState.STARTING)
         self._task = asyncio.get_running_loop().create_task(self._load(), name=f"ollama:{self.ollama_name}")
-
-    async def wait_ready(self, timeout: float) -> None:
-        if self.state is BackendState.READY:
-            return
-        if self.state is BackendState.FAILED or not self.alive:
-            raise self._failure()
-        ready = asyncio.ensure_future(self._ready.wait())
-        done = asyncio.ensure_future(self._done.wait())
-        try:
-            await asyncio.wait({ready, done}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            ready.cancel()
-            done.cancel()
-        if self.state is BackendState.READY:
-            return
-        if self.state in (BackendState.FAILED, BackendState.STOPPED):
-            raise self._failure()
-        raise TimeoutError(f"{self.name} is still {self.state.value}")
-
-    @property
-    def idle_ttl(self) -> float | None:
-        ttl = self.keep_alive if self.keep_alive is not None else self.ttl
-        return None if ttl is None or ttl < 0 or math.isinf(ttl) else ttl
 
     async def stop(self, reason: str | None = None) -> None:
         """Unload (``keep_alive: 0``) if Ollama has it loaded. The server itself is never stopped here."""

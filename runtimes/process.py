@@ -194,7 +194,38 @@ def launch_env(engine: Engine, spec: Deployment, environ: Mapping[str, str]) -> 
 
 
 # one backend -------------------------------------------------------------------------------------------------
-class Backend:
+class Settles:
+    """Waiting for a deployment to be ready, and its idle TTL: the same for a supervised process and for a model
+    an engine hosts (Ollama). The class provides ``name``, ``state``, ``alive``, the ``_ready`` and ``_done``
+    events, ``_failure()``, ``ttl`` and ``keep_alive``."""
+
+    async def wait_ready(self, timeout: float) -> None:
+        """Wait until ready; raise BackendFailed if it failed, TimeoutError if still loading."""
+        if self.state is BackendState.READY:
+            return
+        if self.state is BackendState.FAILED or not self.alive:
+            raise self._failure()
+        ready = asyncio.ensure_future(self._ready.wait())
+        done = asyncio.ensure_future(self._done.wait())
+        try:
+            await asyncio.wait({ready, done}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+            done.cancel()
+        if self.state is BackendState.READY:
+            return
+        if self.state in (BackendState.FAILED, BackendState.STOPPED):
+            raise self._failure()
+        raise TimeoutError(f"{self.name} is still {self.state.value}")
+
+    @property
+    def idle_ttl(self) -> float | None:
+        """Seconds of idleness after which it is unloaded (a request's keep_alive wins); None or < 0: never."""
+        ttl = self.keep_alive if self.keep_alive is not None else self.ttl
+        return None if ttl is None or ttl < 0 or ttl == float("inf") else ttl
+
+
+class Backend(Settles):
     """A supervised deployment. ``start()`` launches it and returns at once; ``wait_ready()`` waits."""
 
     def __init__(
@@ -288,31 +319,6 @@ class Backend:
             raise self._failure() from None
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"backend:{self.name}")
         self._set_state(BackendState.STARTING)  # now, so a waiter never sees the previous run's state
-
-    async def wait_ready(self, timeout: float) -> None:
-        """Wait until ready; raise BackendFailed if it failed, TimeoutError if still loading."""
-        if self.state is BackendState.READY:
-            return
-        if self.state is BackendState.FAILED or (not self.alive and self.state is not BackendState.READY):
-            raise self._failure()
-        ready = asyncio.ensure_future(self._ready.wait())
-        done = asyncio.ensure_future(self._done.wait())
-        try:
-            await asyncio.wait({ready, done}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            ready.cancel()
-            done.cancel()
-        if self.state is BackendState.READY:
-            return
-        if self.state in (BackendState.FAILED, BackendState.STOPPED):
-            raise self._failure()
-        raise TimeoutError(f"{self.name} is still {self.state.value}")
-
-    @property
-    def idle_ttl(self) -> float | None:
-        """Seconds of idleness after which it is unloaded (a request's keep_alive wins); None or < 0: never."""
-        ttl = self.keep_alive if self.keep_alive is not None else self.ttl
-        return None if ttl is None or ttl < 0 or ttl == float("inf") else ttl
 
     async def stop(self, reason: str | None = None) -> None:
         """SIGTERM the process group, wait the grace period, then SIGKILL. Safe to call in any state."""
