@@ -10,6 +10,7 @@ cancellation of that turn and then a KeyboardInterrupt here; at the prompt, SIGI
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -75,6 +76,8 @@ def run_chat(make_client: Callable[[], ControllerClient], session: ChatSession, 
 
 def _loop(runner: asyncio.Runner, client: ControllerClient, session: ChatSession) -> None:
     while True:
+        # at the prompt Ctrl-C must leave: make sure no handler from a turn (the runner's, or a library's) is left
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             text = input("you> ").strip()
         except (EOFError, KeyboardInterrupt):
