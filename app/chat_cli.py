@@ -5,12 +5,19 @@ Ctrl-D at the prompt leaves. A turn that fails is reported and leaves the histor
 
 All turns run on one event loop (``asyncio.Runner``): while a turn runs, the runner turns SIGINT into the
 cancellation of that turn and then a KeyboardInterrupt here; at the prompt, SIGINT is the usual KeyboardInterrupt.
+
+The prompt reads the line itself (:class:`LineReader`) rather than with ``input()``: ``input()`` blocks in a read that
+only a signal arriving *during* it interrupts, so a Ctrl-C landing between the prompt being written and the read
+starting was lost until the next key (seen on a loaded machine). Waiting in short ``select`` slices closes that gap.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import select
 import signal
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -62,6 +69,35 @@ class ChatSession:
         self.messages += [{"role": "user", "content": text}, {"role": "assistant", "content": answer}]
 
 
+class LineReader:
+    """Lines from a file descriptor (the terminal, in its own line mode, or a pipe), read so that Ctrl-C always lands.
+
+    Between ``select`` slices Python runs its signal handlers, so SIGINT raises KeyboardInterrupt here within a slice
+    however it is timed; lines pasted together are kept in ``pending`` and handed out one prompt at a time.
+    """
+
+    SLICE_S = 0.2
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.pending = b""
+
+    def read_line(self, prompt: str) -> str:
+        """The next line without its newline; EOFError at end of input (Ctrl-D on an empty line)."""
+        click.echo(prompt, nl=False)
+        while b"\n" not in self.pending:
+            if not select.select([self.fd], [], [], self.SLICE_S)[0]:
+                continue
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                if not self.pending:
+                    raise EOFError
+                break  # the last line had no newline
+            self.pending += chunk
+        line, _, self.pending = self.pending.partition(b"\n")
+        return line.decode(errors="replace")
+
+
 def run_chat(make_client: Callable[[], ControllerClient], session: ChatSession, one_shot: str | None) -> None:
     with asyncio.Runner() as runner:
         client = make_client()
@@ -75,11 +111,15 @@ def run_chat(make_client: Callable[[], ControllerClient], session: ChatSession, 
 
 
 def _loop(runner: asyncio.Runner, client: ControllerClient, session: ChatSession) -> None:
+    try:
+        read_line = LineReader(sys.stdin.fileno()).read_line
+    except (AttributeError, OSError, ValueError):  # not a real file (an embedding app's stdin): the plain prompt
+        read_line = input
     while True:
         # at the prompt Ctrl-C must leave: make sure no handler from a turn (the runner's, or a library's) is left
         signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
-            text = input("you> ").strip()
+            text = read_line("you> ").strip()
         except (EOFError, KeyboardInterrupt):
             click.echo()
             return
