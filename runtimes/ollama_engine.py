@@ -56,7 +56,8 @@ from llmctl.runtimes.ollama import (
     serve_command,
     valid_name,
 )
-from llmctl.runtimes.process import LOG_TAIL_LINES, Backend, RestartPolicy, Settles, StateFile, free_port
+from llmctl.runtimes.process import LOG_TAIL_LINES, Backend, RestartPolicy, Settles, free_port
+from llmctl.runtimes.process_group import StateFile
 
 KEY = "ollama"
 PREFIX = "ollama/"  # llmctl's name of an Ollama model: ollama/NAME:TAG

@@ -41,14 +41,8 @@ from llmctl.catalog.store import ModelEntry, ModelStore
 from llmctl.runtimes.base import CHAT, COMPLETIONS, EMBEDDINGS, ChecksDeployment, PortInUseError
 from llmctl.runtimes.hardware import GpuProbe
 from llmctl.runtimes.ledger import UNIFIED, device_bytes, holding_now
-from llmctl.runtimes.process import (
-    Backend,
-    RestartPolicy,
-    StateFile,
-    describe_port_owner,
-    free_port,
-    port_is_free,
-)
+from llmctl.runtimes.process import Backend, RestartPolicy, describe_port_owner, free_port, port_is_free
+from llmctl.runtimes.process_group import StateFile
 from llmctl.runtimes.scheduler import Scheduler
 
 
