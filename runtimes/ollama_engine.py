@@ -47,15 +47,8 @@ from llmctl.runtimes.base import (
 )
 from llmctl.runtimes.hosted import HostedState
 from llmctl.runtimes.ledger import Footprint, device_bytes
-from llmctl.runtimes.ollama import (
-    OllamaApi,
-    OllamaError,
-    OllamaLoaded,
-    OllamaModel,
-    OllamaModelInfo,
-    serve_command,
-    valid_name,
-)
+from llmctl.runtimes.ollama import OllamaApi, serve_command
+from llmctl.runtimes.ollama_wire import OllamaError, OllamaLoaded, OllamaModel, OllamaModelInfo, valid_name
 from llmctl.runtimes.process import LOG_TAIL_LINES, Backend, RestartPolicy, Settles, free_port
 from llmctl.runtimes.process_group import StateFile
 
