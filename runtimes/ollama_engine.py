@@ -240,6 +240,21 @@ class OllamaServer:
         for api in self._apis.values():
             await api.aclose()
 
+    def status(self) -> dict:
+        """What the controller's status says of this engine."""
+        return {"url": self.base_url, "mode": self.mode, "version": self.version, "error": self.last_error}
+
+    async def announce(self) -> str:
+        """Find (or, in spawn mode, start) Ollama now, so its models are listed at once; the line that says where."""
+        entries = await self.entries(fresh=True)
+        if self.last_error and self.mode == "attach":
+            # most machines have no Ollama: say so in one calm line, not as an error
+            return (f"ollama: none answers at {self.attach_url} (its models are listed once it runs; "
+                    'engines.ollama.mode = "off" stops looking)')
+        if self.last_error:
+            return f"ollama: {self.last_error}"
+        return f"ollama {self.version} {self.mode} at {self.base_url}: {len(entries)} model(s)"
+
     # models (the controller's model directory asks these) ------------------------------------------------------
     async def entries(self, *, fresh: bool = False) -> list[ModelEntry]:
         """The server's models as ``ModelEntry``s; [] (and ``last_error``) when it cannot be reached."""
