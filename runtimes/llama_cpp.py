@@ -22,7 +22,7 @@ import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -292,7 +292,7 @@ def engine_gpu_problem(gpus: Sequence[GpuInfo], devices: tuple[str, ...]) -> tup
 
 
 def fit_defaults(ctx: int, *, parallel: int, kv_type: str, prompt_cache_mib: int,
-                 overrides: Mapping[str, Any]) -> FitRequest:
+                 overrides: dict[str, Any]) -> FitRequest:
     """The estimator's input for the default engine (xllamacpp) at the backend defaults, ``overrides`` winning:
     what `llmctl fit` estimates for llama.cpp when no llama.cpp engine is installed to plan the launch with."""
     return FitRequest(**{"ctx": ctx, "parallel": parallel, "kv_type": kv_type, "profile": XLlamaCpp().memory_profile(),

@@ -7,8 +7,8 @@ secret key), a crash after readiness restarts with exponential backoff, a crash 
 in the terminal ``failed`` state with the last log lines, and stop is SIGTERM, a grace period, then SIGKILL.
 
 Every live backend is written to a state file with its pid and process start time, so a controller that was
-SIGKILLed leaves enough behind for the next one to reap its orphans without ever killing a reused pid. Starting,
-stopping and reaping a process group, and that state file, are ``runtimes.process_group``.
+SIGKILLed leaves enough behind for the next one to reap its orphans without ever killing a reused pid. Stopping
+and reaping a process group, and that state file, are ``runtimes.process_group``.
 """
 
 from __future__ import annotations
@@ -36,9 +36,13 @@ from llmctl.runtimes.base import (
     PortInUseError,
 )
 from llmctl.runtimes.ledger import UNIFIED, Footprint
-from llmctl.runtimes.process_group import SpawnFailed, StateFile, kill_group, spawn_group, terminate_group
+from llmctl.runtimes.process_group import StateFile, kill_group, terminate_group
 
 LOG_TAIL_LINES = 200
+
+
+class SpawnFailed(OSError):
+    """The engine's process could not be started at all (its binary is missing or not executable)."""
 LOG_MAX_BYTES = 16 << 20  # a backend's log is rotated past this size (one old file kept)
 
 
@@ -371,7 +375,17 @@ class Backend(Settles):
         self._set_state(BackendState.STARTING)
         self._append_log(f"--- llmctl: starting {' '.join(argv)}")
         self._fresh_run_dir()
-        proc = await spawn_group(argv, env)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env=env,
+                start_new_session=True,  # its own process group: signals reach the engine's children too
+            )
+        except OSError as exc:  # the binary was removed, is not executable, ...
+            raise SpawnFailed(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
         self._proc = proc
         self.pid = proc.pid
         with contextlib.suppress(psutil.Error):

@@ -1,8 +1,9 @@
-"""Process groups: how the supervisor starts an engine's server, stops it, and lets the next controller reap it.
+"""Process groups: how the supervisor stops an engine's server, and how the next controller reaps one it left.
 
-Every server runs in a process group of its own (``start_new_session``), so a signal reaches what it forks too
-(vLLM's engine core and workers, Ollama's runner). Stop is SIGTERM to the group, a grace period, then SIGKILL, and
-one more SIGKILL to the group once its leader is gone, so nothing it forked lingers.
+Every server runs in a process group of its own (the supervisor starts it with ``start_new_session``), so a
+signal reaches what it forks too (vLLM's engine core and workers, Ollama's runner). Stop is SIGTERM to the group,
+a grace period, then SIGKILL, and one more SIGKILL to the group once its leader is gone, so nothing it forked
+lingers.
 
 ``StateFile`` records each live group's leader with its start time, so a controller that was SIGKILLed leaves
 enough behind for the next one to reap the orphans without ever signalling a pid the OS has since reused.
@@ -20,25 +21,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psutil
-
-
-class SpawnFailed(OSError):
-    """The engine's process could not be started at all (its binary is missing or not executable)."""
-
-
-async def spawn_group(argv: list[str], env: dict[str, str]) -> asyncio.subprocess.Process:
-    """Start ``argv`` as the leader of a new process group, stdout and stderr on one pipe, stdin closed."""
-    try:
-        return await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            env=env,
-            start_new_session=True,  # its own process group: signals reach the engine's children too
-        )
-    except OSError as exc:  # the binary was removed, is not executable, ...
-        raise SpawnFailed(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
 
 
 def kill_group(pgid: int) -> None:

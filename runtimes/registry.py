@@ -11,7 +11,6 @@ import functools
 import importlib
 import importlib.util
 import sys
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ class FitFamily:
     defaults: str  # "module:function" giving its launch at the backend defaults (imported when asked)
 
     def default_request(self, ctx: int, *, parallel: int, kv_type: str, prompt_cache_mib: int,
-                        overrides: Mapping[str, Any]) -> FitRequest:
+                        overrides: dict[str, Any]) -> FitRequest:
         """The estimator's input for a deployment of this family at context ``ctx`` with the backend defaults
         (``overrides`` win), when no launch plan applies."""
         module, _, function = self.defaults.partition(":")

@@ -19,7 +19,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -177,7 +176,7 @@ def missing_info(why: str = "") -> EngineInfo:
 
 
 def fit_defaults(ctx: int, *, parallel: int, kv_type: str, prompt_cache_mib: int,
-                 overrides: Mapping[str, Any]) -> FitRequest:
+                 overrides: dict[str, Any]) -> FitRequest:
     """What serve gives a vLLM deployment, for `llmctl fit --runtime vllm`: ``parallel`` requests of ``ctx`` in its
     KV space, ``overrides`` winning. The backends' KV type and prompt cache are llama.cpp's and do not apply (its
     cache holds the model's own dtype); no vLLM is asked anything (planning with it would start its python)."""
