@@ -9,10 +9,10 @@ from typing import Any
 
 from llmctl.app.deployments import launch_plan
 from llmctl.app.settings import Settings
-from llmctl.catalog.estimate import VLLM_PROFILE, Budget, FitRequest
+from llmctl.catalog.estimate import Budget, FitRequest
 from llmctl.runtimes.base import EngineUnavailable
 from llmctl.runtimes.hardware import GpuInfo
-from llmctl.runtimes.llama_cpp import XLlamaCpp
+from llmctl.runtimes.registry import fit_family, process_baseline
 
 RECORDING_ENV = "LLMCTL_HW_RECORDING"  # a folder recorded from another machine (tests; see runtimes.hardware.recorded)
 
@@ -66,20 +66,22 @@ def fill_vram_from_table(gpus: Iterable[GpuInfo]) -> list[GpuInfo]:
     return out
 
 
-def serving_request(settings: Settings, ctx: int, *, runtime: str = "llama.cpp", **overrides: Any) -> FitRequest:
-    """What `llmctl serve` would launch for a GGUF at context ``ctx``: its engine's memory rules, slots, KV type,
-    flash attention and prompt-cache cap. With no llama.cpp engine installed, the default engine's rules."""
-    if runtime == "vllm":  # what serve gives a vLLM deployment: backends.parallel requests of ctx in its KV space
-        return FitRequest(**{"ctx": ctx, "parallel": settings.backends.parallel, "profile": VLLM_PROFILE,
-                             **overrides})
-    try:
-        plan = launch_plan(settings)
-    except EngineUnavailable:
-        plan = None
+def serving_request(settings: Settings, ctx: int, *, runtime: str | None = None, **overrides: Any) -> FitRequest:
+    """What `llmctl serve` would launch at context ``ctx`` for a model of the engine family ``runtime`` (default:
+    llama.cpp, for a GGUF): the launch plan when the family is planned (its engine's memory rules, slots, KV type,
+    flash attention and prompt-cache cap), else, or with none of its engines installed, the family's launch at the
+    backend defaults (``registry.FitFamily``)."""
+    family = fit_family(runtime)
+    plan = None
+    if family.planned:
+        try:
+            plan = launch_plan(settings)
+        except EngineUnavailable:
+            plan = None
     if plan is None:
         b = settings.backends
-        return FitRequest(ctx=ctx, parallel=b.parallel, kv_type=b.kv_type, profile=XLlamaCpp().memory_profile(),
-                          prompt_cache_bytes=b.prompt_cache_mib << 20, **overrides)
+        return family.default_request(ctx, parallel=b.parallel, kv_type=b.kv_type,
+                                      prompt_cache_mib=b.prompt_cache_mib, overrides=overrides)
     return plan.fit_request(ctx=ctx, **overrides)
 
 
@@ -95,14 +97,4 @@ def entry_request(settings: Settings, entry, **overrides: Any) -> FitRequest:
 def engine_baseline(profile) -> int | None:
     """The measured process baseline of the engine behind ``profile`` when it is Python-hosted, else None.
     Measured once per process (about a second: a Python imports the engine and reports its RSS)."""
-    from llmctl.runtimes.llama_cpp import python_engine_baseline
-    from llmctl.runtimes.registry import ENGINE_KEYS, make_engine
-
-    for key in ENGINE_KEYS:
-        try:
-            engine = make_engine(key)
-        except EngineUnavailable:
-            continue
-        if engine.name == profile.name:
-            return python_engine_baseline(key)
-    return None
+    return process_baseline(profile)

@@ -18,9 +18,11 @@ from llmctl.app.settings import Settings
 from llmctl.catalog.errors import LlmctlError
 from llmctl.catalog.store import ModelEntry, name_from_path
 from llmctl.runtimes.base import EngineInfo
-from llmctl.runtimes.ollama import OllamaApi, OllamaError, find_ollama, parse_ollama_host, valid_name
+from llmctl.runtimes.ollama import OllamaApi, find_ollama, parse_ollama_host
 from llmctl.runtimes.ollama_engine import SERVE_NAME, OllamaServe, OllamaServer, engine_info, ollama_name
-from llmctl.runtimes.process import RestartPolicy, StateFile
+from llmctl.runtimes.ollama_wire import OllamaError, valid_name
+from llmctl.runtimes.process import RestartPolicy
+from llmctl.runtimes.process_group import StateFile
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 

@@ -18,7 +18,7 @@ def pull_ollama(ctx: Context, target: str) -> None:
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
     from llmctl.app.ollama import api_for, require_online, to_ollama_name
-    from llmctl.runtimes.ollama import PullFinished, PullProgressed
+    from llmctl.runtimes.ollama_wire import PullFinished, PullProgressed
 
     name = to_ollama_name(target)
     require_online(ctx.settings)
@@ -49,7 +49,7 @@ def import_to_ollama(ctx: Context, source: Path, name: str | None, as_json: bool
     """Upload a GGUF as a blob (unless Ollama has it) and create NAME:TAG from it; record that llmctl made it."""
     from llmctl.app.ollama import CreatedModels, api_for, default_name, import_events
     from llmctl.catalog.gguf import read_gguf
-    from llmctl.runtimes.ollama import BlobUploaded, CreateFinished, CreateProgressed
+    from llmctl.runtimes.ollama_wire import BlobUploaded, CreateFinished, CreateProgressed
 
     read_gguf(source)  # refuse a bad file before uploading gigabytes
     model = default_name(source, name)

@@ -11,6 +11,7 @@ import click
 
 from llmctl.app.cli_context import Context, emit_json, pass_ctx
 from llmctl.app.format import size
+from llmctl.runtimes.registry import FIT_RUNTIMES
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "kb": 10**3, "m": 1 << 20, "mib": 1 << 20, "mb": 10**6,
           "g": 1 << 30, "gib": 1 << 30, "gb": 10**9, "t": 1 << 40, "tib": 1 << 40, "tb": 10**12}
@@ -132,36 +133,11 @@ def _gpu_line(g) -> str:
     return ", ".join([memory, *filter(None, extra), backends]) + f" (read by {g.source})"
 
 
-_ENGINE_FIX = {
-    "apple": "on macOS the xllamacpp wheel is built with Metal: pip install -U xllamacpp; or set "
-             "backends.llama_server to a Metal llama-server (brew install llama.cpp)",
-    "amd": "build llama.cpp with ROCm (cmake -DGGML_HIP=ON, needs the ROCm libraries) or Vulkan "
-           "(-DGGML_VULKAN=ON) and set backends.llama_server to its llama-server",
-    "intel": "build llama.cpp with SYCL (oneAPI: cmake -DGGML_SYCL=ON) or Vulkan (-DGGML_VULKAN=ON) and set "
-             "backends.llama_server to its llama-server",
-    "nvidia": "configure a GPU build: backends.llama_server = a CUDA llama-server, or a CUDA xllamacpp wheel "
-              "(pip install xllamacpp --index-url https://xorbitsai.github.io/xllamacpp/whl/cu124)",
-}
-
-
-def engine_gpu_problem(gpus, devices: tuple[str, ...]) -> tuple[str, str] | None:
-    """(problem, fix) when there is a GPU but the engine's build cannot use it; None when it can (or may: a
-    user's own llama-server says "gpu: as built")."""
-    if not gpus or any(d.startswith("gpu") for d in devices):
-        return None
-    g = gpus[0]
-    if set(g.devices) & set(devices):
-        return None
-    return (f"{g.name} is here ({' or '.join(g.backends)}), but the engine is built for {', '.join(devices)} only: "
-            "the GPU is not used", _ENGINE_FIX.get(g.vendor, _ENGINE_FIX["nvidia"]))
-
-
 @click.command()
 @pass_ctx
 def doctor(ctx: Context) -> None:
     """Check everything llmctl depends on and say what to do about each problem."""
     import os
-    import shutil
 
     problems = 0
 
@@ -181,7 +157,8 @@ def doctor(ctx: Context) -> None:
             line(True, f"{g.name}: unified memory {size(report.ram_total)}, GPU limit {size(g.vram_total)}")
             click.echo(f"     {g.note}")
     from llmctl.app.deployments import launch_plan, vllm_where
-    from llmctl.runtimes.base import EngineUnavailable
+    from llmctl.runtimes.base import ChecksGpuUse, EngineUnavailable
+    from llmctl.runtimes.ollama import find_ollama
     from llmctl.runtimes.registry import describe_engines
 
     try:
@@ -194,12 +171,10 @@ def doctor(ctx: Context) -> None:
                                  vllm=vllm_where(ctx.settings, ctx.paths.data_dir)):
         found = f"{info.version or 'found'} ({info.executable})" if info.found else "not found"
         click.echo(f"     {info.engine}: {found}")
-    problem = engine_gpu_problem(report.gpus, default.info().devices) if default is not None else None
+    problem = default.gpu_problem(report.gpus) if isinstance(default, ChecksGpuUse) else None
     if problem is not None:
         line(False, f"{default.name}: {problem[0]}", problem[1])
-    for name in ("ollama",):
-        found = shutil.which(name)
-        click.echo(f"     {name}: {found or 'not found'}")
+    click.echo(f"     ollama: {find_ollama() or 'not found'}")
     store = ctx.paths.data_dir
     probe_dir = store if store.exists() else store.parent
     while not probe_dir.exists() and probe_dir != probe_dir.parent:
@@ -215,17 +190,20 @@ def doctor(ctx: Context) -> None:
 
 def _resolve_facts(ctx: Context, target: str, runtime: str):
     """(facts, label, runtime) for a .gguf path, a Hugging Face model folder, a registered model, or a catalog
-    name / repo id. A model folder (or a registered one) runs on vLLM, so it is estimated for vLLM."""
+    name / repo id. A model folder (or a registered one) is estimated for the engines that serve safetensors
+    (vLLM); a catalog model in the format of the ``runtime`` family."""
     from llmctl.catalog.catalog import default_quant, facts_for, facts_for_safetensors, find_model
     from llmctl.catalog.errors import LlmctlError
     from llmctl.catalog.facts import facts_from_gguf
     from llmctl.catalog.gguf import read_gguf
     from llmctl.catalog.safetensors_dir import facts_from_model_dir
     from llmctl.catalog.store import ModelStore
+    from llmctl.runtimes.registry import fit_family
 
+    for_folders = fit_family(fmt="safetensors").name
     path = Path(target).expanduser()
     if path.is_dir():
-        return facts_from_model_dir(path), str(path), "vllm"
+        return facts_from_model_dir(path), str(path), for_folders
     if target.endswith(".gguf") or path.is_file():
         return facts_from_gguf(read_gguf(path)), str(path), runtime
     try:
@@ -233,14 +211,15 @@ def _resolve_facts(ctx: Context, target: str, runtime: str):
     except LlmctlError:  # not a valid model name: a catalog name or a repo id
         entry = None
     if entry is not None and entry.format == "safetensors":
-        return facts_from_model_dir(Path(entry.path)), f"{entry.name} ({entry.path})", "vllm"
+        return facts_from_model_dir(Path(entry.path)), f"{entry.name} ({entry.path})", for_folders
     if entry is not None and entry.format == "gguf":
         return facts_from_gguf(read_gguf(Path(entry.path))), f"{entry.name} ({entry.path})", runtime
     model, quant = find_model(target)
-    if runtime == "vllm":
+    if fit_family(runtime).fmt == "safetensors":
         variant = next((v for v in ("awq", "gptq", "fp8") if v in model.safetensors), None)
         if variant is None:
-            raise LlmctlError(f"{model.name} has no AWQ/GPTQ/FP8 variant in the catalog", "use --runtime llama.cpp")
+            raise LlmctlError(f"{model.name} has no AWQ/GPTQ/FP8 variant in the catalog",
+                              f"use --runtime {fit_family(fmt='gguf').name}")
         return (facts_for_safetensors(model, variant),
                 f"{model.name} ({variant.upper()}, {model.safetensors[variant]})", runtime)
     quant = quant or default_quant(model)
@@ -291,7 +270,7 @@ def plan_options(f):
 @click.option("--kv-type", type=click.Choice(["f16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0"]), default=None,
               help="KV cache type (default: backends.kv_type, f16); what serve launches with the same setting.")
 @click.option("--parallel", type=int, default=None, help="Concurrent request slots (default: backends.parallel).")
-@click.option("--runtime", type=click.Choice(["llama.cpp", "vllm"]), default="llama.cpp", show_default=True)
+@click.option("--runtime", type=click.Choice(FIT_RUNTIMES), default=FIT_RUNTIMES[0], show_default=True)
 @click.option("--gpu-layers", default=None,
               help="auto, or a number of layers to offload (default: as serve would, backends.n_gpu_layers or auto).")
 @plan_options

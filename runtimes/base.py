@@ -21,12 +21,16 @@ The hierarchy of errors::
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from llmctl.catalog.errors import LlmctlError
 from llmctl.catalog.estimate import MemoryProfile
+
+if TYPE_CHECKING:
+    from llmctl.runtimes.hardware import GpuInfo
 
 
 class RuntimeFailure(LlmctlError):
@@ -189,4 +193,14 @@ class ChecksDeployment(Protocol):
 
     def preflight(self, d: Deployment) -> None:
         """Raise DeploymentRefused (saying why and what to do) for a deployment this engine would crash on."""
+        ...
+
+
+@runtime_checkable
+class ChecksGpuUse(Protocol):
+    """An engine whose build decides which GPUs it computes on (llama.cpp's wheels and builds)."""
+
+    def gpu_problem(self, gpus: Sequence[GpuInfo]) -> tuple[str, str] | None:
+        """(problem, fix) when there is a GPU this build cannot use, the fix saying how to get one that can; None
+        when it can (or may)."""
         ...

@@ -22,12 +22,17 @@ import shutil
 import subprocess
 import sys
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from llmctl.catalog.estimate import MemoryProfile, MiB
+from llmctl.catalog.estimate import FitRequest, MemoryProfile, MiB
 from llmctl.runtimes.base import CHAT, COMPLETIONS, EMBEDDINGS, TOOLS, VISION, Deployment, EngineInfo
+
+if TYPE_CHECKING:
+    from llmctl.runtimes.hardware import GpuInfo
 
 API_KEY_ENV = "LLAMA_API_KEY"
 
@@ -143,6 +148,9 @@ class XLlamaCpp:
     def failure_reason(self, lines: list[str]) -> str | None:
         return llama_failure_reason(lines)
 
+    def gpu_problem(self, gpus: Sequence[GpuInfo]) -> tuple[str, str] | None:
+        return engine_gpu_problem(gpus, self.info().devices)
+
     def memory_profile(self) -> MemoryProfile:
         # the launcher's process before any model (Python, runtimes.xllamacpp_server and the xllamacpp
         # extension imported): 29.2-31.1 MiB RSS measured here with xllamacpp 2026.10 (benchmarks/fit_accuracy.py
@@ -180,6 +188,9 @@ class LlamaServer:
 
     def failure_reason(self, lines: list[str]) -> str | None:
         return llama_failure_reason(lines)
+
+    def gpu_problem(self, gpus: Sequence[GpuInfo]) -> tuple[str, str] | None:
+        return engine_gpu_problem(gpus, self.info().devices)
 
     def memory_profile(self) -> MemoryProfile:
         return MemoryProfile(self.name, baseline_bytes=16 * MiB)  # measured: 15 MiB before a model
@@ -230,6 +241,9 @@ class LlamaCppPython:
     def failure_reason(self, lines: list[str]) -> str | None:
         return llama_failure_reason(lines)
 
+    def gpu_problem(self, gpus: Sequence[GpuInfo]) -> tuple[str, str] | None:
+        return engine_gpu_problem(gpus, self.info().devices)
+
     def memory_profile(self) -> MemoryProfile:
         # python + llama-cpp-python's server stack: 68-76 MiB here depending on the environment's packages; it
         # reserves logits for the whole ubatch and a full-size sliding-window cache, and serves one sequence
@@ -250,6 +264,39 @@ def wheel_devices(system: str | None = None, machine: str | None = None) -> tupl
     system = system or platform.system()
     machine = (machine or platform.machine()).lower()
     return ("cpu", "metal") if system == "Darwin" and machine in ("arm64", "aarch64") else ("cpu",)
+
+
+# how to get a llama.cpp build that uses a vendor's GPU (an unknown vendor gets NVIDIA's)
+_GPU_BUILDS = {
+    "apple": "on macOS the xllamacpp wheel is built with Metal: pip install -U xllamacpp; or set "
+             "backends.llama_server to a Metal llama-server (brew install llama.cpp)",
+    "amd": "build llama.cpp with ROCm (cmake -DGGML_HIP=ON, needs the ROCm libraries) or Vulkan "
+           "(-DGGML_VULKAN=ON) and set backends.llama_server to its llama-server",
+    "intel": "build llama.cpp with SYCL (oneAPI: cmake -DGGML_SYCL=ON) or Vulkan (-DGGML_VULKAN=ON) and set "
+             "backends.llama_server to its llama-server",
+    "nvidia": "configure a GPU build: backends.llama_server = a CUDA llama-server, or a CUDA xllamacpp wheel "
+              "(pip install xllamacpp --index-url https://xorbitsai.github.io/xllamacpp/whl/cu124)",
+}
+
+
+def engine_gpu_problem(gpus: Sequence[GpuInfo], devices: tuple[str, ...]) -> tuple[str, str] | None:
+    """(problem, fix) when there is a GPU but a llama.cpp build that computes on ``devices`` cannot use it; None
+    when it can (or may: a user's own llama-server says "gpu: as built")."""
+    if not gpus or any(d.startswith("gpu") for d in devices):
+        return None
+    g = gpus[0]
+    if set(g.devices) & set(devices):
+        return None
+    return (f"{g.name} is here ({' or '.join(g.backends)}), but the engine is built for {', '.join(devices)} only: "
+            "the GPU is not used", _GPU_BUILDS.get(g.vendor, _GPU_BUILDS["nvidia"]))
+
+
+def fit_defaults(ctx: int, *, parallel: int, kv_type: str, prompt_cache_mib: int,
+                 overrides: dict[str, Any]) -> FitRequest:
+    """The estimator's input for the default engine (xllamacpp) at the backend defaults, ``overrides`` winning:
+    what `llmctl fit` estimates for llama.cpp when no llama.cpp engine is installed to plan the launch with."""
+    return FitRequest(**{"ctx": ctx, "parallel": parallel, "kv_type": kv_type, "profile": XLlamaCpp().memory_profile(),
+                         "prompt_cache_bytes": prompt_cache_mib << 20, **overrides})
 
 
 def find_llama_server(configured: str | None = None) -> str | None:

@@ -47,16 +47,10 @@ from llmctl.runtimes.base import (
 )
 from llmctl.runtimes.hosted import HostedState
 from llmctl.runtimes.ledger import Footprint, device_bytes
-from llmctl.runtimes.ollama import (
-    OllamaApi,
-    OllamaError,
-    OllamaLoaded,
-    OllamaModel,
-    OllamaModelInfo,
-    serve_command,
-    valid_name,
-)
-from llmctl.runtimes.process import LOG_TAIL_LINES, Backend, RestartPolicy, Settles, StateFile, free_port
+from llmctl.runtimes.ollama import OllamaApi, serve_command
+from llmctl.runtimes.ollama_wire import OllamaError, OllamaLoaded, OllamaModel, OllamaModelInfo, valid_name
+from llmctl.runtimes.process import LOG_TAIL_LINES, Backend, RestartPolicy, Settles, free_port
+from llmctl.runtimes.process_group import StateFile
 
 KEY = "ollama"
 PREFIX = "ollama/"  # llmctl's name of an Ollama model: ollama/NAME:TAG
@@ -245,6 +239,21 @@ class OllamaServer:
             await self.process.stop()
         for api in self._apis.values():
             await api.aclose()
+
+    def status(self) -> dict:
+        """What the controller's status says of this engine."""
+        return {"url": self.base_url, "mode": self.mode, "version": self.version, "error": self.last_error}
+
+    async def announce(self) -> str:
+        """Find (or, in spawn mode, start) Ollama now, so its models are listed at once; the line that says where."""
+        entries = await self.entries(fresh=True)
+        if self.last_error and self.mode == "attach":
+            # most machines have no Ollama: say so in one calm line, not as an error
+            return (f"ollama: none answers at {self.attach_url} (its models are listed once it runs; "
+                    'engines.ollama.mode = "off" stops looking)')
+        if self.last_error:
+            return f"ollama: {self.last_error}"
+        return f"ollama {self.version} {self.mode} at {self.base_url}: {len(entries)} model(s)"
 
     # models (the controller's model directory asks these) ------------------------------------------------------
     async def entries(self, *, fresh: bool = False) -> list[ModelEntry]:

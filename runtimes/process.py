@@ -7,17 +7,16 @@ secret key), a crash after readiness restarts with exponential backoff, a crash 
 in the terminal ``failed`` state with the last log lines, and stop is SIGTERM, a grace period, then SIGKILL.
 
 Every live backend is written to a state file with its pid and process start time, so a controller that was
-SIGKILLed leaves enough behind for the next one to reap its orphans without ever killing a reused pid.
+SIGKILLed leaves enough behind for the next one to reap its orphans without ever killing a reused pid. Stopping
+and reaping a process group, and that state file, are ``runtimes.process_group``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import shutil
-import signal
 import socket
 import time
 from collections import deque
@@ -37,6 +36,7 @@ from llmctl.runtimes.base import (
     PortInUseError,
 )
 from llmctl.runtimes.ledger import UNIFIED, Footprint
+from llmctl.runtimes.process_group import StateFile, kill_group, terminate_group
 
 LOG_TAIL_LINES = 200
 
@@ -88,80 +88,6 @@ def describe_port_owner(port: int) -> str:
                     return f"pid {conn.pid} ({psutil.Process(conn.pid).name()})"
                 return f"pid {conn.pid}"
     return "another process"
-
-
-# the state file ----------------------------------------------------------------------------------------------
-class StateFile:
-    """``backends.json``: name -> {pid, create_time, port, argv}. Written atomically on every change."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def read(self) -> dict[str, dict]:
-        try:
-            data = json.loads(self.path.read_text("utf-8"))
-        except (FileNotFoundError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
-
-    def _write(self, data: dict[str, dict]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2), "utf-8")
-        os.replace(tmp, self.path)
-
-    def put(self, name: str, record: dict) -> None:
-        data = self.read()
-        data[name] = record
-        self._write(data)
-
-    def drop(self, name: str, pid: int | None = None) -> None:
-        data = self.read()
-        if name in data and (pid is None or data[name].get("pid") == pid):
-            del data[name]
-            self._write(data)
-
-    def reap(self, grace: float = 5.0) -> list[dict]:
-        """Kill the process groups of backends a dead controller left behind; return what was reaped.
-
-        A pid is only signalled when the process with that pid started at the recorded time, so a pid the
-        OS has since given to an unrelated process is never touched.
-        """
-        reaped = []
-        for name, rec in self.read().items():
-            pid, created = rec.get("pid"), rec.get("create_time")
-            if not isinstance(pid, int) or not isinstance(created, (int, float)):
-                continue
-            try:
-                proc = psutil.Process(pid)
-                if abs(proc.create_time() - created) > 0.05:
-                    continue  # the pid was reused: not ours
-            except psutil.Error:
-                continue
-            _kill_group(pid, grace)
-            reaped.append({"name": name, **rec})
-        self._write({})
-        return reaped
-
-
-def _kill_group(pgid: int, grace: float) -> None:
-    """SIGTERM the group, wait up to ``grace`` seconds for its leader, then SIGKILL it (blocking)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if not psutil.pid_exists(pgid) or _is_zombie(pgid):
-            break
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return True
 
 
 async def http_status(host: str, port: int, path: str, timeout: float = 2.0, api_key: str | None = None) -> int | None:
@@ -480,8 +406,7 @@ class Backend(Settles):
             code = await proc.wait()
             self._ready.clear()  # not ready any more: a waiter must wait for the restart, not see the old event
             # the leader died on its own: what it forked (vLLM's engine core and workers) must not outlive it
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
+            kill_group(proc.pid)
             await asyncio.wait_for(pump, timeout=2.0)
             return code, was_ready
         except asyncio.CancelledError:
@@ -565,20 +490,7 @@ class Backend(Settles):
             return f"its readiness check failed: {exc!r}"
 
     async def _terminate(self, proc: asyncio.subprocess.Process) -> None:
-        if proc.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), self.policy.stop_grace)
-        except TimeoutError:
-            self._append_log(f"--- llmctl: no exit {self.policy.stop_grace:.0f} s after SIGTERM; sending SIGKILL")
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
-        # the leader is gone; make sure nothing it forked lingers in the group
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        await terminate_group(proc, self.policy.stop_grace, self._append_log)
 
     def _append_log(self, line: str) -> None:
         self.tail.append(line)

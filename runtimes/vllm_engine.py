@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -173,3 +174,10 @@ def missing_info(why: str = "") -> EngineInfo:
     return EngineInfo("vLLM", "vllm", False, None, None, ("safetensors",), CAPABILITIES, ("cpu", "cuda"),
                       HOW_TO_GET, why)
 
+
+def fit_defaults(ctx: int, *, parallel: int, kv_type: str, prompt_cache_mib: int,
+                 overrides: dict[str, Any]) -> FitRequest:
+    """What serve gives a vLLM deployment, for `llmctl fit --runtime vllm`: ``parallel`` requests of ``ctx`` in its
+    KV space, ``overrides`` winning. The backends' KV type and prompt cache are llama.cpp's and do not apply (its
+    cache holds the model's own dtype); no vLLM is asked anything (planning with it would start its python)."""
+    return FitRequest(**{"ctx": ctx, "parallel": parallel, "profile": VLLM_PROFILE, **overrides})

@@ -127,7 +127,7 @@ class ControllerProcess:
             self.proc.wait()
         state = self.home / "state" / "backends.json"
         if state.exists():
-            from llmctl.runtimes.process import StateFile
+            from llmctl.runtimes.process_group import StateFile
 
             StateFile(state).reap(grace=1)
 

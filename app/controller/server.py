@@ -41,14 +41,8 @@ from llmctl.catalog.store import ModelEntry, ModelStore
 from llmctl.runtimes.base import CHAT, COMPLETIONS, EMBEDDINGS, ChecksDeployment, PortInUseError
 from llmctl.runtimes.hardware import GpuProbe
 from llmctl.runtimes.ledger import UNIFIED, device_bytes, holding_now
-from llmctl.runtimes.process import (
-    Backend,
-    RestartPolicy,
-    StateFile,
-    describe_port_owner,
-    free_port,
-    port_is_free,
-)
+from llmctl.runtimes.process import Backend, RestartPolicy, describe_port_owner, free_port, port_is_free
+from llmctl.runtimes.process_group import StateFile
 from llmctl.runtimes.scheduler import Scheduler
 
 
@@ -281,9 +275,7 @@ class Controller:
             "started_at": self.started_at,
             "backends": [b.status() for b in self.scheduler.backends.values()],
             "models": [e.name for e in self.store.list()],
-            "engines": {"ollama": None if self.ollama is None else {
-                "url": self.ollama.base_url, "mode": self.ollama.mode, "version": self.ollama.version,
-                "error": self.ollama.last_error}},
+            "engines": {"ollama": None if self.ollama is None else self.ollama.status()},
             "remotes": [r.status() for r in self.remotes],
         }
 
@@ -333,17 +325,7 @@ class Controller:
     async def _attach_ollama(self) -> None:
         """Find (or, in spawn mode, start) Ollama now, so its models are listed at once; say where."""
         assert self.ollama is not None
-        entries = await self.ollama.entries(fresh=True)
-        if self.ollama.last_error and self.ollama.mode == "attach":
-            # most machines have no Ollama: say so in one calm line, not as an error
-            self.on_event(ControllerEvent("engine", f"ollama: none answers at {self.ollama.attach_url} (its models "
-                                                    "are listed once it runs; engines.ollama.mode = \"off\" stops "
-                                                    "looking)"))
-        elif self.ollama.last_error:
-            self.on_event(ControllerEvent("engine", f"ollama: {self.ollama.last_error}"))
-        else:
-            self.on_event(ControllerEvent("engine", f"ollama {self.ollama.version} {self.ollama.mode} at "
-                                                    f"{self.ollama.base_url}: {len(entries)} model(s)"))
+        self.on_event(ControllerEvent("engine", await self.ollama.announce()))
 
     def _write_state(self) -> None:
         self.paths.state_dir.mkdir(parents=True, exist_ok=True)

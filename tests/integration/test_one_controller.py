@@ -13,7 +13,8 @@ import psutil
 import pytest
 from harness import ControllerProcess, run_cli
 
-from llmctl.runtimes.process import StateFile, free_port
+from llmctl.runtimes.process import free_port
+from llmctl.runtimes.process_group import StateFile
 
 
 @pytest.fixture

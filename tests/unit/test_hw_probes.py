@@ -177,8 +177,7 @@ def test_gpu_table_knows_other_vendors(name: str, vram: int, unified: bool) -> N
 
 
 def test_engine_devices_follow_the_platform() -> None:
-    from llmctl.app.plan import engine_gpu_problem
-    from llmctl.runtimes.llama_cpp import wheel_devices
+    from llmctl.runtimes.llama_cpp import engine_gpu_problem, wheel_devices
 
     assert wheel_devices("Darwin", "arm64") == ("cpu", "metal") and wheel_devices("Linux", "x86_64") == ("cpu",)
     mac = SimpleNamespace(name="Apple M2 Pro", vendor="apple", backends=("Metal",), devices=("metal",))

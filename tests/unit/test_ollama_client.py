@@ -17,21 +17,23 @@ from ollama_fixture import RECORDED_NAME, OllamaFixture, load_transcript
 
 from llmctl.catalog.errors import LlmctlError
 from llmctl.runtimes.ollama import (
-    MAX_BODY,
-    MAX_LINE,
-    BlobUploaded,
-    CreateFinished,
-    CreateProgressed,
     OllamaApi,
-    OllamaError,
-    PullFinished,
-    PullProgressed,
     find_ollama,
     keep_alive_seconds,
     parse_ollama_host,
     serve_command,
     sha256_file,
     to_ollama_keep_alive,
+)
+from llmctl.runtimes.ollama_wire import (
+    MAX_BODY,
+    MAX_LINE,
+    BlobUploaded,
+    CreateFinished,
+    CreateProgressed,
+    OllamaError,
+    PullFinished,
+    PullProgressed,
 )
 
 

@@ -14,13 +14,13 @@ from ollama_fixture import RECORDED_NAME, OllamaFixture
 
 from llmctl.catalog.store import ModelEntry
 from llmctl.runtimes.base import CHAT, COMPLETIONS, EMBEDDINGS, BackendFailed, BackendState, Deployment
-from llmctl.runtimes.ollama import OllamaError
 from llmctl.runtimes.ollama_engine import (
     OllamaServe,
     OllamaServer,
     keep_alive_for,
     ollama_name,
 )
+from llmctl.runtimes.ollama_wire import OllamaError
 from llmctl.runtimes.process import launch_env
 from llmctl.runtimes.scheduler import Scheduler
 

@@ -95,7 +95,8 @@ def test_is_loopback_parses_the_address(host: str, loopback: bool) -> None:
 
 def test_ollama_engine_settings_and_model_ttl(llmctl_home: Path, monkeypatch) -> None:
     from llmctl.app.ollama import attach_url, make_server, spawn_models_dir
-    from llmctl.runtimes.process import RestartPolicy, StateFile
+    from llmctl.runtimes.process import RestartPolicy
+    from llmctl.runtimes.process_group import StateFile
 
     paths = resolve_paths()
     s = load_settings(paths)

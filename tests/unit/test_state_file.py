@@ -11,7 +11,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from llmctl.runtimes.process import StateFile, describe_port_owner, free_port, port_is_free
+from llmctl.runtimes.process import describe_port_owner, free_port, port_is_free
+from llmctl.runtimes.process_group import StateFile
 
 
 @pytest.fixture

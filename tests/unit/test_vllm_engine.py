@@ -18,7 +18,8 @@ from llmctl.catalog.estimate import VLLM_PROFILE, FitRequest, vllm_cpu_kv_bytes
 from llmctl.catalog.safetensors_dir import facts_from_model_dir
 from llmctl.catalog.store import ModelEntry
 from llmctl.runtimes.base import BackendState, ChecksDeployment, ChecksReadiness, Deployment, EngineUnavailable
-from llmctl.runtimes.process import Backend, RestartPolicy, StateFile, free_port
+from llmctl.runtimes.process import Backend, RestartPolicy, free_port
+from llmctl.runtimes.process_group import StateFile
 from llmctl.runtimes.registry import VllmWhere, describe_engines, pick_engine
 from llmctl.runtimes.vllm import INSTALLED_STAMP, VllmRefused, managed_venv
 from llmctl.runtimes.vllm_engine import VllmEngine
