@@ -11,8 +11,9 @@ answer used are charged to its key afterwards.
 
 Failover: a model whose profile names a ``fallback`` (a remote's copy, ``REMOTE/MODEL``, or the other way round)
 hands a request to it when it cannot take it before the first byte: failed or unreachable, does not fit, still
-loading past the wait, refused the connection twice, or (upstream) answered 502/503/504. Which model answered is
-in the ``X-Llmctl-Served-By`` header and the request record. Once a byte has gone back, nothing fails over.
+loading past the wait, refused or dropped the connection twice, or (upstream) answered 502/503/504. Which model
+answered is in the ``X-Llmctl-Served-By`` header and the request record. Once a byte has gone back, nothing fails
+over.
 """
 
 from __future__ import annotations
@@ -62,6 +63,11 @@ class BackendGone(Exception):
 
 class _Refused(Exception):
     """A backend refused the connection twice (nothing was sent back to the client)."""
+
+
+class _NoAnswer(ApiError):
+    """The upstream gave no answer (it dropped the connection on the retry too): nothing was sent back, so another
+    model may take the request; with none left, the client gets this error."""
 
 
 class _UpstreamDown(Exception):
@@ -287,7 +293,7 @@ class Gateway:
                                            fail_over=more)
                 rec.served_by = target.name if target is not entry else None
                 return answer
-            except (LlmctlError, ModelLoading, _Refused, _UpstreamDown) as exc:
+            except (LlmctlError, ModelLoading, _Refused, _UpstreamDown, _NoAnswer) as exc:
                 if not more:
                     raise
                 # nothing was sent back yet: the next model that serves the same weights takes it
@@ -367,8 +373,8 @@ class Gateway:
                 data = await _bounded(up)
                 status, ctype = up.status, up.headers.get("Content-Type", "application/json")
         except _UPSTREAM_ERRORS as exc:
-            raise ApiError(502, f"the model server failed while answering ({type(exc).__name__}); "
-                           "see `llmctl logs`", code="backend_error") from None
+            raise _NoAnswer(502, f"the model server failed while answering ({type(exc).__name__}); "
+                            "see `llmctl logs`", code="backend_error") from None
         if fail_over and status in _DOWN:
             raise _UpstreamDown(status)
         usage = None
@@ -386,8 +392,8 @@ class Gateway:
         try:
             upstream = await self._post(url, auth, raw)
         except _UPSTREAM_ERRORS as exc:
-            raise ApiError(502, f"the model server did not answer ({type(exc).__name__})",
-                           code="backend_error") from None
+            raise _NoAnswer(502, f"the model server did not answer ({type(exc).__name__})",
+                            code="backend_error") from None
         finished = False
         try:
             ctype = upstream.headers.get("Content-Type", "application/json")

@@ -340,3 +340,33 @@ async def test_remote_deployments_take_no_room_and_are_never_victims(remotes) ->
         assert isinstance(entry, ModelEntry)
     finally:
         await c.close()
+
+
+async def test_a_remote_that_drops_the_connection_twice_fails_over(remotes) -> None:
+    """Accepted, then closed before any answer, on the first try and on the retry: nothing reached the client, so
+    the fallback answers; with none, a clear 502."""
+    a = await remotes(["m", "solo"], name="a")
+    b = await remotes(["m"], name="b")
+    c = await start_controller(f'[remotes.a]\nurl = "{a.url}"\n[remotes.b]\nurl = "{b.url}"\n'
+                               '[models."a/m"]\nfallback = "b/m"\n')
+    try:
+        async with httpx.AsyncClient(base_url=c.url, timeout=20) as http:
+            a.drops = 2
+            r = await http.post("/v1/chat/completions", json=chat("a/m"))
+            assert r.status_code == 200, r.text
+            assert r.headers["X-Llmctl-Served-By"] == "b/m" and r.json()["choices"][0]["message"]["content"] == \
+                "b says hi to m"
+            assert a.drops == 0  # both tries reached it
+            a.drops = 2
+            async with http.stream("POST", "/v1/chat/completions", json=chat("a/m", stream=True)) as s:
+                assert s.status_code == 200 and s.headers["X-Llmctl-Served-By"] == "b/m"
+                text = "".join([json.loads(line[6:])["choices"][0]["delta"]["content"]
+                                async for line in s.aiter_lines() if line.startswith("data: {")])
+            assert text.strip() == "b says hi to m" and a.drops == 0
+            assert [f[1:3] for f in c.gateway.failovers] == [("a/m", "b/m")] * 2
+            a.drops = 2
+            r = await http.post("/v1/chat/completions", json=chat("a/solo"))
+            assert r.status_code == 502 and r.json()["error"]["code"] == "backend_error"
+            assert (await http.post("/v1/chat/completions", json=chat("a/m"))).headers["X-Llmctl-Served-By"] == "a/m"
+    finally:
+        await c.close()
