@@ -26,14 +26,22 @@ import re
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 
 from llmctl.catalog.store import ModelEntry
-from llmctl.runtimes.base import CHAT, COMPLETIONS, EMBEDDINGS, BackendFailed, BackendState, Deployment
+from llmctl.runtimes.base import (
+    CHAT,
+    COMPLETIONS,
+    EMBEDDINGS,
+    BackendFailed,
+    BackendState,
+    Deployment,
+    RequestTimeouts,
+)
 from llmctl.runtimes.hosted import HostedState
 from llmctl.runtimes.ledger import Footprint
 from llmctl.runtimes.process import LOG_TAIL_LINES
@@ -69,6 +77,8 @@ class RemoteSpec:
     backoff_max: float = 60.0
     unusable: str | None = None
     key_source: str = "none"  # where its key comes from, for `remotes list`: "env VAR", "keyring", "none"
+    # a proxied request: connecting, then its first byte, then each wait for more (RemoteSettings documents them)
+    timeouts: RequestTimeouts = field(default_factory=lambda: RequestTimeouts(10.0, 300.0, 300.0))
 
 
 class RemoteServer:
@@ -353,6 +363,11 @@ class RemoteDeployment(HostedState):
     @property
     def upstream_model(self) -> str:
         return self.upstream
+
+    @property
+    def timeouts(self) -> RequestTimeouts:
+        """What the gateway allows a request to this remote: a remote that stalls is failed over, not waited on."""
+        return self.server.spec.timeouts
 
     @property
     def alive(self) -> bool:

@@ -370,3 +370,43 @@ async def test_a_remote_that_drops_the_connection_twice_fails_over(remotes) -> N
             assert (await http.post("/v1/chat/completions", json=chat("a/m"))).headers["X-Llmctl-Served-By"] == "a/m"
     finally:
         await c.close()
+
+
+async def test_a_remote_that_accepts_and_stalls_is_failed_over_or_ended_never_waited_on(remotes) -> None:
+    """Before its first byte a stall past ``first_byte_timeout`` goes to the fallback (or is a 504); after it, a
+    stall past ``read_timeout`` ends the stream with an error event."""
+    a = await remotes(["m", "solo"], name="a")
+    b = await remotes(["m"], name="b")
+    c = await start_controller(f'[remotes.a]\nurl = "{a.url}"\nfirst_byte_timeout = 1\nread_timeout = 1\n'
+                               f'[remotes.b]\nurl = "{b.url}"\n[models."a/m"]\nfallback = "b/m"\n')
+    try:
+        async with httpx.AsyncClient(base_url=c.url, timeout=20) as http:
+            a.mode = "stall"
+            t0 = time.monotonic()
+            r = await http.post("/v1/chat/completions", json=chat("a/m"))
+            assert r.status_code == 200 and r.headers["X-Llmctl-Served-By"] == "b/m", r.text
+            assert 0.9 < time.monotonic() - t0 < 5
+            async with http.stream("POST", "/v1/chat/completions", json=chat("a/m", stream=True)) as s:
+                assert s.status_code == 200 and s.headers["X-Llmctl-Served-By"] == "b/m"
+                text = "".join([json.loads(line[6:])["choices"][0]["delta"]["content"]
+                                async for line in s.aiter_lines() if line.startswith("data: {")])
+            assert text.strip() == "b says hi to m"
+            assert "sent nothing for 1 s" in c.gateway.failovers[-1][3]
+            for stream in (False, True):  # no fallback: a clear 504 in the OpenAI shape
+                r = await http.post("/v1/chat/completions", json=chat("a/solo", stream=stream))
+                assert r.status_code == 504 and r.json()["error"]["code"] == "backend_timeout"
+                assert "accepted the request, then sent nothing for 1 s" in r.json()["error"]["message"]
+
+            a.mode = "stall-mid-stream"  # one chunk, then nothing: the stream has begun, so it is ended
+            t0 = time.monotonic()
+            async with http.stream("POST", "/v1/chat/completions", json=chat("a/m", stream=True)) as s:
+                assert s.status_code == 200 and s.headers["X-Llmctl-Served-By"] == "a/m"
+                events = [json.loads(line[6:]) async for line in s.aiter_lines() if line.startswith("data: {")]
+            assert time.monotonic() - t0 < 5
+            assert events[0]["choices"][0]["delta"]["content"] == "a "
+            assert events[-1]["error"]["code"] == "backend_error"
+            assert "stalled mid-stream (sent nothing for 1 s); the stream was ended" in events[-1]["error"]["message"]
+            records = (await http.get("/llmctl/v1/requests")).json()["requests"]
+            assert [x["status"] for x in records] == [200, 200, 504, 504, 502]
+    finally:
+        await c.close()
