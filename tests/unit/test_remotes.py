@@ -410,3 +410,33 @@ async def test_a_remote_that_accepts_and_stalls_is_failed_over_or_ended_never_wa
             assert [x["status"] for x in records] == [200, 200, 504, 504, 502]
     finally:
         await c.close()
+
+
+async def test_names_a_remote_has_not_listed_are_taken_only_so_far(remotes) -> None:
+    """While a remote's list is unknown, an unlisted name gets a 503 saying why; each is remembered (a deployment,
+    a queue, a log file), so only MAX_UNLISTED of them, MAX_UNLISTED_LEN long at most; more get a clear 400."""
+    from llmctl.runtimes.remote import MAX_UNLISTED, MAX_UNLISTED_LEN
+
+    box = await remotes(["m"])
+    await box.stop()  # down since start: its list is unknown
+    c = await start_controller(f'[remotes.box]\nurl = "{box.url}"\nbackoff_initial = 0.1\nbackoff_max = 0.2\n')
+    try:
+        async with httpx.AsyncClient(base_url=c.url, timeout=10) as http:
+            for i in range(MAX_UNLISTED):
+                r = await http.post("/v1/chat/completions", json=chat(f"box/m{i}"))
+                assert r.status_code == 503 and "remote box" in r.json()["error"]["message"]
+            r = await http.post("/v1/chat/completions", json=chat("box/one-too-many"))
+            assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_model"
+            assert f"{MAX_UNLISTED} other unlisted names are already in use" in r.json()["error"]["message"]
+            assert (await http.post("/v1/chat/completions", json=chat("box/m0"))).status_code == 503  # still taken
+            r = await http.post("/v1/chat/completions", json=chat("box/" + "x" * (MAX_UNLISTED_LEN + 1)))
+            assert r.status_code == 400 and f"longer than {MAX_UNLISTED_LEN}" in r.json()["error"]["message"]
+            assert len([n for n in c.scheduler.backends if n.startswith("box/")]) == MAX_UNLISTED
+            assert len(list(c.paths.logs_dir.glob("box_*.log"))) == MAX_UNLISTED
+
+            await box.start()  # its list known: its models are names, others are not
+            await wait_for(lambda: c.remotes[0].state == "ready")
+            assert (await http.post("/v1/chat/completions", json=chat("box/m"))).status_code == 200
+            assert (await http.post("/v1/chat/completions", json=chat("box/m99"))).status_code == 404
+    finally:
+        await c.close()
