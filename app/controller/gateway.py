@@ -79,8 +79,8 @@ class _Refused(Exception):
 
 
 class _NoAnswer(ApiError):
-    """The upstream gave no answer (it dropped the connection on the retry too): nothing was sent back, so another
-    model may take the request; with none left, the client gets this error."""
+    """The upstream gave no answer (it dropped the connection on the retry too, or sent nothing within its first-byte
+    bound): nothing was sent back, so another model may take the request; with none left, the client gets this."""
 
 
 class _Stalled(Exception):
