@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from llmctl.app.settings import RemoteSettings, Settings, is_loopback, offline
 from llmctl.catalog.errors import ConfigError, LlmctlError
+from llmctl.runtimes.base import RequestTimeouts
 from llmctl.runtimes.remote import RemoteServer, RemoteSpec
 
 KEYRING_SERVICE = "llmctl"
@@ -76,7 +77,9 @@ def make_spec(settings: Settings, name: str, cfg: RemoteSettings) -> tuple[Remot
         key, unusable = resolve_key(name, cfg)
     spec = RemoteSpec(name=name, root=cfg.url, prefix=cfg.prefix or f"{name}/", models=tuple(cfg.models),
                       health_interval=cfg.health_interval, backoff_initial=cfg.backoff_initial,
-                      backoff_max=cfg.backoff_max, unusable=unusable, key_source=key_source(cfg))
+                      backoff_max=cfg.backoff_max, unusable=unusable, key_source=key_source(cfg),
+                      timeouts=RequestTimeouts(connect=cfg.connect_timeout, first_byte=cfg.first_byte_timeout,
+                                               between_chunks=cfg.read_timeout))
     return spec, key
 
 

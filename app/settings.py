@@ -285,6 +285,16 @@ class RemoteSettings(BaseModel):
     """While it is down, the first retry comes after this many seconds, then twice as long each time..."""
     backoff_max: float = Field(60.0, gt=0)
     """...up to this."""
+    connect_timeout: float = Field(10.0, gt=0, le=300)
+    """Seconds to open a connection to it for a request; past it, the request goes to the model's ``fallback`` (or
+    gets 502) and the remote is marked down until its next health check."""
+    first_byte_timeout: float = Field(300.0, gt=0, le=3600)
+    """Seconds from sending a request to the first byte of its answer: a stream's first chunk, or the whole of a
+    non-streamed answer (a server sends nothing until that is done). A remote that accepts a request and then
+    sends nothing this long is treated like one that refused it: the ``fallback`` answers, else 504."""
+    read_timeout: float = Field(300.0, gt=0, le=3600)
+    """Seconds the gateway waits for more of an answer once it has begun; a stream that stalls longer is ended with
+    an error event."""
     enabled: bool = True
 
     @field_validator("url")

@@ -93,8 +93,9 @@ class ModelStore:
             stat = self.file.stat()
         except FileNotFoundError:
             return {}
-        if self._cache and self._cache[0] == stat.st_mtime_ns:
-            return self._cache[1]
+        cache = self._cache  # read once: a writer in another thread (the controller's) may clear it meanwhile
+        if cache and cache[0] == stat.st_mtime_ns:
+            return cache[1]
         try:
             raw = json.loads(self.file.read_text("utf-8"))
         except (OSError, ValueError) as exc:

@@ -116,6 +116,18 @@ class Deployment:
 
 
 @dataclass(frozen=True, slots=True)
+class RequestTimeouts:
+    """Bounds on one proxied request, for a deployment that has them (a remote's; a supervised local engine has
+    none: its process is watched instead). Seconds; None: unbounded. ``first_byte`` runs from sending the request to
+    the first byte of the answer (a whole non-streamed answer, or a stream's first chunk): until then the request
+    may still go to another model. ``between_chunks`` bounds every wait for more of an answer after that."""
+
+    connect: float | None = None
+    first_byte: float | None = None
+    between_chunks: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class EngineInfo:
     """What ``llmctl runtimes`` says about one engine."""
 

@@ -21,19 +21,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import re
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 
+from llmctl.catalog.errors import LlmctlError
 from llmctl.catalog.store import ModelEntry
-from llmctl.runtimes.base import CHAT, COMPLETIONS, EMBEDDINGS, BackendFailed, BackendState, Deployment
+from llmctl.runtimes.base import (
+    CHAT,
+    COMPLETIONS,
+    EMBEDDINGS,
+    BackendFailed,
+    BackendState,
+    Deployment,
+    RequestTimeouts,
+)
 from llmctl.runtimes.hosted import HostedState
 from llmctl.runtimes.ledger import Footprint
 from llmctl.runtimes.process import LOG_TAIL_LINES
@@ -45,6 +55,11 @@ RECHECK_AFTER = 1.0  # a start reuses a check younger than this
 # an upstream model id: what vLLM (org/name), Ollama (name:tag) and cloud APIs (name@version) use; no spaces,
 # control characters, "..", "//", or anything a terminal or a path could misread
 _MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+=-]{0,255}$")
+# while a remote's list is unknown (down since start, or skipped), names it has not listed are taken on trust so that
+# a request gets a 503 saying why rather than a 404; each becomes a deployment, a queue and a log file, so only this
+# many per remote, this long at most
+MAX_UNLISTED = 16
+MAX_UNLISTED_LEN = 128
 
 
 def valid_model_id(value: object) -> str | None:
@@ -69,6 +84,8 @@ class RemoteSpec:
     backoff_max: float = 60.0
     unusable: str | None = None
     key_source: str = "none"  # where its key comes from, for `remotes list`: "env VAR", "keyring", "none"
+    # a proxied request: connecting, then its first byte, then each wait for more (RemoteSettings documents them)
+    timeouts: RequestTimeouts = field(default_factory=lambda: RequestTimeouts(10.0, 300.0, 300.0))
 
 
 class RemoteServer:
@@ -90,6 +107,7 @@ class RemoteServer:
         self.checks = 0
         self.ids: list[str] | None = list(spec.models) if spec.models else None  # None: never listed
         self.rejected: list[str] = []  # ids the remote listed that are not valid names (shown, not served)
+        self.unlisted: list[str] = []  # ids taken on trust while its list was unknown (at most MAX_UNLISTED)
         self._client: httpx.AsyncClient | None = None
         self._deployments: dict[str, RemoteDeployment] = {}
         self._monitor: asyncio.Task[None] | None = None
@@ -130,8 +148,9 @@ class RemoteServer:
 
     async def entry(self, name: str) -> ModelEntry | None:
         """The model named ``PREFIX + id`` (the id as the remote spells it; matched without case when unique). While
-        the remote's list is unknown (down since start, or skipped) any valid id is taken, so that a request gets
-        a 503 saying why rather than a 404."""
+        the remote's list is unknown (down since start, or skipped) a valid id is taken, so that a request gets a 503
+        saying why rather than a 404: up to ``MAX_UNLISTED`` of them, ``MAX_UNLISTED_LEN`` characters long at most
+        (``UnlistedRefused`` past that)."""
         if not name.startswith(self.prefix):
             return None
         wanted = name[len(self.prefix):]
@@ -142,8 +161,26 @@ class RemoteServer:
         if len(folded) == 1:
             return self._entry(folded[0])
         if self.ids is None and valid_model_id(wanted) is not None:
+            if wanted not in self.unlisted:
+                self._take_unlisted(wanted)
             return self._entry(wanted)
         return None
+
+    def _take_unlisted(self, wanted: str) -> None:
+        why = "is down" if self.spec.unusable is None else "is skipped"
+        if len(wanted) > MAX_UNLISTED_LEN:
+            raise UnlistedRefused(
+                f"{self.prefix}{wanted[:40]}... is not a model {self.name} has listed, and longer than "
+                f"{MAX_UNLISTED_LEN} characters",
+                f"{self.name} {why}, so its models are not known; llmctl takes unlisted names up to that length.")
+        if len(self.unlisted) >= MAX_UNLISTED:
+            raise UnlistedRefused(
+                f"{self.prefix}{wanted} is not a model {self.name} has listed, and {MAX_UNLISTED} other unlisted "
+                "names are already in use for it",
+                f"{self.name} {why}, so its models are not known yet: ask for one of "
+                f"{', '.join(self.unlisted[:3])}..., wait until it answers (`llmctl remotes list`), or list its "
+                f"models under [remotes.{self.name}] models = [...].")
+        self.unlisted.append(wanted)
 
     def deployment(self, entry: ModelEntry, *, ttl: float | None = None, log_dir: Path,
                    on_change: Callable[[RemoteDeployment], None] | None = None) -> RemoteDeployment:
@@ -295,6 +332,18 @@ class RemoteError(Exception):
     """A health check or listing failed; the text says how."""
 
 
+class UnlistedRefused(LlmctlError):
+    """A name the remote has not listed, past what llmctl takes on trust while its list is unknown."""
+
+
+def _log_name(name: str) -> str:
+    """A model name as a log file name: one path component, short enough for any file system (ids run to 256)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)
+    if len(safe) > 120:
+        safe = f"{safe[:100]}-{hashlib.sha256(name.encode()).hexdigest()[:16]}"
+    return safe + ".log"
+
+
 def _why(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return "connection refused" if "refused" in text.lower() else text[:200]
@@ -320,7 +369,7 @@ class RemoteDeployment(HostedState):
                                or (443 if server.base_url.startswith("https") else 80), host=urlsplit(
                                    server.base_url).hostname or "",
                                parallel=REMOTE_PARALLEL)
-        self.log_path = log_dir / f"{re.sub(r'[^A-Za-z0-9._-]', '_', entry.name)}.log"
+        self.log_path = log_dir / _log_name(entry.name)
         self.on_change = on_change
         self.footprint = Footprint()  # nothing in the local ledger
         self.pinned = False
@@ -353,6 +402,11 @@ class RemoteDeployment(HostedState):
     @property
     def upstream_model(self) -> str:
         return self.upstream
+
+    @property
+    def timeouts(self) -> RequestTimeouts:
+        """What the gateway allows a request to this remote: a remote that stalls is failed over, not waited on."""
+        return self.server.spec.timeouts
 
     @property
     def alive(self) -> bool:

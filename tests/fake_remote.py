@@ -1,9 +1,12 @@
 """A fake remote for the remotes tests: an OpenAI-compatible server on loopback (aiohttp, in the test's own loop)
 that records every request that reaches it (path, headers, body), can require an API key, and can be told to fail:
-answer 503, redirect elsewhere, or stop listening (connection refused) and come back on the same port."""
+answer 503, redirect elsewhere, stop listening (connection refused) and come back on the same port, drop the
+connection of the next N requests before answering, or accept a request and stall: before its first byte
+(``mode = "stall"``), or after the first chunk of a stream (``mode = "stall-mid-stream"``)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from aiohttp import web
@@ -18,8 +21,10 @@ class FakeRemote:
         self.name = name
         self.port = free_port()
         self.seen: list[tuple[str, str, dict[str, str], dict | None]] = []  # (method, path, headers, body)
-        self.mode = "ok"  # ok | 503
+        self.mode = "ok"  # ok | 503 | stall | stall-mid-stream
+        self.drops = 0  # the next this many chat requests lose their connection before any answer
         self.redirect_to: str | None = None
+        self._unstall = asyncio.Event()  # set when it stops: a stalled handler ends, so stopping never waits on it
         self._runner: web.AppRunner | None = None
 
     @property
@@ -30,6 +35,7 @@ class FakeRemote:
         return {headers.get("Authorization") for _m, _p, headers, _b in self.seen}
 
     async def start(self) -> FakeRemote:
+        self._unstall = asyncio.Event()
         app = web.Application()
         app.add_routes([web.get("/v1/models", self._models), web.post("/v1/chat/completions", self._chat)])
         self._runner = web.AppRunner(app, handle_signals=False)
@@ -38,6 +44,7 @@ class FakeRemote:
         return self
 
     async def stop(self) -> None:
+        self._unstall.set()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -62,6 +69,14 @@ class FakeRemote:
             return refused
         if self.redirect_to is not None:
             raise web.HTTPTemporaryRedirect(self.redirect_to + "/v1/chat/completions")
+        if self.drops:
+            self.drops -= 1
+            assert request.transport is not None
+            request.transport.abort()  # the client sees the connection end before any answer
+            return web.Response()
+        if self.mode == "stall":
+            await self._unstall.wait()
+            return web.json_response({"error": {"message": "stopped", "type": "server", "code": 503}}, status=503)
         if self.mode == "503":
             return web.json_response({"error": {"message": "overloaded", "type": "server", "code": 503}}, status=503)
         text = f"{self.name} says hi to {body['model']}"
@@ -72,10 +87,13 @@ class FakeRemote:
                                       "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}})
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        for word in text.split(" "):
+        for i, word in enumerate(text.split(" ")):
             chunk = {"id": "x", "object": "chat.completion.chunk", "model": body["model"],
                      "choices": [{"index": 0, "delta": {"content": word + " "}, "finish_reason": None}]}
             await response.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+            if i == 0 and self.mode == "stall-mid-stream":
+                await self._unstall.wait()
+                return response
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response

@@ -12,8 +12,8 @@ Any other path (where a client expects, say, llmctl's controller) answers 404 in
 obeys the same ``status`` and ``cut_after`` switches, so clients of other services can be failed the same way.
 
 Switches on ``HubServer`` make it misbehave: cut a body after N bytes, corrupt a byte, answer a status (a number of
-times, with ``Retry-After``), stall, and lie as a hostile mirror would: a malformed commit or LFS sha, a body
-longer than listed.
+times, with ``Retry-After``), stall (before a body, or one repo's listing), and lie as a hostile mirror would: a
+malformed commit or LFS sha, a body longer than listed.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ class HubServer:
     oversize: int = 0  # append this many junk bytes to every body (Content-Length included)
     stall: float = 0.0  # seconds to wait before each body
     chunk_delay: float = 0.0  # seconds between 64 KiB chunks (a slow link)
+    api_delay: dict[str, float] = field(default_factory=dict)  # repo -> seconds its model info takes (a slow Hub)
     gated: set[str] = field(default_factory=set)  # repos that need a token
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)  # (method, path, Range)
     times: list[float] = field(default_factory=list)  # time.monotonic() of each request, in order
@@ -121,6 +122,9 @@ class HubServer:
 
     async def _info(self, request: web.Request) -> web.Response:
         self._log(request)
+        delay = self.api_delay.get(f"{request.match_info['org']}/{request.match_info['name']}")
+        if delay:
+            await asyncio.sleep(delay)
         if (switched := self._switched(self.api_status)) is not None:
             return switched
         files = self._files(request)

@@ -127,9 +127,16 @@ class ControlApi:
         logs_dir = self.c.paths.logs_dir
         fallback = logs_dir / f"{name.replace('/', '_').replace(':', '_')}.log"
         path = backend.log_path if backend is not None else fallback
-        if not _inside(path, logs_dir) or not path.is_file():
+
+        def read() -> tuple[list[str], int] | None:  # a file read (up to a MiB): off the loop, streams go on
+            if not _inside(path, logs_dir) or not path.is_file():
+                return None
+            return _read_log(path, tail, since)
+
+        found = await asyncio.to_thread(read)
+        if found is None:
             raise ApiError(404, f"no logs for '{name}': it has not run under this controller", code="no_logs")
-        lines, end = _read_log(path, tail, since)
+        lines, end = found
         return web.json_response({"model": name, "lines": lines, "next": end, "log_path": str(path),
                                   "state": backend.state.value if backend is not None else "stopped"})
 

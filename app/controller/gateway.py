@@ -11,8 +11,14 @@ answer used are charged to its key afterwards.
 
 Failover: a model whose profile names a ``fallback`` (a remote's copy, ``REMOTE/MODEL``, or the other way round)
 hands a request to it when it cannot take it before the first byte: failed or unreachable, does not fit, still
-loading past the wait, refused the connection twice, or (upstream) answered 502/503/504. Which model answered is
-in the ``X-Llmctl-Served-By`` header and the request record. Once a byte has gone back, nothing fails over.
+loading past the wait, refused or dropped the connection twice, sent nothing within its first-byte bound, or
+(upstream) answered 502/503/504. Which model answered is in the ``X-Llmctl-Served-By`` header and the request
+record. Once a byte has gone back, nothing fails over.
+
+Bounds: a deployment may carry ``RequestTimeouts`` (a remote's, from its settings): connecting, the first byte (a
+stream's first chunk, which is why a stream's headers go back with its first chunk, not before), and each wait for
+more after that; a stream that stalls past the last ends with an error event. A supervised local engine has none:
+its process is watched instead.
 """
 
 from __future__ import annotations
@@ -35,7 +41,15 @@ from llmctl.app.controller.security import EXTRA_HEADERS, KEY_STATE
 from llmctl.app.controller.validation import check_chat, check_completion, check_embeddings
 from llmctl.catalog.errors import LlmctlError
 from llmctl.catalog.store import ModelEntry
-from llmctl.runtimes.base import CHAT, COMPLETIONS, EMBEDDINGS, BackendFailed, BackendState, DeploymentRefused
+from llmctl.runtimes.base import (
+    CHAT,
+    COMPLETIONS,
+    EMBEDDINGS,
+    BackendFailed,
+    BackendState,
+    DeploymentRefused,
+    RequestTimeouts,
+)
 from llmctl.runtimes.ledger import DoesNotFit
 from llmctl.runtimes.ollama import keep_alive_seconds
 from llmctl.runtimes.scheduler import ModelLoading, Scheduler
@@ -62,6 +76,22 @@ class BackendGone(Exception):
 
 class _Refused(Exception):
     """A backend refused the connection twice (nothing was sent back to the client)."""
+
+
+class _NoAnswer(ApiError):
+    """The upstream gave no answer (it dropped the connection on the retry too, or sent nothing within its first-byte
+    bound): nothing was sent back, so another model may take the request; with none left, the client gets this."""
+
+
+class _Stalled(Exception):
+    """The upstream sent nothing within a bound (``RequestTimeouts``)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"sent nothing for {seconds:g} s")
+        self.seconds = seconds
+
+
+_UNBOUNDED = RequestTimeouts()  # a supervised engine: its process is watched, its requests are not timed
 
 
 class _UpstreamDown(Exception):
@@ -287,7 +317,7 @@ class Gateway:
                                            fail_over=more)
                 rec.served_by = target.name if target is not entry else None
                 return answer
-            except (LlmctlError, ModelLoading, _Refused, _UpstreamDown) as exc:
+            except (LlmctlError, ModelLoading, _Refused, _UpstreamDown, _NoAnswer) as exc:
                 if not more:
                     raise
                 # nothing was sent back yet: the next model that serves the same weights takes it
@@ -318,12 +348,13 @@ class Gateway:
                     url, auth = backend.base_url + path, backend.auth_headers
                     sent = _renamed(raw, body, backend.upstream_model)
                     headers = {"X-Llmctl-Served-By": entry.name}
+                    limits = getattr(backend, "timeouts", None) or _UNBOUNDED  # a remote's; none for a local one
                     if stream:
                         response, status, error = await self._stream(request, url, auth, sent, meter, entry.name,
-                                                                      headers, fail_over)
+                                                                      headers, fail_over, limits)
                         usage = None
                     else:
-                        response, status, usage = await self._unary(url, auth, sent, headers, fail_over)
+                        response, status, usage = await self._unary(url, auth, sent, headers, fail_over, limits)
                         error = None
                     if status in (401, 403) and getattr(backend, "remote", False):
                         # the remote refused llmctl's key: not the client's key, so not the client's 401
@@ -343,32 +374,40 @@ class Gateway:
                 await _noticed(backend)
         raise AssertionError("unreachable")
 
-    async def _post(self, url: str, auth: dict[str, str], raw: bytes) -> aiohttp.ClientResponse:
+    async def _post(self, url: str, auth: dict[str, str], raw: bytes,
+                    limits: RequestTimeouts = _UNBOUNDED) -> aiohttp.ClientResponse:
         """POST to a backend. A pooled connection the backend closed between requests (llama-server's HTTP
         library does so after a number of keep-alive requests) fails before any answer; inference has no side
         effects, so that one case is retried once on a fresh connection."""
         assert self.session is not None
         headers = {"Content-Type": "application/json", **auth}
         # never redirected: a backend's key (a remote's API key) goes to its own address only
+        kw = {} if limits.connect is None else {
+            "timeout": aiohttp.ClientTimeout(total=None, sock_connect=limits.connect, sock_read=None)}
         try:
-            return await self.session.post(url, data=raw, headers=headers, allow_redirects=False)
+            return await self.session.post(url, data=raw, headers=headers, allow_redirects=False, **kw)
         except _NOT_CONNECTED:
             raise BackendGone from None
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
             try:
-                return await self.session.post(url, data=raw, headers=headers, allow_redirects=False)
+                return await self.session.post(url, data=raw, headers=headers, allow_redirects=False, **kw)
             except _NOT_CONNECTED:
                 raise BackendGone from None
 
     async def _unary(self, url: str, auth: dict[str, str], raw: bytes, headers: dict[str, str],
-                     fail_over: bool = False) -> tuple[web.Response, int, dict | None]:
+                     fail_over: bool = False, limits: RequestTimeouts = _UNBOUNDED,
+                     ) -> tuple[web.Response, int, dict | None]:
         try:
-            async with await self._post(url, auth, raw) as up:
-                data = await _bounded(up)
+            up = await _within(limits.first_byte, self._post(url, auth, raw, limits))
+            async with up:
+                data = await _bounded(up, limits.between_chunks)
                 status, ctype = up.status, up.headers.get("Content-Type", "application/json")
+        except _Stalled as exc:  # nothing has gone back: like a refusal, another model may answer
+            raise _NoAnswer(504, f"the model server accepted the request, then {exc}; see `llmctl remotes list`",
+                            code="backend_timeout") from None
         except _UPSTREAM_ERRORS as exc:
-            raise ApiError(502, f"the model server failed while answering ({type(exc).__name__}); "
-                           "see `llmctl logs`", code="backend_error") from None
+            raise _NoAnswer(502, f"the model server failed while answering ({type(exc).__name__}); "
+                            "see `llmctl logs`", code="backend_error") from None
         if fail_over and status in _DOWN:
             raise _UpstreamDown(status)
         usage = None
@@ -381,35 +420,62 @@ class Gateway:
 
     async def _stream(
         self, request: web.Request, url: str, auth: dict[str, str], raw: bytes, meter: StreamMeter, model: str,
-        headers: dict[str, str], fail_over: bool = False,
+        headers: dict[str, str], fail_over: bool = False, limits: RequestTimeouts = _UNBOUNDED,
     ) -> tuple[web.StreamResponse, int, str | None]:
+        # the first byte is the stream's first chunk: until it comes nothing has gone back, and another model may
+        # still take the request (a remote that accepts and then stalls is failed over like one that refuses)
+        first_byte = asyncio.get_running_loop().time() + limits.first_byte if limits.first_byte else None
         try:
-            upstream = await self._post(url, auth, raw)
+            upstream = await _within(limits.first_byte, self._post(url, auth, raw, limits))
+        except _Stalled as exc:
+            raise _NoAnswer(504, f"the model server accepted the request, then {exc}; see `llmctl remotes list`",
+                            code="backend_timeout") from None
         except _UPSTREAM_ERRORS as exc:
-            raise ApiError(502, f"the model server did not answer ({type(exc).__name__})",
-                           code="backend_error") from None
+            raise _NoAnswer(502, f"the model server did not answer ({type(exc).__name__})",
+                            code="backend_error") from None
         finished = False
         try:
             ctype = upstream.headers.get("Content-Type", "application/json")
             if fail_over and upstream.status in _DOWN:
                 raise _UpstreamDown(upstream.status)
             if upstream.status != 200 or not ctype.startswith("text/event-stream"):
-                data = await _bounded(upstream)  # an error (or a server that ignored stream): pass it on whole
+                # an error (or a server that ignored stream): pass it on whole
+                try:
+                    data = await _bounded(upstream, limits.between_chunks)
+                except _Stalled as exc:
+                    raise _NoAnswer(504, f"the model server began to answer, then {exc}",
+                                    code="backend_timeout") from None
+                except _UPSTREAM_ERRORS as exc:
+                    raise _NoAnswer(502, f"the model server failed while answering ({type(exc).__name__})",
+                                    code="backend_error") from None
                 finished = True
                 return web.Response(body=data, status=upstream.status, headers={"Content-Type": ctype, **headers}), \
                     upstream.status, None
+            chunks = upstream.content.iter_any()
+            try:
+                chunk = await _next(chunks, None if first_byte is None else
+                                    max(0.0, first_byte - asyncio.get_running_loop().time()))
+            except _Stalled:
+                raise _NoAnswer(504, f"the model server accepted the request, then sent nothing for "
+                                f"{limits.first_byte:g} s; see `llmctl remotes list`", code="backend_timeout") from None
+            except _UPSTREAM_ERRORS as exc:
+                raise _NoAnswer(502, f"the model server stopped before its first byte ({type(exc).__name__})",
+                                code="backend_error") from None
             response = web.StreamResponse(status=200, headers={**_STREAM_HEADERS, **headers})
             await response.prepare(request)
             try:
-                async for chunk in upstream.content.iter_any():
+                while chunk is not None:
                     gaps = meter.feed(chunk)
                     await response.write(chunk)
                     if gaps:
                         self.metrics.observe_gaps(model, gaps)
-            except _UPSTREAM_ERRORS as exc:
+                    chunk = await _next(chunks, limits.between_chunks)
+            except (_Stalled, *_UPSTREAM_ERRORS) as exc:
                 if request.transport is None or request.transport.is_closing():
                     return response, 499, "the client went away"
-                message = f"the model server stopped mid-stream ({type(exc).__name__}); see `llmctl logs {model}`"
+                message = (f"the model server stalled mid-stream ({exc}); the stream was ended"
+                           if isinstance(exc, _Stalled) else
+                           f"the model server stopped mid-stream ({type(exc).__name__}); see `llmctl logs {model}`")
                 with contextlib.suppress(*_UPSTREAM_ERRORS):
                     err = json.dumps(error_body(message, 502, code="backend_error")).encode()
                     await response.write(b"data: " + err + b"\n\n")
@@ -445,10 +511,29 @@ def _renamed(raw: bytes, body: dict, upstream: str | None) -> bytes:
 MAX_ANSWER_BYTES = 64 << 20  # a whole (non-streamed) answer; a remote or an engine sending more is refused
 
 
-async def _bounded(up: aiohttp.ClientResponse) -> bytes:
-    """A whole answer, read with a bound (RELIABILITY 3): an upstream that sends more gets the request a 502."""
+async def _within(seconds: float | None, step):
+    """Await ``step``; ``_Stalled`` if it takes longer than ``seconds`` (None: no bound)."""
+    scope = asyncio.timeout(seconds)
+    try:
+        async with scope:
+            return await step
+    except TimeoutError:
+        if scope.expired():
+            raise _Stalled(seconds or 0.0) from None
+        raise
+
+
+async def _next(chunks, seconds: float | None) -> bytes | None:
+    """The next chunk of an answer (None at its end), waited for at most ``seconds``."""
+    return await _within(seconds, anext(chunks, None))
+
+
+async def _bounded(up: aiohttp.ClientResponse, idle: float | None = None) -> bytes:
+    """A whole answer, read with a bound (RELIABILITY 3): an upstream that sends more gets the request a 502; one
+    that sends nothing for ``idle`` seconds raises ``_Stalled``."""
     chunks, size = [], 0
-    async for chunk in up.content.iter_chunked(1 << 16):
+    parts = up.content.iter_chunked(1 << 16)
+    while (chunk := await _next(parts, idle)) is not None:
         size += len(chunk)
         if size > MAX_ANSWER_BYTES:
             raise ApiError(502, f"the model server's answer is larger than {MAX_ANSWER_BYTES >> 20} MiB; refused",

@@ -159,7 +159,8 @@ class InventoryApi:
         name = request.match_info["name"]
         await self.c.scheduler.stop(name.lower())
         try:
-            entry = self.c.store.remove(name)
+            # the store's file lock may be held by a CLI import or pull, and the index is fsynced: off the loop
+            entry = await asyncio.to_thread(self.c.store.remove, name)
         except LlmctlError as exc:
             raise ApiError(404, f"{exc.title}: {exc.message}", code="model_not_found") from None
         return web.json_response(entry.to_json())

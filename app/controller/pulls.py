@@ -150,6 +150,7 @@ class PullsApi:
         self.pulls: dict[str, Pull] = {}
         self._counter = 0
         self._lock = asyncio.Lock()
+        self._resolving: dict[tuple, asyncio.Future[ResolvedPull]] = {}  # listings under way, by what was asked
 
     def routes(self) -> list[web.AbstractRouteDef]:
         return [
@@ -198,23 +199,21 @@ class PullsApi:
         if ref.startswith(("ollama:", "ollama/")):
             raise ApiError(400, "Ollama models are pulled by Ollama: run `llmctl pull " + ref + "`",
                            code="invalid_ref")
-        async with self._lock:  # two starts of one ref at once: the second sees the first and joins it
-            for pull in self._active():
-                if pull.ref == ref and pull.resolved.plan.revision == revision and name in (None, pull.resolved.name):
-                    return web.json_response({**pull.status(), "joined": True})
-            downloader = self._downloader()
-            try:
-                from llmctl.catalog.references import resolve
-
-                resolved = await asyncio.to_thread(resolve, downloader, self.c.store, ref, name=name,
-                                                   revision=revision, force=force)
-            except StoreError as exc:
-                raise ApiError(409, f"{exc.title}: {exc.message}", code="name_taken") from None
-            except DownloadError as exc:
-                status, code = (503, "offline") if downloader.offline else (502, "pull_failed")
-                raise ApiError(status, f"{exc.title}: {exc.message}", code=code) from None
-            except LlmctlError as exc:
-                raise ApiError(400, f"{exc.title}: {exc.message}", code="invalid_ref") from None
+        for pull in self._active():  # the same ref running already: join it without asking the Hub again
+            if pull.ref == ref and pull.resolved.plan.revision == revision and name in (None, pull.resolved.name):
+                return web.json_response({**pull.status(), "joined": True})
+        downloader = self._downloader()
+        try:
+            # outside the lock: a slow or unreachable Hub holds up this start only, not every other one
+            resolved = await self._resolve(downloader, ref, name, revision, force)
+        except StoreError as exc:
+            raise ApiError(409, f"{exc.title}: {exc.message}", code="name_taken") from None
+        except DownloadError as exc:
+            status, code = (503, "offline") if downloader.offline else (502, "pull_failed")
+            raise ApiError(status, f"{exc.title}: {exc.message}", code=code) from None
+        except LlmctlError as exc:
+            raise ApiError(400, f"{exc.title}: {exc.message}", code="invalid_ref") from None
+        async with self._lock:  # another start may have begun the same files while this one listed the repo
             for pull in self._active():
                 if pull.resolved.key == resolved.key:
                     if resolved.name == pull.resolved.name:
@@ -227,6 +226,26 @@ class PullsApi:
             self._forget_old()
             pull.task = asyncio.create_task(self._run(pull), name=f"pull {pull.id}")
         return web.json_response({**pull.status(), "joined": False}, status=202)
+
+    async def _resolve(self, downloader: HubDownloader, ref: str, name: str | None, revision: str,
+                       force: bool) -> ResolvedPull:
+        """List the repo and decide what to fetch (in a thread). Starts of one ref at once share one listing."""
+        from llmctl.catalog.references import resolve
+
+        key = (ref, name, revision, force)
+        pending = self._resolving.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(asyncio.to_thread(resolve, downloader, self.c.store, ref, name=name,
+                                                              revision=revision, force=force))
+            self._resolving[key] = pending
+
+            def done(future: asyncio.Future) -> None:
+                self._resolving.pop(key, None)
+                if not future.cancelled():
+                    future.exception()  # retrieved here, so a start whose client left logs no warning
+
+            pending.add_done_callback(done)
+        return await asyncio.shield(pending)
 
     async def cancel(self, request: web.Request) -> web.Response:
         pull = self._get(request)

@@ -295,7 +295,16 @@ class Controller:
             )
 
     async def start(self) -> None:
+        """Take the lock, check the address, reap orphans and listen. Whatever fails on the way (a refused or taken
+        address, a bind that loses a race) undoes what was done, the lock included: nothing is left held."""
         self.lock.acquire()  # before reaping: another live controller's backends are not orphans
+        try:
+            await self._start()
+        except BaseException:
+            await self._abandon_start()
+            raise
+
+    async def _start(self) -> None:
         self.check_bind()
         reaped = await asyncio.to_thread(self.state.reap, self.settings.backends.stop_grace)
         # run folders a killed controller left (its backends are reaped above; no other controller owns this dir)
@@ -322,6 +331,29 @@ class Controller:
                 self.on_event(ControllerEvent("remote", f"{remote.name}: skipped, {remote.spec.unusable}"))
             remote.start_monitoring()
 
+    async def _abandon_start(self) -> None:
+        """Undo a start that failed part-way (no backend has been started yet), then drop the lock."""
+        try:
+            for task in (self._idle_task, self._ollama_probe):
+                if task is not None:
+                    task.cancel()
+            self._idle_task = self._ollama_probe = None
+            if self.ollama is not None:
+                with contextlib.suppress(Exception):
+                    await self.ollama.close()
+            for remote in self.remotes:
+                with contextlib.suppress(Exception):
+                    await remote.close()
+            if self._runner is not None:
+                with contextlib.suppress(Exception):
+                    await self._runner.cleanup()
+                self._runner = None
+            with contextlib.suppress(Exception):
+                await self.gateway.close()
+            self._forget_state()
+        finally:
+            self.lock.release()
+
     async def _attach_ollama(self) -> None:
         """Find (or, in spawn mode, start) Ollama now, so its models are listed at once; say where."""
         assert self.ollama is not None
@@ -335,6 +367,13 @@ class Controller:
             "host": self.settings.server.host, "port": self.port, "started_at": self.started_at,
         }))
         os.replace(tmp, self.paths.controller_state)
+
+    def _forget_state(self) -> None:
+        """Remove ``controller.json`` if this controller wrote it."""
+        with contextlib.suppress(FileNotFoundError, ValueError, AttributeError):
+            data = json.loads(self.paths.controller_state.read_text())
+            if data.get("pid") == os.getpid():
+                self.paths.controller_state.unlink()
 
     def request_shutdown(self) -> None:
         if self._stop is not None:
@@ -372,10 +411,7 @@ class Controller:
         if self._runner is not None:
             await self._runner.cleanup()
         await self.gateway.close()
-        with contextlib.suppress(FileNotFoundError):
-            data = json.loads(self.paths.controller_state.read_text())
-            if data.get("pid") == os.getpid():
-                self.paths.controller_state.unlink()
+        self._forget_state()
         self.lock.release()
         self.on_event(ControllerEvent("stopped", "all backends stopped"))
 

@@ -97,3 +97,35 @@ async def test_offline_refuses_with_the_clis_sentence(controller, hub, tmp_path:
     assert "offline: cannot list org/big-GGUF" in refused.value.message
     assert "unset --offline / HF_HUB_OFFLINE to download" in refused.value.message
     assert not hub.requests
+
+
+async def test_a_slow_hub_listing_holds_up_only_its_own_pull(controller, hub, tmp_path: Path) -> None:
+    """The Hub takes 4 s to list one repo: another pull starts, and the pulls are listed, meanwhile; two starts of
+    the slow ref at once share one listing and one pull."""
+    import asyncio
+    import time
+
+    data = write_tiny_llama(tmp_path / "small.gguf").read_bytes()
+    hub.add_file("org/slow-GGUF", "slow-Q4_0.gguf", data)
+    hub.add_file("org/fast-GGUF", "fast-Q4_0.gguf", data)
+    hub.api_delay["org/slow-GGUF"] = 4.0
+    proc = controller(HF_ENDPOINT=hub.url, HF_HUB_OFFLINE="0", HF_HOME=str(tmp_path / "hf"))
+    async with ControllerClient(proc.url) as client:
+        slow = [asyncio.ensure_future(client.start_pull("org/slow-GGUF:slow-Q4_0.gguf", name="slow"))
+                for _ in range(2)]
+        await asyncio.sleep(0.5)  # both starts are waiting for the Hub's listing
+        t0 = time.monotonic()
+        fast = await client.start_pull("org/fast-GGUF:fast-Q4_0.gguf", name="fast")
+        listed = await client.pulls()
+        took = time.monotonic() - t0
+        assert took < 2.0, f"a pull start and the listing waited {took:.1f} s behind another repo's slow listing"
+        assert not fast["joined"] and [p["id"] for p in listed] == [fast["id"]]
+        assert not any(s.done() for s in slow)
+        first, second = await asyncio.gather(*slow)
+        assert first["id"] == second["id"] and sorted([first["joined"], second["joined"]]) == [False, True]
+        infos = [p for _m, p, _r in hub.requests if p.startswith("/api/models/org/slow-GGUF/revision/")]
+        assert len(infos) == 1  # one listing for both starts
+        for pull in (fast, first):
+            events = await _events(client, pull["id"])
+            assert events[-1]["type"] == "done", events[-1]
+        assert {"slow", "fast"} <= {m["name"] for m in await client.models()}

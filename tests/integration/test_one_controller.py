@@ -82,3 +82,42 @@ def test_the_lock_goes_with_the_controller(home: Path, sig: int, live_backend) -
             second.kill_everything()
     finally:
         first.kill_everything()
+
+
+class _NoGpu:
+    def read(self):
+        return [], "no-device", "no GPU in this test"
+
+
+@pytest.mark.parametrize("why", ["port taken", "exposed without a key"])
+async def test_a_start_that_fails_its_address_check_releases_the_lock(home: Path, monkeypatch, why: str) -> None:
+    """In one process: a controller whose address is refused leaves nothing held, so the next one starts."""
+    import socket
+
+    from llmctl.app.controller.server import Controller
+    from llmctl.app.paths import resolve_paths
+    from llmctl.app.settings import load_settings
+    from llmctl.catalog.errors import LlmctlError
+
+    monkeypatch.setenv("LLMCTL_HOME", str(home))
+    paths = resolve_paths()
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    try:
+        flags = {"server.port": holder.getsockname()[1]} if why == "port taken" else \
+            {"server.host": "0.0.0.0", "server.port": free_port()}
+        refused = Controller(load_settings(paths, flags), paths, gpu_probe=_NoGpu())
+        with pytest.raises(LlmctlError) as exc:
+            await refused.start()
+        assert ("already in use" if why == "port taken" else "without an API key") in exc.value.title
+    finally:
+        holder.close()
+    assert not (home / "state" / "controller.json").exists()
+
+    second = Controller(load_settings(paths, {"server.port": free_port()}), paths, gpu_probe=_NoGpu())
+    await second.start()  # before the fix: "another llmctl controller ... is already running"
+    try:
+        assert json.loads((home / "state" / "controller.json").read_text())["pid"] == second.describe()["pid"]
+    finally:
+        await second.close()

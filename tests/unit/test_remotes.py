@@ -340,3 +340,103 @@ async def test_remote_deployments_take_no_room_and_are_never_victims(remotes) ->
         assert isinstance(entry, ModelEntry)
     finally:
         await c.close()
+
+
+async def test_a_remote_that_drops_the_connection_twice_fails_over(remotes) -> None:
+    """Accepted, then closed before any answer, on the first try and on the retry: nothing reached the client, so
+    the fallback answers; with none, a clear 502."""
+    a = await remotes(["m", "solo"], name="a")
+    b = await remotes(["m"], name="b")
+    c = await start_controller(f'[remotes.a]\nurl = "{a.url}"\n[remotes.b]\nurl = "{b.url}"\n'
+                               '[models."a/m"]\nfallback = "b/m"\n')
+    try:
+        async with httpx.AsyncClient(base_url=c.url, timeout=20) as http:
+            a.drops = 2
+            r = await http.post("/v1/chat/completions", json=chat("a/m"))
+            assert r.status_code == 200, r.text
+            assert r.headers["X-Llmctl-Served-By"] == "b/m" and r.json()["choices"][0]["message"]["content"] == \
+                "b says hi to m"
+            assert a.drops == 0  # both tries reached it
+            a.drops = 2
+            async with http.stream("POST", "/v1/chat/completions", json=chat("a/m", stream=True)) as s:
+                assert s.status_code == 200 and s.headers["X-Llmctl-Served-By"] == "b/m"
+                text = "".join([json.loads(line[6:])["choices"][0]["delta"]["content"]
+                                async for line in s.aiter_lines() if line.startswith("data: {")])
+            assert text.strip() == "b says hi to m" and a.drops == 0
+            assert [f[1:3] for f in c.gateway.failovers] == [("a/m", "b/m")] * 2
+            a.drops = 2
+            r = await http.post("/v1/chat/completions", json=chat("a/solo"))
+            assert r.status_code == 502 and r.json()["error"]["code"] == "backend_error"
+            assert (await http.post("/v1/chat/completions", json=chat("a/m"))).headers["X-Llmctl-Served-By"] == "a/m"
+    finally:
+        await c.close()
+
+
+async def test_a_remote_that_accepts_and_stalls_is_failed_over_or_ended_never_waited_on(remotes) -> None:
+    """Before its first byte a stall past ``first_byte_timeout`` goes to the fallback (or is a 504); after it, a
+    stall past ``read_timeout`` ends the stream with an error event."""
+    a = await remotes(["m", "solo"], name="a")
+    b = await remotes(["m"], name="b")
+    c = await start_controller(f'[remotes.a]\nurl = "{a.url}"\nfirst_byte_timeout = 1\nread_timeout = 1\n'
+                               f'[remotes.b]\nurl = "{b.url}"\n[models."a/m"]\nfallback = "b/m"\n')
+    try:
+        async with httpx.AsyncClient(base_url=c.url, timeout=20) as http:
+            a.mode = "stall"
+            t0 = time.monotonic()
+            r = await http.post("/v1/chat/completions", json=chat("a/m"))
+            assert r.status_code == 200 and r.headers["X-Llmctl-Served-By"] == "b/m", r.text
+            assert 0.9 < time.monotonic() - t0 < 5
+            async with http.stream("POST", "/v1/chat/completions", json=chat("a/m", stream=True)) as s:
+                assert s.status_code == 200 and s.headers["X-Llmctl-Served-By"] == "b/m"
+                text = "".join([json.loads(line[6:])["choices"][0]["delta"]["content"]
+                                async for line in s.aiter_lines() if line.startswith("data: {")])
+            assert text.strip() == "b says hi to m"
+            assert "sent nothing for 1 s" in c.gateway.failovers[-1][3]
+            for stream in (False, True):  # no fallback: a clear 504 in the OpenAI shape
+                r = await http.post("/v1/chat/completions", json=chat("a/solo", stream=stream))
+                assert r.status_code == 504 and r.json()["error"]["code"] == "backend_timeout"
+                assert "accepted the request, then sent nothing for 1 s" in r.json()["error"]["message"]
+
+            a.mode = "stall-mid-stream"  # one chunk, then nothing: the stream has begun, so it is ended
+            t0 = time.monotonic()
+            async with http.stream("POST", "/v1/chat/completions", json=chat("a/m", stream=True)) as s:
+                assert s.status_code == 200 and s.headers["X-Llmctl-Served-By"] == "a/m"
+                events = [json.loads(line[6:]) async for line in s.aiter_lines() if line.startswith("data: {")]
+            assert time.monotonic() - t0 < 5
+            assert events[0]["choices"][0]["delta"]["content"] == "a "
+            assert events[-1]["error"]["code"] == "backend_error"
+            assert "stalled mid-stream (sent nothing for 1 s); the stream was ended" in events[-1]["error"]["message"]
+            records = (await http.get("/llmctl/v1/requests")).json()["requests"]
+            assert [x["status"] for x in records] == [200, 200, 504, 504, 502]
+    finally:
+        await c.close()
+
+
+async def test_names_a_remote_has_not_listed_are_taken_only_so_far(remotes) -> None:
+    """While a remote's list is unknown, an unlisted name gets a 503 saying why; each is remembered (a deployment,
+    a queue, a log file), so only MAX_UNLISTED of them, MAX_UNLISTED_LEN long at most; more get a clear 400."""
+    from llmctl.runtimes.remote import MAX_UNLISTED, MAX_UNLISTED_LEN
+
+    box = await remotes(["m"])
+    await box.stop()  # down since start: its list is unknown
+    c = await start_controller(f'[remotes.box]\nurl = "{box.url}"\nbackoff_initial = 0.1\nbackoff_max = 0.2\n')
+    try:
+        async with httpx.AsyncClient(base_url=c.url, timeout=10) as http:
+            for i in range(MAX_UNLISTED):
+                r = await http.post("/v1/chat/completions", json=chat(f"box/m{i}"))
+                assert r.status_code == 503 and "remote box" in r.json()["error"]["message"]
+            r = await http.post("/v1/chat/completions", json=chat("box/one-too-many"))
+            assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_model"
+            assert f"{MAX_UNLISTED} other unlisted names are already in use" in r.json()["error"]["message"]
+            assert (await http.post("/v1/chat/completions", json=chat("box/m0"))).status_code == 503  # still taken
+            r = await http.post("/v1/chat/completions", json=chat("box/" + "x" * (MAX_UNLISTED_LEN + 1)))
+            assert r.status_code == 400 and f"longer than {MAX_UNLISTED_LEN}" in r.json()["error"]["message"]
+            assert len([n for n in c.scheduler.backends if n.startswith("box/")]) == MAX_UNLISTED
+            assert len(list(c.paths.logs_dir.glob("box_*.log"))) == MAX_UNLISTED
+
+            await box.start()  # its list known: its models are names, others are not
+            await wait_for(lambda: c.remotes[0].state == "ready")
+            assert (await http.post("/v1/chat/completions", json=chat("box/m"))).status_code == 200
+            assert (await http.post("/v1/chat/completions", json=chat("box/m99"))).status_code == 404
+    finally:
+        await c.close()
