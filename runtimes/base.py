@@ -174,13 +174,24 @@ class ChecksReadiness(Protocol):
         ...
 
 
-@runtime_checkable
-class NeedsLaunchDirs(Protocol):
-    """An engine that writes temp files and caches into folders of its own launch (inside ``d.run_dir``)."""
+@dataclass(frozen=True, slots=True)
+class Launch:
+    """One start of a deployment's process, worked out once per start: the argv (never the API key), the variables
+    to add to its environment, and folders of its own (inside ``Deployment.run_dir``) to create before it starts;
+    ``run_dir`` is removed after each exit."""
 
-    def launch_dirs(self, d: Deployment) -> tuple[Path, ...]:
-        """Folders to create before each start; ``d.run_dir`` is removed after each exit."""
-        ...
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    dirs: tuple[Path, ...] = ()
+
+
+@runtime_checkable
+class PlansLaunch(Protocol):
+    """An engine whose argv, environment and folders come from one plan that costs something to work out (vLLM
+    reads the model's config.json and safetensors headers): the supervisor asks for it once per start, instead of
+    calling ``build_command`` and ``build_env``."""
+
+    def launch(self, d: Deployment) -> Launch: ...
 
 
 @runtime_checkable

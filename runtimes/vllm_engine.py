@@ -15,24 +15,23 @@
 - Speculative decoding: the profile's draft model (a Hugging Face folder) or n-grams of the prompt.
 - Readiness: ``/health`` and then a real 1-token completion (``ready``): vLLM's /health can answer 200 for a model
   whose kernels then crash on the first request.
+- The launch is worked out once per start (``launch``): it reads the model's config.json and safetensors headers.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
 
 import aiohttp
 
 from llmctl.catalog.errors import LlmctlError
 from llmctl.catalog.estimate import VLLM_PROFILE, FitRequest, MemoryProfile, vllm_cpu_kv_bytes
 from llmctl.catalog.safetensors_dir import facts_from_model_dir
-from llmctl.runtimes.base import CHAT, COMPLETIONS, TOOLS, Deployment, EngineInfo
+from llmctl.runtimes.base import CHAT, COMPLETIONS, TOOLS, Deployment, EngineInfo, Launch
 from llmctl.runtimes.vllm import (
     DraftSpeculation,
     NgramSpeculation,
     VllmDeployment,
-    VllmLaunch,
     VllmModel,
     VllmRefused,
     build_launch,
@@ -105,20 +104,18 @@ class VllmEngine:
             extra_args=tuple(d.extra_args),
         )
 
-    def _launch(self, d: Deployment) -> VllmLaunch:
-        return build_launch(self.vllm_deployment(d))
+    def launch(self, d: Deployment) -> Launch:
+        """This start's argv, environment and folders, from one reading of the model (the supervisor asks once)."""
+        planned = build_launch(self.vllm_deployment(d))
+        if planned.env.get("VLLM_API_KEY"):
+            return planned
+        return replace(planned, env={k: v for k, v in planned.env.items() if k != "VLLM_API_KEY"})
 
     def build_command(self, d: Deployment) -> list[str]:
-        return list(self._launch(d).argv)
+        return list(self.launch(d).argv)
 
     def build_env(self, d: Deployment) -> dict[str, str]:
-        env = dict(self._launch(d).env)
-        if not env.get("VLLM_API_KEY"):
-            env.pop("VLLM_API_KEY", None)
-        return env
-
-    def launch_dirs(self, d: Deployment) -> tuple[Path, ...]:
-        return self._launch(d).dirs
+        return self.launch(d).env
 
     # before launch ----------------------------------------------------------------------------------------
     def preflight(self, d: Deployment) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,15 @@ from llmctl.app.settings import ModelProfile, Settings
 from llmctl.catalog.estimate import VLLM_PROFILE, FitRequest, vllm_cpu_kv_bytes
 from llmctl.catalog.safetensors_dir import facts_from_model_dir
 from llmctl.catalog.store import ModelEntry
-from llmctl.runtimes.base import BackendState, ChecksDeployment, ChecksReadiness, Deployment, EngineUnavailable
+from llmctl.runtimes.base import (
+    BackendState,
+    ChecksDeployment,
+    ChecksReadiness,
+    Deployment,
+    EngineUnavailable,
+    Launch,
+    PlansLaunch,
+)
 from llmctl.runtimes.process import Backend, RestartPolicy, StateFile, free_port
 from llmctl.runtimes.registry import VllmWhere, describe_engines, pick_engine
 from llmctl.runtimes.vllm import INSTALLED_STAMP, VllmRefused, managed_venv
@@ -55,7 +63,9 @@ def test_deployment_argv_golden(tiny: Path, tmp_path: Path) -> None:
     assert env["VLLM_API_KEY"] == "secret" and "secret" not in " ".join(ENGINE.build_command(d))
     assert (env["TMPDIR"], env["VLLM_CACHE_ROOT"], env["TORCHINDUCTOR_CACHE_DIR"]) == \
         (str(run / "tmp"), str(run / "cache"), str(run / "inductor"))
-    assert ENGINE.launch_dirs(d) == (run / "tmp", run / "cache", run / "inductor")
+    launch = ENGINE.launch(d)  # what the supervisor asks for, once per start
+    assert launch.dirs == (run / "tmp", run / "cache", run / "inductor")
+    assert (list(launch.argv), launch.env) == (ENGINE.build_command(d), env)
     # the KV space is the one `fit` and the ledger plan for this launch
     req = FitRequest(ctx=1024, parallel=2, profile=VLLM_PROFILE)
     assert kv == vllm_cpu_kv_bytes(facts_from_model_dir(tiny), req)
@@ -161,7 +171,8 @@ def test_launch_plan_of_a_safetensors_model(tiny: Path, tmp_path: Path) -> None:
 # the supervisor's readiness hook ------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class FakeVllm(FakeEngine):
-    """The fake engine's process with vLLM's readiness check, log reading and its own run folders."""
+    """The fake engine's process with vLLM's readiness check, log reading and a launch plan with folders of its
+    own."""
 
     def failure_reason(self, lines: list[str]) -> str | None:
         return VllmEngine(sys.executable).failure_reason(lines)
@@ -169,9 +180,12 @@ class FakeVllm(FakeEngine):
     async def ready(self, d: Deployment) -> str | None:
         return await VllmEngine(sys.executable).ready(d)
 
-    def launch_dirs(self, d: Deployment) -> tuple[Path, ...]:
+    planned: list[Deployment] = field(default_factory=list)  # one entry per call of launch()
+
+    def launch(self, d: Deployment) -> Launch:
         assert d.run_dir is not None
-        return (d.run_dir / "tmp",)
+        self.planned.append(d)
+        return Launch(tuple(self.build_command(d)), self.build_env(d), (d.run_dir / "tmp",))
 
 
 POLICY = RestartPolicy(stop_grace=2, ready_timeout=20, backoff_initial=0.1)
@@ -205,12 +219,15 @@ async def test_the_readiness_hook_fails_an_engine_that_dies_on_its_first_request
 
 
 async def test_the_readiness_hook_passes_a_healthy_engine_and_run_dirs_live_with_it(tmp_path: Path) -> None:
-    backend = _backend(tmp_path, FakeVllm(load_delay=0.5))
+    engine = FakeVllm(load_delay=0.5)
+    assert isinstance(engine, PlansLaunch)
+    backend = _backend(tmp_path, engine)
     backend.start()
     try:
         await backend.wait_ready(15)
         assert backend.state is BackendState.READY
         assert (tmp_path / "run" / "m" / "tmp").is_dir()
+        assert len(engine.planned) == 1  # the launch was worked out once for this start, not once per use
     finally:
         await backend.stop()
     assert not (tmp_path / "run" / "m").exists()
