@@ -5,6 +5,9 @@ in its own process group (so a stop reaches the engine's children too), its outp
 (rotated once to ``.log.1``) and an in-memory tail, readiness is the engine's own probe (sent with the deployment's
 secret key), a crash after readiness restarts with exponential backoff, a crash loop (or a failed first load) ends
 in the terminal ``failed`` state with the last log lines, and stop is SIGTERM, a grace period, then SIGKILL.
+Each start is planned once (``plan_launch``). A launch has a private run folder (0700, removed after each exit); an
+engine that serves on a Unix socket (``ServesOnSocket``) gets its socket's folder made 0700 before each start and
+the socket 0600 once it appears (``runtimes.sockets``).
 
 Every live backend is written to a state file with its pid and process start time, so a controller that was
 SIGKILLed leaves enough behind for the next one to reap its orphans without ever killing a reused pid.
@@ -18,7 +21,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -36,8 +38,12 @@ from llmctl.runtimes.base import (
     Launch,
     PlansLaunch,
     PortInUseError,
+    ServesOnSocket,
 )
 from llmctl.runtimes.ledger import UNIFIED, Footprint
+from llmctl.runtimes.sockets import describe_port_owner as describe_port_owner
+from llmctl.runtimes.sockets import free_port as free_port
+from llmctl.runtimes.sockets import http_status, make_socket_dir, port_is_free, remove_socket_dir
 
 LOG_TAIL_LINES = 200
 
@@ -60,40 +66,9 @@ class RestartPolicy:
     stop_grace: float = 10.0
 
 
-# ports -------------------------------------------------------------------------------------------------------
-def port_is_free(host: str, port: int) -> bool:
-    """True when nothing listens on the port. SO_REUSEADDR, as servers set it, so that connections still in
-    TIME_WAIT from a server we just stopped do not count as taken; a listener always does."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port the kernel says is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def describe_port_owner(port: int) -> str:
-    """Best effort: 'pid 123 (python3)' for whoever listens on the port, or 'another process'."""
-    with contextlib.suppress(psutil.Error, OSError):
-        for conn in psutil.net_connections(kind="tcp"):
-            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
-                with contextlib.suppress(psutil.Error):
-                    return f"pid {conn.pid} ({psutil.Process(conn.pid).name()})"
-                return f"pid {conn.pid}"
-    return "another process"
-
-
 # the state file ----------------------------------------------------------------------------------------------
 class StateFile:
-    """``backends.json``: name -> {pid, create_time, port, argv}. Written atomically on every change."""
+    """``backends.json``: name -> {pid, create_time, port, socket, argv}. Written atomically on every change."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -165,26 +140,6 @@ def _is_zombie(pid: int) -> bool:
         return True
 
 
-async def http_status(host: str, port: int, path: str, timeout: float = 2.0, api_key: str | None = None) -> int | None:
-    """The status code of a GET, or None when nothing answers. Tiny on purpose: used for readiness only."""
-    try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-    except (OSError, TimeoutError):
-        return None
-    auth = f"Authorization: Bearer {api_key}\r\n" if api_key else ""
-    try:
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{auth}Connection: close\r\n\r\n".encode())
-        line = await asyncio.wait_for(reader.readline(), timeout)
-        parts = line.split()
-        return int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else None
-    except (OSError, TimeoutError, ValueError):
-        return None
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-
-
 def plan_launch(engine: Engine, spec: Deployment) -> Launch:
     """This start of ``spec``, worked out once: the engine's own plan (``PlansLaunch``), else its argv and env."""
     if isinstance(engine, PlansLaunch):
@@ -251,6 +206,8 @@ class Backend(Settles):
         self.engine = engine
         self.policy = policy or RestartPolicy()
         self.log_path = log_dir / f"{spec.model_name.replace(':', '_')}.log"
+        # the Unix socket it serves on instead of host:port, when its engine serves on one (the same every start)
+        self.socket_path: str | None = str(engine.socket_path(spec)) if isinstance(engine, ServesOnSocket) else None
         self.state_file = state
         self.on_change = on_change
         self.state = BackendState.STOPPED
@@ -284,7 +241,8 @@ class Backend(Settles):
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.spec.host}:{self.spec.port}"
+        """The URL of its requests (and their Host header); with ``socket_path`` set, they go over that socket."""
+        return "http://localhost" if self.socket_path else f"http://{self.spec.host}:{self.spec.port}"
 
     @property
     def auth_headers(self) -> dict[str, str]:
@@ -305,7 +263,7 @@ class Backend(Settles):
         """Launch (idempotent while alive). Raises PortInUseError before spawning if the port is taken."""
         if self.alive:
             return
-        if not port_is_free(self.spec.host, self.spec.port):
+        if self.socket_path is None and not port_is_free(self.spec.host, self.spec.port):
             raise PortInUseError(
                 f"port {self.spec.port} is already in use by {describe_port_owner(self.spec.port)}",
                 "llmctl never talks to a server it did not start; stop that process or choose another port.",
@@ -371,7 +329,8 @@ class Backend(Settles):
             "parallel": self.spec.parallel,
             "state": self.state.value,
             "pid": self.pid if self.state not in (BackendState.STOPPED, BackendState.FAILED) else None,
-            "port": self.spec.port,
+            "port": None if self.socket_path else self.spec.port,
+            "socket": self.socket_path,
             "uptime": round(now - self.ready_at, 1) if self.ready_at and self.state is BackendState.READY else None,
             "restarts": self.restarts,
             "memory_bytes": self.memory_bytes(),
@@ -476,7 +435,7 @@ class Backend(Settles):
             self.state_file.put(
                 self.name,
                 {"pid": proc.pid, "create_time": psutil.Process(proc.pid).create_time(),
-                 "port": self.spec.port, "argv": argv},
+                 "port": self.spec.port, "socket": self.socket_path, "argv": argv},
             )
         pump = asyncio.create_task(self._pump_output(proc))
         was_ready = False
@@ -506,21 +465,29 @@ class Backend(Settles):
             self._remove_run_dir()
 
     def _fresh_run_dir(self, dirs: tuple[Path, ...]) -> None:
-        """The launch's private scratch folder, empty (each start of some engines leaves socket files in it),
-        with the folders the engine asks for."""
-        if self.spec.run_dir is None:
-            return
+        """The launch's private scratch folder (0700), empty (each start of some engines leaves socket files in it),
+        with the folders the engine asks for, and the folder of its Unix socket (0700) when it serves on one."""
         self._remove_run_dir()
-        try:
-            self.spec.run_dir.mkdir(parents=True, exist_ok=True)
-            for folder in dirs:
-                folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise SpawnFailed(f"cannot create its run folder {self.spec.run_dir}: {exc.strerror or exc}") from None
+        if self.spec.run_dir is not None:
+            try:
+                self.spec.run_dir.mkdir(parents=True, exist_ok=True)
+                os.chmod(self.spec.run_dir, 0o700)  # its temp files (vLLM's ZMQ sockets among them) are its own
+                for folder in dirs:
+                    folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise SpawnFailed(f"cannot create its run folder {self.spec.run_dir}: {exc.strerror or exc}") from None
+        if self.socket_path is not None:
+            try:
+                make_socket_dir(Path(self.socket_path).parent)
+            except OSError as exc:
+                raise SpawnFailed(f"cannot create the folder of its socket {self.socket_path}: "
+                                  f"{exc.strerror or exc}") from None
 
     def _remove_run_dir(self) -> None:
         if self.spec.run_dir is not None:
             shutil.rmtree(self.spec.run_dir, ignore_errors=True)
+        if self.socket_path is not None:  # it may lie outside the run folder (a short path: see runtimes.sockets)
+            remove_socket_dir(Path(self.socket_path).parent)
 
     async def _wait_healthy(self, proc: asyncio.subprocess.Process) -> bool:
         """Poll the adapter's readiness path while our process lives; never probe a port after it exits. An
@@ -531,7 +498,10 @@ class Backend(Settles):
         delay = 0.05
         last_why: str | None = None
         while proc.returncode is None and time.monotonic() < deadline:
-            status = await http_status(self.spec.host, self.spec.port, path, api_key=self.spec.api_key)
+            status = await http_status(self.spec.host, self.spec.port, path, api_key=self.spec.api_key,
+                                       uds=self.socket_path)
+            if self.socket_path is not None and status is not None:
+                self._private_socket()
             if status == 200 and proc.returncode is None:
                 if check is None:
                     return True
@@ -553,6 +523,12 @@ class Backend(Settles):
             self._load_timed_out = True
             await self._terminate(proc)
         return False
+
+    def _private_socket(self) -> None:
+        """Make the socket the engine bound 0600 (its folder is 0700 already, so nobody else could reach it)."""
+        with contextlib.suppress(OSError):
+            if os.stat(self.socket_path).st_mode & 0o177:
+                os.chmod(self.socket_path, 0o600)
 
     async def _engine_ready(self, check, proc: asyncio.subprocess.Process, deadline: float) -> str | None:
         """Run the engine's readiness check, given up when the process exits or the load deadline passes."""

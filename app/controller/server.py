@@ -250,6 +250,7 @@ class Controller:
                                                     f"({remote.error})"))
 
     def _backend_changed(self, backend: Backend) -> None:
+        self.gateway.backend_changed(backend)
         detail = f" ({backend.error})" if backend.error else ""
         self.on_event(ControllerEvent("backend", f"{backend.name}: {backend.state.value}{detail}"))
 
