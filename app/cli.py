@@ -390,7 +390,7 @@ def ps(ctx: Context, as_json: bool) -> None:
     from llmctl.app.tables import Col, print_table
 
     cols = [Col("MODEL", shrink=True, min_width=32), Col("ENGINE", drop=2), Col("STATE"), Col("PID", drop=4),
-            Col("PORT/SOCKET", drop=3), Col("UPTIME", drop=1), Col("RESTARTS", drop=5),
+            Col("PORT/SOCKET", drop=3, shrink=True), Col("UPTIME", drop=1), Col("RESTARTS", drop=5),
             Col("MEMORY", justify="right")]
     rows = [[b["model"], b.get("engine") or b["runtime"], b["state"], str(b["pid"] or "-"), listens_on(b),
              duration(b["uptime"]), str(b["restarts"]), size(b["memory_bytes"])] for b in backends]
