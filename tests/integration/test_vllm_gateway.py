@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import threading
 import time
 from pathlib import Path
@@ -97,11 +98,27 @@ def test_ps_shows_the_vllm_runtime(vllm: Vllm) -> None:
     # the ledger reserved vLLM's own memory (its ~2 GiB of processes), not a llama.cpp guess
     assert b["memory"]["reserved"]["ram"] > 1.5 * (1 << 30), b["memory"]
     code, out, _ = vllm.cli("ps")
-    assert code == 0 and "vllm" in out and MODEL in out
+    assert code == 0 and "vllm" in out and MODEL in out and "unix:" in out  # its socket, where a port would be
     # the key is in the engine's environment only; its argv is visible to every local user
     assert "VLLM_API_KEY" not in " ".join(psutil.Process(b["pid"]).cmdline())
     run_dirs = list((vllm.home / "state" / "run").iterdir())
     assert len(run_dirs) == 1 and (run_dirs[0] / "tmp").is_dir()
+
+
+def test_vllm_listens_on_no_port_only_on_a_private_socket(vllm: Vllm) -> None:
+    """vLLM's key guards only /v1 and a few other prefixes (/tokenize, /pooling, /metrics… answer anyone), so it
+    serves on a Unix socket that only this user can reach: no TCP listener in its whole process tree."""
+    b = vllm.ctl.backend(MODEL)
+    sock = Path(b["socket"])
+    assert b["port"] is None and sock.name == "vllm.sock"
+    listening = [(pid, c.laddr) for pid in vllm.group() for c in psutil.Process(pid).net_connections(kind="inet")
+                 if c.status == psutil.CONN_LISTEN]
+    assert listening == []
+    assert stat.S_ISSOCK(sock.lstat().st_mode)
+    assert (stat.S_IMODE(sock.lstat().st_mode), stat.S_IMODE(sock.parent.lstat().st_mode)) == (0o600, 0o700)
+    run_dir = next((vllm.home / "state" / "run").iterdir())
+    assert stat.S_IMODE(run_dir.stat().st_mode) == 0o700 and sock.is_relative_to(run_dir)
+    assert f"--uds {sock}" in " ".join(psutil.Process(b["pid"]).cmdline())
 
 
 def test_models_list(oai: openai.OpenAI) -> None:
@@ -216,15 +233,18 @@ def test_a_kill_mid_stream_ends_the_stream_with_an_error_then_it_restarts(vllm: 
     after = vllm.ctl.wait_state(MODEL, "ready", timeout=900)
     print(f"\nvLLM restarted after a crash and was ready again in {time.monotonic() - t:.1f} s")
     assert after["restarts"] == before["restarts"] + 1 and after["pid"] != before["pid"]
+    assert after["socket"] == before["socket"]  # the same socket, bound afresh by the new process
     r = oai.completions.create(model=MODEL, prompt="again", max_tokens=3, temperature=0)
     assert r.usage.completion_tokens == 3
 
 
 def test_sigterm_to_the_controller_leaves_no_vllm_process(vllm: Vllm) -> None:
     group = vllm.group()
+    sock = Path(vllm.ctl.backend(MODEL)["socket"])
     assert len(group) >= 3  # API server, engine core, worker
     t = time.monotonic()
     assert vllm.ctl.stop(signal.SIGTERM, timeout=60) == 0
     assert all(pid_gone(p, 15) for p in group), [p for p in group if not pid_gone(p, 0)]
     print(f"\ncontroller and every vLLM process gone {time.monotonic() - t:.1f} s after SIGTERM")
     assert not list((vllm.home / "state" / "run").glob("*"))  # the launch's run folder went with it
+    assert not sock.exists() and not sock.parent.exists()
