@@ -9,15 +9,15 @@ Each start is planned once (``plan_launch``). A launch has a private run folder 
 engine that serves on a Unix socket (``ServesOnSocket``) gets its socket's folder made 0700 before each start and
 the socket 0600 once it appears (``runtimes.sockets``).
 
-Every live backend is written to a state file with its pid and process start time, so a controller that was
-SIGKILLed leaves enough behind for the next one to reap its orphans without ever killing a reused pid.
+Every live backend is written to a state file (``runtimes.state_file``) with its pid and process start time, so a
+controller that was SIGKILLed leaves enough behind for the next one to reap its orphans without ever killing a
+reused pid.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -44,6 +44,7 @@ from llmctl.runtimes.ledger import UNIFIED, Footprint
 from llmctl.runtimes.sockets import describe_port_owner as describe_port_owner
 from llmctl.runtimes.sockets import free_port as free_port
 from llmctl.runtimes.sockets import http_status, make_socket_dir, port_is_free, remove_socket_dir
+from llmctl.runtimes.state_file import StateFile as StateFile
 
 LOG_TAIL_LINES = 200
 
@@ -64,80 +65,6 @@ class RestartPolicy:
     backoff_max: float = 30.0
     ready_timeout: float = 300.0
     stop_grace: float = 10.0
-
-
-# the state file ----------------------------------------------------------------------------------------------
-class StateFile:
-    """``backends.json``: name -> {pid, create_time, port, socket, argv}. Written atomically on every change."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def read(self) -> dict[str, dict]:
-        try:
-            data = json.loads(self.path.read_text("utf-8"))
-        except (FileNotFoundError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
-
-    def _write(self, data: dict[str, dict]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2), "utf-8")
-        os.replace(tmp, self.path)
-
-    def put(self, name: str, record: dict) -> None:
-        data = self.read()
-        data[name] = record
-        self._write(data)
-
-    def drop(self, name: str, pid: int | None = None) -> None:
-        data = self.read()
-        if name in data and (pid is None or data[name].get("pid") == pid):
-            del data[name]
-            self._write(data)
-
-    def reap(self, grace: float = 5.0) -> list[dict]:
-        """Kill the process groups of backends a dead controller left behind; return what was reaped.
-
-        A pid is only signalled when the process with that pid started at the recorded time, so a pid the
-        OS has since given to an unrelated process is never touched.
-        """
-        reaped = []
-        for name, rec in self.read().items():
-            pid, created = rec.get("pid"), rec.get("create_time")
-            if not isinstance(pid, int) or not isinstance(created, (int, float)):
-                continue
-            try:
-                proc = psutil.Process(pid)
-                if abs(proc.create_time() - created) > 0.05:
-                    continue  # the pid was reused: not ours
-            except psutil.Error:
-                continue
-            _kill_group(pid, grace)
-            reaped.append({"name": name, **rec})
-        self._write({})
-        return reaped
-
-
-def _kill_group(pgid: int, grace: float) -> None:
-    """SIGTERM the group, wait up to ``grace`` seconds for its leader, then SIGKILL it (blocking)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if not psutil.pid_exists(pgid) or _is_zombie(pgid):
-            break
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return True
 
 
 def plan_launch(engine: Engine, spec: Deployment) -> Launch:
