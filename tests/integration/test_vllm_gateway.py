@@ -14,13 +14,14 @@ import signal
 import stat
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import openai
 import psutil
 import pytest
-from harness import ControllerProcess, pid_gone, run_cli
+from harness import ControllerProcess, answers_http, pid_gone, run_cli, tcp_listeners
 from tiny_hf import write_tiny_hf_llama
 
 from llmctl.runtimes.vllm import kv_cache_size
@@ -105,15 +106,17 @@ def test_ps_shows_the_vllm_runtime(vllm: Vllm) -> None:
     assert len(run_dirs) == 1 and (run_dirs[0] / "tmp").is_dir()
 
 
-def test_vllm_listens_on_no_port_only_on_a_private_socket(vllm: Vllm) -> None:
+def test_vllm_serves_http_on_a_private_socket_and_on_no_port(vllm: Vllm) -> None:
     """vLLM's key guards only /v1 and a few other prefixes (/tokenize, /pooling, /metrics… answer anyone), so it
-    serves on a Unix socket that only this user can reach: no TCP listener in its whole process tree."""
+    serves on a Unix socket that only this user can reach. No process of it serves HTTP on a TCP port; the only
+    loopback listeners are its worker's torch.distributed gloo groups (see test_vllm_real.py)."""
     b = vllm.ctl.backend(MODEL)
     sock = Path(b["socket"])
     assert b["port"] is None and sock.name == "vllm.sock"
-    listening = [(pid, c.laddr) for pid in vllm.group() for c in psutil.Process(pid).net_connections(kind="inet")
-                 if c.status == psutil.CONN_LISTEN]
-    assert listening == []
+    listening = tcp_listeners(b["pid"])
+    assert {name for name, _ in listening} <= {"VLLM::Worker"}, listening
+    with ThreadPoolExecutor(8) as pool:
+        assert not any(pool.map(answers_http, [port for _, port in listening]))
     assert stat.S_ISSOCK(sock.lstat().st_mode)
     assert (stat.S_IMODE(sock.lstat().st_mode), stat.S_IMODE(sock.parent.lstat().st_mode)) == (0o600, 0o700)
     run_dir = next((vllm.home / "state" / "run").iterdir())
