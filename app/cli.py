@@ -11,7 +11,7 @@ import click
 
 from llmctl import __version__
 from llmctl.app.cli_context import Context, emit_json, pass_ctx
-from llmctl.app.format import duration, size
+from llmctl.app.format import duration, listens_on, size
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)
@@ -390,8 +390,9 @@ def ps(ctx: Context, as_json: bool) -> None:
     from llmctl.app.tables import Col, print_table
 
     cols = [Col("MODEL", shrink=True, min_width=32), Col("ENGINE", drop=2), Col("STATE"), Col("PID", drop=4),
-            Col("PORT", drop=3), Col("UPTIME", drop=1), Col("RESTARTS", drop=5), Col("MEMORY", justify="right")]
-    rows = [[b["model"], b.get("engine") or b["runtime"], b["state"], str(b["pid"] or "-"), str(b["port"]),
+            Col("PORT/SOCKET", drop=3, shrink=True), Col("UPTIME", drop=1), Col("RESTARTS", drop=5),
+            Col("MEMORY", justify="right")]
+    rows = [[b["model"], b.get("engine") or b["runtime"], b["state"], str(b["pid"] or "-"), listens_on(b),
              duration(b["uptime"]), str(b["restarts"]), size(b["memory_bytes"])] for b in backends]
     print_table(cols, rows)
     for b in backends:  # the reason goes below the table, whole, so the state word stays whole in it
@@ -415,7 +416,8 @@ def start(ctx: Context, model: str, as_json: bool) -> None:
     if as_json:
         emit_json(status)
         return
-    click.echo(f"{status['model']} is {status['state']} on port {status['port']} (pid {status['pid']})")
+    where = f"on {status['socket']}" if status.get("socket") else f"on port {status['port']}"
+    click.echo(f"{status['model']} is {status['state']} {where} (pid {status['pid']})")
 
 
 @cli.command()

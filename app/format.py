@@ -14,6 +14,13 @@ def size(n: float | None) -> str:
     return str(n)
 
 
+def listens_on(backend: dict) -> str:
+    """Where a backend listens, as ``ps`` shows it: its port, or ``unix:PATH`` for one on a Unix socket."""
+    if backend.get("socket"):
+        return f"unix:{backend['socket']}"
+    return "-" if backend.get("port") is None else str(backend["port"])
+
+
 def duration(seconds: float | None) -> str:
     """Seconds as 3m05s or 2h07m."""
     if seconds is None:

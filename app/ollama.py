@@ -22,7 +22,7 @@ from llmctl.runtimes.ollama import OllamaApi, find_ollama, parse_ollama_host
 from llmctl.runtimes.ollama_engine import SERVE_NAME, OllamaServe, OllamaServer, engine_info, ollama_name
 from llmctl.runtimes.ollama_wire import OllamaError, valid_name
 from llmctl.runtimes.process import RestartPolicy
-from llmctl.runtimes.process_group import StateFile
+from llmctl.runtimes.state_file import StateFile
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 

@@ -268,6 +268,7 @@ class BackendStatus(_Backend, total=False):
     figures; ``engine_metrics`` comes with ``?engine_metrics=1``."""
 
     idle_for: float
+    socket: str | None  # the Unix socket it serves on instead of a port (vLLM; ``port`` is then None)
     engine_metrics: dict[str, float]
     engine_url: str
     upstream_model: str

@@ -77,7 +77,8 @@ class Deployment:
 
     Host is loopback: only the gateway faces clients. ``api_key`` is generated per launch and known only to the
     gateway, so the engine's private port is no side door (RELIABILITY 22); engines receive it through their
-    environment, never their argv (which every local user can read in ``ps``).
+    environment, never their argv (which every local user can read in ``ps``). An engine whose key leaves routes
+    open (vLLM) serves on a Unix socket in a private folder instead of ``port`` (``ServesOnSocket``).
     """
 
     model_name: str
@@ -190,12 +191,36 @@ class ChecksReadiness(Protocol):
         ...
 
 
-@runtime_checkable
-class NeedsLaunchDirs(Protocol):
-    """An engine that writes temp files and caches into folders of its own launch (inside ``d.run_dir``)."""
+@dataclass(frozen=True, slots=True)
+class Launch:
+    """One start of a deployment's process, worked out once per start: the argv (never the API key), the variables
+    to add to its environment, and folders of its own (inside ``Deployment.run_dir``) to create before it starts;
+    ``run_dir`` is removed after each exit."""
 
-    def launch_dirs(self, d: Deployment) -> tuple[Path, ...]:
-        """Folders to create before each start; ``d.run_dir`` is removed after each exit."""
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    dirs: tuple[Path, ...] = ()
+
+
+@runtime_checkable
+class PlansLaunch(Protocol):
+    """An engine whose argv, environment and folders come from one plan that costs something to work out (vLLM
+    reads the model's config.json and safetensors headers): the supervisor asks for it once per start, instead of
+    calling ``build_command`` and ``build_env``."""
+
+    def launch(self, d: Deployment) -> Launch: ...
+
+
+@runtime_checkable
+class ServesOnSocket(Protocol):
+    """An engine that serves a deployment on a Unix domain socket instead of ``host:port``: one whose API key does
+    not guard every route (vLLM's guards only /v1 and a few other prefixes), so that no other user of the machine
+    can reach it. The supervisor makes the socket's folder 0700 before each start, the socket 0600 once it appears,
+    and removes both after each exit; everything that talks to the backend connects to the socket
+    (``Backend.socket_path``)."""
+
+    def socket_path(self, d: Deployment) -> Path:
+        """Where ``d`` binds its socket (the same path for every start of ``d``; see ``runtimes.sockets``)."""
         ...
 
 

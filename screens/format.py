@@ -12,9 +12,9 @@ from __future__ import annotations
 from rich.text import Text
 from textual.content import Content
 
-from llmctl.app.format import duration, size
+from llmctl.app.format import duration, listens_on, size
 
-__all__ = ["badge", "badge_cell", "breakdown", "cell", "duration", "plain", "size"]
+__all__ = ["badge", "badge_cell", "breakdown", "cell", "duration", "listens_on", "plain", "size"]
 
 FIT_STYLE = {"yes": "green", "tight": "yellow", "no": "red"}
 

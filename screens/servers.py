@@ -11,7 +11,7 @@ from textual.widgets import DataTable, Footer, Header, Label, RichLog
 
 from llmctl.app.shapes import ControllerError
 from llmctl.screens.base import LlmctlScreen
-from llmctl.screens.format import cell, duration, plain, size
+from llmctl.screens.format import cell, duration, listens_on, plain, size
 
 STATE_STYLE = {"ready": "green", "starting": "yellow", "restarting": "yellow", "failed": "red", "stopping": "yellow"}
 
@@ -50,7 +50,7 @@ class ServersScreen(LlmctlScreen):
         table.clear()
         for b in backends:
             table.add_row(cell(b["model"]), cell(b["state"], STATE_STYLE.get(b["state"], "")),
-                          cell(b["runtime"]), cell(b["port"]), cell(b["pid"] or "-"),
+                          cell(b["runtime"]), cell(listens_on(b)), cell(b["pid"] or "-"),
                           cell(duration(b["uptime"])), cell(b["restarts"]), cell(size(b["memory_bytes"])),
                           key=b["model"])
         if not backends:

@@ -2,12 +2,16 @@
 supervisor needs (``/health`` 503 while "loading", then 200; a chat completion), with a load delay, a key it
 checks, and a failure mode. It is a stand-in for the *engine* only; llmctl's supervisor and scheduler run for real.
 
-    python tests/fake_engine.py --port P [--load-delay S] [--fail-load] [--ignore-term] [--die-on-first-request]
+    python tests/fake_engine.py --port P [--uds PATH] [--load-delay S] [--fail-load] [--ignore-term]
+                                [--die-on-first-request]
 
 ``--die-on-first-request``: ``/health`` answers 200, and the first POST gets a 500 and kills the process, as vLLM
-does with a model its CPU kernels cannot run (head_dim 16).
+does with a model its CPU kernels cannot run (head_dim 16). ``--uds PATH``: serve on that Unix socket instead of
+the port, as vLLM does under llmctl. A POST with ``"stream": true`` is answered as server-sent events; ``GET
+/metrics`` with two Prometheus series.
 
-Also the ``FakeEngine`` dataclass that follows the Engine protocol and launches it.
+Also the ``FakeEngine`` dataclass that follows the Engine protocol and launches it, and ``FakeSocketEngine``, the
+same serving on a Unix socket of its launch (``ServesOnSocket``).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socketserver
 import sys
 import time
 from dataclasses import dataclass
@@ -23,6 +28,7 @@ from pathlib import Path
 
 from llmctl.catalog.estimate import MemoryProfile
 from llmctl.runtimes.base import Deployment, EngineInfo
+from llmctl.runtimes.sockets import socket_path
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +62,33 @@ class FakeEngine:
         return EngineInfo(self.name, self.key, True, "0", sys.executable, ("gguf",), ("chat",), ("cpu",), "-")
 
 
-def serve(port: int, load_delay: float, fail_load: bool, die_on_first_request: bool = False) -> None:
+@dataclass(frozen=True, slots=True)
+class FakeSocketEngine(FakeEngine):
+    """The fake engine on a Unix socket in its launch's folder, as llmctl runs vLLM (needs ``run_dir``)."""
+
+    def socket_path(self, d: Deployment) -> Path:
+        assert d.run_dir is not None
+        return socket_path(d.run_dir, "fake.sock")
+
+    def build_command(self, d: Deployment) -> list[str]:
+        return [*FakeEngine.build_command(self, d), "--uds", str(self.socket_path(d))]
+
+
+class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
+METRICS = b"""# HELP fake:requests_running Requests running.
+# TYPE fake:requests_running gauge
+fake:requests_running 0.0
+# HELP fake:generation_tokens Tokens generated.
+# TYPE fake:generation_tokens counter
+fake:generation_tokens_total 7.0
+"""
+
+
+def serve(port: int, load_delay: float, fail_load: bool, die_on_first_request: bool = False,
+          uds: str | None = None) -> None:
     started = time.monotonic()
     key = os.environ.get("FAKE_ENGINE_KEY")
     if fail_load:
@@ -76,12 +108,35 @@ def serve(port: int, load_delay: float, fail_load: bool, die_on_first_request: b
             self.end_headers()
             self.wfile.write(data)
 
+        def address_string(self) -> str:
+            return "unix" if uds else super().address_string()
+
         def do_GET(self) -> None:
             loaded = time.monotonic() - started >= load_delay
+            if loaded and self.path == "/metrics":
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(METRICS)))
+                self.end_headers()
+                self.wfile.write(METRICS)
+                return
             self._send(200 if loaded else 503, {"status": "ok" if loaded else "loading"})
 
+        def _stream(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            for piece in ("o", "k", "!"):
+                chunk = {"choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                self.wfile.flush()
+                time.sleep(0.02)
+            self.wfile.write(b"data: [DONE]\n\n")
+            self.close_connection = True
+
         def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             if key and self.headers.get("Authorization") != f"Bearer {key}":
                 self._send(401, {"error": {"message": "Invalid API Key"}})
                 return
@@ -90,9 +145,19 @@ def serve(port: int, load_delay: float, fail_load: bool, die_on_first_request: b
                 self._send(500, {"error": {"message": "EngineCore encountered an issue"}})
                 self.wfile.flush()
                 os._exit(1)
+            try:
+                stream = bool(json.loads(raw or b"{}").get("stream"))
+            except (ValueError, AttributeError):
+                stream = False
+            if stream:
+                self._stream()
+                return
             self._send(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
                                           "finish_reason": "stop"}], "usage": {"completion_tokens": 1}})
 
+    if uds:
+        print(f"fake engine on {uds}", flush=True)
+        _UnixHTTPServer(uds, Handler).serve_forever()
     print(f"fake engine on {port}", flush=True)
     ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
 
@@ -104,9 +169,10 @@ if __name__ == "__main__":
     ap.add_argument("--fail-load", action="store_true")
     ap.add_argument("--ignore-term", action="store_true")
     ap.add_argument("--die-on-first-request", action="store_true")
+    ap.add_argument("--uds")
     a = ap.parse_args()
     if a.ignore_term:
         import signal
 
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    serve(a.port, a.load_delay, a.fail_load, a.die_on_first_request)
+    serve(a.port, a.load_delay, a.fail_load, a.die_on_first_request, a.uds)

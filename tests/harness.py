@@ -127,7 +127,7 @@ class ControllerProcess:
             self.proc.wait()
         state = self.home / "state" / "backends.json"
         if state.exists():
-            from llmctl.runtimes.process_group import StateFile
+            from llmctl.runtimes.state_file import StateFile
 
             StateFile(state).reap(grace=1)
 
@@ -146,3 +146,22 @@ def pid_gone(pid: int, timeout: float = 10) -> bool:
 
 def kill_pid(pid: int, sig: int = signal.SIGKILL) -> None:
     os.kill(pid, sig)
+
+
+def tcp_listeners(pid: int) -> list[tuple[str, int]]:
+    """(process name, port) of every TCP socket listening in the process tree of ``pid``."""
+    root = psutil.Process(pid)
+    return [(p.name(), c.laddr.port) for p in [root, *root.children(recursive=True)]
+            for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+
+
+def answers_http(port: int, timeout: float = 1.0) -> bool:
+    """Whether something on the loopback ``port`` answers an HTTP request (within ``timeout`` seconds)."""
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.sendall(b"GET /tokenize HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            return s.recv(5) == b"HTTP/"
+    except OSError:
+        return False

@@ -61,10 +61,10 @@ class ControlApi:
         return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
     async def _scrape(self) -> dict:
-        session = self.c.gateway.session
-        if session is None:
+        upstreams = self.c.gateway.upstreams
+        if not upstreams.opened:
             return {}
-        return await scrape(session, list(self.c.scheduler.backends.values()))
+        return await scrape(upstreams.session, list(self.c.scheduler.backends.values()))
 
     async def status(self, request: web.Request) -> web.Response:
         return web.json_response({**self.c.describe(), "memory": await asyncio.to_thread(self.c.ledger)})

@@ -10,7 +10,7 @@ is dropped whole).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import aiohttp
 from prometheus_client.core import Metric
@@ -46,12 +46,14 @@ async def _fetch(session: aiohttp.ClientSession, backend) -> tuple[str, list[Met
         return backend.name, []
 
 
-async def scrape(session: aiohttp.ClientSession, backends: Iterable) -> dict[str, list[Metric]]:
-    """model name -> its engine's metric families, for every ready backend that answered in time. A remote's
-    deployments are left out: its ``/metrics`` (if any) is its own operator's, and scraping it costs a round trip
-    over the network on every scrape of ours."""
+async def scrape(session_for: Callable[[object], aiohttp.ClientSession], backends: Iterable,
+                 ) -> dict[str, list[Metric]]:
+    """model name -> its engine's metric families, for every ready backend that answered in time, each fetched
+    through ``session_for(backend)`` (over its Unix socket when it serves on one). A remote's deployments are left
+    out: its ``/metrics`` (if any) is its own operator's, and scraping it costs a round trip over the network on
+    every scrape of ours."""
     ready = [b for b in backends if b.state.value == "ready" and not getattr(b, "remote", False)]
-    return dict(await asyncio.gather(*(_fetch(session, b) for b in ready)))
+    return dict(await asyncio.gather(*(_fetch(session_for(b), b) for b in ready)))
 
 
 def relabel(scraped: dict[str, list[Metric]]) -> list[Metric]:

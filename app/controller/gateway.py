@@ -38,6 +38,7 @@ from llmctl.app.controller.errors import ApiError, error_body
 from llmctl.app.controller.limits import Keys, ModelQueue
 from llmctl.app.controller.metrics import Metrics, StreamMeter, queue_families
 from llmctl.app.controller.security import EXTRA_HEADERS, KEY_STATE
+from llmctl.app.controller.upstream import Upstreams
 from llmctl.app.controller.validation import check_chat, check_completion, check_embeddings
 from llmctl.catalog.errors import LlmctlError
 from llmctl.catalog.store import ModelEntry
@@ -126,7 +127,7 @@ class Gateway:
         self.queues: dict[str, ModelQueue] = {}
         self.fallbacks = fallbacks or {}  # model name -> models serving the same weights elsewhere
         self.failovers: deque[tuple[str, str, str, str]] = deque(maxlen=100)  # (asked, failed, next, why)
-        self.session: aiohttp.ClientSession | None = None
+        self.upstreams = Upstreams()  # the client sessions to backends: a TCP pool, one per Unix socket
         metrics.watch(lambda: queue_families({n: q.rejected for n, q in self.queues.items()},
                                              {n: q.inside for n, q in self.queues.items()}))
 
@@ -140,14 +141,16 @@ class Gateway:
         ]
 
     async def open(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60, enable_cleanup_closed=True)
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=None)
-        # auto_decompress off: bytes pass through exactly as the backend sent them
-        self.session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False)
+        self.upstreams.open()
 
     async def close(self) -> None:
-        if self.session is not None:
-            await self.session.close()
+        await self.upstreams.close()
+
+    def backend_changed(self, backend) -> None:
+        """A backend that stopped (or crashed) leaves no session to its Unix socket behind."""
+        if backend.socket_path is not None and backend.state in (BackendState.STOPPED, BackendState.FAILED,
+                                                                 BackendState.RESTARTING):
+            self.upstreams.forget(backend.socket_path)
 
     # models ------------------------------------------------------------------------------------------------
     def _model_object(self, entry: ModelEntry) -> dict:
@@ -346,15 +349,17 @@ class Gateway:
             try:
                 async with self.scheduler.use(entry, keep_alive=keep_alive) as backend:
                     url, auth = backend.base_url + path, backend.auth_headers
+                    session = self.upstreams.session(backend)  # over its Unix socket, if it serves on one
                     sent = _renamed(raw, body, backend.upstream_model)
                     headers = {"X-Llmctl-Served-By": entry.name}
                     limits = getattr(backend, "timeouts", None) or _UNBOUNDED  # a remote's; none for a local one
                     if stream:
-                        response, status, error = await self._stream(request, url, auth, sent, meter, entry.name,
-                                                                      headers, fail_over, limits)
+                        response, status, error = await self._stream(request, session, url, auth, sent, meter,
+                                                                      entry.name, headers, fail_over, limits)
                         usage = None
                     else:
-                        response, status, usage = await self._unary(url, auth, sent, headers, fail_over, limits)
+                        response, status, usage = await self._unary(session, url, auth, sent, headers, fail_over,
+                                                                    limits)
                         error = None
                     if status in (401, 403) and getattr(backend, "remote", False):
                         # the remote refused llmctl's key: not the client's key, so not the client's 401
@@ -374,31 +379,31 @@ class Gateway:
                 await _noticed(backend)
         raise AssertionError("unreachable")
 
-    async def _post(self, url: str, auth: dict[str, str], raw: bytes,
+    @staticmethod
+    async def _post(session: aiohttp.ClientSession, url: str, auth: dict[str, str], raw: bytes,
                     limits: RequestTimeouts = _UNBOUNDED) -> aiohttp.ClientResponse:
         """POST to a backend. A pooled connection the backend closed between requests (llama-server's HTTP
         library does so after a number of keep-alive requests) fails before any answer; inference has no side
         effects, so that one case is retried once on a fresh connection."""
-        assert self.session is not None
         headers = {"Content-Type": "application/json", **auth}
         # never redirected: a backend's key (a remote's API key) goes to its own address only
         kw = {} if limits.connect is None else {
             "timeout": aiohttp.ClientTimeout(total=None, sock_connect=limits.connect, sock_read=None)}
         try:
-            return await self.session.post(url, data=raw, headers=headers, allow_redirects=False, **kw)
+            return await session.post(url, data=raw, headers=headers, allow_redirects=False, **kw)
         except _NOT_CONNECTED:
             raise BackendGone from None
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
             try:
-                return await self.session.post(url, data=raw, headers=headers, allow_redirects=False, **kw)
+                return await session.post(url, data=raw, headers=headers, allow_redirects=False, **kw)
             except _NOT_CONNECTED:
                 raise BackendGone from None
 
-    async def _unary(self, url: str, auth: dict[str, str], raw: bytes, headers: dict[str, str],
-                     fail_over: bool = False, limits: RequestTimeouts = _UNBOUNDED,
+    async def _unary(self, session: aiohttp.ClientSession, url: str, auth: dict[str, str], raw: bytes,
+                     headers: dict[str, str], fail_over: bool = False, limits: RequestTimeouts = _UNBOUNDED,
                      ) -> tuple[web.Response, int, dict | None]:
         try:
-            up = await _within(limits.first_byte, self._post(url, auth, raw, limits))
+            up = await _within(limits.first_byte, self._post(session, url, auth, raw, limits))
             async with up:
                 data = await _bounded(up, limits.between_chunks)
                 status, ctype = up.status, up.headers.get("Content-Type", "application/json")
@@ -419,14 +424,15 @@ class Gateway:
         return web.Response(body=data, status=status, headers={"Content-Type": ctype, **headers}), status, usage
 
     async def _stream(
-        self, request: web.Request, url: str, auth: dict[str, str], raw: bytes, meter: StreamMeter, model: str,
-        headers: dict[str, str], fail_over: bool = False, limits: RequestTimeouts = _UNBOUNDED,
+        self, request: web.Request, session: aiohttp.ClientSession, url: str, auth: dict[str, str], raw: bytes,
+        meter: StreamMeter, model: str, headers: dict[str, str], fail_over: bool = False,
+        limits: RequestTimeouts = _UNBOUNDED,
     ) -> tuple[web.StreamResponse, int, str | None]:
         # the first byte is the stream's first chunk: until it comes nothing has gone back, and another model may
         # still take the request (a remote that accepts and then stalls is failed over like one that refuses)
         first_byte = asyncio.get_running_loop().time() + limits.first_byte if limits.first_byte else None
         try:
-            upstream = await _within(limits.first_byte, self._post(url, auth, raw, limits))
+            upstream = await _within(limits.first_byte, self._post(session, url, auth, raw, limits))
         except _Stalled as exc:
             raise _NoAnswer(504, f"the model server accepted the request, then {exc}; see `llmctl remotes list`",
                             code="backend_timeout") from None

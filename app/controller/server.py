@@ -42,8 +42,8 @@ from llmctl.runtimes.base import CHAT, COMPLETIONS, EMBEDDINGS, ChecksDeployment
 from llmctl.runtimes.hardware import GpuProbe
 from llmctl.runtimes.ledger import UNIFIED, device_bytes, holding_now
 from llmctl.runtimes.process import Backend, RestartPolicy, describe_port_owner, free_port, port_is_free
-from llmctl.runtimes.process_group import StateFile
 from llmctl.runtimes.scheduler import Scheduler
+from llmctl.runtimes.state_file import StateFile
 
 
 def _safe(name: str) -> str:
@@ -244,6 +244,7 @@ class Controller:
                                                     f"({remote.error})"))
 
     def _backend_changed(self, backend: Backend) -> None:
+        self.gateway.backend_changed(backend)
         detail = f" ({backend.error})" if backend.error else ""
         self.on_event(ControllerEvent("backend", f"{backend.name}: {backend.state.value}{detail}"))
 

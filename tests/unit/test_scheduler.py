@@ -14,8 +14,8 @@ from fake_engine import FakeEngine
 from llmctl.catalog.store import ModelEntry
 from llmctl.runtimes.base import BackendFailed, BackendState, Deployment
 from llmctl.runtimes.process import Backend, RestartPolicy, free_port
-from llmctl.runtimes.process_group import StateFile
 from llmctl.runtimes.scheduler import Scheduler
+from llmctl.runtimes.state_file import StateFile
 
 POLICY = RestartPolicy(stop_grace=2, ready_timeout=20, backoff_initial=0.1)
 

@@ -96,7 +96,7 @@ def test_is_loopback_parses_the_address(host: str, loopback: bool) -> None:
 def test_ollama_engine_settings_and_model_ttl(llmctl_home: Path, monkeypatch) -> None:
     from llmctl.app.ollama import attach_url, make_server, spawn_models_dir
     from llmctl.runtimes.process import RestartPolicy
-    from llmctl.runtimes.process_group import StateFile
+    from llmctl.runtimes.state_file import StateFile
 
     paths = resolve_paths()
     s = load_settings(paths)

@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from llmctl.runtimes.process import describe_port_owner, free_port, port_is_free
-from llmctl.runtimes.process_group import StateFile
+from llmctl.runtimes.state_file import StateFile
 
 
 @pytest.fixture
@@ -64,6 +64,23 @@ def test_reap_tolerates_garbage(tmp_path: Path) -> None:
     assert StateFile(path).reap() == []
     path.write_text('{"m": {"pid": "x"}, "n": {"pid": 999999999, "create_time": 1}}')
     assert StateFile(path).reap() == []
+
+
+def test_reap_removes_the_socket_folder_a_dead_backend_left(tmp_path: Path) -> None:
+    """A socket may lie outside the run folders the controller clears (a short folder under $XDG_RUNTIME_DIR)."""
+    left = tmp_path / "xdg" / "llmctl" / "0123456789abcdef"
+    left.mkdir(parents=True)
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(left / "vllm.sock"))  # bound, then its process died: the file stays
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("not a socket folder")
+    state = StateFile(tmp_path / "backends.json")
+    state.put("m", {"pid": 999999999, "create_time": 1, "socket": str(left / "vllm.sock")})
+    state.put("n", {"pid": 999999999, "create_time": 1, "socket": str(other / "vllm.sock")})
+    assert state.reap() == []  # no live process: nothing killed
+    assert not left.exists() and left.parent.is_dir()
+    assert (other / "notes.txt").exists()  # a folder holding anything else is left alone
 
 
 def test_ports() -> None:

@@ -54,10 +54,11 @@ def _deployment(tmp_path: Path, **kw) -> VllmDeployment:
 
 # argv / env -----------------------------------------------------------------------------------------------------
 def test_cpu_launch_golden(tmp_path: Path) -> None:
-    launch = build_launch(_deployment(tmp_path))
+    launch = build_launch(_deployment(tmp_path, uds=tmp_path / "run" / "sock" / "vllm.sock"))
     assert launch.argv == (
         "/e/bin/python", "-m", "vllm.entrypoints.openai.api_server",
-        "--model", "/m/tiny", "--served-model-name", "tiny", "--host", "127.0.0.1", "--port", "18000",
+        "--model", "/m/tiny", "--served-model-name", "tiny",
+        "--uds", str(tmp_path / "run" / "sock" / "vllm.sock"),  # no --host/--port: it listens on no TCP port
         "--max-model-len", "1024", "--dtype", "float32", "--load-format", "safetensors",
         "--kv-cache-memory-bytes", "67108864",
         "--enable-prefix-caching", "--enforce-eager", "--disable-uvicorn-access-log",
@@ -268,7 +269,7 @@ def test_failure_reason_of_argument_errors_and_warnings() -> None:
 
 
 # readiness (the real server: tests/integration/test_vllm_real.py; here an aiohttp stand-in for its two routes) --
-async def test_ready_only_after_a_real_completion_succeeds() -> None:
+async def test_ready_only_after_a_real_completion_succeeds(tmp_path: Path) -> None:
     from aiohttp import web
 
     seen: list[tuple[str, str | None]] = []
@@ -286,10 +287,10 @@ async def test_ready_only_after_a_real_completion_succeeds() -> None:
     app.add_routes([web.get("/health", health), web.post("/v1/completions", completions)])
     runner = web.AppRunner(app)
     await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    sock = tmp_path / "vllm.sock"  # served on a Unix socket, as llmctl runs vLLM
+    await web.UnixSite(runner, str(sock)).start()
     try:
-        took = await wait_ready("127.0.0.1", port, "secret", "tiny", timeout=30, interval=0.05)
+        took = await wait_ready("http://localhost", "secret", "tiny", uds=sock, timeout=30, interval=0.05)
     finally:
         await runner.cleanup()
     assert took < 30 and seen == [("completion", "Bearer secret")] * 3
@@ -310,13 +311,14 @@ async def test_not_ready_names_what_vllm_last_answered() -> None:
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
+    base = f"http://127.0.0.1:{port}"
     try:
         with pytest.raises(NotReady, match="not ready after 1 s") as err:
-            await wait_ready("127.0.0.1", port, "k", "tiny", timeout=1, interval=0.05)
+            await wait_ready(base, "k", "tiny", timeout=1, interval=0.05)
     finally:
         await runner.cleanup()
     assert "a 1-token completion answered 500" in err.value.message and "EngineCore" in err.value.message
     polls = iter([True, True, False])
     with pytest.raises(NotReady, match="exited before it was ready") as err:
-        await wait_ready("127.0.0.1", port, "k", "tiny", timeout=30, interval=0.05, alive=lambda: next(polls))
+        await wait_ready(base, "k", "tiny", timeout=30, interval=0.05, alive=lambda: next(polls))
     assert "Cannot connect" in err.value.message  # nothing ever answered on that port

@@ -4,12 +4,13 @@ and the supervisor's readiness hook against a fake engine that passes /health an
 from __future__ import annotations
 
 import json
+import stat
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from fake_engine import FakeEngine
+from fake_engine import FakeEngine, FakeSocketEngine
 from tiny_hf import write_tiny_hf_llama
 
 from llmctl.app.deployments import launch_plan
@@ -17,10 +18,19 @@ from llmctl.app.settings import ModelProfile, Settings
 from llmctl.catalog.estimate import VLLM_PROFILE, FitRequest, vllm_cpu_kv_bytes
 from llmctl.catalog.safetensors_dir import facts_from_model_dir
 from llmctl.catalog.store import ModelEntry
-from llmctl.runtimes.base import BackendState, ChecksDeployment, ChecksReadiness, Deployment, EngineUnavailable
+from llmctl.runtimes.base import (
+    BackendState,
+    ChecksDeployment,
+    ChecksReadiness,
+    Deployment,
+    EngineUnavailable,
+    Launch,
+    PlansLaunch,
+    ServesOnSocket,
+)
 from llmctl.runtimes.process import Backend, RestartPolicy, free_port
-from llmctl.runtimes.process_group import StateFile
 from llmctl.runtimes.registry import VllmWhere, describe_engines, pick_engine
+from llmctl.runtimes.state_file import StateFile
 from llmctl.runtimes.vllm import INSTALLED_STAMP, VllmRefused, managed_venv
 from llmctl.runtimes.vllm_engine import VllmEngine
 
@@ -45,7 +55,8 @@ def test_deployment_argv_golden(tiny: Path, tmp_path: Path) -> None:
     kv = (2 * 8 + 1) * 128 * (2 * 2 * 2 * 32 * 4)  # 2 requests x 8 blocks + the null block; 2 layers, 2 KV heads
     assert ENGINE.build_command(d) == [
         "/e/bin/python", "-m", "vllm.entrypoints.openai.api_server",
-        "--model", str(tiny), "--served-model-name", "tiny", "--host", "127.0.0.1", "--port", "18000",
+        "--model", str(tiny), "--served-model-name", "tiny",
+        "--uds", str(tmp_path / "run" / "sock" / "vllm.sock"),  # a socket in the launch's folder, never a port
         "--max-model-len", "1024", "--dtype", "float32",  # the checkpoint's own: auto would downcast to bf16
         "--load-format", "safetensors",  # never a pickle
         "--kv-cache-memory-bytes", str(kv),
@@ -56,7 +67,10 @@ def test_deployment_argv_golden(tiny: Path, tmp_path: Path) -> None:
     assert env["VLLM_API_KEY"] == "secret" and "secret" not in " ".join(ENGINE.build_command(d))
     assert (env["TMPDIR"], env["VLLM_CACHE_ROOT"], env["TORCHINDUCTOR_CACHE_DIR"]) == \
         (str(run / "tmp"), str(run / "cache"), str(run / "inductor"))
-    assert ENGINE.launch_dirs(d) == (run / "tmp", run / "cache", run / "inductor")
+    launch = ENGINE.launch(d)  # what the supervisor asks for, once per start
+    assert launch.dirs == (run / "tmp", run / "cache", run / "inductor")
+    assert (list(launch.argv), launch.env) == (ENGINE.build_command(d), env)
+    assert isinstance(ENGINE, ServesOnSocket) and ENGINE.socket_path(d) == run / "sock" / "vllm.sock"
     # the KV space is the one `fit` and the ledger plan for this launch
     req = FitRequest(ctx=1024, parallel=2, profile=VLLM_PROFILE)
     assert kv == vllm_cpu_kv_bytes(facts_from_model_dir(tiny), req)
@@ -161,8 +175,9 @@ def test_launch_plan_of_a_safetensors_model(tiny: Path, tmp_path: Path) -> None:
 
 # the supervisor's readiness hook ------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
-class FakeVllm(FakeEngine):
-    """The fake engine's process with vLLM's readiness check, log reading and its own run folders."""
+class FakeVllm(FakeSocketEngine):
+    """The fake engine's process on vLLM's socket, with vLLM's readiness check, log reading and a launch plan with
+    folders of its own."""
 
     def failure_reason(self, lines: list[str]) -> str | None:
         return VllmEngine(sys.executable).failure_reason(lines)
@@ -170,9 +185,15 @@ class FakeVllm(FakeEngine):
     async def ready(self, d: Deployment) -> str | None:
         return await VllmEngine(sys.executable).ready(d)
 
-    def launch_dirs(self, d: Deployment) -> tuple[Path, ...]:
+    def socket_path(self, d: Deployment) -> Path:
+        return VllmEngine(sys.executable).socket_path(d)
+
+    planned: list[Deployment] = field(default_factory=list)  # one entry per call of launch()
+
+    def launch(self, d: Deployment) -> Launch:
         assert d.run_dir is not None
-        return (d.run_dir / "tmp",)
+        self.planned.append(d)
+        return Launch(tuple(self.build_command(d)), self.build_env(d), (d.run_dir / "tmp",))
 
 
 POLICY = RestartPolicy(stop_grace=2, ready_timeout=20, backoff_initial=0.1)
@@ -206,12 +227,18 @@ async def test_the_readiness_hook_fails_an_engine_that_dies_on_its_first_request
 
 
 async def test_the_readiness_hook_passes_a_healthy_engine_and_run_dirs_live_with_it(tmp_path: Path) -> None:
-    backend = _backend(tmp_path, FakeVllm(load_delay=0.5))
+    engine = FakeVllm(load_delay=0.5)
+    assert isinstance(engine, PlansLaunch) and isinstance(engine, ServesOnSocket)
+    backend = _backend(tmp_path, engine)
+    run = tmp_path / "run" / "m"
     backend.start()
     try:
         await backend.wait_ready(15)
         assert backend.state is BackendState.READY
-        assert (tmp_path / "run" / "m" / "tmp").is_dir()
+        assert (run / "tmp").is_dir() and stat.S_IMODE(run.stat().st_mode) == 0o700
+        sock = Path(backend.socket_path)
+        assert sock == run / "sock" / "vllm.sock" and stat.S_ISSOCK(sock.stat().st_mode)
+        assert len(engine.planned) == 1  # the launch was worked out once for this start, not once per use
     finally:
         await backend.stop()
-    assert not (tmp_path / "run" / "m").exists()
+    assert not run.exists()

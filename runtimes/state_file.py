@@ -1,54 +1,25 @@
-"""Process groups: how the supervisor stops an engine's server, and how the next controller reaps one it left.
-
-Every server runs in a process group of its own (the supervisor starts it with ``start_new_session``), so a
-signal reaches what it forks too (vLLM's engine core and workers, Ollama's runner). Stop is SIGTERM to the group,
-a grace period, then SIGKILL, and one more SIGKILL to the group once its leader is gone, so nothing it forked
-lingers.
-
-``StateFile`` records each live group's leader with its start time, so a controller that was SIGKILLed leaves
-enough behind for the next one to reap the orphans without ever signalling a pid the OS has since reused.
+"""``backends.json``: every live backend's pid, process start time, port or socket and argv, so that a controller
+that was SIGKILLed leaves enough behind for the next one to reap its orphans without ever killing a reused pid.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
 import signal
+import stat
+import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 
-
-def kill_group(pgid: int) -> None:
-    """SIGKILL the group now; a group that is already gone is not an error."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
+from llmctl.runtimes.sockets import remove_socket_dir
 
 
-async def terminate_group(proc: asyncio.subprocess.Process, grace: float, log: Callable[[str], None]) -> None:
-    """SIGTERM the group ``proc`` leads, wait up to ``grace`` seconds for ``proc`` to exit, then SIGKILL (saying
-    so through ``log``); at the end SIGKILL whatever is left of the group."""
-    if proc.returncode is not None:
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        await asyncio.wait_for(proc.wait(), grace)
-    except TimeoutError:
-        log(f"--- llmctl: no exit {grace:.0f} s after SIGTERM; sending SIGKILL")
-        kill_group(proc.pid)
-        await proc.wait()
-    # the leader is gone; make sure nothing it forked lingers in the group
-    kill_group(proc.pid)
-
-
-# the state file ----------------------------------------------------------------------------------------------
 class StateFile:
-    """``backends.json``: name -> {pid, create_time, port, argv}. Written atomically on every change."""
+    """``backends.json``: name -> {pid, create_time, port, socket, argv}. Written atomically on every change."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -62,9 +33,15 @@ class StateFile:
 
     def _write(self, data: dict[str, dict]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2), "utf-8")
-        os.replace(tmp, self.path)
+        # a temporary name of this writer's own: two writers (a reaping controller, a thread stopping a backend)
+        # sharing one ".tmp" could rename each other's file away mid-write
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            tmp.write_text(json.dumps(data, indent=2), "utf-8")
+            os.replace(tmp, self.path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
 
     def put(self, name: str, record: dict) -> None:
         data = self.read()
@@ -81,10 +58,13 @@ class StateFile:
         """Kill the process groups of backends a dead controller left behind; return what was reaped.
 
         A pid is only signalled when the process with that pid started at the recorded time, so a pid the
-        OS has since given to an unrelated process is never touched.
+        OS has since given to an unrelated process is never touched. The folder of a backend's Unix socket goes too
+        (it may lie outside the run folders the controller clears: see ``runtimes.sockets``).
         """
         reaped = []
         for name, rec in self.read().items():
+            if isinstance(rec.get("socket"), str):
+                _reap_socket_dir(Path(rec["socket"]))
             pid, created = rec.get("pid"), rec.get("create_time")
             if not isinstance(pid, int) or not isinstance(created, (int, float)):
                 continue
@@ -100,6 +80,15 @@ class StateFile:
         return reaped
 
 
+def _reap_socket_dir(sock: Path) -> None:
+    """Remove the folder of a dead backend's socket: only a folder of this user's that holds nothing but it."""
+    folder = sock.parent
+    with contextlib.suppress(OSError):
+        st = folder.lstat()
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and {p.name for p in folder.iterdir()} <= {sock.name}:
+            remove_socket_dir(folder)
+
+
 def _kill_group(pgid: int, grace: float) -> None:
     """SIGTERM the group, wait up to ``grace`` seconds for its leader, then SIGKILL it (blocking)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -109,7 +98,8 @@ def _kill_group(pgid: int, grace: float) -> None:
         if not psutil.pid_exists(pgid) or _is_zombie(pgid):
             break
         time.sleep(0.05)
-    kill_group(pgid)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
 
 
 def _is_zombie(pid: int) -> bool:
