@@ -28,6 +28,7 @@ from llmctl.app.shapes import (
     ChatTurn,
     ControllerError,
     ControllerUnavailable,
+    EngineMetrics,
     Hardware,
     LocalModel,
     LogChunk,
@@ -142,6 +143,10 @@ class ControllerClient:
     async def requests_snapshot(self, limit: int = 100) -> RequestsSnapshot:
         """Recent request records and the number in flight."""
         return await self._request("GET", "/llmctl/v1/requests", params={"limit": limit})
+
+    async def engine_metrics(self) -> list[EngineMetrics]:
+        """Each deployment's load as its engine reports it (requests running/waiting, KV cache use, ...)."""
+        return (await self._request("GET", "/llmctl/v1/engine-metrics"))["models"]
 
     async def remotes(self) -> list[RemoteStatus]:
         return (await self._request("GET", "/llmctl/v1/remotes"))["remotes"]

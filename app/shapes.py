@@ -277,6 +277,33 @@ class BackendStatus(_Backend, total=False):
     keep_alive: str | int | float
 
 
+class EngineFigures(TypedDict):
+    """What an engine reports about its load, under engine-neutral names; None: it does not report that one.
+    Ratios are 0-1; counters count since the engine started."""
+
+    requests_running: float | None
+    requests_waiting: float | None
+    kv_cache_usage: float | None
+    prefix_cache_hits: float | None
+    prefix_cache_queries: float | None
+    preemptions: float | None
+    tokens_prompt: float | None
+    tokens_generated: float | None
+    prefix_cache_hit_rate: float | None
+
+
+class EngineMetrics(TypedDict):
+    """One deployment in ``GET /llmctl/v1/engine-metrics``: its figures, or null and a ``note`` saying why
+    ("engine reports no metrics", "the model is starting", ...)."""
+
+    model: str
+    engine: str
+    state: str
+    figures: EngineFigures | None
+    note: str | None
+    memory_bytes: int | None
+
+
 class LogChunk(TypedDict):
     model: str
     lines: list[str]

@@ -18,7 +18,7 @@ from llmctl.app.settings import Settings
 from llmctl.catalog.errors import LlmctlError
 from llmctl.screens.dashboard import DashboardScreen
 
-POLLS = {"dashboard", "runtime-health", "monitor"}
+POLLS = {"dashboard", "runtime-health", "monitor", "monitor-engines"}
 """Worker groups that poll on a timer: while the controller stays away, their failure is told once, not every tick."""
 
 
@@ -36,7 +36,7 @@ SECTIONS = {
     "models": "Models: local and catalog models with fit for this machine",
     "servers": "Servers: model servers, start/stop, live logs",
     "chat": "Chat: streaming chat with a model",
-    "monitor": "Monitor: tokens/s, latency, CPU/RAM/GPU over time",
+    "monitor": "Monitor: tokens/s, latency, CPU/RAM/GPU over time; each engine's requests and KV cache",
     "bench": "Bench: benchmark a model, throughput and latency against concurrency, saved runs",
 }
 
@@ -129,7 +129,7 @@ class LlmctlApp(App):
         self.settings = settings
         self.client = client
         self._notice = notice
-        self._poll_failure: str | None = None
+        self._poll_failures: dict[str, str] = {}  # poll group -> what its last failure said (told once)
 
     def on_mount(self) -> None:
         self.sub_title = self.client.base_url + "/v1"
@@ -159,9 +159,10 @@ class LlmctlApp(App):
         """The one place that turns a failed worker into a notification (every worker runs with
         ``exit_on_error=False``): a 404, a 503, a lost connection or a bug in a screen never ends the app."""
         worker = event.worker
-        if worker.group in POLLS and event.state is WorkerState.SUCCESS and self._poll_failure is not None:
-            self._poll_failure = None
-            self.notify("the controller answers again", markup=False)
+        if worker.group in POLLS and event.state is WorkerState.SUCCESS and worker.group in self._poll_failures:
+            del self._poll_failures[worker.group]
+            if not self._poll_failures:  # every poll that failed answers again
+                self.notify("the controller answers again", markup=False)
         if event.state is not WorkerState.ERROR or worker.error is None:
             return
         error = worker.error
@@ -171,9 +172,10 @@ class LlmctlApp(App):
             self.log.error(f"worker {worker.name!r} failed", error)
             message = f"{type(error).__name__}: {error}"
         if worker.group in POLLS:
-            if message == self._poll_failure:
+            told = message in self._poll_failures.values()  # by this poll or another one (the controller is away)
+            self._poll_failures[worker.group] = message
+            if told:
                 return
-            self._poll_failure = message
         self.notify(message, title=f"{worker.description or worker.name} failed", severity="error", timeout=10,
                     markup=False)
 

@@ -21,7 +21,7 @@ The hierarchy of errors::
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -240,4 +240,47 @@ class ChecksGpuUse(Protocol):
     def gpu_problem(self, gpus: Sequence[GpuInfo]) -> tuple[str, str] | None:
         """(problem, fix) when there is a GPU this build cannot use, the fix saying how to get one that can; None
         when it can (or may)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EngineLoad:
+    """What an engine says about its load, under llmctl's engine-neutral names (each engine module maps its own
+    series onto these). None: this engine does not report that figure. Counters count since the engine started."""
+
+    requests_running: float | None = None
+    requests_waiting: float | None = None  # queued inside the engine (not in llmctl's gateway queue)
+    kv_cache_usage: float | None = None  # 0-1: share of the KV cache held by the running requests
+    prefix_cache_hits: float | None = None  # prompt tokens served from the prefix cache (counter)
+    prefix_cache_queries: float | None = None  # prompt tokens looked up in it (counter)
+    preemptions: float | None = None  # requests evicted from the KV cache to make room (counter)
+    tokens_prompt: float | None = None  # prompt tokens of the requests, cached ones included (counter)
+    tokens_generated: float | None = None  # tokens generated (counter)
+
+    @property
+    def prefix_cache_hit_rate(self) -> float | None:
+        """Hits over queries since the engine started; None before the first lookup."""
+        if self.prefix_cache_hits is None or not self.prefix_cache_queries:
+            return None
+        return self.prefix_cache_hits / self.prefix_cache_queries
+
+    def to_json(self) -> dict[str, float | None]:
+        return {**{f: getattr(self, f) for f in self.__dataclass_fields__},
+                "prefix_cache_hit_rate": self.prefix_cache_hit_rate}
+
+
+Series = Mapping[str, Sequence[float]]
+"""An engine's Prometheus samples by sample name (``vllm:prefix_cache_hits_total``), one value per label set."""
+
+
+@runtime_checkable
+class ReportsLoad(Protocol):
+    """An engine that reports its load. The controller scrapes its ``/metrics`` and GETs each of ``load_paths``
+    (JSON routes, with the per-launch key); the engine reads them. An engine without this hook (Ollama,
+    llama-cpp-python) reports no metrics, which the monitor says rather than showing zeros."""
+
+    load_paths: tuple[str, ...]
+
+    def read_load(self, series: Series, pages: Mapping[str, object]) -> EngineLoad | None:
+        """The figures in one scrape (``pages``: path -> decoded JSON, for the paths that answered); None when
+        the scrape holds none of this engine's series (it did not answer in time)."""
         ...

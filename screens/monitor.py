@@ -1,37 +1,26 @@
 """Monitor: live plots over the last minutes of tokens/s, time to first token, inter-token latency, requests
-in flight, CPU and RAM, and each GPU's utilisation and VRAM, from the controller's metrics."""
+in flight, CPU and RAM, and each GPU's utilisation and VRAM, from the controller's metrics; and, on the Engines tab,
+each loaded model's load as its engine reports it (``EnginePanel``)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections import deque
 
 from textual import work
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Grid
-from textual.widgets import Footer, Header, Label
+from textual.timer import Timer
+from textual.widgets import Footer, Header, Label, TabbedContent, TabPane
 from textual_plotext import PlotextPlot
 
+from llmctl.app.shapes import ControllerError
 from llmctl.screens.base import LlmctlScreen
+from llmctl.screens.engine_panel import EnginePanel
+from llmctl.screens.series import WINDOW, Series
 
-WINDOW = 300  # seconds of history kept and shown
-
-
-class Series:
-    """Timestamped samples of one measure, trimmed to the window."""
-
-    def __init__(self) -> None:
-        self.points: deque[tuple[float, float]] = deque()
-
-    def add(self, t: float, value: float | None) -> None:
-        if value is not None:
-            self.points.append((t, value))
-        while self.points and self.points[0][0] < t - WINDOW:
-            self.points.popleft()
-
-    def last(self) -> float | None:
-        return self.points[-1][1] if self.points else None
-
+ENGINE_POLL = 1.0  # seconds between the end of one engine-metrics answer and the next request
 
 PLOTS = [
     ("tps", "tokens/s per reply", "tok/s"),
@@ -46,18 +35,27 @@ PLOTS = [
 
 
 class MonitorScreen(LlmctlScreen):
+    BINDINGS = [
+        Binding("g", "show_tab('monitor-gateway')", "Gateway & machine", id="monitor-gateway"),
+        Binding("e", "show_tab('monitor-engines')", "Engines", id="monitor-engines"),
+    ]
+
     def __init__(self) -> None:
         super().__init__()
         self.series = {key: Series() for key, _, _ in PLOTS}
         self.seen_request = 0
         self.started = time.monotonic()
+        self._engines_timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield Label("waiting for the first sample...", id="monitor-summary")
-        with Grid(id="monitor-grid"):
-            for key, _title, _unit in PLOTS:
-                yield PlotextPlot(id=f"plot-{key}", classes="plot")
+        with TabbedContent(id="monitor-tabs"):
+            with TabPane("Gateway & machine", id="monitor-gateway"), Grid(id="monitor-grid"):
+                for key, _title, _unit in PLOTS:
+                    yield PlotextPlot(id=f"plot-{key}", classes="plot")
+            with TabPane("Engines", id="monitor-engines"):
+                yield EnginePanel(id="engine-panel")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -66,6 +64,14 @@ class MonitorScreen(LlmctlScreen):
             plt.title(f"{title}" + (f" ({unit})" if unit else ""))
         self.sample()
         self.set_interval(1.0, self.sample)
+        self.sample_engines()
+
+    def action_show_tab(self, tab: str) -> None:
+        self.query_one(TabbedContent).active = tab
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        if event.pane.id == "monitor-engines":
+            self.query_one("#engine-table").focus()  # the arrows pick the model whose history is plotted
 
     @work(exclusive=True, group="monitor", description="sampling metrics", exit_on_error=False)
     async def sample(self) -> None:
@@ -87,6 +93,28 @@ class MonitorScreen(LlmctlScreen):
             self.series["gpu"].add(now, g.get("utilization"))
             self.series["vram"].add(now, 100 * (1 - g["vram_free"] / g["vram_total"]))
         self._draw(now, hw)
+
+    @work(exclusive=True, group="monitor-engines", description="reading the engines' metrics", exit_on_error=False)
+    async def sample_engines(self) -> None:
+        """Never overlapping: the next one is armed when this one ends, so a scrape the controller has to wait for
+        (an engine slow to answer its /metrics) delays the next instead of cancelling it."""
+        if self._engines_timer is not None:
+            self._engines_timer.stop()
+        cancelled = False
+        try:
+            models = await self.app.client.engine_metrics()
+        except ControllerError as exc:
+            if exc.status != 404:
+                raise
+            self.query_one(EnginePanel).unsupported()  # an older controller still running: said in the panel
+            return
+        except asyncio.CancelledError:
+            cancelled = True  # by a newer one, which arms the next
+            raise
+        finally:
+            if not cancelled:
+                self._engines_timer = self.set_timer(ENGINE_POLL, self.sample_engines)
+        self.query_one(EnginePanel).show(time.monotonic() - self.started, models)
 
     def _draw(self, now: float, hw: dict) -> None:
         for key, title, unit in PLOTS:

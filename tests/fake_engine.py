@@ -142,9 +142,11 @@ def serve(port: int, load_delay: float, fail_load: bool, die_on_first_request: b
                 return
             if die_on_first_request:
                 print("RuntimeError: Unsupported CPU attention configuration: head_dim=16", flush=True)
-                self._send(500, {"error": {"message": "EngineCore encountered an issue"}})
-                self.wfile.flush()
-                os._exit(1)
+                try:  # the client may already have gone (it has its answer or gave up): die all the same, quietly
+                    self._send(500, {"error": {"message": "EngineCore encountered an issue"}})
+                    self.wfile.flush()
+                finally:
+                    os._exit(1)
             try:
                 stream = bool(json.loads(raw or b"{}").get("stream"))
             except (ValueError, AttributeError):

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from llmctl.app.controller.engine_metrics import relabel, scrape, summary
+from llmctl.app.controller.engine_load import collect, gauge_families
+from llmctl.app.controller.engine_metrics import relabel
 from llmctl.app.controller.errors import ApiError
 from llmctl.catalog.errors import LlmctlError
 from llmctl.runtimes.base import BackendFailed
@@ -38,6 +39,7 @@ class ControlApi:
             web.post(f"{PREFIX}/backends/{{model}}/unload", self.unload),
             web.get(f"{PREFIX}/backends/{{model}}/logs", self.logs),
             web.get(f"{PREFIX}/requests", self.requests),
+            web.get(f"{PREFIX}/engine-metrics", self.engine_metrics),
             web.get(f"{PREFIX}/keys", self.keys),
             web.get(f"{PREFIX}/remotes", self.remotes),
             web.post(f"{PREFIX}/shutdown", self.shutdown),
@@ -55,16 +57,24 @@ class ControlApi:
         return web.json_response({"status": "ready" if ok else "not ready", "ready": ready}, status=200 if ok else 503)
 
     async def prometheus(self, request: web.Request) -> web.Response:
-        """llmctl's own series, then every ready engine's own (``llamacpp:*``, ``vllm:*``) labelled by model."""
-        scraped = await self._scrape()
-        body = self.c.metrics.exposition(relabel(scraped))
+        """llmctl's own series (with ``llmctl_engine_*``: what engines report, under one name), then every ready
+        engine's own (``llamacpp:*``, ``vllm:*``) labelled by model."""
+        scraped, loads = await self._collect()
+        body = self.c.metrics.exposition(gauge_families(loads) + relabel(scraped))
         return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
-    async def _scrape(self) -> dict:
+    async def _collect(self):
         upstreams = self.c.gateway.upstreams
-        if not upstreams.opened:
-            return {}
-        return await scrape(upstreams.session, list(self.c.scheduler.backends.values()))
+        return await collect(upstreams.session if upstreams.opened else None,
+                             list(self.c.scheduler.backends.values()))
+
+    async def engine_metrics(self, request: web.Request) -> web.Response:
+        """Each deployment's load as its engine reports it (requests running and waiting, KV cache use, prefix-cache
+        hits, preemptions), under engine-neutral names; ``figures`` is null with a ``note`` saying why when its
+        engine reports nothing (Ollama, llama-cpp-python), it is not ready, or it did not answer in time."""
+        await self.c.models.refresh()  # engines hosting their own models (Ollama): their /api/ps, now
+        _scraped, loads = await self._collect()
+        return web.json_response({"models": [m.to_json() for m in loads]})
 
     async def status(self, request: web.Request) -> web.Response:
         return web.json_response({**self.c.describe(), "memory": await asyncio.to_thread(self.c.ledger)})
@@ -74,9 +84,10 @@ class ControlApi:
         await self.c.models.refresh()  # engines hosting their own models (Ollama): their /api/ps, now
         out = [b.status() for b in self.c.scheduler.backends.values()]
         if request.query.get("engine_metrics") in ("1", "true"):
-            scraped = await self._scrape()
+            _scraped, loads = await self._collect()
+            figures = {m.model: m.load.to_json() if m.load else {} for m in loads}
             for item in out:
-                item["engine_metrics"] = summary(scraped.get(item["model"], []))
+                item["engine_metrics"] = {k: v for k, v in figures.get(item["model"], {}).items() if v is not None}
         return web.json_response({"backends": out})
 
     async def _entry(self, request: web.Request):

@@ -18,15 +18,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 MAX_BYTES = 4 << 20
 TIMEOUT = 1.5
-# the series a person watching a model wants first: slots busy, queue, KV cache use, tokens (llama.cpp; vLLM)
-SUMMARY = {
-    "llamacpp:requests_processing": "requests_running", "llamacpp:requests_deferred": "requests_waiting",
-    "llamacpp:kv_cache_usage_ratio": "kv_cache_usage", "llamacpp:tokens_predicted_total": "tokens_generated",
-    "llamacpp:prompt_tokens_total": "tokens_prompt",
-    "vllm:num_requests_running": "requests_running", "vllm:num_requests_waiting": "requests_waiting",
-    "vllm:kv_cache_usage_perc": "kv_cache_usage", "vllm:generation_tokens_total": "tokens_generated",
-    "vllm:prompt_tokens_total": "tokens_prompt",
-}
 
 
 async def _fetch(session: aiohttp.ClientSession, backend) -> tuple[str, list[Metric]]:
@@ -70,13 +61,3 @@ def relabel(scraped: dict[str, list[Metric]]) -> list[Metric]:
                 out.add_sample(s.name, {**s.labels, "model": model}, s.value, s.timestamp)
     return list(merged.values())
 
-
-def summary(families: list[Metric]) -> dict[str, float]:
-    """The few series ``SUMMARY`` names, by llmctl's own keys (vLLM's KV percentage is a 0-1 ratio already)."""
-    out: dict[str, float] = {}
-    for fam in families:
-        for s in fam.samples:
-            key = SUMMARY.get(s.name) or SUMMARY.get(fam.name)
-            if key and not s.name.endswith(("_created",)):
-                out[key] = out.get(key, 0.0) + s.value
-    return out

@@ -5,6 +5,8 @@ and `llmctl runtimes`."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -81,3 +83,49 @@ def test_runtimes_lists_every_engine(home: Path) -> None:
     assert data["default"] == "xllamacpp" and engines["xllamacpp"]["found"] and engines["xllamacpp"]["version"]
     assert set(engines) >= {"xllamacpp", "llama-server", "llama-cpp-python"}
     assert all(e["how_to_get"] for e in engines.values())
+
+
+def _tiny_load(c: httpx.Client) -> dict:
+    models = c.get("/llmctl/v1/engine-metrics").json()["models"]
+    return next(m for m in models if m["model"] == "tiny")
+
+
+def test_the_engine_metrics_route_reports_running_requests_and_kv_cache(controller) -> None:
+    """GET /llmctl/v1/engine-metrics against the real llama.cpp server: while three streams share its two slots
+    the model reports requests running and KV cache in use (read from llama.cpp's /slots: this build exports no KV
+    series); once they end, none running and no KV held, the tokens counted, and no preemptions (n/a: llama.cpp
+    defers instead). llmctl's own gauges say the same on /metrics."""
+    proc = controller()
+    streams = [{**CHAT, "messages": [{"role": "user", "content": f"story {i}"}], "max_tokens": 1800, "stream": True}
+               for i in range(3)]
+
+    def stream(body: dict) -> None:
+        with httpx.stream("POST", proc.url + "/v1/chat/completions", json=body, timeout=120) as r:
+            for _ in r.iter_lines():
+                pass
+
+    with proc.client() as c:
+        assert c.post("/v1/chat/completions", json=CHAT).status_code == 200  # loaded
+        threads = [threading.Thread(target=stream, args=(body,)) for body in streams]
+        for t in threads:
+            t.start()
+        seen, t0 = [], time.monotonic()
+        while any(t.is_alive() for t in threads):
+            seen.append(_tiny_load(c))
+        busy_for = time.monotonic() - t0
+        for t in threads:
+            t.join(60)
+        after = _tiny_load(c)
+        prom = c.get("/metrics").text
+    busy = [m["figures"] for m in seen if m["figures"] and m["figures"]["requests_running"] >= 1]
+    print(f"\n{len(seen)} answers in {busy_for:.1f} s of streaming, {len(busy)} with requests running")
+    assert busy, seen
+    assert max(f["kv_cache_usage"] for f in busy) > 0
+    assert all(0 <= f["kv_cache_usage"] <= 1 for f in busy)
+    assert (after["state"], after["engine"], after["note"]) == ("ready", "xllamacpp", None)
+    f = after["figures"]
+    assert (f["requests_running"], f["requests_waiting"], f["kv_cache_usage"], f["preemptions"]) == (0, 0, 0, None)
+    assert f["tokens_generated"] >= 8 + 3 * 100 and f["prefix_cache_queries"] >= f["prefix_cache_hits"] >= 0
+    assert after["memory_bytes"] > 0
+    assert 'llmctl_engine_requests_running{model="tiny"} 0.0' in prom
+    assert 'llmctl_engine_kv_cache_usage_ratio{model="tiny"} 0.0' in prom

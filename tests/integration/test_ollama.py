@@ -72,6 +72,11 @@ def test_models_and_chat_through_the_gateway_with_the_openai_sdk(ctl, fx, home):
 
     b = _ps(home, fx)
     assert (b["runtime"], b["state"], b["memory_bytes"], b["command"]) == ("ollama", "ready", 190948608, "attached")
+    with ctl.client() as c:  # the Monitor's Engines tab: Ollama has no /metrics, /api/ps gives the loaded size
+        models = c.get("/llmctl/v1/engine-metrics").json()["models"]
+    m = next(m for m in models if m["model"] == NAME)
+    assert (m["engine"], m["figures"], m["note"], m["memory_bytes"]) == ("ollama", None, "engine reports no metrics",
+                                                                          190948608)
 
 
 def test_a_keep_alive_unload_shows_in_ps_and_llmctl_never_stops_an_attached_ollama(ctl, fx, home):

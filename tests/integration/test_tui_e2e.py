@@ -33,6 +33,12 @@ async def test_chat_streams_and_the_monitor_moves(controller) -> None:
         assert monitor.series["tps"].last() and monitor.series["tps"].last() > 0
         assert monitor.series["ttft"].last() is not None
         assert monitor.series["cpu"].points and monitor.series["ram"].last() > 0
+        await pilot.press("e")  # the Engines tab: what llama.cpp itself reports about the model
+        await pilot.pause(1.5)
+        await app.workers.wait_for_complete()
+        tiny = monitor.query_one("#engine-panel").models["tiny"]
+        assert tiny["engine"] == "xllamacpp" and tiny["figures"]["tokens_generated"] >= 64
+        assert str(monitor.query_one("#engine-table").get_row("tiny")[2]) == "0"  # nothing running now
         await pilot.press("f3")
         await pilot.pause(1.5)
         await app.workers.wait_for_complete()

@@ -189,6 +189,10 @@ def test_engine_metrics_by_model(vllm: Vllm, oai: openai.OpenAI) -> None:
     em = next(b for b in backends if b["model"] == MODEL)["engine_metrics"]
     assert {"requests_running", "requests_waiting", "kv_cache_usage", "tokens_generated"} <= set(em), em
     assert em["tokens_generated"] > 0 and 0 <= em["kv_cache_usage"] <= 1
+    models = httpx.get(vllm.ctl.url + "/llmctl/v1/engine-metrics", timeout=30).json()["models"]
+    f = next(m for m in models if m["model"] == MODEL)["figures"]  # what the Monitor's Engines tab shows
+    assert f["prefix_cache_hits"] > 0 and 0 < f["prefix_cache_hit_rate"] < 1, f
+    assert f["preemptions"] == 0 and f["requests_running"] == 0, f  # vLLM reports preemptions: 0, not n/a
 
 
 def test_fit_matches_the_kv_size_vllm_logs(vllm: Vllm) -> None:

@@ -31,6 +31,8 @@ from llmctl.app.shapes import (
     ChatPart,
     ChatTurn,
     Cpu,
+    EngineFigures,
+    EngineMetrics,
     FitEstimate,
     Gpu,
     Hardware,
@@ -108,6 +110,24 @@ BACKENDS = [
                           "held": {"ram": 6400 * MiB}}, pinned=False, ttl=600.0, stop_reason=None),
 ]
 
+
+def figures(running: float = 2, waiting: float = 1, kv: float | None = 0.18, hits: float | None = 152,
+            queries: float | None = 243, preemptions: float | None = None) -> EngineFigures:
+    """An engine's figures (llama.cpp's by default: it does not preempt)."""
+    return EngineFigures(requests_running=running, requests_waiting=waiting, kv_cache_usage=kv,
+                         prefix_cache_hits=hits, prefix_cache_queries=queries, preemptions=preemptions,
+                         tokens_prompt=queries, tokens_generated=716,
+                         prefix_cache_hit_rate=hits / queries if hits is not None and queries else None)
+
+
+ENGINE_METRICS = [
+    EngineMetrics(model="llama-3.1-8b-instruct-q4_k_m", engine="llama-server", state="ready", figures=figures(),
+                  note=None, memory_bytes=6200 * MiB),
+    EngineMetrics(model="ollama/qwen3:0.6b", engine="ollama", state="ready", figures=None,
+                  note="engine reports no metrics", memory_bytes=523 * MiB),
+]
+
+
 def bench_level(c: int, requests: int) -> dict[str, Any]:
     """One concurrent level's figures under vLLM's keys (the ones the Bench screen reads), made up but plausible:
     aggregate throughput grows with concurrency, TTFT with it too."""
@@ -184,6 +204,7 @@ class FakeClient:
         self.fail_after = fail_after
         self.calls: list[tuple] = []
         self.backend_list = copy.deepcopy(BACKENDS)
+        self.engine_list = copy.deepcopy(ENGINE_METRICS)  # what engine_metrics answers (change it between polls)
         self.model_list = copy.deepcopy(MODELS if models is None else models)
         self.log_lines = list(LOG_LINES if log_lines is None else log_lines)
         self.records: list[RequestRecord] = []
@@ -251,6 +272,10 @@ class FakeClient:
     async def requests_snapshot(self, limit: int = 100) -> RequestsSnapshot:
         self._answer("requests_snapshot")
         return RequestsSnapshot(requests=self.records[-limit:], in_flight=0)
+
+    async def engine_metrics(self) -> list[EngineMetrics]:
+        self._answer("engine_metrics")
+        return copy.deepcopy(self.engine_list)
 
     async def remotes(self) -> list[RemoteStatus]:
         self._answer("remotes")

@@ -52,7 +52,8 @@ def returns(name: str):
 
 FAKE_CALLS = [("hardware", ()), ("backends", ()), ("models", ()), ("catalog", ()), ("load", ("tiny",)),
               ("unload", ("tiny",)), ("logs", ("tiny",)), ("requests", ()), ("requests_snapshot", ()),
-              ("remotes", ()), ("shutdown", ()), ("import_model", ("/m/x.gguf", "x")), ("remove_model", ("tiny",)),
+              ("engine_metrics", ()), ("remotes", ()), ("shutdown", ()), ("import_model", ("/m/x.gguf", "x")),
+              ("remove_model", ("tiny",)),
               ("recommend", ()), ("recommend", (8192, "RTX 3090")), ("start_pull", ("qwen2.5-7b-instruct:Q4_K_M",)),
               ("pulls", ())]
 
@@ -92,7 +93,7 @@ async def test_a_real_controllers_answers_have_the_same_shapes(tiny_gguf) -> Non
             imported = await client.import_model(str(tiny_gguf), "tiny")
             assert problems(imported, returns("import_model")) == []
             for name in ("hardware", "models", "catalog", "backends", "requests_snapshot", "requests", "remotes",
-                         "recommend", "pulls"):
+                         "recommend", "pulls", "engine_metrics"):
                 answer = await getattr(client, name)()
                 assert problems(answer, returns(name)) == [], name
             models = await client.models()

@@ -65,6 +65,17 @@ def test_pull_progress(snap_compare, make_app) -> None:
     assert snap_compare(make_app(client, mode="models"), terminal_size=(80, 24), run_before=run_before)
 
 
+def test_monitor_engines(snap_compare, make_app) -> None:
+    """The Monitor's Engines tab: a llama.cpp model's figures (no preemptions: n/a) with its first sample plotted, and
+    an Ollama model whose engine reports no metrics."""
+    async def run_before(pilot) -> None:
+        await _settle(pilot)
+        await pilot.press("e")
+        await _settle(pilot)
+
+    assert snap_compare(make_app(mode="monitor"), terminal_size=(120, 36), run_before=run_before)
+
+
 def test_what_fits(snap_compare, make_app) -> None:
     async def run_before(pilot) -> None:
         await _settle(pilot)

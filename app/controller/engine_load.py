@@ -1,0 +1,139 @@
+"""Each deployment's load as its engine reports it, under llmctl's engine-neutral names: what the monitor shows per
+model (``GET /llmctl/v1/engine-metrics``), ``?engine_metrics=1`` on the backends route, and llmctl's own
+``llmctl_engine_*`` gauges on ``/metrics``.
+
+The engine's ``/metrics`` is scraped by ``engine_metrics.scrape``; an engine that needs more (llama.cpp's ``/slots``
+for its KV share) names those JSON routes in ``load_paths``, fetched here at the same time and the same way: with
+the per-launch key, a short timeout and a size bound, a route that does not answer left out. What the series and
+routes mean is the engine module's business (``runtimes.base.ReportsLoad``); nothing here knows an engine's name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import aiohttp
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from llmctl.app.controller.engine_metrics import MAX_BYTES, TIMEOUT, scrape
+from llmctl.runtimes.base import EngineLoad, ReportsLoad
+
+NO_METRICS = "engine reports no metrics"
+NO_ANSWER = "the engine's /metrics did not answer"
+REMOTE = "a remote model: its metrics are its own server's"
+# llmctl's own gauges (CONVENTIONS.md: the autoscaling signals, base units, one prefix)
+GAUGES = (
+    ("requests_running", "llmctl_engine_requests_running", "Requests the engine is running, as it reports them"),
+    ("requests_waiting", "llmctl_engine_requests_waiting", "Requests queued inside the engine, as it reports them"),
+    ("kv_cache_usage", "llmctl_engine_kv_cache_usage_ratio", "Share of the engine's KV cache held by running requests"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelLoad:
+    """One deployment's figures, or why there are none (``note``)."""
+
+    model: str
+    engine: str
+    state: str
+    load: EngineLoad | None
+    note: str | None
+    memory_bytes: int | None
+
+    def to_json(self) -> dict:
+        return {"model": self.model, "engine": self.engine, "state": self.state,
+                "figures": None if self.load is None else self.load.to_json(), "note": self.note,
+                "memory_bytes": self.memory_bytes}
+
+
+def series_of(families: Iterable[Metric]) -> dict[str, list[float]]:
+    """Sample name -> its values, one per label set (``_created`` timestamps left out)."""
+    out: dict[str, list[float]] = {}
+    for fam in families:
+        for s in fam.samples:
+            if not s.name.endswith("_created"):
+                out.setdefault(s.name, []).append(s.value)
+    return out
+
+
+def _reporter(backend) -> ReportsLoad | None:
+    engine = getattr(backend, "engine", None)  # a deployment hosted by a shared server (Ollama) has none
+    return engine if isinstance(engine, ReportsLoad) else None
+
+
+def _scraped(backend) -> bool:
+    return backend.state.value == "ready" and not getattr(backend, "remote", False)
+
+
+async def _page(session: aiohttp.ClientSession, backend, path: str) -> tuple[str, object] | None:
+    try:
+        async with session.get(backend.base_url + path,
+                               headers={**backend.auth_headers, "Accept-Encoding": "identity"},
+                               timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as r:
+            if r.status != 200:
+                return None
+            raw = await r.content.read(MAX_BYTES + 1)
+    except (aiohttp.ClientError, TimeoutError, OSError):
+        return None
+    if len(raw) > MAX_BYTES:
+        return None
+    try:
+        return path, json.loads(raw)
+    except ValueError:  # not JSON (UnicodeDecodeError included)
+        return None
+
+
+async def _pages(session_for: Callable[[object], aiohttp.ClientSession], backends: list,
+                 ) -> dict[str, dict[str, object]]:
+    """model name -> {path: decoded JSON} for every ready backend whose engine asks for routes beside /metrics."""
+    wanted = [(b, path) for b in backends if _scraped(b) and (e := _reporter(b)) is not None for path in e.load_paths]
+    answers = await asyncio.gather(*(_page(session_for(b), b, path) for b, path in wanted))
+    out: dict[str, dict[str, object]] = {}
+    for (b, _path), answer in zip(wanted, answers, strict=True):
+        if answer is not None:
+            out.setdefault(b.name, {})[answer[0]] = answer[1]
+    return out
+
+
+def _model_load(backend, families: list[Metric] | None, pages: dict[str, object]) -> ModelLoad:
+    status = backend.status()
+    load, note = None, None
+    if getattr(backend, "remote", False):
+        note = REMOTE
+    elif (engine := _reporter(backend)) is None:
+        note = NO_METRICS
+    elif backend.state.value != "ready":
+        note = f"the model is {backend.state.value}"
+    else:
+        load = engine.read_load(series_of(families or []), pages)
+        note = NO_ANSWER if load is None else None
+    return ModelLoad(backend.name, status["engine"], status["state"], load, note, status.get("memory_bytes"))
+
+
+async def collect(session_for: Callable[[object], aiohttp.ClientSession] | None, backends: Iterable,
+                  ) -> tuple[dict[str, list[Metric]], list[ModelLoad]]:
+    """The engines' own series by model (for the ``/metrics`` pass-through) and every deployment's load, each
+    backend reached through ``session_for(backend)`` (over its Unix socket when it serves on one); None before the
+    gateway's sessions are open."""
+    backends = list(backends)
+    if session_for is None:
+        return {}, [_model_load(b, None, {}) for b in backends]
+    scraped, pages = await asyncio.gather(scrape(session_for, backends), _pages(session_for, backends))
+    return scraped, [_model_load(b, scraped.get(b.name), pages.get(b.name, {})) for b in backends]
+
+
+def gauge_families(loads: Iterable[ModelLoad]) -> list[Metric]:
+    """``llmctl_engine_requests_running|waiting`` and ``llmctl_engine_kv_cache_usage_ratio`` per model, for the
+    engines that report them: one name across engines for dashboards and autoscalers."""
+    families = {key: GaugeMetricFamily(name, doc, labels=["model"]) for key, name, doc in GAUGES}
+    for m in loads:
+        if m.load is None:
+            continue
+        for key, family in families.items():
+            value = getattr(m.load, key)
+            if value is not None:
+                family.add_metric([m.model], value)
+    return [f for f in families.values() if f.samples]
