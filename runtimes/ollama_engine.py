@@ -247,7 +247,7 @@ class OllamaServer:
     async def announce(self) -> str:
         """Find (or, in spawn mode, start) Ollama now, so its models are listed at once; the line that says where."""
         entries = await self.entries(fresh=True)
-        if self.last_error and self.mode == "attach":
+        if self.last_error and self.serve is None:  # attach only: nothing to start
             # most machines have no Ollama: say so in one calm line, not as an error
             return (f"ollama: none answers at {self.attach_url} (its models are listed once it runs; "
                     'engines.ollama.mode = "off" stops looking)')

@@ -66,6 +66,9 @@ async def test_an_unreachable_ollama_lists_nothing_and_says_why(tmp_path):
     try:
         assert await s.entries() == []
         assert "Cannot reach Ollama at http://127.0.0.1:9" in s.last_error
+        # at start-up most machines have no Ollama: one calm line, not the error
+        line = await s.announce()
+        assert line.startswith("ollama: none answers at http://127.0.0.1:9") and 'mode = "off"' in line, line
     finally:
         await s.close()
 
