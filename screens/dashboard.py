@@ -12,6 +12,8 @@ from textual.widgets import DataTable, Footer, Header, Label, ProgressBar, Stati
 from llmctl.screens.base import LlmctlScreen
 from llmctl.screens.format import cell, duration, listens_on, plain, size
 
+REFRESH_EVERY = 2.0  # seconds
+
 SNIPPET = """from openai import OpenAI
 client = OpenAI(base_url="{url}", api_key="unused")
 client.chat.completions.create(model="{model}",
@@ -48,7 +50,7 @@ class DashboardScreen(LlmctlScreen):
         url = self.app.client.base_url + "/v1"
         self.query_one("#endpoint", Static).update(Content.from_markup("[b]$url[/]   [dim](y copies it)[/]", url=url))
         self.action_refresh()
-        self.set_interval(2.0, self.action_refresh)
+        self.set_interval(REFRESH_EVERY, self.action_refresh)
 
     def action_refresh(self) -> None:
         self.refresh_data()

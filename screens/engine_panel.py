@@ -127,17 +127,20 @@ class EnginePanel(Vertical):
         h = self.history.get(self.selected or "", {})
         why = (m["note"] or NO_METRICS) if m is not None and m["figures"] is None else None
         for plot_id, title, lines in (
-            ("#plot-engine-requests", "requests running, waiting", (("running", "running"), ("waiting", "waiting"))),
-            ("#plot-engine-kv", "KV cache in use (%)", (("kv", None),)),
+            # colours named, not left to plotext's cycle (which moves on with every redraw)
+            ("#plot-engine-requests", "requests running, waiting",
+             (("running", "running", "green"), ("waiting", "waiting", "orange"))),
+            ("#plot-engine-kv", "KV cache in use (%)", (("kv", None, "cyan"),)),
         ):
             widget = self.query_one(plot_id, PlotextPlot)
             plt = widget.plt
             plt.clear_data()
             plt.title(why or title)  # the model is the highlighted row, named just above
-            for key, label in lines:
+            for key, label, color in lines:
                 points = h[key].points if key in h else ()
                 if points:
-                    plt.plot([t - self.now for t, _ in points], [v for _, v in points], marker="braille", label=label)
+                    plt.plot([t - self.now for t, _ in points], [v for _, v in points], marker="braille", label=label,
+                             color=color)
             plt.xlim(-WINDOW, 0)
             if plot_id.endswith("kv"):
                 plt.ylim(0, 100)

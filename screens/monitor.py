@@ -20,6 +20,7 @@ from llmctl.screens.base import LlmctlScreen
 from llmctl.screens.engine_panel import EnginePanel
 from llmctl.screens.series import WINDOW, Series
 
+SAMPLE_EVERY = 1.0  # seconds between samples of the gateway and the machine
 ENGINE_POLL = 1.0  # seconds between the end of one engine-metrics answer and the next request
 
 PLOTS = [
@@ -63,7 +64,7 @@ class MonitorScreen(LlmctlScreen):
             plt = self.query_one(f"#plot-{key}", PlotextPlot).plt
             plt.title(f"{title}" + (f" ({unit})" if unit else ""))
         self.sample()
-        self.set_interval(1.0, self.sample)
+        self.set_interval(SAMPLE_EVERY, self.sample)
         self.sample_engines()
 
     def action_show_tab(self, tab: str) -> None:

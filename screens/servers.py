@@ -13,6 +13,7 @@ from llmctl.app.shapes import ControllerError
 from llmctl.screens.base import LlmctlScreen
 from llmctl.screens.format import cell, duration, listens_on, plain, size
 
+POLL_EVERY = 1.0  # seconds
 STATE_STYLE = {"ready": "green", "starting": "yellow", "restarting": "yellow", "failed": "red", "stopping": "yellow"}
 
 
@@ -40,7 +41,7 @@ class ServersScreen(LlmctlScreen):
         columns = ("MODEL", "STATE", "RUNTIME", "PORT", "PID", "UPTIME", "RESTARTS", "MEMORY")
         self.query_one(DataTable).add_columns(*columns)
         self.poll()
-        self.set_interval(1.0, self.poll)
+        self.set_interval(POLL_EVERY, self.poll)
 
     @work(exclusive=True, group="runtime-health", description="reading the model servers", exit_on_error=False)
     async def poll(self) -> None:
