@@ -108,6 +108,28 @@ def _sse_events(line: str) -> dict | None:
     return event if isinstance(event, dict) else None
 
 
+TEXT_FIELDS = ("content", "reasoning_content", "reasoning")
+
+
+def is_token_chunk(choice: dict) -> bool:
+    """Does this streamed choice stand for a generated token (a TTFT / ITL event)?
+
+    A text field counts even when it is empty: vLLM sends one chunk per token and leaves ``content`` "" when the
+    token ends inside a UTF-8 character (its detokenizer holds the bytes back), and ``vllm bench serve`` times those
+    chunks too. Skipping them made ITL the gap between printable pieces (2-3x vLLM's on byte-level tokens), made
+    TTFT wait for the first printable token, and failed a stream whose every token was partial. Not tokens: the
+    role preamble (``role`` with no text, which vLLM and llama.cpp send first and Ollama with its finish) and a
+    ``finish_reason``-only chunk (``delta: {}``, llama.cpp's last).
+    """
+    delta = choice.get("delta")
+    if not isinstance(delta, dict):
+        return False
+    texts = [v for k in TEXT_FIELDS if isinstance(v := delta.get(k), str)]
+    if not texts:
+        return False
+    return any(texts) or "role" not in delta
+
+
 def _error_text(response: httpx.Response) -> str:
     try:
         err = response.json().get("error")
@@ -233,8 +255,7 @@ class Runner:
                         s.cached_tokens = int(details.get("cached_tokens") or 0)
                         s.tokens_from = "usage"
                     for choice in event.get("choices") or []:
-                        delta = choice.get("delta") or {}
-                        if delta.get("content") or delta.get("reasoning_content"):
+                        if is_token_chunk(choice):
                             if s.ttft is None:
                                 s.ttft = now - t0
                             else:

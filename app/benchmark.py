@@ -5,8 +5,11 @@ No click, no rich, no HTTP here (the runner is ``bench_runner.py``, the command 
 
 Definitions, as vLLM's ``vllm bench serve`` computes them (``vllm/benchmarks/serve.py`` ``calculate_metrics``):
 
-- TTFT: request sent -> first chunk carrying text (``content`` or ``reasoning_content``).
-- ITL: the gaps between successive text-carrying chunks, pooled over all requests of a level.
+- TTFT: request sent -> the first token chunk: a chunk whose delta has ``content``, ``reasoning_content`` or
+  ``reasoning``, even "" (vLLM sends a token that ends inside a UTF-8 character as ""), the role-only preamble
+  excepted (``bench_runner.is_token_chunk``). vLLM's client takes any chunk with ``choices``, its role chunk too;
+  vLLM's server sends that right before the first token, so the two agree (benchmarks/bench_anchor.py).
+- ITL: the gaps between successive token chunks, pooled over all requests of a level.
 - TPOT: per request ``(e2el - ttft) / (output_tokens - 1)``, for requests with more than one output token.
 - E2EL: request sent -> the stream's end.
 - ``std`` is the population standard deviation; percentiles interpolate linearly (numpy's default).

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from pathlib import Path
 
+import httpx
 import pytest
 
 from llmctl.app.bench_cli import _spread_goodput
 from llmctl.app.bench_display import LEVEL_COLS, fit_columns
+from llmctl.app.bench_runner import LoadSpec, Runner, Target, is_token_chunk
 from llmctl.app.benchmark import (
     BenchError,
     RequestSample,
@@ -138,3 +141,55 @@ def test_level_table_fits_80_columns_most_telling_first() -> None:
     assert width <= 80 and dropped > 0
     wide, none_dropped = fit_columns(LEVEL_COLS, [level], 400)
     assert none_dropped == 0 and len(wide) == len(LEVEL_COLS)
+
+
+def _chunk(delta: dict | None, finish: str | None = None, usage: dict | None = None) -> bytes:
+    event: dict = {"choices": [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    if usage:
+        event["usage"] = usage
+    return b"data: " + json.dumps(event).encode() + b"\n\n"
+
+
+def _stream(events: list[tuple[float, bytes]]) -> Runner:
+    """A Runner whose server sends each event after its delay (seconds)."""
+
+    async def body():
+        for delay, event in events:
+            await asyncio.sleep(delay)
+            yield event
+        yield b"data: [DONE]\n\n"
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body())
+
+    return Runner(Target("http://engine/v1", "m"), LoadSpec(), transport=httpx.MockTransport(handler))
+
+
+async def test_empty_content_chunks_are_tokens_as_vllm_times_them() -> None:
+    """vLLM sends one chunk per token, content "" for a token that ends inside a UTF-8 character; vllm bench serve
+    times every one. llmctl used to time only printable pieces: TTFT waited for the first, ITL merged the gaps."""
+    step = 0.05
+    usage = {"prompt_tokens": 7, "completion_tokens": 4}
+    events = [(0.0, _chunk({"role": "assistant", "content": ""})),  # vLLM's preamble, right before token 1
+              (step, _chunk({"content": ""})), (step, _chunk({"content": ""})), (step, _chunk({"content": "é"})),
+              (step, _chunk({"content": ""}, finish="length")), (0.0, _chunk(None, usage=usage))]
+    async with _stream(events) as runner:
+        s = await runner.stream_one("hi", 4)
+    assert s.ok and s.output_tokens == 4 and s.tokens_from == "usage"
+    assert step * 0.9 <= s.ttft < 2 * step  # the first token, not the first printable one (3 steps in)
+    assert len(s.itl) == 3 and all(gap >= step * 0.9 for gap in s.itl)
+    only_partial = [(0.0, _chunk({"role": "assistant", "content": ""})), (step, _chunk({"content": ""})),
+                    (step, _chunk({"content": ""}, finish="length"))]
+    async with _stream(only_partial) as runner:
+        s = await runner.stream_one("hi", 2)
+    assert s.ok and s.output_tokens == 2 and s.tokens_from == "deltas"  # was "the stream ended without a token"
+
+
+def test_which_chunks_are_tokens() -> None:
+    assert is_token_chunk({"delta": {"content": ""}})  # vLLM: a token held back mid-character
+    assert is_token_chunk({"delta": {"reasoning_content": "hm"}}) and is_token_chunk({"delta": {"reasoning": ""}})
+    assert is_token_chunk({"delta": {"role": "assistant", "content": "The"}})  # Ollama: role on every chunk
+    assert not is_token_chunk({"delta": {"role": "assistant", "content": ""}})  # vLLM's preamble, Ollama's finish
+    assert not is_token_chunk({"delta": {"role": "assistant", "content": None}})  # llama.cpp's preamble
+    assert not is_token_chunk({"delta": {}, "finish_reason": "length"})  # llama.cpp's finish
+    assert not is_token_chunk({"text": "x"})  # no delta: not a chat chunk
