@@ -20,9 +20,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 # an event carries a token when it has a "content" (chat), "reasoning_content"/"reasoning" (a reasoning model's
 # thinking, as llama.cpp and vLLM name it) or
 # "text" (completions) string, even an empty one (a byte-fallback token that ends mid-UTF-8 arrives as ""), and is
-# not the opening role announcement. Servers may merge tokens into one event (llama.cpp holds back a partial UTF-8
+# not the opening role announcement: an event with a "role" counts only when its text is not empty (vLLM and
+# llama.cpp open with a role and "" or null; Ollama puts the role on every chunk, its tokens included). The same rule
+# as the bench's ``is_token_chunk``. Servers may merge tokens into one event (llama.cpp holds back a partial UTF-8
 # sequence), so the final count comes from the stream's own figures when it gives them (see _usage_of).
 _TOKEN_RE = re.compile(rb'"(?:content|reasoning_content|reasoning|text)"\s*:\s*"')
+_TEXT_RE = re.compile(rb'"(?:content|reasoning_content|reasoning|text)"\s*:\s*"[^"]')  # a non-empty one
 _EVENT_SPLIT = re.compile(rb"\r?\n\r?\n")
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2)
@@ -69,7 +72,7 @@ class StreamMeter:
         self._partial = events.pop()[-65536:]
         gaps = []
         for event in events:
-            if _TOKEN_RE.search(event) and b'"role"' not in event:
+            if _TOKEN_RE.search(event) and (b'"role"' not in event or _TEXT_RE.search(event)):
                 if self.first is None:
                     self.first = now
                 elif self.last is not None:

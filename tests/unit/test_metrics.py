@@ -33,6 +33,20 @@ def test_role_announcements_are_not_tokens() -> None:
     assert (meter.tokens, meter.first) == (1, 2.0)
 
 
+def test_ollama_puts_the_role_on_every_token_and_each_still_counts() -> None:
+    """Ollama's /v1 stream as recorded from 0.23.0: role and content on every chunk, the last with a finish."""
+    from ollama_fixture import load_transcript
+
+    rec = next(r for r in load_transcript("06-openai.jsonl") if (r["request_body"] or {}).get("stream"))
+    lines = rec["response_body"]  # the stream's data lines, in order
+    body = "".join(line + "\n\n" for line in lines).encode()
+    texts = [json.loads(line[6:])["choices"][0]["delta"].get("content") for line in lines
+             if line.startswith("data: {") and json.loads(line[6:])["choices"]]
+    meter = StreamMeter(t0=0.0)
+    meter.feed(body, now=1.0)
+    assert meter.tokens == sum(1 for t in texts if t) > 3, texts
+
+
 def test_finish_records_ttft_itl_and_rate() -> None:
     metrics = Metrics()
     rec = metrics.begin("m", "/v1/chat/completions", stream=True)
