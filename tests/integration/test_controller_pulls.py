@@ -100,7 +100,7 @@ async def test_offline_refuses_with_the_clis_sentence(controller, hub, tmp_path:
 
 
 async def test_a_slow_hub_listing_holds_up_only_its_own_pull(controller, hub, tmp_path: Path) -> None:
-    """The Hub takes 4 s to list one repo: another pull starts, and the pulls are listed, meanwhile; two starts of
+    """The Hub takes 8 s to list one repo (bounds with seconds to spare: CI machines are loaded): another pull starts, and the pulls are listed, meanwhile; two starts of
     the slow ref at once share one listing and one pull."""
     import asyncio
     import time
@@ -108,7 +108,7 @@ async def test_a_slow_hub_listing_holds_up_only_its_own_pull(controller, hub, tm
     data = write_tiny_llama(tmp_path / "small.gguf").read_bytes()
     hub.add_file("org/slow-GGUF", "slow-Q4_0.gguf", data)
     hub.add_file("org/fast-GGUF", "fast-Q4_0.gguf", data)
-    hub.api_delay["org/slow-GGUF"] = 4.0
+    hub.api_delay["org/slow-GGUF"] = 8.0
     proc = controller(HF_ENDPOINT=hub.url, HF_HUB_OFFLINE="0", HF_HOME=str(tmp_path / "hf"))
     async with ControllerClient(proc.url) as client:
         slow = [asyncio.ensure_future(client.start_pull("org/slow-GGUF:slow-Q4_0.gguf", name="slow"))
@@ -118,7 +118,7 @@ async def test_a_slow_hub_listing_holds_up_only_its_own_pull(controller, hub, tm
         fast = await client.start_pull("org/fast-GGUF:fast-Q4_0.gguf", name="fast")
         listed = await client.pulls()
         took = time.monotonic() - t0
-        assert took < 2.0, f"a pull start and the listing waited {took:.1f} s behind another repo's slow listing"
+        assert took < 5.0, f"a pull start and the listing waited {took:.1f} s behind another repo's slow listing"
         assert not fast["joined"] and [p["id"] for p in listed] == [fast["id"]]
         assert not any(s.done() for s in slow)
         first, second = await asyncio.gather(*slow)

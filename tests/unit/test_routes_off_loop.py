@@ -73,14 +73,15 @@ async def test_a_log_is_read_off_the_event_loop() -> None:
 
 
 async def test_removing_a_model_while_the_store_is_locked_leaves_the_controller_answering(tiny_gguf) -> None:
-    """Another process (here: this test) holds the store's lock for 3 s; ``DELETE`` waits for it, /health does not."""
+    """Another process (here: this test) holds the store's lock for 6 s; ``DELETE`` waits for it, /health does not
+    (bounds with seconds to spare: CI machines are loaded)."""
     store = ModelStore(resolve_paths().data_dir)
     store.import_file(tiny_gguf, "tiny")
     c = await start_controller()
     lock_path = store.root / ".models.lock"
     holder = lock_path.open("a")
     fcntl.flock(holder, fcntl.LOCK_EX)
-    release = threading.Timer(3.0, holder.close)  # closing the descriptor drops the flock
+    release = threading.Timer(6.0, holder.close)  # closing the descriptor drops the flock
     _watched[str(lock_path)] = []
     try:
         async with httpx.AsyncClient(base_url=c.url, timeout=30) as http:
@@ -92,11 +93,11 @@ async def test_removing_a_model_while_the_store_is_locked_leaves_the_controller_
             r = await http.get("/health")
             answered = time.monotonic() - t0
             assert r.status_code == 200
-            assert answered < 2.0, f"/health took {answered:.1f} s while a DELETE waited for the store lock"
+            assert answered < 4.0, f"/health took {answered:.1f} s while a DELETE waited for the store lock"
             assert not delete.done()
             r = await delete
             assert r.status_code == 200 and r.json()["name"] == "tiny"
-            assert time.monotonic() - t0 >= 2.5  # it did wait for the lock
+            assert time.monotonic() - t0 >= 5.5  # it did wait for the lock
         assert "tiny" not in [e.name for e in store.list()]
         openers = _watched[str(lock_path)]
         assert openers and threading.get_ident() not in openers
