@@ -21,7 +21,7 @@ class FakeRemote:
         self.name = name
         self.port = free_port()
         self.seen: list[tuple[str, str, dict[str, str], dict | None]] = []  # (method, path, headers, body)
-        self.mode = "ok"  # ok | 503 | stall | stall-mid-stream
+        self.mode = "ok"  # ok | 503 | stall | stall-mid-stream | empty-stream
         self.drops = 0  # the next this many chat requests lose their connection before any answer
         self.redirect_to: str | None = None
         self._unstall = asyncio.Event()  # set when it stops: a stalled handler ends, so stopping never waits on it
@@ -87,6 +87,9 @@ class FakeRemote:
                                       "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}})
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
+        if self.mode == "empty-stream":  # a 200 event stream that ends before its first event
+            await response.write_eof()
+            return response
         for i, word in enumerate(text.split(" ")):
             chunk = {"id": "x", "object": "chat.completion.chunk", "model": body["model"],
                      "choices": [{"index": 0, "delta": {"content": word + " "}, "finish_reason": None}]}

@@ -423,6 +423,30 @@ class Gateway:
                 usage = None
         return web.Response(body=data, status=status, headers={"Content-Type": ctype, **headers}), status, usage
 
+    @staticmethod
+    async def _open(request: web.Request, headers: dict[str, str]) -> web.StreamResponse:
+        response = web.StreamResponse(status=200, headers={**_STREAM_HEADERS, **headers})
+        await response.prepare(request)
+        return response
+
+    @staticmethod
+    async def _cut(request: web.Request, response: web.StreamResponse, exc: BaseException,
+                   model: str) -> tuple[web.StreamResponse, int, str | None]:
+        """End a stream the model server broke off after its headers went back: an error event, then the end."""
+        if request.transport is None or request.transport.is_closing():
+            return response, 499, "the client went away"
+        if isinstance(exc, _Stalled):
+            message = f"the model server stalled mid-stream ({exc}); the stream was ended"
+        elif isinstance(exc, _Empty):
+            message = f"{exc}; see `llmctl logs {model}`"
+        else:
+            message = f"the model server stopped mid-stream ({type(exc).__name__}); see `llmctl logs {model}`"
+        with contextlib.suppress(*_UPSTREAM_ERRORS):
+            err = json.dumps(error_body(message, 502, code="backend_error")).encode()
+            await response.write(b"data: " + err + b"\n\n")
+            await response.write_eof()
+        return response, 502, message
+
     async def _stream(
         self, request: web.Request, session: aiohttp.ClientSession, url: str, auth: dict[str, str], raw: bytes,
         meter: StreamMeter, model: str, headers: dict[str, str], fail_over: bool = False,
@@ -457,18 +481,27 @@ class Gateway:
                 finished = True
                 return web.Response(body=data, status=upstream.status, headers={"Content-Type": ctype, **headers}), \
                     upstream.status, None
+            # headers go back at once unless another model could still take the request (a fallback, or a remote
+            # whose first byte is bounded): then they wait for the first chunk, so a stall can still fail over
+            response = None if fail_over or first_byte is not None else await self._open(request, headers)
             chunks = upstream.content.iter_any()
             try:
                 chunk = await _next(chunks, None if first_byte is None else
                                     max(0.0, first_byte - asyncio.get_running_loop().time()))
-            except _Stalled:
-                raise _NoAnswer(504, f"the model server accepted the request, then sent nothing for "
-                                f"{limits.first_byte:g} s; see `llmctl remotes list`", code="backend_timeout") from None
-            except _UPSTREAM_ERRORS as exc:
-                raise _NoAnswer(502, f"the model server stopped before its first byte ({type(exc).__name__})",
+                if chunk is None:
+                    raise _Empty("the model server ended its stream without sending anything")
+            except (_Stalled, _Empty, *_UPSTREAM_ERRORS) as exc:
+                if response is not None:
+                    return await self._cut(request, response, exc, model)
+                if isinstance(exc, _Stalled):
+                    raise _NoAnswer(504, f"the model server accepted the request, then sent nothing for "
+                                    f"{limits.first_byte:g} s; see `llmctl remotes list`",
+                                    code="backend_timeout") from None
+                raise _NoAnswer(502, str(exc) if isinstance(exc, _Empty) else
+                                f"the model server stopped before its first byte ({type(exc).__name__})",
                                 code="backend_error") from None
-            response = web.StreamResponse(status=200, headers={**_STREAM_HEADERS, **headers})
-            await response.prepare(request)
+            if response is None:
+                response = await self._open(request, headers)
             try:
                 while chunk is not None:
                     gaps = meter.feed(chunk)
@@ -477,16 +510,7 @@ class Gateway:
                         self.metrics.observe_gaps(model, gaps)
                     chunk = await _next(chunks, limits.between_chunks)
             except (_Stalled, *_UPSTREAM_ERRORS) as exc:
-                if request.transport is None or request.transport.is_closing():
-                    return response, 499, "the client went away"
-                message = (f"the model server stalled mid-stream ({exc}); the stream was ended"
-                           if isinstance(exc, _Stalled) else
-                           f"the model server stopped mid-stream ({type(exc).__name__}); see `llmctl logs {model}`")
-                with contextlib.suppress(*_UPSTREAM_ERRORS):
-                    err = json.dumps(error_body(message, 502, code="backend_error")).encode()
-                    await response.write(b"data: " + err + b"\n\n")
-                    await response.write_eof()
-                return response, 502, message
+                return await self._cut(request, response, exc, model)
             finished = True
             # clients (the openai SDK among them) may hang up as soon as they read [DONE]; the stream was whole
             with contextlib.suppress(*_UPSTREAM_ERRORS):
@@ -497,6 +521,10 @@ class Gateway:
                 upstream.release()  # back to the pool
             else:
                 upstream.close()  # a stream cut short closes the backend connection, which stops generation
+
+
+class _Empty(Exception):
+    """A 200 event stream that ended before its first event."""
 
 
 async def _noticed(backend, within: float = 3.0) -> None:

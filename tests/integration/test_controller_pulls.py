@@ -100,7 +100,8 @@ async def test_offline_refuses_with_the_clis_sentence(controller, hub, tmp_path:
 
 
 async def test_a_slow_hub_listing_holds_up_only_its_own_pull(controller, hub, tmp_path: Path) -> None:
-    """The Hub takes 8 s to list one repo (bounds with seconds to spare: CI machines are loaded): another pull starts, and the pulls are listed, meanwhile; two starts of
+    """The Hub takes 8 s to list one repo (bounds with seconds to spare: CI machines are loaded): another pull
+    starts, and the pulls are listed, meanwhile; two starts of
     the slow ref at once share one listing and one pull."""
     import asyncio
     import time

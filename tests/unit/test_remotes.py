@@ -412,6 +412,25 @@ async def test_a_remote_that_accepts_and_stalls_is_failed_over_or_ended_never_wa
         await c.close()
 
 
+async def test_a_stream_that_ends_before_its_first_event_is_no_answer(remotes) -> None:
+    """A 200 event stream with nothing in it: the fallback takes the request, or the client gets a 502 in the
+    OpenAI shape, never an empty 200."""
+    a = await remotes(["m", "solo"], name="a")
+    b = await remotes(["m"], name="b")
+    c = await start_controller(f'[remotes.a]\nurl = "{a.url}"\nfirst_byte_timeout = 5\n'
+                               f'[remotes.b]\nurl = "{b.url}"\n[models."a/m"]\nfallback = "b/m"\n')
+    try:
+        async with httpx.AsyncClient(base_url=c.url, timeout=20) as http:
+            a.mode = "empty-stream"
+            async with http.stream("POST", "/v1/chat/completions", json=chat("a/m", stream=True)) as s:
+                assert s.status_code == 200 and s.headers["X-Llmctl-Served-By"] == "b/m"
+            r = await http.post("/v1/chat/completions", json=chat("a/solo", stream=True))
+            assert r.status_code == 502 and r.json()["error"]["code"] == "backend_error", r.text
+            assert "ended its stream without sending anything" in r.json()["error"]["message"]
+    finally:
+        await c.close()
+
+
 async def test_names_a_remote_has_not_listed_are_taken_only_so_far(remotes) -> None:
     """While a remote's list is unknown, an unlisted name gets a 503 saying why; each is remembered (a deployment,
     a queue, a log file), so only MAX_UNLISTED of them, MAX_UNLISTED_LEN long at most; more get a clear 400."""
