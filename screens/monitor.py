@@ -47,6 +47,7 @@ class MonitorScreen(LlmctlScreen):
         self.seen_request = 0
         self.started = time.monotonic()
         self._engines_timer: Timer | None = None
+        self._engines_polling = False  # while the Engines tab shows: each poll costs the controller a scrape
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -65,7 +66,6 @@ class MonitorScreen(LlmctlScreen):
             plt.title(f"{title}" + (f" ({unit})" if unit else ""))
         self.sample()
         self.set_interval(SAMPLE_EVERY, self.sample)
-        self.sample_engines()
 
     def action_show_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
@@ -73,6 +73,26 @@ class MonitorScreen(LlmctlScreen):
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         if event.pane.id == "monitor-engines":
             self.query_one("#engine-table").focus()  # the arrows pick the model whose history is plotted
+            self._start_engines()
+        else:
+            self._stop_engines()
+
+    def on_screen_suspend(self) -> None:
+        self._stop_engines()  # another mode, or a modal over this screen
+
+    def on_screen_resume(self) -> None:
+        if self.query_one(TabbedContent).active == "monitor-engines":
+            self._start_engines()
+
+    def _start_engines(self) -> None:
+        self._engines_polling = True
+        self.sample_engines()
+
+    def _stop_engines(self) -> None:
+        self._engines_polling = False
+        if self._engines_timer is not None:
+            self._engines_timer.stop()
+            self._engines_timer = None
 
     @work(exclusive=True, group="monitor", description="sampling metrics", exit_on_error=False)
     async def sample(self) -> None:
@@ -98,7 +118,8 @@ class MonitorScreen(LlmctlScreen):
     @work(exclusive=True, group="monitor-engines", description="reading the engines' metrics", exit_on_error=False)
     async def sample_engines(self) -> None:
         """Never overlapping: the next one is armed when this one ends, so a scrape the controller has to wait for
-        (an engine slow to answer its /metrics) delays the next instead of cancelling it."""
+        (an engine slow to answer its /metrics) delays the next instead of cancelling it. Armed only while the
+        Engines tab shows; a controller without the route (404) is not asked again until the tab is shown again."""
         if self._engines_timer is not None:
             self._engines_timer.stop()
         cancelled = False
@@ -107,13 +128,14 @@ class MonitorScreen(LlmctlScreen):
         except ControllerError as exc:
             if exc.status != 404:
                 raise
+            self._engines_polling = False
             self.query_one(EnginePanel).unsupported()  # an older controller still running: said in the panel
             return
         except asyncio.CancelledError:
             cancelled = True  # by a newer one, which arms the next
             raise
         finally:
-            if not cancelled:
+            if not cancelled and self._engines_polling:
                 self._engines_timer = self.set_timer(ENGINE_POLL, self.sample_engines)
         self.query_one(EnginePanel).show(time.monotonic() - self.started, models)
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import aiohttp
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from llmctl.app.controller.engine_metrics import MAX_BYTES, TIMEOUT, scrape
+from llmctl.app.controller.engine_metrics import get_page, scrape
 from llmctl.runtimes.base import EngineLoad, ReportsLoad
 
 NO_METRICS = "engine reports no metrics"
@@ -68,21 +68,14 @@ def _scraped(backend) -> bool:
     return backend.state.value == "ready" and not getattr(backend, "remote", False)
 
 
-async def _page(session: aiohttp.ClientSession, backend, path: str) -> tuple[str, object] | None:
-    try:
-        async with session.get(backend.base_url + path,
-                               headers={**backend.auth_headers, "Accept-Encoding": "identity"},
-                               timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as r:
-            if r.status != 200:
-                return None
-            raw = await r.content.read(MAX_BYTES + 1)
-    except (aiohttp.ClientError, TimeoutError, OSError):
-        return None
-    if len(raw) > MAX_BYTES:
+async def _page(session_for: Callable[[object], aiohttp.ClientSession], backend, path: str,
+                ) -> tuple[str, object] | None:
+    raw = await get_page(session_for, backend, path)
+    if raw is None:
         return None
     try:
         return path, json.loads(raw)
-    except ValueError:  # not JSON (UnicodeDecodeError included)
+    except (ValueError, RecursionError):  # not JSON (UnicodeDecodeError included), or nested past the stack
         return None
 
 
@@ -90,7 +83,7 @@ async def _pages(session_for: Callable[[object], aiohttp.ClientSession], backend
                  ) -> dict[str, dict[str, object]]:
     """model name -> {path: decoded JSON} for every ready backend whose engine asks for routes beside /metrics."""
     wanted = [(b, path) for b in backends if _scraped(b) and (e := _reporter(b)) is not None for path in e.load_paths]
-    answers = await asyncio.gather(*(_page(session_for(b), b, path) for b, path in wanted))
+    answers = await asyncio.gather(*(_page(session_for, b, path) for b, path in wanted))
     out: dict[str, dict[str, object]] = {}
     for (b, _path), answer in zip(wanted, answers, strict=True):
         if answer is not None:

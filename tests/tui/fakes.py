@@ -205,6 +205,7 @@ class FakeClient:
         self.calls: list[tuple] = []
         self.backend_list = copy.deepcopy(BACKENDS)
         self.engine_list = copy.deepcopy(ENGINE_METRICS)  # what engine_metrics answers (change it between polls)
+        self.engine_polls = 0  # engine_metrics calls, failed ones included
         self.model_list = copy.deepcopy(MODELS if models is None else models)
         self.log_lines = list(LOG_LINES if log_lines is None else log_lines)
         self.records: list[RequestRecord] = []
@@ -274,6 +275,7 @@ class FakeClient:
         return RequestsSnapshot(requests=self.records[-limit:], in_flight=0)
 
     async def engine_metrics(self) -> list[EngineMetrics]:
+        self.engine_polls += 1
         self._answer("engine_metrics")
         return copy.deepcopy(self.engine_list)
 

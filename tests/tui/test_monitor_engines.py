@@ -140,3 +140,50 @@ async def test_a_controller_away_is_told_once_for_both_polls(make_app) -> None:
         app.screen.sample_engines()
         await settle(app, pilot)
         assert [n.message for n in app._notifications].count("the controller answers again") == 1
+
+
+async def test_the_engines_poll_runs_only_while_the_engines_tab_shows(make_app, monkeypatch) -> None:
+    """Each poll costs the controller a scrape of every engine: none on the Gateway tab, none from another mode,
+    and none after a controller said it has no such route."""
+    from llmctl.screens import monitor
+
+    monkeypatch.setattr(monitor, "ENGINE_POLL", 0.05)
+    client = FakeClient()
+    app = make_app(client, "monitor")
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(app, pilot)
+        await pilot.pause(0.5)
+        assert client.engine_polls == 0  # the Gateway tab shows first
+        await pilot.press("e")
+        await pilot.pause(0.5)
+        assert client.engine_polls >= 3
+        await pilot.press("g")
+        await settle(app, pilot)
+        seen = client.engine_polls
+        await pilot.pause(0.5)
+        assert client.engine_polls == seen
+        await pilot.press("e")
+        await pilot.pause(0.2)
+        await pilot.press("1")  # the dashboard: the monitor is suspended with its Engines tab showing
+        await settle(app, pilot)
+        seen = client.engine_polls
+        await pilot.pause(0.5)
+        assert client.engine_polls == seen
+        await pilot.press("5")  # back: the tab still shows, so the poll goes on
+        await pilot.pause(0.5)
+        assert client.engine_polls >= seen + 3
+
+
+async def test_a_controller_without_the_route_is_asked_once(make_app, monkeypatch) -> None:
+    from llmctl.screens import monitor
+
+    monkeypatch.setattr(monitor, "ENGINE_POLL", 0.05)
+    old = ControllerError("the controller refused (404)", "Not Found", status=404)
+    client = FakeClient(fail={"engine_metrics": old})
+    app = make_app(client, "monitor")
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("e")
+        await pilot.pause(0.5)
+        assert client.engine_polls == 1
+        assert "does not report engine metrics" in detail(app)
