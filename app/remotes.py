@@ -69,13 +69,22 @@ def skipped_reason(settings: Settings, cfg: RemoteSettings) -> str | None:
     return None
 
 
+def configured_ids(settings: Settings, prefix: str) -> tuple[str, ...]:
+    """The ids under ``prefix`` that llmctl's config names: its model profiles (which aliases point to) and their
+    fallbacks. A remote takes them even while its list is unknown, without counting them as unlisted names."""
+    names = [*settings.models, *(prof.fallback for prof in settings.models.values() if prof.fallback)]
+    return tuple(dict.fromkeys(n[len(prefix):] for n in names if n.startswith(prefix) and len(n) > len(prefix)))
+
+
 def make_spec(settings: Settings, name: str, cfg: RemoteSettings) -> tuple[RemoteSpec, str | None]:
     """The remote's spec and its key; a skipped remote's key is not even read."""
     unusable = skipped_reason(settings, cfg)
     key = None
     if unusable is None:
         key, unusable = resolve_key(name, cfg)
-    spec = RemoteSpec(name=name, root=cfg.url, prefix=cfg.prefix or f"{name}/", models=tuple(cfg.models),
+    prefix = cfg.prefix or f"{name}/"
+    spec = RemoteSpec(name=name, root=cfg.url, prefix=prefix, models=tuple(cfg.models),
+                      configured=configured_ids(settings, prefix),
                       health_interval=cfg.health_interval, backoff_initial=cfg.backoff_initial,
                       backoff_max=cfg.backoff_max, unusable=unusable, key_source=key_source(cfg),
                       timeouts=RequestTimeouts(connect=cfg.connect_timeout, first_byte=cfg.first_byte_timeout,

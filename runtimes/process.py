@@ -336,7 +336,9 @@ class Backend(Settles):
 
     async def _run_once(self) -> tuple[int, bool]:
         """Spawn, wait for readiness, then for exit. Returns (exit code, whether it became ready)."""
-        launch = plan_launch(self.engine, self.spec)  # once per start: an engine's plan may read the model's files
+        # once per start, on a thread: an engine's plan may read the model's files (vLLM: config.json and every
+        # safetensors header), which must not stall every other stream
+        launch = await asyncio.to_thread(plan_launch, self.engine, self.spec)
         argv = list(launch.argv)
         env = launch_env(self.engine, self.spec, os.environ, launch)
         self._ready.clear()

@@ -56,8 +56,8 @@ RECHECK_AFTER = 1.0  # a start reuses a check younger than this
 # control characters, "..", "//", or anything a terminal or a path could misread
 _MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+=-]{0,255}$")
 # while a remote's list is unknown (down since start, or skipped), names it has not listed are taken on trust so that
-# a request gets a 503 saying why rather than a 404; each becomes a deployment, a queue and a log file, so only this
-# many per remote, this long at most
+# a request gets a 503 saying why rather than a 404; each deployment of one is a queue and a log file, so only this
+# many such deployments per remote at once (names in config never count), names this long at most
 MAX_UNLISTED = 16
 MAX_UNLISTED_LEN = 128
 
@@ -83,6 +83,9 @@ class RemoteSpec:
     backoff_initial: float = 1.0
     backoff_max: float = 60.0
     unusable: str | None = None
+    # its ids named in llmctl's config (profiles, fallbacks, alias targets): taken while its list is unknown, never
+    # counted among the unlisted names
+    configured: tuple[str, ...] = ()
     key_source: str = "none"  # where its key comes from, for `remotes list`: "env VAR", "keyring", "none"
     # a proxied request: connecting, then its first byte, then each wait for more (RemoteSettings documents them)
     timeouts: RequestTimeouts = field(default_factory=lambda: RequestTimeouts(10.0, 300.0, 300.0))
@@ -107,7 +110,6 @@ class RemoteServer:
         self.checks = 0
         self.ids: list[str] | None = list(spec.models) if spec.models else None  # None: never listed
         self.rejected: list[str] = []  # ids the remote listed that are not valid names (shown, not served)
-        self.unlisted: list[str] = []  # ids taken on trust while its list was unknown (at most MAX_UNLISTED)
         self._client: httpx.AsyncClient | None = None
         self._deployments: dict[str, RemoteDeployment] = {}
         self._monitor: asyncio.Task[None] | None = None
@@ -148,44 +150,68 @@ class RemoteServer:
 
     async def entry(self, name: str) -> ModelEntry | None:
         """The model named ``PREFIX + id`` (the id as the remote spells it; matched without case when unique). While
-        the remote's list is unknown (down since start, or skipped) a valid id is taken, so that a request gets a 503
-        saying why rather than a 404: up to ``MAX_UNLISTED`` of them, ``MAX_UNLISTED_LEN`` characters long at most
-        (``UnlistedRefused`` past that)."""
+        the remote's list is unknown (down since start, or skipped) a valid id up to ``MAX_UNLISTED_LEN`` characters
+        long is taken (``UnlistedRefused`` past that), so that a request gets a 503 saying why rather than a 404; a
+        lookup holds nothing (``deployment`` counts what is in use)."""
         if not name.startswith(self.prefix):
             return None
         wanted = name[len(self.prefix):]
         for entry in await self.entries():
             if entry.facts["upstream_model"] == wanted:
                 return entry
-        folded = [i for i in self.ids or () if i.casefold() == wanted.casefold()]
+        # while unknown: the configured ids and those in use, so that another spelling shares their deployment
+        known = self.ids if self.ids is not None else [*self.spec.configured, *self.unlisted]
+        folded = list(dict.fromkeys(i for i in known if i.casefold() == wanted.casefold()))
+        if wanted in folded:
+            return self._entry(wanted)
         if len(folded) == 1:
             return self._entry(folded[0])
         if self.ids is None and valid_model_id(wanted) is not None:
-            if wanted not in self.unlisted:
-                self._take_unlisted(wanted)
+            if len(wanted) > MAX_UNLISTED_LEN:
+                raise UnlistedRefused(
+                    f"{self.prefix}{wanted[:40]}... is not a model {self.name} has listed, and longer than "
+                    f"{MAX_UNLISTED_LEN} characters",
+                    f"{self.name} {self._why_unknown}, so its models are not known; llmctl takes unlisted names up "
+                    "to that length.")
             return self._entry(wanted)
         return None
 
-    def _take_unlisted(self, wanted: str) -> None:
-        why = "is down" if self.spec.unusable is None else "is skipped"
-        if len(wanted) > MAX_UNLISTED_LEN:
+    @property
+    def _why_unknown(self) -> str:
+        return "is down" if self.spec.unusable is None else "is skipped"
+
+    @property
+    def unlisted(self) -> list[str]:
+        """The ids with a deployment taken on trust while the list is unknown (at most ``MAX_UNLISTED``)."""
+        if self.ids is not None:
+            return []
+        return [d.upstream for d in self._deployments.values() if d.upstream not in self.spec.configured]
+
+    def hold(self, d: RemoteDeployment) -> None:
+        """Count ``d`` among this remote's deployments (it follows the health checks); an unlisted one takes one of
+        ``MAX_UNLISTED`` places while the list is unknown (``UnlistedRefused`` when none is free). ``release`` gives
+        the place back."""
+        if self._deployments.get(d.name) is not None:
+            self._deployments[d.name] = d  # the same name deployed again: its place
+            return
+        unlisted = self.unlisted
+        if self.ids is None and d.upstream not in self.spec.configured and len(unlisted) >= MAX_UNLISTED:
             raise UnlistedRefused(
-                f"{self.prefix}{wanted[:40]}... is not a model {self.name} has listed, and longer than "
-                f"{MAX_UNLISTED_LEN} characters",
-                f"{self.name} {why}, so its models are not known; llmctl takes unlisted names up to that length.")
-        if len(self.unlisted) >= MAX_UNLISTED:
-            raise UnlistedRefused(
-                f"{self.prefix}{wanted} is not a model {self.name} has listed, and {MAX_UNLISTED} other unlisted "
-                "names are already in use for it",
-                f"{self.name} {why}, so its models are not known yet: ask for one of "
-                f"{', '.join(self.unlisted[:3])}..., wait until it answers (`llmctl remotes list`), or list its "
-                f"models under [remotes.{self.name}] models = [...].")
-        self.unlisted.append(wanted)
+                f"{d.name} is not a model {self.name} has listed, and {MAX_UNLISTED} other unlisted names are "
+                "already in use for it",
+                f"{self.name} {self._why_unknown}, so its models are not known yet: ask for one of "
+                f"{', '.join(unlisted[:3])}..., stop some (`llmctl stop`), wait until it answers (`llmctl remotes "
+                f"list`), or list its models under [remotes.{self.name}] models = [...].")
+        self._deployments[d.name] = d
+
+    def release(self, d: RemoteDeployment) -> None:
+        if self._deployments.get(d.name) is d:
+            del self._deployments[d.name]
 
     def deployment(self, entry: ModelEntry, *, ttl: float | None = None, log_dir: Path,
                    on_change: Callable[[RemoteDeployment], None] | None = None) -> RemoteDeployment:
         d = RemoteDeployment(self, entry, log_dir=log_dir, on_change=on_change)
-        self._deployments[entry.name] = d
+        self.hold(d)
         return d
 
     async def refresh(self) -> None:
@@ -420,6 +446,7 @@ class RemoteDeployment(HostedState):
         """A health check (reusing one a second old); returns at once, ``wait_ready`` waits."""
         if self.alive:
             return
+        self.server.hold(self)  # stopped, it gave its place back
         self.stop_reason = None
         self._settled.clear()
         self._set_state(BackendState.STARTING)
@@ -482,6 +509,7 @@ class RemoteDeployment(HostedState):
             self._log(f"stopped routing: {reason or 'stopped'}")
             self._set_state(BackendState.STOPPED)
         self._settled.set()
+        self.server.release(self)  # its place (an unlisted name's) is free for another
 
     def memory_bytes(self) -> int | None:
         return None

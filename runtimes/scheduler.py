@@ -219,6 +219,15 @@ class Scheduler:
             await backend.stop(reason)
         return backend
 
+    async def retire(self, name: str, reason: str = "its model was removed") -> Backend | None:
+        """Stop a model's backend and forget it, once any start of it under way has launched, so that no start
+        racing the model's removal leaves a deployment running for a model that no longer exists."""
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            backend = self.backends.pop(name, None)
+            if backend is not None:
+                await backend.stop(reason)
+        return backend
+
     async def shutdown(self) -> None:
         """Stop every backend, concurrently (each: SIGTERM, grace, SIGKILL); start nothing new from now on."""
         self.closing = True

@@ -8,9 +8,10 @@ processes can connect. The per-launch key is still sent (defence in depth).
 The path of a socket must fit ``sockaddr_un.sun_path``: 108 bytes on Linux including the terminating NUL, so 107
 (104 on macOS and the BSDs). The launch's run folder, under llmctl's state dir, is the first choice; a deep
 ``LLMCTL_HOME`` (pytest's ``tmp_path``), a long user name or a long model name can push it past that, and then the
-socket goes to a short folder of its own under ``$XDG_RUNTIME_DIR`` (per user, 0700 by the spec) or else
-``/tmp/llmctl-UID`` (made 0700 and checked to be this user's before use), named by a hash of the run folder so each
-launch still has its own.
+socket goes to a short folder of its own under ``$XDG_RUNTIME_DIR`` (per user, 0700 by the spec; used only when it
+is a real folder of this user's that no one else may write to, as the spec promises but an environment may not keep)
+or else ``/tmp/llmctl-UID`` (made 0700 and checked to be this user's before use), named by a hash of the run folder
+so each launch still has its own.
 """
 
 from __future__ import annotations
@@ -76,9 +77,18 @@ def socket_path(run_dir: Path, name: str) -> Path:
 
 def _short_root() -> Path:
     runtime = os.environ.get("XDG_RUNTIME_DIR", "")
-    if runtime and os.path.isabs(runtime) and os.path.isdir(runtime):
+    if runtime and os.path.isabs(runtime) and _private_dir(runtime):
         return Path(runtime) / "llmctl"
     return Path("/tmp") / f"llmctl-{os.getuid()}"
+
+
+def _private_dir(path: str) -> bool:
+    """A real folder (not a symlink) of this user's that neither group nor others may write to."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not stat.S_IMODE(st.st_mode) & 0o022
 
 
 def make_socket_dir(folder: Path) -> None:

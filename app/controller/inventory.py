@@ -157,12 +157,14 @@ class InventoryApi:
 
     async def remove_model(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        await self.c.scheduler.stop(name.lower())
         try:
-            # the store's file lock may be held by a CLI import or pull, and the index is fsynced: off the loop
+            # the store's file lock may be held by a CLI import or pull, and the index is fsynced: off the loop.
+            # Unregistered first: a request arriving while this waits is served by the model as it is; one arriving
+            # after gets a 404, so the backend stopped below is never started again.
             entry = await asyncio.to_thread(self.c.store.remove, name)
         except LlmctlError as exc:
             raise ApiError(404, f"{exc.title}: {exc.message}", code="model_not_found") from None
+        await self.c.scheduler.retire(entry.name)
         return web.json_response(entry.to_json())
 
     async def catalog(self, request: web.Request) -> web.Response:

@@ -151,6 +151,7 @@ class PullsApi:
         self._counter = 0
         self._lock = asyncio.Lock()
         self._resolving: dict[tuple, asyncio.Future[ResolvedPull]] = {}  # listings under way, by what was asked
+        self._closing = False  # set (under the lock) when the controller stops: no pull is created after it
 
     def routes(self) -> list[web.AbstractRouteDef]:
         return [
@@ -196,6 +197,7 @@ class PullsApi:
             raise ApiError(400, 'send {"ref": "NAME[:QUANT]" or "ORG/REPO:QUANT|FILE.gguf", "name"?, "revision"?, '
                            '"force"?}', code="invalid_json") from None
         ref = ref.strip()
+        self._refuse_if_closing()
         if ref.startswith(("ollama:", "ollama/")):
             raise ApiError(400, "Ollama models are pulled by Ollama: run `llmctl pull " + ref + "`",
                            code="invalid_ref")
@@ -214,6 +216,7 @@ class PullsApi:
         except LlmctlError as exc:
             raise ApiError(400, f"{exc.title}: {exc.message}", code="invalid_ref") from None
         async with self._lock:  # another start may have begun the same files while this one listed the repo
+            self._refuse_if_closing()  # the controller began stopping while this one listed the repo
             for pull in self._active():
                 if pull.resolved.key == resolved.key:
                     if resolved.name == pull.resolved.name:
@@ -226,6 +229,11 @@ class PullsApi:
             self._forget_old()
             pull.task = asyncio.create_task(self._run(pull), name=f"pull {pull.id}")
         return web.json_response({**pull.status(), "joined": False}, status=202)
+
+    def _refuse_if_closing(self) -> None:
+        if self._closing:
+            raise ApiError(503, "the controller is stopping: no new pull starts; pull again once it runs "
+                           "(`llmctl serve`)", code="controller_stopping")
 
     async def _resolve(self, downloader: HubDownloader, ref: str, name: str | None, revision: str,
                        force: bool) -> ResolvedPull:
@@ -319,7 +327,10 @@ class PullsApi:
             pull.finish("failed", error=f"{type(exc).__name__}: {exc}")
 
     async def close(self) -> None:
-        """Stop every pull (the controller is stopping); partial files stay for a resume."""
+        """Stop every pull (the controller is stopping); partial files stay for a resume. A start still listing its
+        repo finds the flag once it has, and creates no pull."""
+        async with self._lock:
+            self._closing = True
         tasks = [p.task for p in self._active() if p.task is not None]
         for pull in self._active():
             pull.downloader.cancel()

@@ -36,7 +36,7 @@ from llmctl.app.controller.security import add_cors_headers, build_middlewares
 from llmctl.app.deployments import LaunchPlan, launch_plan, profile_for
 from llmctl.app.paths import Paths
 from llmctl.app.settings import UNNAMED_KEY, Settings, is_loopback
-from llmctl.catalog.errors import ConfigError, LlmctlError
+from llmctl.catalog.errors import ConfigError, LlmctlError, StoreError
 from llmctl.catalog.store import ModelEntry, ModelStore
 from llmctl.runtimes.base import CHAT, COMPLETIONS, EMBEDDINGS, ChecksDeployment, PortInUseError
 from llmctl.runtimes.hardware import GpuProbe
@@ -134,8 +134,7 @@ class Controller:
             hosted.pinned = prof.pinned
             hosted.unified = await asyncio.to_thread(self._unified)
             return hosted
-        plan = await asyncio.to_thread(launch_plan, self.settings, entry, store=self.store,
-                                       data_dir=self.paths.data_dir)  # may ask an engine's python its version
+        plan = await asyncio.to_thread(self._plan, entry)  # may ask an engine's python its version
         est = await asyncio.to_thread(self._estimate, entry, plan)
         layers = plan.n_gpu_layers if plan.n_gpu_layers is not None else (est.gpu_layers if est else 0)
         port = free_port()
@@ -154,6 +153,13 @@ class Controller:
         backend.pinned = prof.pinned
         backend.ttl = ttl
         return backend
+
+    def _plan(self, entry: ModelEntry) -> LaunchPlan:
+        """The launch plan of a registered model, refused when the model was removed since the request found it
+        (its removal stops its backend once; nothing may start it again). Blocking: reads the store's index."""
+        if self.store.get(entry.name) is None:
+            raise StoreError(f"no model named {entry.name!r}", "it was removed while this request waited.")
+        return launch_plan(self.settings, entry, store=self.store, data_dir=self.paths.data_dir)
 
     def queue_limits(self, entry: ModelEntry) -> tuple[int, int | None]:
         """A model's ``max_queue`` and ``max_concurrent``: its profile's, else the defaults."""

@@ -130,3 +130,29 @@ async def test_a_slow_hub_listing_holds_up_only_its_own_pull(controller, hub, tm
             events = await _events(client, pull["id"])
             assert events[-1]["type"] == "done", events[-1]
         assert {"slow", "fast"} <= {m["name"] for m in await client.models()}
+
+
+async def test_a_pull_start_still_listing_when_the_controller_stops_creates_no_pull(controller, hub,
+                                                                                      tmp_path: Path) -> None:
+    """A start waits 3 s for the Hub's listing while the controller is told to stop: it gets a clear 503 rather than
+    a download nobody cancels, and the controller exits without waiting for one."""
+    import asyncio
+    import time
+
+    data = write_tiny_llama(tmp_path / "big.gguf", n_embd=512, n_vocab=8000, n_ff=1536).read_bytes()
+    hub.add_file("org/slow-GGUF", "slow-F32.gguf", data)
+    hub.api_delay["org/slow-GGUF"] = 3.0
+    hub.chunk_delay = 0.1  # a download would take ~20 s
+    proc = controller(HF_ENDPOINT=hub.url, HF_HUB_OFFLINE="0", HF_HOME=str(tmp_path / "hf"))
+    async with ControllerClient(proc.url) as client:
+        start = asyncio.ensure_future(client.start_pull("org/slow-GGUF:slow-F32.gguf", name="slow"))
+        await asyncio.sleep(0.5)  # the start is waiting for the Hub's listing
+        t0 = time.monotonic()
+        await client.shutdown()
+        with pytest.raises(ControllerError) as refused:
+            await start
+        assert refused.value.status == 503 and "stopping" in str(refused.value), refused.value
+    assert await asyncio.to_thread(proc.proc.wait, 30) == 0
+    took = time.monotonic() - t0
+    assert took < 10, f"the controller took {took:.1f} s to exit: a pull created after it began stopping ran on"
+    assert not [p for _m, p, _r in hub.requests if p.endswith("slow-F32.gguf")]  # no file was asked for

@@ -432,8 +432,9 @@ async def test_a_stream_that_ends_before_its_first_event_is_no_answer(remotes) -
 
 
 async def test_names_a_remote_has_not_listed_are_taken_only_so_far(remotes) -> None:
-    """While a remote's list is unknown, an unlisted name gets a 503 saying why; each is remembered (a deployment,
-    a queue, a log file), so only MAX_UNLISTED of them, MAX_UNLISTED_LEN long at most; more get a clear 400."""
+    """While a remote's list is unknown, an unlisted name gets a 503 saying why; each deployed one is remembered (a
+    deployment, a queue, a log file), so only MAX_UNLISTED of them at once (more get a clear 503, until one is
+    stopped), MAX_UNLISTED_LEN long at most (a clear 400)."""
     from llmctl.runtimes.remote import MAX_UNLISTED, MAX_UNLISTED_LEN
 
     box = await remotes(["m"])
@@ -445,17 +446,53 @@ async def test_names_a_remote_has_not_listed_are_taken_only_so_far(remotes) -> N
                 r = await http.post("/v1/chat/completions", json=chat(f"box/m{i}"))
                 assert r.status_code == 503 and "remote box" in r.json()["error"]["message"]
             r = await http.post("/v1/chat/completions", json=chat("box/one-too-many"))
-            assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_model"
+            assert r.status_code == 503 and r.json()["error"]["code"] == "backend_unavailable"
             assert f"{MAX_UNLISTED} other unlisted names are already in use" in r.json()["error"]["message"]
-            assert (await http.post("/v1/chat/completions", json=chat("box/m0"))).status_code == 503  # still taken
+            r = await http.post("/v1/chat/completions", json=chat("box/M0"))  # the same name, another spelling
+            assert r.status_code == 503 and "remote box" in r.json()["error"]["message"]
             r = await http.post("/v1/chat/completions", json=chat("box/" + "x" * (MAX_UNLISTED_LEN + 1)))
             assert r.status_code == 400 and f"longer than {MAX_UNLISTED_LEN}" in r.json()["error"]["message"]
             assert len([n for n in c.scheduler.backends if n.startswith("box/")]) == MAX_UNLISTED
             assert len(list(c.paths.logs_dir.glob("box_*.log"))) == MAX_UNLISTED
+            # a stopped one gives its place back
+            await c.scheduler.stop("box/m0")  # as `llmctl stop box/m0` does
+            r = await http.post("/v1/chat/completions", json=chat("box/one-too-many"))
+            assert r.status_code == 503 and "remote box" in r.json()["error"]["message"]
 
             await box.start()  # its list known: its models are names, others are not
             await wait_for(lambda: c.remotes[0].state == "ready")
             assert (await http.post("/v1/chat/completions", json=chat("box/m"))).status_code == 200
             assert (await http.post("/v1/chat/completions", json=chat("box/m99"))).status_code == 404
+    finally:
+        await c.close()
+
+
+async def test_lookups_of_unlisted_names_never_crowd_out_a_configured_fallback(remotes) -> None:
+    """While box's list is unknown, lookups of names it has not listed take no place, and deployed unlisted names
+    never crowd out a name the config gives (a fallback): a request still fails over to it."""
+    from llmctl.runtimes.remote import MAX_UNLISTED
+
+    a = await remotes(["m"], name="a")
+    box = await remotes(["m"], name="box")
+    await a.stop()
+    await box.stop()  # both down since start: their lists are unknown
+    slow = "backoff_initial = 30\nbackoff_max = 30\n"  # no background check during the test
+    c = await start_controller(f'[remotes.a]\nurl = "{a.url}"\n{slow}[remotes.box]\nurl = "{box.url}"\n{slow}'
+                               '[models."a/m"]\nfallback = "box/m"\n')
+    try:
+        async with httpx.AsyncClient(base_url=c.url, timeout=10) as http:
+            await wait_for(lambda: c.remotes[1].state == "failed")
+            for i in range(MAX_UNLISTED + 4):  # typos and probes
+                assert (await http.get(f"/v1/models/box/typo{i}")).status_code == 200
+            for i in range(MAX_UNLISTED):  # every unlisted place in use
+                assert (await http.post("/v1/chat/completions", json=chat(f"box/n{i}"))).status_code == 503
+            r = await http.post("/v1/chat/completions", json=chat("box/one-too-many"))
+            assert "other unlisted names are already in use" in r.json()["error"]["message"]
+            await box.start()  # box answers again; llmctl has not checked it yet
+            await asyncio.sleep(1.1)  # older than the check a start may reuse
+            r = await http.post("/v1/chat/completions", json=chat("a/m"))
+            assert r.status_code == 200, r.text
+            assert r.headers["X-Llmctl-Served-By"] == "box/m"
+            assert r.json()["choices"][0]["message"]["content"] == "box says hi to m"
     finally:
         await c.close()

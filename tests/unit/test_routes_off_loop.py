@@ -107,3 +107,40 @@ async def test_removing_a_model_while_the_store_is_locked_leaves_the_controller_
         release.join()
         holder.close()
         await c.close()
+
+
+async def test_a_request_during_a_removal_leaves_no_backend_running(tiny_gguf) -> None:
+    """A request for the model arrives while its ``DELETE`` waits for the store's lock: it may start the model (the
+    model is still registered), and once the removal ends no backend of it runs; a later request gets a 404."""
+    store = ModelStore(resolve_paths().data_dir)
+    store.import_file(tiny_gguf, "tiny")
+    c = await start_controller()
+    holder = (store.root / ".models.lock").open("a")
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    chat = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+    try:
+        async with httpx.AsyncClient(base_url=c.url, timeout=60) as http:
+            delete = asyncio.ensure_future(http.delete("/llmctl/v1/models/tiny",
+                                                      headers={"Content-Type": "application/json"}))
+            await asyncio.sleep(0.3)  # the DELETE is in the controller, waiting for the lock
+            request = asyncio.ensure_future(http.post("/v1/chat/completions", json=chat))
+            for _ in range(100):  # until the request has launched the model's backend
+                backend = c.scheduler.get("tiny")
+                if backend is not None and backend.alive:
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("the request never started the model")
+            holder.close()  # the removal goes on
+            r = await delete
+            assert r.status_code == 200, r.text
+            await asyncio.gather(request, return_exceptions=True)  # answered or failed: the model went away
+            await asyncio.sleep(0.5)
+            assert c.scheduler.get("tiny") is None or not c.scheduler.get("tiny").alive
+            assert not backend.alive
+            r = await http.post("/v1/chat/completions", json=chat)
+            assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+            assert c.scheduler.get("tiny") is None
+    finally:
+        holder.close()
+        await c.close()

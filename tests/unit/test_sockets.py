@@ -66,6 +66,40 @@ def test_a_path_too_long_for_sun_path_goes_to_a_short_folder_of_its_own(tmp_path
     assert socket_path(run, "vllm.sock") == tmp_path / "llmctl" / digest / "vllm.sock"
 
 
+def test_a_runtime_dir_others_may_write_to_or_reach_through_a_link_is_not_used(tmp_path: Path, monkeypatch) -> None:
+    run = tmp_path / ("deep" * 30) / "m-1"
+    digest = hashlib.sha256(os.fsencode(run)).hexdigest()[:16]
+    fallback = Path(f"/tmp/llmctl-{os.getuid()}") / digest / "vllm.sock"
+    runtime = tmp_path / "xdg"
+    runtime.mkdir(mode=0o700)
+    runtime.chmod(0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    assert socket_path(run, "vllm.sock") == runtime / "llmctl" / digest / "vllm.sock"
+    runtime.chmod(0o770)  # group-writable: someone else could swap the folder under it
+    assert socket_path(run, "vllm.sock") == fallback
+    runtime.chmod(0o700)
+    (tmp_path / "link").symlink_to(runtime)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "link"))
+    assert socket_path(run, "vllm.sock") == fallback
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "missing"))
+    assert socket_path(run, "vllm.sock") == fallback
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a folder to another uid (chown) needs root")
+def test_a_folder_owned_by_another_uid_is_refused(tmp_path: Path, monkeypatch) -> None:
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o700)
+    theirs.chmod(0o700)
+    os.chown(theirs, 65534, 65534)
+    run = tmp_path / ("deep" * 30) / "m-1"
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(theirs))  # private, but someone else's: not used
+    digest = hashlib.sha256(os.fsencode(run)).hexdigest()[:16]
+    assert socket_path(run, "vllm.sock") == Path(f"/tmp/llmctl-{os.getuid()}") / digest / "vllm.sock"
+    with pytest.raises(PermissionError, match="not a folder of this user's"):
+        make_socket_dir(theirs / "a")  # as /tmp/llmctl-UID made first by another user would be
+    assert not (theirs / "a").exists()
+
+
 def test_the_socket_folder_is_private_and_its_parent_must_be_ours(tmp_path: Path) -> None:
     parent = tmp_path / "root"
     make_socket_dir(parent / "a")
@@ -87,7 +121,8 @@ async def test_a_backend_on_a_socket_listens_on_no_port_and_leaves_nothing(tmp_p
     run = tmp_path / "run" / "m"
     backend = _backend(tmp_path, run)
     sock = Path(backend.socket_path)
-    assert sock == run / "sock" / "fake.sock" and backend.base_url == "http://localhost"
+    # in the run folder while tmp_path is short enough for sun_path, else in a short folder of its own
+    assert sock == socket_path(run, "fake.sock") and backend.base_url == "http://localhost"
     backend.start()
     try:
         await backend.wait_ready(15)

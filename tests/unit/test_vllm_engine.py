@@ -3,9 +3,13 @@ and the supervisor's readiness hook against a fake engine that passes /health an
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import stat
 import sys
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +34,7 @@ from llmctl.runtimes.base import (
 )
 from llmctl.runtimes.process import Backend, RestartPolicy, free_port
 from llmctl.runtimes.registry import VllmWhere, describe_engines, pick_engine
+from llmctl.runtimes.sockets import socket_path
 from llmctl.runtimes.state_file import StateFile
 from llmctl.runtimes.vllm import INSTALLED_STAMP, VllmRefused, managed_venv
 from llmctl.runtimes.vllm_engine import VllmEngine
@@ -237,8 +242,43 @@ async def test_the_readiness_hook_passes_a_healthy_engine_and_run_dirs_live_with
         assert backend.state is BackendState.READY
         assert (run / "tmp").is_dir() and stat.S_IMODE(run.stat().st_mode) == 0o700
         sock = Path(backend.socket_path)
-        assert sock == run / "sock" / "vllm.sock" and stat.S_ISSOCK(sock.stat().st_mode)
+        # in the run folder while tmp_path is short enough for sun_path, else in a short folder of its own
+        assert sock == socket_path(run, "vllm.sock") and stat.S_ISSOCK(sock.stat().st_mode)
         assert len(engine.planned) == 1  # the launch was worked out once for this start, not once per use
     finally:
         await backend.stop()
     assert not run.exists()
+
+
+@dataclass(frozen=True, slots=True)
+class SlowPlanVllm(FakeVllm):
+    """A launch plan that takes a while to work out, as vLLM's does on a large checkpoint on a slow disk."""
+
+    planners: list[int] = field(default_factory=list)  # the thread of each call of launch()
+
+    def launch(self, d: Deployment) -> Launch:
+        self.planners.append(threading.get_ident())
+        time.sleep(1.0)
+        return FakeVllm.launch(self, d)
+
+
+async def test_a_slow_launch_plan_is_worked_out_off_the_event_loop(tmp_path: Path) -> None:
+    engine = SlowPlanVllm()
+    backend = _backend(tmp_path, engine)
+    ticks: list[float] = []
+
+    async def tick() -> None:
+        while True:
+            ticks.append(time.monotonic())
+            await asyncio.sleep(0.05)
+
+    ticker = asyncio.ensure_future(tick())
+    backend.start()
+    try:
+        await backend.wait_ready(15)
+        assert engine.planners and threading.get_ident() not in engine.planners
+        gaps = [b - a for a, b in itertools.pairwise(ticks)]
+        assert max(gaps) < 0.5, f"the event loop stalled {max(gaps):.1f} s while the launch was planned"
+    finally:
+        ticker.cancel()
+        await backend.stop()
