@@ -21,7 +21,7 @@ class FakeRemote:
         self.name = name
         self.port = free_port()
         self.seen: list[tuple[str, str, dict[str, str], dict | None]] = []  # (method, path, headers, body)
-        self.mode = "ok"  # ok | 503 | stall | stall-mid-stream | empty-stream
+        self.mode = "ok"  # ok | 503 | stall | stall-mid-stream | empty-stream | linger-after-done
         self.drops = 0  # the next this many chat requests lose their connection before any answer
         self.redirect_to: str | None = None
         self._unstall = asyncio.Event()  # set when it stops: a stalled handler ends, so stopping never waits on it
@@ -98,5 +98,8 @@ class FakeRemote:
                 await self._unstall.wait()
                 return response
         await response.write(b"data: [DONE]\n\n")
+        if self.mode == "linger-after-done":  # the stream is whole, but the body is kept open
+            await self._unstall.wait()
+            return response
         await response.write_eof()
         return response

@@ -508,6 +508,10 @@ class Gateway:
                     await response.write(chunk)
                     if gaps:
                         self.metrics.observe_gaps(model, gaps)
+                    if meter.done and limits.between_chunks is not None:
+                        # whole: a remote keeping its body open after [DONE] is not waited on (a local engine's end
+                        # of body follows at once, and reading it keeps the connection for the next request)
+                        break
                     chunk = await _next(chunks, limits.between_chunks)
             except (_Stalled, *_UPSTREAM_ERRORS) as exc:
                 return await self._cut(request, response, exc, model)

@@ -63,6 +63,7 @@ class StreamMeter:
     last: float | None = None
     tokens: int = 0
     usage: dict | None = None
+    done: bool = False  # the stream's closing ``data: [DONE]`` has passed
     _partial: bytes = b""
 
     def feed(self, chunk: bytes, now: float | None = None) -> list[float]:
@@ -72,6 +73,8 @@ class StreamMeter:
         self._partial = events.pop()[-65536:]
         gaps = []
         for event in events:
+            if event.strip() == b"data: [DONE]":
+                self.done = True
             if _TOKEN_RE.search(event) and (b'"role"' not in event or _TEXT_RE.search(event)):
                 if self.first is None:
                     self.first = now

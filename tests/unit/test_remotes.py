@@ -431,6 +431,22 @@ async def test_a_stream_that_ends_before_its_first_event_is_no_answer(remotes) -
         await c.close()
 
 
+async def test_a_stream_is_whole_at_done_even_if_the_remote_keeps_its_body_open(remotes) -> None:
+    """After ``data: [DONE]`` nothing is waited for: no error event after it when ``read_timeout`` passes."""
+    a = await remotes(["m"], name="a")
+    c = await start_controller(f'[remotes.a]\nurl = "{a.url}"\nread_timeout = 1\n')
+    try:
+        async with httpx.AsyncClient(base_url=c.url, timeout=20) as http:
+            a.mode = "linger-after-done"
+            async with http.stream("POST", "/v1/chat/completions", json=chat("a/m", stream=True)) as s:
+                lines = [line async for line in s.aiter_lines() if line.startswith("data: ")]
+            assert lines[-1] == "data: [DONE]" and not any('"error"' in x for x in lines), lines
+            records = (await http.get("/llmctl/v1/requests")).json()["requests"]
+            assert records[-1]["status"] == 200
+    finally:
+        await c.close()
+
+
 async def test_names_a_remote_has_not_listed_are_taken_only_so_far(remotes) -> None:
     """While a remote's list is unknown, an unlisted name gets a 503 saying why; each deployed one is remembered (a
     deployment, a queue, a log file), so only MAX_UNLISTED of them at once (more get a clear 503, until one is
