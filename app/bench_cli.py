@@ -158,8 +158,8 @@ async def _run(ctx: Context, model: str | None, spec, opts: dict, display) -> tu
     if through_llmctl:
         from llmctl.app.client import controller_url
 
-        key = ctx.settings.server.api_key
-        base, api_key = openai_base(controller_url(ctx.settings, ctx.paths)), key.get_secret_value() if key else None
+        key = ctx.settings.server.client_key()  # the unnamed key or the first named one, as every command sends
+        base, api_key = openai_base(controller_url(ctx.settings, ctx.paths)), key
     else:
         base, api_key = openai_base(opts["url"]), opts["api_key"]
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}

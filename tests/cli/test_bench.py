@@ -25,6 +25,7 @@ class FakeOpenAI:
     refuse_ignore_eos: bool = False
     streamed: int = 0
     bodies: list[dict] = field(default_factory=list)
+    auths: set[str | None] = field(default_factory=set)  # the Authorization headers chat requests came with
     url: str = ""
 
     def tokens(self, body: dict) -> int:
@@ -37,6 +38,7 @@ class FakeOpenAI:
     async def chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.bodies.append(body)
+        self.auths.add(request.headers.get("Authorization"))
         if self.refuse_ignore_eos and "ignore_eos" in body:
             return web.json_response({"error": {"message": "unknown field ignore_eos", "type": "invalid"}},
                                      status=400)
@@ -162,3 +164,14 @@ def test_bad_arguments_are_one_clear_line() -> None:
     assert r.exit_code == 2 and "--rate" in r.output
     r = CliRunner().invoke(cli, ["bench", "--url", "http://127.0.0.1:9/v1"])
     assert r.exit_code == 1 and "nothing answers at http://127.0.0.1:9/v1" in str(r.exception)
+
+
+def test_through_llmctl_it_sends_the_key_every_command_sends(fake: FakeOpenAI, llmctl_home) -> None:
+    """Only named keys configured (no unnamed ``api_key``): the bench sends the first, as ``llmctl ps`` would."""
+    port = fake.url.removesuffix("/v1").rsplit(":", 1)[1]
+    (llmctl_home / "config").mkdir(parents=True, exist_ok=True)
+    (llmctl_home / "config" / "config.toml").write_text(
+        f'[server]\nport = {port}\n[[server.keys]]\nname = "alice"\nkey = "alice-secret-1"\n')
+    out = _bench("fake-1b", "--concurrency", "1", "--requests", "2", "--max-tokens", "4")
+    assert out["levels"][0]["completed"] == 2
+    assert fake.auths == {"Bearer alice-secret-1"}
