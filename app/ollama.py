@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 
 from llmctl.app.paths import Paths
-from llmctl.app.settings import Settings
+from llmctl.app.settings import Settings, offline
 from llmctl.catalog.errors import LlmctlError
 from llmctl.catalog.store import ModelEntry, name_from_path
 from llmctl.runtimes.base import EngineInfo
@@ -140,7 +140,7 @@ async def list_entries(settings: Settings, paths: Paths) -> tuple[list[ModelEntr
 
 
 def require_online(settings: Settings) -> None:
-    if settings.offline or os.environ.get("HF_HUB_OFFLINE") == "1":
+    if offline(settings):
         raise LlmctlError("pulling from Ollama's registry needs the network",
                           "offline mode is on (settings `offline` or HF_HUB_OFFLINE=1); turn it off to pull, or "
                           "import a local GGUF: `llmctl import FILE.gguf --to ollama`.")

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from llmctl.app.cli_context import Context, emit_json, pass_ctx
+from llmctl.app.settings import offline as settings_offline
 
 
 @click.command()
@@ -39,7 +40,7 @@ def pull(ctx: Context, target: str, revision: str, name: str | None, force: bool
     from llmctl.catalog.downloads import FileFinished, FileProgressed, FileStarted, FileWaiting, HubDownloader
     from llmctl.catalog.references import register, resolve
 
-    offline = offline or ctx.settings.offline or os.environ.get("HF_HUB_OFFLINE") == "1"
+    offline = offline or settings_offline(ctx.settings)
     cache = hf_cache_dir()
     downloader = HubDownloader(cache, endpoint=os.environ.get("HF_ENDPOINT", "https://huggingface.co"),
                                token=None if offline else get_token(), offline=offline)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from llmctl.app.controller.errors import ApiError
+from llmctl.app.settings import offline
 from llmctl.catalog.downloads import DownloadError, FileFinished, FileProgressed, FileStarted, FileWaiting
 from llmctl.catalog.errors import LlmctlError, StoreError
 
@@ -163,7 +164,7 @@ class PullsApi:
 
     # the downloader ----------------------------------------------------------------------------------------
     def _offline(self) -> bool:
-        return self.c.settings.offline or os.environ.get("HF_HUB_OFFLINE") == "1"
+        return offline(self.c.settings)
 
     def _downloader(self) -> HubDownloader:
         from huggingface_hub import get_token

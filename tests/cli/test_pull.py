@@ -83,8 +83,9 @@ def test_pull_errors_are_clear(hub, llmctl_home: Path, tmp_path: Path) -> None:
     assert r.returncode == 1 and "was not found" in r.stderr
     r = _run(env, "pull", "org/x-GGUF")
     assert r.returncode == 1 and "say which file" in r.stderr
-    r = _run({**env, "HF_HUB_OFFLINE": "1"}, "pull", "org/x:Q4_K_M")
-    assert r.returncode == 1 and "offline" in r.stderr
+    for value in ("1", "true"):  # as huggingface_hub reads it
+        r = _run({**env, "HF_HUB_OFFLINE": value}, "pull", "org/x:Q4_K_M")
+        assert r.returncode == 1 and "offline" in r.stderr
     assert hub.requests == [] or all("missing" in p for _m, p, _r in hub.requests)
 
 
