@@ -60,6 +60,13 @@ def quant_method(config: dict[str, Any]) -> str | None:
     return str(method).lower() if method else None
 
 
+def text_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The language model's part of a config: ``text_config`` when a multimodal config nests it (Gemma 3 and the
+    like), else the config itself."""
+    text = config.get("text_config")
+    return text if isinstance(text, dict) else config
+
+
 def head_dim(config: dict[str, Any]) -> int | None:
     """Attention head size: ``head_dim`` when the config gives it, else hidden_size / num_attention_heads."""
     value = config.get("head_dim")
@@ -110,7 +117,7 @@ def facts_from_model_dir(folder: Path) -> ModelFacts:
     """Estimator facts of a Hugging Face model folder: shapes from config.json, weight bytes from the safetensors
     headers' data offsets (exact, packed 4-bit weights included)."""
     config = read_config(folder)
-    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    text = text_config(config)
     weights = sorted(folder.glob("*.safetensors"))
     if not weights:
         raise ModelFileError(f"{folder} has no .safetensors weights", "use a safetensors variant of the model.")

@@ -35,7 +35,7 @@ from typing import Literal
 
 import aiohttp
 
-from llmctl.catalog.safetensors_dir import head_dim, quant_method, read_config
+from llmctl.catalog.safetensors_dir import head_dim, quant_method, read_config, text_config
 from llmctl.runtimes.base import DeploymentRefused, EngineLoad, Launch, RuntimeFailure, Series
 
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
@@ -175,9 +175,10 @@ def inspect_model(folder: Path) -> VllmModel:
                               f"llmctl serves {', '.join(QUANTIZATIONS)} checkpoints with vLLM; "
                               "use a variant in one of those formats.")
     archs = config.get("architectures")
-    dtype = config.get("torch_dtype") or config.get("dtype")
+    text = text_config(config)  # a multimodal config nests the language model's shapes
+    dtype = config.get("torch_dtype") or config.get("dtype") or text.get("torch_dtype") or text.get("dtype")
     return VllmModel(path=folder, architecture=archs[0] if isinstance(archs, list) and archs else None,
-                     quantization=quant, head_dim=head_dim(config), torch_dtype=str(dtype) if dtype else None)
+                     quantization=quant, head_dim=head_dim(text), torch_dtype=str(dtype) if dtype else None)
 
 
 def check_supported(model: VllmModel, device: Device, cpu_flags: Iterable[str] = ()) -> None:

@@ -161,6 +161,13 @@ def test_head_dims_the_cpu_kernels_cannot_run_are_refused_before_launch(tmp_path
         check_supported(sixteen, "cpu", AVX2)
     assert "llama.cpp" in err.value.message
     check_supported(sixteen, "gpu")  # the GPU kernels take it
+    nested = tmp_path / "mm16"  # a multimodal config: the language model's shapes under text_config
+    nested.mkdir()
+    (nested / "config.json").write_text(json.dumps({"architectures": ["Gemma3ForConditionalGeneration"],
+                                                    "text_config": {"hidden_size": 64, "num_attention_heads": 4}}))
+    assert inspect_model(nested).head_dim == 16
+    with pytest.raises(VllmRefused, match="heads of size 16"):
+        check_supported(inspect_model(nested), "cpu", AVX2)
     explicit = inspect_model(_config(tmp_path / "h80", head_dim=80))  # head_dim given beats hidden / heads
     assert explicit.head_dim == 80
     check_supported(explicit, "cpu", AVX2)
