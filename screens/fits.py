@@ -102,7 +102,8 @@ class FitsScreen(LlmctlScreen):
         if not self.gpus_loaded:
             self.gpus_loaded = True
             with self.prevent(Select.Changed):
-                self.query_one("#fits-gpu", Select).set_options([(HERE, HERE)] + [(g, g) for g in answer["gpus"]])
+                # names as text, never markup (a GPU name is foreign text, as bench's Select treats it)
+                self.query_one("#fits-gpu", Select).set_options([(HERE, HERE)] + [(Text(g), g) for g in answer["gpus"]])
                 self.query_one("#fits-gpu", Select).value = HERE if gpu is None else gpu
         device = answer["device"]
         self.query_one("#fits-device", Static).update(Content.from_markup(
@@ -128,8 +129,8 @@ class FitsScreen(LlmctlScreen):
 
     @on(DataTable.RowHighlighted)
     def row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if event.row_key is None or event.row_key.value is None:
-            return
+        if event.row_key is None or event.row_key.value is None or int(event.row_key.value) >= len(self.options):
+            return  # a highlight queued from the table before a reload swapped the options
         o = self.options[int(event.row_key.value)]
         est = parts(o["estimate"])
         listed = ", ".join(f"{label} {size(est[key])}" for key, _s, label in PARTS)
