@@ -11,7 +11,6 @@ import click
 
 from llmctl.app.cli_context import Context, emit_json, pass_ctx
 from llmctl.app.format import size
-from llmctl.app.settings import offline as settings_offline
 from llmctl.runtimes.registry import FIT_RUNTIMES
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "kb": 10**3, "m": 1 << 20, "mib": 1 << 20, "mb": 10**6,
@@ -182,6 +181,8 @@ def doctor(ctx: Context) -> None:
         probe_dir = probe_dir.parent
     line(os.access(probe_dir, os.W_OK), f"model store {store} writable, {size(report.disk_free)} free",
          f"make {probe_dir} writable or set LLMCTL_HOME")
+    from llmctl.app.settings import offline as settings_offline  # not at import: --help stays light
+
     offline = settings_offline(ctx.settings)
     click.echo(f"     offline mode: {'on' if offline else 'off'}")
     click.echo(f"\n{problems} problem(s)" if problems else "\nall good")

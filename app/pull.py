@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 
 from llmctl.app.cli_context import Context, emit_json, pass_ctx
-from llmctl.app.settings import offline as settings_offline
 
 
 @click.command()
@@ -36,6 +35,7 @@ def pull(ctx: Context, target: str, revision: str, name: str | None, force: bool
     from huggingface_hub import get_token
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
+    from llmctl.app.settings import offline as settings_offline  # not at import: --help stays light
     from llmctl.catalog.discovery import hf_cache_dir
     from llmctl.catalog.downloads import FileFinished, FileProgressed, FileStarted, FileWaiting, HubDownloader
     from llmctl.catalog.references import register, resolve
