@@ -21,6 +21,8 @@ The hierarchy of errors::
 from __future__ import annotations
 
 import enum
+import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +33,15 @@ from llmctl.catalog.estimate import MemoryProfile
 
 if TYPE_CHECKING:
     from llmctl.runtimes.hardware import GpuInfo
+
+
+def log_file_name(name: str) -> str:
+    """A model name as its log file's name: one path component (``ollama/x:y`` and a remote's ids included), short
+    enough for any file system (remote ids run to 256 characters)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)
+    if len(safe) > 120:
+        safe = f"{safe[:100]}-{hashlib.sha256(name.encode()).hexdigest()[:16]}"
+    return safe + ".log"
 
 
 class RuntimeFailure(LlmctlError):

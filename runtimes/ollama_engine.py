@@ -44,6 +44,7 @@ from llmctl.runtimes.base import (
     BackendState,
     Deployment,
     EngineInfo,
+    log_file_name,
 )
 from llmctl.runtimes.hosted import HostedState
 from llmctl.runtimes.ledger import Footprint, device_bytes
@@ -344,7 +345,7 @@ class OllamaDeployment(Settles, HostedState):
         self.stop_reason: str | None = None
         self.capabilities = frozenset(entry.facts.get("capabilities") or ())
         self.context_length = entry.facts.get("context_length")
-        self.log_path = log_dir / f"{entry.name.replace('/', '_').replace(':', '_')}.log"
+        self.log_path = log_dir / log_file_name(entry.name)
         self.on_change = on_change
         self.state = BackendState.STOPPED
         self.ready_at: float | None = None

@@ -39,6 +39,7 @@ from llmctl.runtimes.base import (
     PlansLaunch,
     PortInUseError,
     ServesOnSocket,
+    log_file_name,
 )
 from llmctl.runtimes.ledger import UNIFIED, Footprint
 from llmctl.runtimes.sockets import describe_port_owner as describe_port_owner
@@ -132,7 +133,7 @@ class Backend(Settles):
         self.spec = spec
         self.engine = engine
         self.policy = policy or RestartPolicy()
-        self.log_path = log_dir / f"{spec.model_name.replace(':', '_')}.log"
+        self.log_path = log_dir / log_file_name(spec.model_name)
         # the Unix socket it serves on instead of host:port, when its engine serves on one (the same every start)
         self.socket_path: str | None = str(engine.socket_path(spec)) if isinstance(engine, ServesOnSocket) else None
         self.state_file = state

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import re
 import time
@@ -43,6 +42,7 @@ from llmctl.runtimes.base import (
     BackendState,
     Deployment,
     RequestTimeouts,
+    log_file_name,
 )
 from llmctl.runtimes.hosted import HostedState
 from llmctl.runtimes.ledger import Footprint
@@ -362,14 +362,6 @@ class UnlistedRefused(LlmctlError):
     """A name the remote has not listed, past what llmctl takes on trust while its list is unknown."""
 
 
-def _log_name(name: str) -> str:
-    """A model name as a log file name: one path component, short enough for any file system (ids run to 256)."""
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)
-    if len(safe) > 120:
-        safe = f"{safe[:100]}-{hashlib.sha256(name.encode()).hexdigest()[:16]}"
-    return safe + ".log"
-
-
 def _why(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return "connection refused" if "refused" in text.lower() else text[:200]
@@ -395,7 +387,7 @@ class RemoteDeployment(HostedState):
                                or (443 if server.base_url.startswith("https") else 80), host=urlsplit(
                                    server.base_url).hostname or "",
                                parallel=REMOTE_PARALLEL)
-        self.log_path = log_dir / _log_name(entry.name)
+        self.log_path = log_dir / log_file_name(entry.name)
         self.on_change = on_change
         self.footprint = Footprint()  # nothing in the local ledger
         self.pinned = False

@@ -14,7 +14,7 @@ from llmctl.app.controller.engine_load import collect, gauge_families
 from llmctl.app.controller.engine_metrics import relabel
 from llmctl.app.controller.errors import ApiError
 from llmctl.catalog.errors import LlmctlError
-from llmctl.runtimes.base import BackendFailed
+from llmctl.runtimes.base import BackendFailed, log_file_name
 from llmctl.runtimes.scheduler import ModelLoading
 
 if TYPE_CHECKING:
@@ -136,7 +136,7 @@ class ControlApi:
             raise ApiError(400, "tail and since must be whole numbers", code="invalid_value") from None
         backend = self.c.scheduler.get(name)
         logs_dir = self.c.paths.logs_dir
-        fallback = logs_dir / f"{name.replace('/', '_').replace(':', '_')}.log"
+        fallback = logs_dir / log_file_name(name)
         path = backend.log_path if backend is not None else fallback
 
         def read() -> tuple[list[str], int] | None:  # a file read (up to a MiB): off the loop, streams go on
