@@ -8,7 +8,6 @@ kept) and replaced atomically.
 
 from __future__ import annotations
 
-import os
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -45,21 +44,14 @@ def _value(key: str, text: str) -> Any:
         return text
 
 
-def _read(path: Path):
-    import tomlkit
-
-    try:
-        return tomlkit.parse(path.read_text("utf-8")) if path.exists() else tomlkit.document()
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path} cannot be read", f"{exc}. Fix the file first.") from None
-
-
 def update(path: Path, name: str, assignments: list[str], unset: list[str]) -> dict[str, Any]:
     """Apply ``key=value`` assignments and unsets to [models.NAME]; validate; write. Returns the new profile."""
     import tomlkit
     from pydantic import ValidationError
 
-    doc = _read(path)
+    from llmctl.app.settings import read_config_doc, write_config_doc
+
+    doc = read_config_doc(path)
     models = doc.setdefault("models", tomlkit.table(is_super_table=True))
     current = dict(models.get(name, {}))
     changes: dict[str, Any] = {}
@@ -85,10 +77,7 @@ def update(path: Path, name: str, assignments: list[str], unset: list[str]) -> d
         models[name] = table
     elif name in models:
         del models[name]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(tomlkit.dumps(doc), "utf-8")
-    os.replace(tmp, path)
+    write_config_doc(path, doc)
     return profile.model_dump(exclude_defaults=True)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from llmctl.app.settings import RemoteSettings, Settings, is_loopback, offline
+from llmctl.app.settings import RemoteSettings, Settings, is_loopback, offline, read_config_doc, write_config_doc
 from llmctl.catalog.errors import ConfigError, LlmctlError
 from llmctl.runtimes.base import RequestTimeouts
 from llmctl.runtimes.remote import RemoteServer, RemoteSpec
@@ -103,24 +103,6 @@ def make_remotes(settings: Settings, on_change: Callable[[RemoteServer], None] |
 
 
 # --- config edits (`llmctl remotes add|rm`) ------------------------------------------------------------------
-def _read(path: Path):
-    import tomlkit
-
-    try:
-        return tomlkit.parse(path.read_text("utf-8")) if path.exists() else tomlkit.document()
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path} cannot be read", f"{exc}. Fix the file first.") from None
-
-
-def _write(path: Path, doc) -> None:
-    import tomlkit
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(tomlkit.dumps(doc), "utf-8")
-    os.replace(tmp, path)
-
-
 def add_remote(path: Path, name: str, values: dict[str, Any], *, replace: bool = False) -> RemoteSettings:
     """Validate ``[remotes.NAME]`` and write it to config.toml (comments and order kept). Never takes a key."""
     import tomlkit
@@ -130,7 +112,7 @@ def add_remote(path: Path, name: str, values: dict[str, Any], *, replace: bool =
 
     if not REMOTE_NAME.fullmatch(name) or name == "ollama":
         raise ConfigError(f"{name!r} is not a remote name", "use lowercase letters, digits and . _ - (not 'ollama').")
-    doc = _read(path)
+    doc = read_config_doc(path)
     remotes = doc.setdefault("remotes", tomlkit.table(is_super_table=True))
     if name in remotes and not replace:
         raise ConfigError(f"a remote named {name} exists", "pass --replace, or `llmctl remotes rm` it first.")
@@ -149,12 +131,12 @@ def add_remote(path: Path, name: str, values: dict[str, Any], *, replace: bool =
         table[key] = value
     table["url"] = cfg.url
     remotes[name] = table
-    _write(path, doc)
+    write_config_doc(path, doc)
     return cfg
 
 
 def remove_remote(path: Path, name: str) -> RemoteSettings:
-    doc = _read(path)
+    doc = read_config_doc(path)
     remotes = doc.get("remotes")
     if remotes is None or name not in remotes:
         raise LlmctlError(f"no remote named {name}", "`llmctl remotes list` shows them.")
@@ -162,7 +144,7 @@ def remove_remote(path: Path, name: str) -> RemoteSettings:
     del remotes[name]
     if not remotes:
         del doc["remotes"]
-    _write(path, doc)
+    write_config_doc(path, doc)
     return cfg
 
 

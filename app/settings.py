@@ -450,3 +450,24 @@ def is_loopback(host: str) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return ip.is_loopback
+
+
+# --- config.toml edits (`llmctl models config`, `llmctl remotes add|rm`): comments and order kept ---------------
+def read_config_doc(path: Path):
+    """config.toml as an editable tomlkit document (an empty one when there is no file)."""
+    import tomlkit
+
+    try:
+        return tomlkit.parse(path.read_text("utf-8")) if path.exists() else tomlkit.document()
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path} cannot be read", f"{exc}. Fix the file first.") from None
+
+
+def write_config_doc(path: Path, doc) -> None:
+    """Write the document whole: to a temporary file, then renamed over config.toml."""
+    import tomlkit
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(tomlkit.dumps(doc), "utf-8")
+    os.replace(tmp, path)
