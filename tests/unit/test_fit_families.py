@@ -4,6 +4,8 @@ win over the backend defaults."""
 
 from __future__ import annotations
 
+import pytest
+
 from llmctl.app import fitting
 from llmctl.app.fitting import serving_request
 from llmctl.app.settings import Settings
@@ -29,12 +31,12 @@ def test_vllm_is_estimated_at_the_backend_defaults_without_llama_cpps_settings()
         FitRequest(ctx=4096, parallel=5, kv_type="f32", profile=VLLM_PROFILE)
 
 
-def test_with_no_llama_cpp_engine_the_default_engines_rules_apply_and_overrides_win(monkeypatch) -> None:
-    def no_engine(*args, **kwargs):
-        raise EngineUnavailable("no llama.cpp engine is installed")
-
-    monkeypatch.setattr(fitting, "launch_plan", no_engine)
-    settings = Settings(backends={"kv_type": "q8_0", "parallel": 3, "prompt_cache_mib": 256})
+def test_with_no_llama_cpp_engine_the_default_engines_rules_apply_and_overrides_win(tmp_path) -> None:
+    # the configured engine cannot run here (its binary is missing): the real launch plan raises EngineUnavailable
+    settings = Settings(backends={"kv_type": "q8_0", "parallel": 3, "prompt_cache_mib": 256,
+                                  "engine": "llama-server", "llama_server": str(tmp_path / "missing-llama-server")})
+    with pytest.raises(EngineUnavailable):
+        fitting.launch_plan(settings)
     default = FitRequest(ctx=2048, parallel=3, kv_type="q8_0", profile=XLlamaCpp().memory_profile(),
                          prompt_cache_bytes=256 << 20)
     assert serving_request(settings, 2048) == default
