@@ -23,7 +23,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -119,10 +119,7 @@ class VllmEngine:
 
     def launch(self, d: Deployment) -> Launch:
         """This start's argv, environment and folders, from one reading of the model (the supervisor asks once)."""
-        planned = build_launch(self.vllm_deployment(d))
-        if planned.env.get("VLLM_API_KEY"):
-            return planned
-        return replace(planned, env={k: v for k, v in planned.env.items() if k != "VLLM_API_KEY"})
+        return build_launch(self.vllm_deployment(d))
 
     def build_command(self, d: Deployment) -> list[str]:
         return list(self.launch(d).argv)
