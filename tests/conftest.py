@@ -60,3 +60,13 @@ def llmctl_home(tmp_path, monkeypatch) -> Path:
 @pytest.fixture(scope="session")
 def tiny_gguf(tmp_path_factory) -> Path:
     return write_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-llama.gguf")
+
+
+@pytest.fixture
+def hub():
+    """The local Hugging Face Hub-protocol test server (tests/hub_server.py): no test reaches the real Hub."""
+    from hub_server import HubServer
+
+    server = HubServer().start()
+    yield server
+    server.stop()

@@ -13,20 +13,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from hub_server import HubServer
 from tiny_gguf import write_tiny_llama
 
 from llmctl.app.cli import main
 
 REPO = "org/m-GGUF"
 FILE = "m-Q8_0.gguf"
-
-
-@pytest.fixture
-def hub():
-    server = HubServer().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

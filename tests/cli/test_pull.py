@@ -11,16 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 from hub_server import COMMIT, HubServer
 from tiny_gguf import write_tiny_llama
-
-
-@pytest.fixture
-def hub():
-    server = HubServer().start()
-    yield server
-    server.stop()
 
 
 def _env(home: Path, hub: HubServer, tmp_path: Path) -> dict[str, str]:

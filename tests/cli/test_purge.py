@@ -9,19 +9,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from hub_server import HubServer
 from tiny_gguf import write_tiny_llama
 
 from llmctl.app.cli import cli
 
 REPO = "org/tiny-GGUF"
-
-
-@pytest.fixture
-def hub():
-    server = HubServer().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

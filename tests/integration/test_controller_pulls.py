@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from hub_server import HubServer
 from tiny_gguf import write_tiny_llama
 
 from llmctl.app import shapes
@@ -18,13 +17,6 @@ from shape_check import problems
 
 REPO = "org/big-GGUF"
 FILE = "big-F32.gguf"
-
-
-@pytest.fixture
-def hub():
-    server = HubServer().start()
-    yield server
-    server.stop()
 
 
 async def _events(client: ControllerClient, pull_id: str, after: int = 0) -> list[dict]:

@@ -8,7 +8,6 @@ import os
 from pathlib import Path
 
 import pytest
-from hub_server import HubServer
 
 from llmctl.catalog.downloads import DownloadError, FileFinished, FileStarted, HubDownloader, safe_name
 
@@ -18,13 +17,6 @@ REPO = "org/tiny-GGUF"
 @pytest.fixture(autouse=True)
 def _online(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # the "Hub" here is a loopback test server
-
-
-@pytest.fixture
-def hub():
-    server = HubServer().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
