@@ -301,7 +301,7 @@ def build_launch(d: VllmDeployment) -> Launch:
 
     tmp, cache, inductor = d.run_dir / "tmp", d.run_dir / "cache", d.run_dir / "inductor"
     env = {
-        **({"VLLM_API_KEY": d.api_key} if d.api_key else {}),  # an empty key would be a key of ""
+        "VLLM_API_KEY": d.api_key,
         "TMPDIR": str(tmp),
         "VLLM_CACHE_ROOT": str(cache),
         "TORCHINDUCTOR_CACHE_DIR": str(inductor),

@@ -23,7 +23,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +119,10 @@ class VllmEngine:
 
     def launch(self, d: Deployment) -> Launch:
         """This start's argv, environment and folders, from one reading of the model (the supervisor asks once)."""
-        return build_launch(self.vllm_deployment(d))
+        planned = build_launch(self.vllm_deployment(d))
+        if planned.env.get("VLLM_API_KEY"):
+            return planned
+        return replace(planned, env={k: v for k, v in planned.env.items() if k != "VLLM_API_KEY"})
 
     def build_command(self, d: Deployment) -> list[str]:
         return list(self.launch(d).argv)
