@@ -245,8 +245,25 @@ class Backend(Settles):
             self.footprint.measured[UNIFIED if self.unified else "ram"] = rss
         return rss
 
+    def _exited(self) -> bool:
+        """The process is gone (or a zombie) though the supervisor has not yet been told: the exit is known to the
+        kernel before the child watcher runs its callback."""
+        if self._proc is None or self._proc.returncode is not None:
+            return True
+        try:
+            return psutil.Process(self._proc.pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return True
+
+    def reported_state(self) -> BackendState:
+        """The state as probed now: never ``ready`` for a process that has exited."""
+        if self.state is BackendState.READY and self._exited():
+            return BackendState.RESTARTING
+        return self.state
+
     def status(self) -> dict:
         now = time.time()
+        state = self.reported_state()
         return {
             "model": self.name,
             "runtime": self.engine.name,
@@ -255,7 +272,7 @@ class Backend(Settles):
             "capabilities": sorted(self.spec.capabilities),
             "ctx_size": self.spec.ctx_size,
             "parallel": self.spec.parallel,
-            "state": self.state.value,
+            "state": state.value,
             "pid": self.pid if self.state not in (BackendState.STOPPED, BackendState.FAILED) else None,
             "port": None if self.socket_path else self.spec.port,
             "socket": self.socket_path,
@@ -378,6 +395,11 @@ class Backend(Settles):
                 self._ready.set()
             code = await proc.wait()
             self._ready.clear()  # not ready any more: a waiter must wait for the restart, not see the old event
+            if was_ready and not self._stopping:
+                # said at once, before the group is ended and the output drained: whoever reads the state now
+                # (`llmctl ps`, the TUI, the gateway) must not see a dead pid reported ready
+                self.error = f"exited with code {code}"
+                self._set_state(BackendState.RESTARTING)
             # the leader died on its own: what it forked (vLLM's engine core and workers) must not outlive it
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)

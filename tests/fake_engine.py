@@ -90,7 +90,8 @@ fake:generation_tokens_total 7.0
 def serve(port: int, load_delay: float, fail_load: bool, die_on_first_request: bool = False,
           uds: str | None = None) -> None:
     started = time.monotonic()
-    key = os.environ.get("FAKE_ENGINE_KEY")
+    key = os.environ.get("FAKE_ENGINE_KEY") or os.environ.get("LLAMA_API_KEY")
+    hold = os.environ.get("FAKE_ENGINE_HOLD")  # a file: streams send one chunk, then wait until it exists
     if fail_load:
         time.sleep(load_delay)
         print("error: this fake engine was told to fail", flush=True)
@@ -127,10 +128,12 @@ def serve(port: int, load_delay: float, fail_load: bool, die_on_first_request: b
             self.send_header("Content-Type", "text/event-stream")
             self.send_header("Connection", "close")
             self.end_headers()
-            for piece in ("o", "k", "!"):
+            for i, piece in enumerate(("o", "k", "!")):
                 chunk = {"choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
                 self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
                 self.wfile.flush()
+                if hold and i == 0:
+                    _wait_for_file(Path(hold), 120)
                 time.sleep(0.02)
             self.wfile.write(b"data: [DONE]\n\n")
             self.close_connection = True
@@ -164,7 +167,31 @@ def serve(port: int, load_delay: float, fail_load: bool, die_on_first_request: b
     ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
 
 
+def _wait_for_file(path: Path, timeout: float) -> None:
+    """The signal a test gives to let held streams finish (bounded: a test that forgets it still ends)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def llama_server_shim(folder: Path) -> Path:
+    """An executable named ``llama-server`` that runs this fake with llama-server's flags (the ones it does not
+    know are ignored), so a real controller configured with ``engines.llama_server`` supervises the fake."""
+    shim = folder / "llama-server"
+    shim.write_text(f"#!/bin/sh\nexec {sys.executable} {Path(__file__).resolve()} --llama-server \"$@\"\n")
+    shim.chmod(0o755)
+    return shim
+
+
 if __name__ == "__main__":
+    if "--llama-server" in sys.argv:  # called as llama-server: --version, or a launch with its flags
+        if "--version" in sys.argv:
+            print("version: 1 (fake)")
+            sys.exit(0)
+        ap = argparse.ArgumentParser()
+        ap.add_argument("--port", type=int, required=True)
+        known, _ = ap.parse_known_args()
+        serve(known.port, 0.0, False)
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--load-delay", type=float, default=0.0)

@@ -93,13 +93,15 @@ class ControllerProcess:
             r.raise_for_status()
         return next(b for b in r.json()["backends"] if b["model"] == model)
 
-    def wait_state(self, model: str, state: str, timeout: float = 30) -> dict:
+    def wait_state(self, model: str, state: str, timeout: float = 30, where=None) -> dict:
+        """The model's backend record once it is in ``state`` and, when given, ``where(record)`` holds (a new pid, a
+        restart counted): a test waits for the state it needs, not for whatever the state was a moment ago."""
         deadline = time.monotonic() + timeout
         last = None
         while time.monotonic() < deadline:
             try:
                 last = self.backend(model)
-                if last["state"] == state:
+                if last["state"] == state and (where is None or where(last)):
                     return last
             except StopIteration:
                 pass

@@ -136,24 +136,28 @@ def test_key_metrics_name_keys_never_secrets(keyed: ControllerProcess) -> None:
     assert {"alice", "bob", "carol"} <= {r["key"] for r in recent}
 
 
-def test_queue_overflow_gets_429_with_retry_after(controller, home: Path) -> None:
+def test_queue_overflow_gets_429_with_retry_after(controller, home: Path, tmp_path: Path) -> None:
+    """The two streams that fill the queue are held open by the test (a fake engine, run as a configured
+    llama-server, that sends one chunk and then waits for the test's signal), not by the model being slow."""
+    from fake_engine import llama_server_shim
+
+    release = tmp_path / "release"
     (home / "extra.toml").write_text("[backends]\nparallel = 1\nmax_queue = 1\n")
-    proc = controller(LLMCTL_CONFIG=str(home / "extra.toml"))
+    proc = controller(LLMCTL_CONFIG=str(home / "extra.toml"), FAKE_ENGINE_HOLD=str(release),
+                      LLMCTL_BACKENDS__LLAMA_SERVER=str(llama_server_shim(tmp_path)))
     assert _chat(proc).status_code == 200  # loaded: one slot
     long = {**CHAT, "max_tokens": 2000, "stream": True, "temperature": 0}
-    stop = threading.Event()
     results: list[int] = []
 
     def stream() -> None:
         with httpx.stream("POST", proc.url + "/v1/chat/completions", json=long, timeout=120) as r:
             results.append(r.status_code)
             for _ in r.iter_bytes():
-                if stop.is_set():
-                    break
+                pass
 
     threads = [threading.Thread(target=stream, daemon=True) for _ in range(2)]
     try:
-        for t in threads:  # one is served, the other waits for the slot
+        for t in threads:  # one is served (and held), the other waits for the slot
             t.start()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -168,7 +172,7 @@ def test_queue_overflow_gets_429_with_retry_after(controller, home: Path) -> Non
         assert err["code"] == "queue_full" and "tiny" in err["message"] and "max_queue 1" in err["message"]
         assert refused.headers["Retry-After"] == "1"
     finally:
-        stop.set()
+        release.touch()
         for t in threads:
             t.join(60)
     assert results == [200, 200]

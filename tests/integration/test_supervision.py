@@ -53,24 +53,20 @@ def test_killed_backend_is_restarted(controller) -> None:
     first = proc.wait_state("tiny", "ready")
     kill_pid(first["pid"])
     assert pid_gone(first["pid"])
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        b = proc.backend("tiny")
-        if b["state"] == "ready" and b["pid"] != first["pid"]:
-            break
-        time.sleep(0.1)
-    assert b["restarts"] == 1 and b["pid"] != first["pid"]
+    b = proc.wait_state("tiny", "ready", where=lambda b: b["pid"] != first["pid"])
+    assert b["restarts"] == 1
     assert _chat(proc).status_code == 200
 
 
 def test_crash_loop_ends_failed_with_log_lines(controller, home: Path) -> None:
     proc = controller(LLMCTL_BACKENDS__MAX_RESTARTS="1", LLMCTL_BACKENDS__RETRY_FAILED_AFTER="600")
     assert _chat(proc).status_code == 200
+    last = None
     for _ in range(2):
-        b = proc.wait_state("tiny", "ready")
-        kill_pid(b["pid"])
-        assert pid_gone(b["pid"])
-        time.sleep(0.1)
+        b = proc.wait_state("tiny", "ready", where=lambda b, last=last: b["pid"] != last)
+        last = b["pid"]
+        kill_pid(last)
+        assert pid_gone(last)
     failed = proc.wait_state("tiny", "failed")
     assert "crashed 2 times" in failed["error"]
     assert failed["last_log_lines"], "the failure shows the backend's last log lines"

@@ -59,7 +59,8 @@ class Vllm:
         return self.home / "state" / "logs" / f"{MODEL}.log"
 
     def group(self) -> list[int]:
-        pid = self.ctl.backend(MODEL)["pid"]
+        """The engine's process group, read from a deployment that is ready (never a dead one's record)."""
+        pid = self.ctl.wait_state(MODEL, "ready", timeout=900)["pid"]
         return [pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))]
 
 
@@ -237,7 +238,7 @@ def test_a_kill_mid_stream_ends_the_stream_with_an_error_then_it_restarts(vllm: 
     assert got >= 3 and error is not None and "stopped mid-stream" in str(error), (got, error)
     assert all(pid_gone(p, 15) for p in group), [p for p in group if not pid_gone(p, 0)]  # no orphaned core
     t = time.monotonic()
-    after = vllm.ctl.wait_state(MODEL, "ready", timeout=900)
+    after = vllm.ctl.wait_state(MODEL, "ready", timeout=900, where=lambda b: b["pid"] != before["pid"])
     print(f"\nvLLM restarted after a crash and was ready again in {time.monotonic() - t:.1f} s")
     assert after["restarts"] == before["restarts"] + 1 and after["pid"] != before["pid"]
     assert after["socket"] == before["socket"]  # the same socket, bound afresh by the new process

@@ -186,3 +186,34 @@ async def test_the_backend_key_reaches_the_engine_and_the_gateway_headers(tmp_pa
             assert ok.status_code == 200
     finally:
         await s.shutdown()
+
+
+async def test_a_backend_whose_process_died_never_reports_ready(tmp_path: Path) -> None:
+    """Between the kernel's exit and the supervisor's turn on the event loop, the status (what `llmctl ps`, the TUI
+    and tests read) probes the process: a dead pid is never reported ``ready``; then the restart brings a new one."""
+    import os
+    import signal
+
+    import psutil
+
+    s, _ = _scheduler(tmp_path)
+    a = _entry(tmp_path, "a")
+    try:
+        backend = await _use(s, a)
+        before = backend.status()
+        assert before["state"] == "ready"
+        os.kill(before["pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # no await: the event loop (and so the supervisor) does not run here
+            try:
+                if psutil.Process(before["pid"]).status() == psutil.STATUS_ZOMBIE:
+                    break
+            except psutil.NoSuchProcess:
+                break
+            time.sleep(0.01)
+        assert backend.state is BackendState.READY  # the supervisor has not been told yet
+        assert backend.status()["state"] == "restarting"
+        await _until(lambda: backend.state is BackendState.READY and backend.pid != before["pid"])
+        assert backend.status()["restarts"] == 1
+    finally:
+        await s.shutdown()
