@@ -97,6 +97,9 @@ class FakeRemote:
             if i == 0 and self.mode == "stall-mid-stream":
                 await self._unstall.wait()
                 return response
+            if i == 0 and self.mode == "end-mid-stream":  # a clean end of body with no [DONE]: an engine that died
+                await response.write_eof()
+                return response
         await response.write(b"data: [DONE]\n\n")
         if self.mode == "linger-after-done":  # the stream is whole, but the body is kept open
             await self._unstall.wait()

@@ -439,6 +439,8 @@ class Gateway:
             message = f"the model server stalled mid-stream ({exc}); the stream was ended"
         elif isinstance(exc, _Empty):
             message = f"{exc}; see `llmctl logs {model}`"
+        elif isinstance(exc, _Unfinished):
+            message = f"the model server stopped mid-stream ({exc}); see `llmctl logs {model}`"
         else:
             message = f"the model server stopped mid-stream ({type(exc).__name__}); see `llmctl logs {model}`"
         with contextlib.suppress(*_UPSTREAM_ERRORS):
@@ -515,6 +517,10 @@ class Gateway:
                     chunk = await _next(chunks, limits.between_chunks)
             except (_Stalled, *_UPSTREAM_ERRORS) as exc:
                 return await self._cut(request, response, exc, model)
+            if not meter.done:
+                # the body ended without the protocol's closing event: the engine died (a connection closed
+                # between two chunks reads as a clean end), so the client is told rather than handed a short answer
+                return await self._cut(request, response, _Unfinished("ended without its closing [DONE]"), model)
             finished = True
             # clients (the openai SDK among them) may hang up as soon as they read [DONE]; the stream was whole
             with contextlib.suppress(*_UPSTREAM_ERRORS):
@@ -529,6 +535,10 @@ class Gateway:
 
 class _Empty(Exception):
     """A 200 event stream that ended before its first event."""
+
+
+class _Unfinished(Exception):
+    """An event stream whose body ended before its closing ``[DONE]``."""
 
 
 async def _noticed(backend, within: float = 3.0) -> None:

@@ -447,6 +447,25 @@ async def test_a_stream_is_whole_at_done_even_if_the_remote_keeps_its_body_open(
         await c.close()
 
 
+async def test_a_stream_whose_body_ends_before_done_ends_with_an_error_event(remotes) -> None:
+    """An engine that dies between two chunks closes its body cleanly: the client gets an error event saying the
+    stream was cut, not a short answer that looks whole."""
+    a = await remotes(["m"], name="a")
+    c = await start_controller(f'[remotes.a]\nurl = "{a.url}"\n')
+    try:
+        async with httpx.AsyncClient(base_url=c.url, timeout=20) as http:
+            a.mode = "end-mid-stream"
+            async with http.stream("POST", "/v1/chat/completions", json=chat("a/m", stream=True)) as s:
+                events = [json.loads(line[6:]) async for line in s.aiter_lines() if line.startswith("data: {")]
+            assert events[0]["choices"][0]["delta"]["content"] == "a "
+            assert events[-1]["error"]["code"] == "backend_error"
+            assert "stopped mid-stream (ended without its closing [DONE])" in events[-1]["error"]["message"]
+            records = (await http.get("/llmctl/v1/requests")).json()["requests"]
+            assert records[-1]["status"] == 502
+    finally:
+        await c.close()
+
+
 async def test_names_a_remote_has_not_listed_are_taken_only_so_far(remotes) -> None:
     """While a remote's list is unknown, an unlisted name gets a 503 saying why; each deployed one is remembered (a
     deployment, a queue, a log file), so only MAX_UNLISTED of them at once (more get a clear 503, until one is
