@@ -14,7 +14,7 @@ from llmctl.app.settings import ModelProfile, Settings
 from llmctl.catalog.errors import ConfigError, LlmctlError
 from llmctl.catalog.estimate import FitRequest
 from llmctl.catalog.store import ModelEntry, ModelStore
-from llmctl.runtimes.base import Deployment, Engine
+from llmctl.runtimes.base import ChecksArgs, Deployment, Engine, EngineUnavailable
 from llmctl.runtimes.llama_cpp import template_family
 from llmctl.runtimes.registry import VllmWhere, pick_engine
 
@@ -134,6 +134,25 @@ def launch_plan(settings: Settings, entry: ModelEntry | None = None, *, fmt: str
         gpu_memory_utilization=prof.gpu_memory_utilization,
         speculative_ngram=prof.speculative == "ngram",
     )
+
+
+def check_profile_args(settings: Settings, name: str, prof: ModelProfile, store: ModelStore | None = None,
+                       data_dir: Path | None = None) -> None:
+    """ConfigError when the engine that would serve ``name`` with profile ``prof`` cannot take its ``args`` (asked
+    of the engine; one that cannot say, or is not installed here, is not asked). A model not registered yet is
+    taken for a GGUF, what `llmctl pull` and `import` register."""
+    if not prof.args:
+        return
+    entry = store.get(name) if store is not None else None
+    fmt = entry.format if entry is not None else "gguf"
+    choice = prof.engine or (settings.backends.engine if fmt == "gguf" else "auto")
+    try:
+        engine = pick_engine(fmt, choice, llama_server=settings.backends.llama_server,
+                             vllm=vllm_where(settings, data_dir or (store.root if store else None)))
+    except EngineUnavailable:
+        return
+    if isinstance(engine, ChecksArgs):
+        engine.check_args(prof.args)
 
 
 def _resolve_draft(ref: str, store: ModelStore | None) -> Path:

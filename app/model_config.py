@@ -9,6 +9,7 @@ kept) and replaced atomically.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +45,10 @@ def _value(key: str, text: str) -> Any:
         return text
 
 
-def update(path: Path, name: str, assignments: list[str], unset: list[str]) -> dict[str, Any]:
-    """Apply ``key=value`` assignments and unsets to [models.NAME]; validate; write. Returns the new profile."""
+def update(path: Path, name: str, assignments: list[str], unset: list[str],
+           check: Callable[[Any], None] | None = None) -> dict[str, Any]:
+    """Apply ``key=value`` assignments and unsets to [models.NAME]; validate (``check``: what the model's engine says
+    of the new profile, e.g. flags in ``args`` it cannot take); write. Returns the new profile."""
     import tomlkit
     from pydantic import ValidationError
 
@@ -70,6 +73,11 @@ def update(path: Path, name: str, assignments: list[str], unset: list[str]) -> d
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}"
                              for e in exc.errors(include_url=False))
         raise ConfigError(f"[models.{name}] would be invalid", f"{problems}. Nothing was written.") from None
+    if check is not None:
+        try:
+            check(profile)
+        except ConfigError as exc:
+            raise ConfigError(f"[models.{name}] args: {exc.title}", f"{exc.message} Nothing was written.") from None
     table = tomlkit.table()
     for key, value in merged.items():
         table[key.replace("_", "-")] = value
@@ -102,7 +110,12 @@ def models_config(ctx: Context, name: str, assignments: tuple[str, ...], unset: 
     name = validate_name(name)
     path = ctx.paths.config_file
     if assignments or unset:
-        profile = update(path, name, list(assignments), list(unset))
+        from llmctl.app.deployments import check_profile_args
+
+        def check(prof) -> None:
+            check_profile_args(ctx.settings, name, prof, ctx.store(), ctx.paths.data_dir)
+
+        profile = update(path, name, list(assignments), list(unset), check)
     else:
         profile = ctx.settings.models.get(name, _profile_type()()).model_dump(exclude_defaults=True)
     if as_json:

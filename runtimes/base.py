@@ -236,6 +236,16 @@ class ServesOnSocket(Protocol):
 
 
 @runtime_checkable
+class ChecksArgs(Protocol):
+    """An engine that knows which extra arguments (a profile's ``args``) it can take: checked when the profile is
+    written (`llmctl models config`), so a flag it cannot take is refused there, naming it."""
+
+    def check_args(self, args: Sequence[str]) -> None:
+        """ConfigError naming the first argument the engine cannot take, and what to do."""
+        ...
+
+
+@runtime_checkable
 class ChecksDeployment(Protocol):
     """An engine that can tell before launch that a deployment cannot run here."""
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
+from llmctl.catalog.errors import ConfigError
 from llmctl.catalog.estimate import FitRequest, MemoryProfile, MiB
 from llmctl.runtimes.base import (
     CHAT,
@@ -36,10 +37,12 @@ from llmctl.runtimes.base import (
     TOOLS,
     VISION,
     Deployment,
+    DeploymentRefused,
     EngineInfo,
     EngineLoad,
     Series,
 )
+from llmctl.runtimes.llama_flags import check_user_args
 
 if TYPE_CHECKING:
     from llmctl.runtimes.hardware import GpuInfo
@@ -209,6 +212,19 @@ class XLlamaCpp:
 
     def build_command(self, d: Deployment) -> list[str]:
         return [self.python, "-m", "llmctl.runtimes.xllamacpp_server", *server_flags(d)]
+
+    def check_args(self, args: Sequence[str]) -> None:
+        """A profile's ``args``: only llama-server flags the wheel can express (``runtimes.llama_flags``), none
+        llmctl sets itself. ConfigError naming the flag and what to do (when the profile is written)."""
+        check_user_args(args)
+
+    def preflight(self, d: Deployment) -> None:
+        """The same check before a launch (a profile edited by hand): refused with the reason, never a wrapper
+        that exits on a flag it does not know."""
+        try:
+            check_user_args(d.extra_args)
+        except ConfigError as exc:
+            raise DeploymentRefused(f"[models.{d.model_name}] args: {exc.title}", exc.message) from None
 
     def build_env(self, d: Deployment) -> dict[str, str]:
         return _key_env(d)

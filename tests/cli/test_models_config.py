@@ -12,6 +12,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from llmctl.app.cli import cli
+from llmctl.catalog.errors import ConfigError
 
 
 def _run(*args: str):
@@ -47,3 +48,19 @@ def test_a_bad_key_or_value_is_one_clear_error_and_nothing_is_written(llmctl_hom
     assert r.returncode == 1 and "[models.qwen7b] would be invalid" in r.stderr, r.stderr
     assert "Nothing was written" in r.stderr and "Traceback" not in r.stderr
     assert not config.exists() or "qwen7b" not in config.read_text()
+
+
+def test_args_the_default_engine_cannot_take_are_refused_naming_the_flag(llmctl_home: Path) -> None:
+    config = llmctl_home / "config" / "config.toml"
+    r = _run("qwen7b", 'args=["--top-k", "20", "--control-vector", "cv.gguf"]')
+    assert isinstance(r.exception, ConfigError), r.output
+    assert r.exception.title == ("[models.qwen7b] args: llama.cpp flag --control-vector cannot be given to the "
+                                 "default engine (xllamacpp)")
+    assert "engine = \"llama-server\"" in r.exception.message and "Nothing was written" in r.exception.message
+    assert not config.exists() or "qwen7b" not in config.read_text()
+    r = _run("qwen7b", 'args=["--port", "9"]')
+    assert isinstance(r.exception, ConfigError) and "llmctl sets it for every launch" in r.exception.message
+    r = _run("qwen7b", 'args=["--reranking", "--top-k", "20", "--chat-template", "chatml"]')
+    assert r.exit_code == 0, r.output
+    assert tomllib.loads(config.read_text())["models"]["qwen7b"]["args"] == [
+        "--reranking", "--top-k", "20", "--chat-template", "chatml"]

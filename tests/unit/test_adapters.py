@@ -77,8 +77,7 @@ def test_the_launcher_maps_every_flag_onto_xllamacpp() -> None:
     d = Deployment(model_name="m", model_path=Path("/m.gguf"), port=4321, ctx_size=1024, parallel=3, threads=2,
                    kv_type="q8_0", kv_type_v="q4_0", prompt_cache_mib=256, draft_model=Path("/d.gguf"),
                    embeddings=True, pooling="mean", chat_template="gemma")
-    args = xllamacpp_server.parser().parse_args(XLlamaCpp("py").build_command(d)[3:])
-    p = xllamacpp_server.build_params(args, "k")
+    p = xllamacpp_server.build_params(XLlamaCpp("py").build_command(d)[3:], "k")
     assert (p.model.path, p.model_alias, p.port, p.hostnames) == ("/m.gguf", {"m"}, 4321, ["127.0.0.1"])
     assert (p.n_ctx, p.n_parallel, p.cpuparams.n_threads, p.n_gpu_layers) == (3072, 3, 2, 0)
     assert (p.cache_type_k, p.cache_type_v) == (x.ggml_type.GGML_TYPE_Q8_0, x.ggml_type.GGML_TYPE_Q4_0)
