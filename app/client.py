@@ -121,8 +121,11 @@ class ControllerClient:
     async def status(self) -> dict[str, Any]:
         return await self._request("GET", "/llmctl/v1/status")
 
-    async def backends(self) -> list[BackendStatus]:
-        return (await self._request("GET", "/llmctl/v1/backends"))["backends"]
+    async def backends(self, engine_metrics: bool = False) -> list[BackendStatus]:
+        """Every backend's state; with ``engine_metrics``, what its engine reports (``engine_metrics``: its load and
+        the context it really serves per request, ``context_per_slot``)."""
+        params = {"engine_metrics": "1"} if engine_metrics else {}
+        return (await self._request("GET", "/llmctl/v1/backends", params=params))["backends"]
 
     async def load(self, model: str, wait: bool = True, timeout: float = 600.0) -> BackendStatus:
         return await self._request("POST", f"/llmctl/v1/backends/{_seg(model)}/load",

@@ -276,6 +276,7 @@ class EngineLoad:
     preemptions: float | None = None  # requests evicted from the KV cache to make room (counter)
     tokens_prompt: float | None = None  # prompt tokens of the requests, cached ones included (counter)
     tokens_generated: float | None = None  # tokens generated (counter)
+    context_per_slot: float | None = None  # the context one request may fill, as the engine itself serves it
 
     @property
     def prefix_cache_hit_rate(self) -> float | None:

@@ -123,6 +123,16 @@ def slots_kv_usage(slots: object) -> float | None:
     return held / total
 
 
+def slots_context(slots: object) -> int | None:
+    """The context one request may fill, from llama.cpp's ``/slots``: the smallest slot's ``n_ctx`` (llama.cpp may
+    serve less than ``--ctx-size`` asked: it caps a slot at the trained length). None for an answer of another
+    shape."""
+    if not isinstance(slots, list) or not slots or not all(isinstance(s, dict) and _int(s.get("n_ctx"))
+                                                           for s in slots):
+        return None
+    return min(s["n_ctx"] for s in slots)
+
+
 def llama_load(series: Series, pages: Mapping[str, object]) -> EngineLoad | None:
     """llama.cpp's own series (``--metrics``) under llmctl's names. This build (xllamacpp 2026.10) exports no
     KV-cache series any more: the KV share comes from ``/slots``; ``llamacpp:kv_cache_usage_ratio`` (older
@@ -142,6 +152,7 @@ def llama_load(series: Series, pages: Mapping[str, object]) -> EngineLoad | None
         prefix_cache_queries=None if processed is None or cached is None else processed + cached,
         tokens_prompt=None if processed is None else processed + (cached or 0.0),
         tokens_generated=_total(series, "llamacpp:tokens_predicted_total"),
+        context_per_slot=slots_context(pages.get("/slots")),
     )
 
 

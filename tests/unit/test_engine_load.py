@@ -34,7 +34,8 @@ def test_llama_cpp_busy() -> None:
                               kv_cache_usage=(92 + 92) / (512 + 512),  # two busy slots of 512, 92 tokens each
                               prefix_cache_hits=152, prefix_cache_queries=91 + 152,  # processed + reused
                               preemptions=None,  # llama.cpp defers, never preempts
-                              tokens_prompt=243, tokens_generated=716)
+                              tokens_prompt=243, tokens_generated=716,
+                              context_per_slot=512)  # what each slot serves, read from /slots
     assert load.prefix_cache_hit_rate == pytest.approx(152 / 243)
     assert load.to_json()["prefix_cache_hit_rate"] == pytest.approx(0.6255, abs=1e-4)
 
