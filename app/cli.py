@@ -508,10 +508,10 @@ def paths(ctx: Context, as_json: bool) -> None:
 
 
 def _add_plan_commands() -> None:
-    from llmctl.app import bench_cli, deploy_cli, engines_cli, model_config, plan, pull, remotes_cli
+    from llmctl.app import bench_cli, deploy_cli, engines_cli, launch_cli, model_config, plan, pull, remotes_cli
 
     for command in (plan.hw, plan.doctor, plan.fit, plan.recommend, pull.pull, engines_cli.runtimes, deploy_cli.deploy,
-                    remotes_cli.remotes, bench_cli.bench):
+                    remotes_cli.remotes, bench_cli.bench, launch_cli.launch):
         cli.add_command(command)
     models.add_command(model_config.models_config)
 

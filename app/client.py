@@ -127,9 +127,12 @@ class ControllerClient:
         params = {"engine_metrics": "1"} if engine_metrics else {}
         return (await self._request("GET", "/llmctl/v1/backends", params=params))["backends"]
 
-    async def load(self, model: str, wait: bool = True, timeout: float = 600.0) -> BackendStatus:
-        return await self._request("POST", f"/llmctl/v1/backends/{_seg(model)}/load",
-                                   params={"wait": str(wait).lower()}, timeout=timeout)
+    async def load(self, model: str, wait: bool = True, timeout: float = 600.0,
+                   reload_profile: bool = False) -> BackendStatus:
+        """Start a model; ``reload_profile``: with its ``[models.NAME]`` read again from the config file."""
+        params = {"wait": str(wait).lower(), **({"profile": "reload"} if reload_profile else {})}
+        return await self._request("POST", f"/llmctl/v1/backends/{_seg(model)}/load", params=params,
+                                   timeout=timeout)
 
     async def unload(self, model: str) -> BackendStatus:
         return await self._request("POST", f"/llmctl/v1/backends/{_seg(model)}/unload", timeout=120.0)

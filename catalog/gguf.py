@@ -198,6 +198,13 @@ class GGUFInfo:
         value = self.metadata.get("tokenizer.chat_template")
         return value if isinstance(value, str) else None
 
+    @property
+    def calls_tools(self) -> bool | None:
+        """Whether the model's chat template renders tool definitions (a template that never reads ``tools`` gives
+        the model no way to call one: llama.cpp then has nothing to parse calls from); None without a template."""
+        template = self.chat_template
+        return None if template is None else template_calls_tools(template)
+
     def summary(self) -> dict[str, Any]:
         """The facts a model listing shows, JSON-ready."""
         split = {"split_count": len(self.parts)} if self.parts else {}
@@ -216,6 +223,11 @@ class GGUFInfo:
             "vocab_size": self.vocab_size,
             "has_chat_template": self.chat_template is not None,
         }
+
+
+def template_calls_tools(template: str) -> bool:
+    """Whether a Jinja chat template reads the request's tools (``tools``, or ``tool_calls`` of earlier turns)."""
+    return re.search(r"\btools\b|\btool_calls\b", template) is not None
 
 
 def _as_int(value: Any) -> int | None:

@@ -203,8 +203,8 @@ FLAGS: tuple[Flag, ...] = (
     _v("--cpu-strict", f"{_CPU}.strict_cpu", _bool01),
     _v("--cpu-strict-batch", f"{_CPU}_batch.strict_cpu", _bool01),
     _v("--poll", f"{_CPU}.poll", _int), _v("--poll-batch", f"{_CPU}_batch.poll", _int),
-    _v("--prio", f"{_CPU}.priority", _choice("ggml_sched_priority", "GGML_SCHED_PRIO_",
-                                              {"-1": "LOW", "0": "NORMAL", "1": "MEDIUM", "2": "HIGH", "3": "REALTIME"})),
+    _v("--prio", f"{_CPU}.priority", _choice("ggml_sched_priority", "GGML_SCHED_PRIO_", {
+        "-1": "LOW", "0": "NORMAL", "1": "MEDIUM", "2": "HIGH", "3": "REALTIME"})),
     _v("--numa", "numa", _choice("ggml_numa_strategy", "GGML_NUMA_STRATEGY_",
                                  {"distribute": "DISTRIBUTE", "isolate": "ISOLATE", "numactl": "NUMACTL"})),
     _v("-ngl --gpu-layers --n-gpu-layers", "n_gpu_layers", lambda t: -1 if t == "auto" else _int(t)),

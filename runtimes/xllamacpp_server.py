@@ -2,12 +2,12 @@
 prebuilt ``xllamacpp`` wheel, as a process of its own.
 
 It takes ``llama-server``'s flags (every one the wheel has a field for: ``runtimes.llama_flags``), so one argv
-builder serves both engines, maps them onto ``xllamacpp.CommonParams`` and starts ``xllamacpp.Server``, which loads the model and listens on
-its own threads; this process then blocks until SIGTERM/SIGINT/SIGHUP and exits. There is no child process, so
-stopping this one (or its process group) leaves nothing behind. The API key comes from ``LLAMA_API_KEY``, as
-with ``llama-server``. Every default that would change the launch behind the caller's back is set explicitly
-(``fit_params``, GPU layers, prompt cache, flash attention); load lines are printed (verbosity 4) so the log
-shows llama.cpp's buffer sizes.
+builder serves both engines, maps them onto ``xllamacpp.CommonParams`` and starts ``xllamacpp.Server``, which
+loads the model and listens on its own threads; this process then blocks until SIGTERM/SIGINT/SIGHUP and exits.
+There is no child process, so stopping this one (or its process group) leaves nothing behind. The API key comes
+from ``LLAMA_API_KEY``, as with ``llama-server``. Every default that would change the launch behind the caller's
+back is set explicitly (``llama_flags.DEFAULTS``: no fitting of its own, GPU layers, verbosity 4, so the log
+shows llama.cpp's buffer sizes).
 """
 
 from __future__ import annotations

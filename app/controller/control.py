@@ -101,9 +101,13 @@ class ControlApi:
         return entry
 
     async def load(self, request: web.Request) -> web.Response:
-        """Start a model (retrying a failed one). ``?wait=false`` returns at once; otherwise waits for ready."""
+        """Start a model (retrying a failed one). ``?wait=false`` returns at once; otherwise waits for ready.
+        ``?profile=reload`` first reads the model's ``[models.NAME]`` again from the config file, so a change
+        `llmctl models config` made (`llmctl launch` setting ``ctx-size``) applies to this start."""
         entry = await self._entry(request)
         wait = request.query.get("wait", "true").lower() != "false"
+        if request.query.get("profile") == "reload":
+            await self._reload_profile(entry.name)
         try:
             backend = await self.c.scheduler.start(entry, force=True)
             if wait:
@@ -116,6 +120,18 @@ class ControlApi:
         except LlmctlError as exc:
             raise ApiError(409, f"{exc.title}: {exc.message}", code="cannot_start") from None
         return web.json_response(backend.status())
+
+    async def _reload_profile(self, name: str) -> None:
+        from llmctl.app.settings import load_settings
+
+        try:
+            fresh = await asyncio.to_thread(load_settings, self.c.paths)
+        except LlmctlError as exc:
+            raise ApiError(400, f"{exc.title}: {exc.message}", code="invalid_config") from None
+        if name in fresh.models:
+            self.c.settings.models[name] = fresh.models[name]
+        else:
+            self.c.settings.models.pop(name, None)
 
     async def unload(self, request: web.Request) -> web.Response:
         name = request.match_info["model"]

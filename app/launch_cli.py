@@ -1,0 +1,196 @@
+"""``llmctl launch AGENT [MODEL]``: start a coding agent (Codex, Claude Code, opencode, aider) on a model llmctl
+serves, with the context window the engine really serves.
+
+The steps: the agent must be installed (else how to install it); a controller must run (one is started in the
+background, as the TUI does); the model is the one named, else the one loaded, else the only one registered. Its
+context per request must be at least what the agent needs (``agents.Agent.min_context``): when the user's
+``[models.NAME]`` sets no ``ctx-size``, llmctl sets the largest that fits here (the estimator's fit,
+``catalog.context_fit``), up to the length the model was trained on, and says so; a ``ctx-size`` the user set is
+kept as it is. The model is (re)started with its profile read again, the context is read back from the engine
+(llama.cpp's ``/slots``; else the deployment record) and the agent gets exactly that (``app.agents``).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from llmctl.app.cli_context import Context, emit_json, pass_ctx
+from llmctl.catalog.errors import ConfigError, LlmctlError
+
+
+@dataclass
+class Target:
+    """What launch settled for the model: its name, the context asked for, and what to tell the user."""
+
+    model: str
+    ctx: int | None = None  # per request; None: llmctl does not plan this model's context (Ollama, a remote)
+    write_profile: bool = False
+    tools: bool | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _pick_model(name: str | None, listed: list[dict], backends: list[dict]) -> str:
+    names = [m["name"] for m in listed]
+    if name is not None:
+        if name not in names and name.lower() not in names:
+            raise LlmctlError(f"no model named {name!r}", f"pick one of: {', '.join(names) or '(none registered)'}.")
+        return name if name in names else name.lower()
+    ready = [b["model"] for b in backends if b["state"] == "ready" and "chat" in b.get("capabilities", [])]
+    if len(ready) == 1:
+        return ready[0]
+    if len(names) == 1:
+        return names[0]
+    raise LlmctlError("which model should the agent use?",
+                      f"name it: llmctl launch AGENT MODEL (models: {', '.join(names) or 'none; see llmctl pull'}).")
+
+
+def _plan_context(ctx: Context, name: str, agent_key: str, need: int) -> Target:
+    """The context to serve ``name`` at for an agent needing ``need`` tokens (blocking: reads the model's header and
+    the machine's memory)."""
+    from llmctl.app.deployments import launch_plan
+    from llmctl.app.fitting import entry_request, machine_budget
+    from llmctl.catalog.context_fit import largest_context
+    from llmctl.catalog.facts import facts_from_gguf
+    from llmctl.catalog.gguf import read_gguf
+    from llmctl.catalog.safetensors_dir import facts_from_model_dir
+    from llmctl.runtimes.hardware import probe
+
+    entry = ctx.store().get(name)
+    if entry is None:  # an Ollama or remote model: its own server decides its context
+        return Target(name)
+    path = Path(entry.path)
+    header = read_gguf(path) if entry.format == "gguf" else None
+    target = Target(name, tools=header.calls_tools if header is not None else None)
+    prof = ctx.settings.models.get(name)
+    if prof is not None and prof.ctx_size is not None:
+        target.ctx = prof.ctx_size
+        target.notes.append(f"ctx-size {prof.ctx_size} is set in your [models.{name}]: kept as it is")
+        return target
+    facts = facts_from_gguf(header) if header is not None else facts_from_model_dir(path)
+    trained = facts.ctx_train or int(entry.facts.get("context_length") or 0)
+    if trained and trained < need:
+        raise LlmctlError(f"{name} was trained on {trained} tokens of context; {agent_key} needs at least {need}",
+                          f"pick a model with a longer context, or set one past its training yourself: "
+                          f"llmctl models config {name} ctx-size={need}.")
+    report = probe(ctx.paths.models_dir)
+    budget = machine_budget(report.gpus, report.ram_available, ctx.settings)
+    fit = largest_context(facts, entry_request(ctx.settings, entry), budget, upper=trained or need)
+    if fit is None or fit < need:
+        raise LlmctlError(f"{name} does not fit here with the {need} tokens of context {agent_key} needs",
+                          f"at most {fit or 0} tokens fit (`llmctl fit {name}` shows the memory); stop other "
+                          "models, pick a smaller model, or a smaller KV cache type (cache-type-k=q8_0).")
+    target.ctx = fit
+    planned = launch_plan(ctx.settings, entry, store=ctx.store(), data_dir=ctx.paths.data_dir).ctx_size
+    if fit != planned:
+        target.write_profile = True
+        target.notes.append(f"set ctx-size = {fit} in [models.{name}] of {ctx.paths.config_file}: the largest "
+                            f"context that fits here (up to the {trained} it was trained on); "
+                            f"`llmctl models config {name} --unset ctx-size` undoes it")
+    return target
+
+
+async def _serve(client, target: Target) -> dict[str, Any]:
+    """Start the model (again, when its context must change) and return its status as the engine reports it."""
+    backend = next((b for b in await client.backends() if b["model"] == target.model), None)
+    running = backend is not None and backend["state"] in ("ready", "starting")
+    if target.write_profile or not running or (target.ctx is not None and backend["ctx_size"] != target.ctx):
+        if running:
+            await client.unload(target.model)
+        await client.load(target.model, reload_profile=True)
+    else:
+        await client.load(target.model)  # waits until it is ready
+    return next(b for b in await client.backends(engine_metrics=True) if b["model"] == target.model)
+
+
+def _served_context(status: dict[str, Any]) -> tuple[int, str]:
+    from_engine = (status.get("engine_metrics") or {}).get("context_per_slot")
+    if from_engine:
+        return int(from_engine), "read from the engine"
+    if status.get("ctx_size"):
+        return int(status["ctx_size"]), "from the deployment"
+    raise LlmctlError(f"the context {status['model']} is served with is not known",
+                      "its engine reports none; set ctx-size in its profile.")
+
+
+@click.command("launch", context_settings={"ignore_unknown_options": True})
+@click.argument("agent")
+@click.argument("model", required=False)
+@click.argument("agent_args", nargs=-1, type=click.UNPROCESSED)
+@click.option("--print", "show", is_flag=True, help="Show the command, environment and files instead of running.")
+@click.option("--json", "as_json", is_flag=True, help="With --print: one JSON object.")
+@pass_ctx
+def launch(ctx: Context, agent: str, model: str | None, agent_args: tuple[str, ...], show: bool,
+           as_json: bool) -> None:
+    """Start a coding agent on a model llmctl serves: codex, claude, opencode or aider.
+
+    \b
+    llmctl launch codex qwen-coder              Codex CLI on qwen-coder
+    llmctl launch claude                        Claude Code on the model loaded now
+    llmctl launch aider qwen-coder -- --yes     arguments after -- go to the agent
+    llmctl launch codex qwen-coder --print      what would run, with the context the engine serves
+    The model gets at least the context the agent needs: without a ctx-size of yours, the largest that fits.
+    """
+    from llmctl.app.agents import AGENTS, Served
+    from llmctl.app.background import ensure_controller
+    from llmctl.app.client import controller_url
+    from llmctl.app.model_config import update
+
+    spec = AGENTS.get(agent.lower())
+    if spec is None:
+        raise ConfigError(f"llmctl cannot launch {agent!r}", f"it launches: {', '.join(AGENTS)}.")
+    executable = shutil.which(spec.executable)
+    if executable is None and not show:
+        raise LlmctlError(f"{spec.title} is not installed: no `{spec.executable}` on PATH",
+                          f"install it with: {spec.install} (`llmctl launch {spec.key} --print` shows what would run).")
+    notice = ensure_controller(ctx.settings, ctx.paths)
+    if notice:
+        click.echo(notice, err=True)
+
+    async def pick(client):
+        return _pick_model(model, await client.models(), await client.backends())
+
+    name = ctx.call(pick)
+    target = _plan_context(ctx, name, spec.key, spec.min_context)
+    if target.write_profile:
+        update(ctx.paths.config_file, name, [f"ctx-size={target.ctx}"], [])
+    status = ctx.call(lambda c: _serve(c, target))
+    served, source = _served_context(status)
+    if served < spec.min_context:
+        raise LlmctlError(f"{name} is served with {served} tokens of context; {spec.key} needs at least "
+                          f"{spec.min_context}", "raise its context (for an Ollama model: its num_ctx).")
+    if target.tools is False:
+        target.notes.append(f"{name}'s chat template has no tool calling: {spec.title} will not be able to run "
+                            "commands or edit files through it")
+    folder = ctx.paths.data_dir / "agents"
+    inv = spec.build(Served(controller_url(ctx.settings, ctx.paths), name, served,
+                            ctx.settings.server.client_key(), target.tools), folder, agent_args)
+    shown_env = {k: ("<hidden: llmctl's API key>" if k in inv.secret_env else v) for k, v in inv.env.items()}
+    if show and as_json:
+        emit_json({"agent": spec.key, "model": name, "context": served, "context_source": source,
+                   "min_context": spec.min_context, "tools": target.tools, "argv": list(inv.argv), "env": shown_env,
+                   "files": inv.files, "notes": target.notes, "installed": executable is not None})
+        return
+    for note in target.notes:
+        click.secho(f"note: {note}", fg="yellow", err=True)
+    if show:
+        click.echo(f"{spec.title} on {name}: {spec.protocol}; context {served} tokens per request ({source}; "
+                   f"{spec.key} needs at least {spec.min_context})")
+        for path, content in inv.files.items():
+            click.echo(f"\nfile {path}:\n{content}", nl=False)
+        click.echo("\n" + " ".join(f"{k}={shlex.quote(v)}" for k, v in shown_env.items()) + " \\")
+        click.echo(shlex.join(inv.argv))
+        if executable is None:
+            click.echo(f"({spec.executable} is not installed: {spec.install})")
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    for path, content in inv.files.items():
+        Path(path).write_text(content, encoding="utf-8")
+    click.echo(f"starting {spec.title} on {name} (context {served} tokens)", err=True)
+    os.execvpe(executable, list(inv.argv), {**os.environ, **inv.env})  # type: ignore[arg-type]
