@@ -58,6 +58,7 @@ class Agent:
     min_context: int
     protocol: str  # what it speaks to llmctl
     build: Callable[[Served, Path, Sequence[str]], Invocation]
+    needs_tools: bool = True  # it works through tool calls (aider edits through text formats instead)
 
 
 def _toml(value: str) -> str:
@@ -146,5 +147,5 @@ AGENTS: dict[str, Agent] = {a.key: a for a in (
     Agent("opencode", "opencode", "opencode", "npm install -g opencode-ai (or: curl -fsSL https://opencode.ai/install "
           "| bash)", 16384, "OpenAI chat completions", opencode),
     Agent("aider", "aider", "aider", "python -m pip install aider-install && aider-install", 8192,
-          "OpenAI chat completions", aider),
+          "OpenAI chat completions", aider, needs_tools=False),
 )}

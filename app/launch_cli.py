@@ -70,8 +70,12 @@ def _plan_context(ctx: Context, name: str, agent_key: str, need: int) -> Target:
     target = Target(name, tools=header.calls_tools if header is not None else None)
     prof = ctx.settings.models.get(name)
     if prof is not None and prof.ctx_size is not None:
+        if prof.ctx_size < need:
+            raise LlmctlError(f"ctx-size {prof.ctx_size} in [models.{name}] is below the {need} tokens {agent_key} "
+                              "needs", f"raise it (llmctl models config {name} ctx-size={need}), or unset it and "
+                              f"llmctl sets the largest that fits (llmctl models config {name} --unset ctx-size).")
         target.ctx = prof.ctx_size
-        target.notes.append(f"ctx-size {prof.ctx_size} is set in your [models.{name}]: kept as it is")
+        target.notes.append(f"ctx-size {prof.ctx_size} is set in [models.{name}]: kept as it is")
         return target
     facts = facts_from_gguf(header) if header is not None else facts_from_model_dir(path)
     trained = facts.ctx_train or int(entry.facts.get("context_length") or 0)
@@ -165,7 +169,7 @@ def launch(ctx: Context, agent: str, model: str | None, agent_args: tuple[str, .
     if served < spec.min_context:
         raise LlmctlError(f"{name} is served with {served} tokens of context; {spec.key} needs at least "
                           f"{spec.min_context}", "raise its context (for an Ollama model: its num_ctx).")
-    if target.tools is False:
+    if target.tools is False and spec.needs_tools:
         target.notes.append(f"{name}'s chat template has no tool calling: {spec.title} will not be able to run "
                             "commands or edit files through it")
     folder = ctx.paths.data_dir / "agents"
