@@ -62,7 +62,10 @@ def _plan_context(ctx: Context, name: str, agent_key: str, need: int) -> Target:
     from llmctl.catalog.safetensors_dir import facts_from_model_dir
     from llmctl.runtimes.hardware import probe
 
-    entry = ctx.store().get(name)
+    try:
+        entry = ctx.store().get(name)
+    except LlmctlError:  # not a name the store can hold (ollama/NAME:TAG, REMOTE/MODEL)
+        entry = None
     if entry is None:  # an Ollama or remote model: its own server decides its context
         return Target(name)
     path = Path(entry.path)

@@ -75,3 +75,21 @@ def test_every_agent_needs_at_least_what_codex_and_claude_code_were_measured_to_
     assert {k: a.min_context for k, a in AGENTS.items()} == {
         "codex": 8192, "claude": 8192, "opencode": 16384, "aider": 8192}
     assert [k for k, a in AGENTS.items() if not a.needs_tools] == ["aider"]  # it edits through text, not tools
+
+
+def test_the_model_is_the_one_named_else_the_one_loaded_else_the_only_one() -> None:
+    import pytest
+
+    from llmctl.app.launch_cli import _pick_model
+    from llmctl.catalog.errors import LlmctlError
+
+    listed = [{"name": "coder"}, {"name": "chat"}]
+    ready = [{"model": "chat", "state": "ready", "capabilities": ["chat", "completions"]},
+             {"model": "coder", "state": "stopped", "capabilities": ["chat"]}]
+    assert _pick_model("Coder", listed, ready) == "coder"
+    assert _pick_model(None, listed, ready) == "chat"
+    assert _pick_model(None, [{"name": "coder"}], []) == "coder"
+    with pytest.raises(LlmctlError, match="which model should the agent use"):
+        _pick_model(None, listed, [])
+    with pytest.raises(LlmctlError, match="no model named 'nope'"):
+        _pick_model("nope", listed, ready)
