@@ -84,7 +84,12 @@ def build_params(argv: Sequence[str], api_key: str | None):
 
 
 def _alias(argv: Sequence[str]) -> str | None:
-    return next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("--alias", "-a", "--model", "-m")), None)
+    """The name the model is served under: its alias, else its file."""
+    for names in (("--alias", "-a"), ("--model", "-m")):
+        found = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a in names]
+        if found:
+            return found[-1]
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
