@@ -191,7 +191,9 @@ def launch(ctx: Context, agent: str, model: str | None, agent_args: tuple[str, .
                    f"{spec.key} needs at least {spec.min_context})")
         for path, content in inv.files.items():
             click.echo(f"\nfile {path}:\n{content}", nl=False)
-        click.echo("\n" + " ".join(f"{k}={shlex.quote(v)}" for k, v in shown_env.items()) + " \\")
+        click.echo()
+        if shown_env:
+            click.echo(" ".join(f"{k}={shlex.quote(v)}" for k, v in shown_env.items()) + " \\")
         click.echo(shlex.join(inv.argv))
         if executable is None:
             click.echo(f"({spec.executable} is not installed: {spec.install})")
