@@ -16,6 +16,7 @@ tool schemas (it edits through text formats) and a 1k-token repository map by de
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,10 +81,23 @@ def codex(s: Served, folder: Path, extra: Sequence[str]) -> Invocation:
     return Invocation(tuple(argv), env, secret_env=(KEY_ENV,) if s.api_key else ())
 
 
+CLAUDE_MIN_WINDOW = 100_000  # Claude Code 2.1 raises a lower CLAUDE_CODE_AUTO_COMPACT_WINDOW to this
+
+
 def claude(s: Served, folder: Path, extra: Sequence[str]) -> Invocation:
     """Claude Code: llmctl's Anthropic Messages endpoint in its environment, the model for both its main and its
-    background (small, fast) requests, its auto-compaction sized to the served context and its answers to fit in it;
-    no traffic to Anthropic beyond the model's."""
+    background (small, fast) requests, and its compaction and blocking limits fitted to the served context.
+
+    Read from Claude Code 2.1.197's own code (its binary's strings): it takes ``CLAUDE_CODE_AUTO_COMPACT_WINDOW`` as
+    the window, but never below 100000 tokens; it compacts at that window less the output reserve
+    (``CLAUDE_CODE_MAX_OUTPUT_TOKENS``, at most 20000) less 13000, or at ``CLAUDE_AUTOCOMPACT_PCT_OVERRIDE`` percent
+    of it when that is lower; and it refuses to send a conversation past ``CLAUDE_CODE_BLOCKING_LIMIT_OVERRIDE``.
+    So a served context N below 100000 is given as the window 100000 with the percentage that puts compaction at
+    N less the answer's room less an eighth of N (the next turn's), and the blocking limit at N less the answer's
+    room; a larger N is given as it is, with the same percentage."""
+    window = max(s.context, CLAUDE_MIN_WINDOW)
+    compact_at = s.context - s.output_tokens - s.context // 8
+    pct = math.floor(compact_at * 10000 / window) / 100
     env = {
         "ANTHROPIC_BASE_URL": s.base_url,
         "ANTHROPIC_AUTH_TOKEN": s.api_key or NO_KEY,
@@ -91,8 +105,10 @@ def claude(s: Served, folder: Path, extra: Sequence[str]) -> Invocation:
         "ANTHROPIC_MODEL": s.model,
         "ANTHROPIC_SMALL_FAST_MODEL": s.model,
         "ANTHROPIC_DEFAULT_HAIKU_MODEL": s.model,  # the newer name of the small, fast model
-        "CLAUDE_CODE_AUTO_COMPACT_WINDOW": str(s.context),
         "CLAUDE_CODE_MAX_OUTPUT_TOKENS": str(s.output_tokens),
+        "CLAUDE_CODE_AUTO_COMPACT_WINDOW": str(window),
+        "CLAUDE_AUTOCOMPACT_PCT_OVERRIDE": f"{pct:g}",
+        "CLAUDE_CODE_BLOCKING_LIMIT_OVERRIDE": str(s.context - s.output_tokens),
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
     }
     return Invocation(("claude", "--model", s.model, *extra), env,

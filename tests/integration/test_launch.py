@@ -43,7 +43,9 @@ def test_codex_and_claude_get_the_context_the_engine_serves(home: Path, controll
 
     r = run_cli(home, "launch", "claude", "coder", "--print", LLMCTL_SERVER__PORT=port, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert f"CLAUDE_CODE_AUTO_COMPACT_WINDOW={served}" in r.stdout
+    # fitted to the served context: refuse past it less the answer's room, compact at 10240 of its 16384
+    assert f"CLAUDE_CODE_BLOCKING_LIMIT_OVERRIDE={served - served // 4}" in r.stdout
+    assert "CLAUDE_AUTOCOMPACT_PCT_OVERRIDE=10.24" in r.stdout and "CLAUDE_CODE_AUTO_COMPACT_WINDOW=100000" in r.stdout
     assert f"context {served} tokens per request (read from the engine" in r.stdout
     assert "ANTHROPIC_BASE_URL=http://127.0.0.1:" in r.stdout and "claude --model coder" in r.stdout
     assert "ctx-size 16384 is set in [models.coder]: kept as it is" in r.stderr

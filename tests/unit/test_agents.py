@@ -31,16 +31,23 @@ def test_codex_gets_a_responses_provider_and_the_served_context_window() -> None
     assert open_inv.env == {}
 
 
-def test_claude_code_gets_llmctl_in_its_environment_with_its_context_variables() -> None:
+def test_claude_code_gets_llmctl_in_its_environment_with_its_limits_fitted_to_the_context() -> None:
     inv = build("claude", KEYED, "-p", "hi")
     assert inv.argv == ("claude", "--model", "qwen-coder", "-p", "hi")
     assert inv.env == {
         "ANTHROPIC_BASE_URL": "http://127.0.0.1:7878", "ANTHROPIC_AUTH_TOKEN": "sk-local-123",
         "ANTHROPIC_API_KEY": "", "ANTHROPIC_MODEL": "qwen-coder", "ANTHROPIC_SMALL_FAST_MODEL": "qwen-coder",
-        "ANTHROPIC_DEFAULT_HAIKU_MODEL": "qwen-coder", "CLAUDE_CODE_AUTO_COMPACT_WINDOW": "32768",
-        "CLAUDE_CODE_MAX_OUTPUT_TOKENS": "8192", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}
-    assert build("claude", OPEN).env["ANTHROPIC_AUTH_TOKEN"] == "llmctl"  # it insists on one
-    assert build("claude", OPEN).env["CLAUDE_CODE_MAX_OUTPUT_TOKENS"] == "2048"
+        "ANTHROPIC_DEFAULT_HAIKU_MODEL": "qwen-coder", "CLAUDE_CODE_MAX_OUTPUT_TOKENS": "8192",
+        # Claude Code takes no window under 100000: the percentage puts compaction at 32768 - 8192 - 4096
+        "CLAUDE_CODE_AUTO_COMPACT_WINDOW": "100000", "CLAUDE_AUTOCOMPACT_PCT_OVERRIDE": "20.48",
+        "CLAUDE_CODE_BLOCKING_LIMIT_OVERRIDE": "24576", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}
+    small = build("claude", OPEN).env
+    assert small["ANTHROPIC_AUTH_TOKEN"] == "llmctl"  # it insists on one
+    assert (small["CLAUDE_CODE_MAX_OUTPUT_TOKENS"], small["CLAUDE_AUTOCOMPACT_PCT_OVERRIDE"],
+            small["CLAUDE_CODE_BLOCKING_LIMIT_OVERRIDE"]) == ("2048", "5.12", "6144")  # compacts at 5120 of 8192
+    big = build("claude", Served(BASE, "m", 131072)).env
+    assert (big["CLAUDE_CODE_AUTO_COMPACT_WINDOW"], big["CLAUDE_AUTOCOMPACT_PCT_OVERRIDE"],
+            big["CLAUDE_CODE_BLOCKING_LIMIT_OVERRIDE"]) == ("131072", "63.08", "99072")
 
 
 def test_opencode_is_pointed_at_a_config_of_llmctls_own() -> None:
