@@ -41,6 +41,12 @@ class Served:
         default cap), so that a prompt of three quarters still fits."""
         return min(32000, self.context // 4)
 
+    @property
+    def compact_at(self) -> int:
+        """Where an agent that compacts its conversation should: the context less an answer's room, less an eighth
+        for the next turn (at 8192 tokens: 5120, above the ≈4.6k of Codex's first request)."""
+        return self.context - self.output_tokens - self.context // 8
+
 
 @dataclass(frozen=True, slots=True)
 class Invocation:
@@ -68,7 +74,8 @@ def _toml(value: str) -> str:
 
 def codex(s: Served, folder: Path, extra: Sequence[str]) -> Invocation:
     """Codex CLI: a provider of its own given with ``-c`` overrides (its config.toml is not touched), speaking the
-    Responses API, with the model's context window."""
+    Responses API, with the model's context window and where to compact (Codex has no metadata for a model it does
+    not know: "Defaulting to fallback metadata", it says)."""
     p = "model_providers.llmctl"
     overrides = [f"model_provider={_toml('llmctl')}", f"{p}.name={_toml('llmctl')}",
                  f"{p}.base_url={_toml(s.base_url + '/v1')}", f"{p}.wire_api={_toml('responses')}"]
@@ -76,7 +83,7 @@ def codex(s: Served, folder: Path, extra: Sequence[str]) -> Invocation:
     if s.api_key:
         overrides.append(f"{p}.env_key={_toml(KEY_ENV)}")
         env[KEY_ENV] = s.api_key
-    overrides.append(f"model_context_window={s.context}")
+    overrides += [f"model_context_window={s.context}", f"model_auto_compact_token_limit={s.compact_at}"]
     argv = ["codex"] + [a for o in overrides for a in ("-c", o)] + ["-m", s.model, *extra]
     return Invocation(tuple(argv), env, secret_env=(KEY_ENV,) if s.api_key else ())
 
@@ -96,8 +103,7 @@ def claude(s: Served, folder: Path, extra: Sequence[str]) -> Invocation:
     N less the answer's room less an eighth of N (the next turn's), and the blocking limit at N less the answer's
     room; a larger N is given as it is, with the same percentage."""
     window = max(s.context, CLAUDE_MIN_WINDOW)
-    compact_at = s.context - s.output_tokens - s.context // 8
-    pct = math.floor(compact_at * 10000 / window) / 100
+    pct = math.floor(s.compact_at * 10000 / window) / 100
     env = {
         "ANTHROPIC_BASE_URL": s.base_url,
         "ANTHROPIC_AUTH_TOKEN": s.api_key or NO_KEY,

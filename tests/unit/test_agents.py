@@ -23,7 +23,8 @@ def test_codex_gets_a_responses_provider_and_the_served_context_window() -> None
         "codex", "-c", 'model_provider="llmctl"', "-c", 'model_providers.llmctl.name="llmctl"',
         "-c", 'model_providers.llmctl.base_url="http://127.0.0.1:7878/v1"',
         "-c", 'model_providers.llmctl.wire_api="responses"', "-c", 'model_providers.llmctl.env_key="LLMCTL_API_KEY"',
-        "-c", "model_context_window=32768", "-m", "qwen-coder", "exec", "hi")
+        "-c", "model_context_window=32768", "-c", "model_auto_compact_token_limit=20480",  # 32768 - 8192 - 4096
+        "-m", "qwen-coder", "exec", "hi")
     assert inv.env == {"LLMCTL_API_KEY": "sk-local-123"} and inv.secret_env == ("LLMCTL_API_KEY",)
     assert inv.files == {}
     open_inv = build("codex", OPEN)
