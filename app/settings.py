@@ -110,6 +110,13 @@ class ServerSettings(BaseModel):
     keys: list[ApiKeySettings] = []
     """Named API keys (``[[server.keys]]``). When any key is set (these or ``api_key``), every route needs one."""
     response_cache: ResponseCacheSettings = ResponseCacheSettings()
+    max_fanout: int = Field(8, ge=1, le=128)
+    """Most answers one request may ask for: ``n`` times the prompts of a prompt list. Such a request counts as that
+    many requests against queues, rate limits and usage; one asking for more gets 400. 8 fills a typical engine's
+    slots from one request while leaving the queue (``max_queue`` 32) to other clients."""
+    ollama_address: bool = False
+    """Also serve the Ollama API on Ollama's own address (``OLLAMA_HOST``, else 127.0.0.1:11434) when nothing
+    listens there and no Ollama engine is attached (``engines.ollama.mode = "off"``)."""
 
     @field_validator("keys")
     @classmethod

@@ -80,6 +80,10 @@ class BackendState(enum.StrEnum):
 
 # The capabilities an engine or a deployment can have (CONVENTIONS.md: modalities plus tools/embeddings/rerank).
 CHAT, COMPLETIONS, EMBEDDINGS, RERANK, VISION, TOOLS = "chat", "completions", "embeddings", "rerank", "vision", "tools"
+# an engine's own routes beyond the OpenAI ones, and several answers from one request (``n`` > 1, prompt lists)
+TOKENIZE, DETOKENIZE, APPLY_TEMPLATE, PROPS, INFILL, MULTI = (
+    "tokenize", "detokenize", "apply-template", "props", "infill", "multi")
+LLAMA_SERVER_ROUTES = frozenset({TOKENIZE, DETOKENIZE, APPLY_TEMPLATE, PROPS, RERANK, INFILL, MULTI})
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +247,15 @@ class ChecksArgs(Protocol):
     def check_args(self, args: Sequence[str]) -> None:
         """ConfigError naming the first argument the engine cannot take, and what to do."""
         ...
+
+
+@runtime_checkable
+class ServesNative(Protocol):
+    """An engine that serves more than the OpenAI routes: its own (``TOKENIZE``, ``PROPS``, …) and several answers
+    from one request (``MULTI``). The gateway routes those by the request's model to a deployment of such an
+    engine only."""
+
+    native: frozenset[str]
 
 
 @runtime_checkable

@@ -34,6 +34,7 @@ from llmctl.runtimes.base import (
     CHAT,
     COMPLETIONS,
     EMBEDDINGS,
+    LLAMA_SERVER_ROUTES,
     TOOLS,
     VISION,
     Deployment,
@@ -220,6 +221,7 @@ class XLlamaCpp:
     name: str = "llama.cpp (xllamacpp)"
     formats: frozenset[str] = frozenset({"gguf"})
     load_paths = LOAD_PATHS
+    native = LLAMA_SERVER_ROUTES  # /tokenize, /props, /v1/rerank, /infill, … and n > 1, prompt lists
 
     def build_command(self, d: Deployment) -> list[str]:
         return [self.python, "-m", "llmctl.runtimes.xllamacpp_server", *server_flags(d)]
@@ -278,6 +280,7 @@ class LlamaServer:
     name: str = "llama.cpp (llama-server)"
     formats: frozenset[str] = frozenset({"gguf"})
     load_paths = LOAD_PATHS
+    native = LLAMA_SERVER_ROUTES  # /tokenize, /props, /v1/rerank, /infill, … and n > 1, prompt lists
 
     def build_command(self, d: Deployment) -> list[str]:
         return [self.executable, *server_flags(d)]

@@ -30,7 +30,20 @@ from typing import Any
 from llmctl.catalog.errors import LlmctlError
 from llmctl.catalog.estimate import VLLM_PROFILE, FitRequest, MemoryProfile, vllm_cpu_kv_bytes
 from llmctl.catalog.safetensors_dir import facts_from_model_dir
-from llmctl.runtimes.base import CHAT, COMPLETIONS, TOOLS, Deployment, EngineInfo, EngineLoad, Launch, Series
+from llmctl.runtimes.base import (
+    CHAT,
+    COMPLETIONS,
+    DETOKENIZE,
+    MULTI,
+    RERANK,
+    TOKENIZE,
+    TOOLS,
+    Deployment,
+    EngineInfo,
+    EngineLoad,
+    Launch,
+    Series,
+)
 from llmctl.runtimes.sockets import socket_path
 from llmctl.runtimes.vllm import (
     DraftSpeculation,
@@ -78,6 +91,7 @@ class VllmEngine:
     version: str | None = None
     distribution: str | None = None
     source: str = "managed"  # configured | managed | path
+    native = frozenset({TOKENIZE, DETOKENIZE, RERANK, MULTI})  # vLLM's /tokenize, /detokenize, /rerank and n
     cpu_flags: tuple[str, ...] | None = None
     key: str = "vllm"
     name: str = "vLLM"

@@ -37,15 +37,23 @@ from llmctl.app.controller.directory import ModelDirectory
 from llmctl.app.controller.errors import ApiError, error_body
 from llmctl.app.controller.limits import Keys, ModelQueue
 from llmctl.app.controller.metrics import Metrics, StreamMeter, queue_families
+from llmctl.app.controller.protocols.fanout import check_fanout, check_served
+from llmctl.app.controller.protocols.requests import REQUEST_ID
+from llmctl.app.controller.protocols.shape import SHAPE, AnswerShape
 from llmctl.app.controller.security import EXTRA_HEADERS, KEY_STATE
 from llmctl.app.controller.upstream import Upstreams
 from llmctl.app.controller.validation import check_chat, check_completion, check_embeddings
 from llmctl.catalog.errors import LlmctlError
 from llmctl.catalog.store import ModelEntry
 from llmctl.runtimes.base import (
+    APPLY_TEMPLATE,
     CHAT,
     COMPLETIONS,
+    DETOKENIZE,
     EMBEDDINGS,
+    INFILL,
+    RERANK,
+    TOKENIZE,
     BackendFailed,
     BackendState,
     DeploymentRefused,
@@ -65,7 +73,10 @@ _UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError)
 _NOT_CONNECTED = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 
 
-_NEEDS = {"/v1/chat/completions": CHAT, "/v1/completions": COMPLETIONS, "/v1/embeddings": EMBEDDINGS}
+_NEEDS = {"/v1/chat/completions": CHAT, "/v1/completions": COMPLETIONS, "/v1/embeddings": EMBEDDINGS,
+          # an engine's own routes (``ServesNative``), forwarded to a deployment whose engine serves them
+          "/tokenize": TOKENIZE, "/detokenize": DETOKENIZE, "/apply-template": APPLY_TEMPLATE, "/infill": INFILL,
+          "/v1/rerank": RERANK}
 
 
 _DOWN = (502, 503, 504)  # an upstream that says it cannot serve now: another model may, before the first byte
@@ -114,7 +125,7 @@ class Gateway:
                  capabilities: Callable[[ModelEntry], frozenset[str]], aliases: dict[str, str] | None = None, *,
                  keys: Keys | None = None, cache: ResponseCache | None = None, cache_per_key: bool = True,
                  queue_limits: Callable[[ModelEntry], tuple[int, int | None]] | None = None,
-                 fallbacks: dict[str, list[str]] | None = None) -> None:
+                 fallbacks: dict[str, list[str]] | None = None, max_fanout: int = 8) -> None:
         self.models = models
         self.scheduler = scheduler
         self.metrics = metrics
@@ -126,19 +137,23 @@ class Gateway:
         self.queue_limits = queue_limits or (lambda entry: (32, None))  # (max_queue, max_concurrent) of a model
         self.queues: dict[str, ModelQueue] = {}
         self.fallbacks = fallbacks or {}  # model name -> models serving the same weights elsewhere
+        self.max_fanout = max_fanout  # most answers (n × prompts) one request may ask for
         self.failovers: deque[tuple[str, str, str, str]] = deque(maxlen=100)  # (asked, failed, next, why)
         self.upstreams = Upstreams()  # the client sessions to backends: a TCP pool, one per Unix socket
         metrics.watch(lambda: queue_families({n: q.rejected for n, q in self.queues.items()},
                                              {n: q.inside for n, q in self.queues.items()}))
 
     def routes(self) -> list[web.AbstractRouteDef]:
-        return [
-            web.get("/v1/models", self.list_models),
-            web.get("/v1/models/{model:.+}", self.get_model),  # ollama/NAME:TAG has a slash
-            web.post("/v1/chat/completions", self.chat_completions),
-            web.post("/v1/completions", self.completions),
-            web.post("/v1/embeddings", self.embeddings),
-        ]
+        out = []
+        for prefix in ("/v1", ""):  # clients given a base URL without /v1 call /chat/completions
+            out += [
+                web.get(prefix + "/models", self.list_models),
+                web.get(prefix + "/models/{model:.+}", self.get_model),  # ollama/NAME:TAG has a slash
+                web.post(prefix + "/chat/completions", self.chat_completions),
+                web.post(prefix + "/completions", self.completions),
+                web.post(prefix + "/embeddings", self.embeddings),
+            ]
+        return out
 
     async def open(self) -> None:
         self.upstreams.open()
@@ -220,21 +235,35 @@ class Gateway:
             queue = self.queues[entry.name] = ModelQueue(entry.name, *self.queue_limits(entry))
         return queue
 
-    async def _forward(self, request: web.Request, path: str, check) -> web.StreamResponse:
+    async def _forward(self, request: web.Request, path: str, check, *, body: dict | None = None,
+                       shape: AnswerShape | None = None) -> web.StreamResponse:
+        """Forward a request to ``path`` of its model's backend. ``body``: the OpenAI request another protocol's
+        handler translated (else the request's own); ``shape`` rewrites the answer into that protocol."""
         key = request.get(KEY_STATE)
         headers: dict[str, str] = {}
         request[EXTRA_HEADERS] = headers  # added to whatever response leaves, errors and streams included
-        if key is not None:
-            headers.update(self.keys.admit(key))  # or 429 with the key's x-ratelimit-* headers
-        raw, body = await self._body(request)
+        if body is None:
+            raw, body = await self._body(request)
+        else:
+            raw = json.dumps(body, ensure_ascii=False).encode()
+        if shape is not None:
+            request[SHAPE] = shape
         check(body)
+        count = check_fanout(path, body, self.max_fanout)  # n × prompts: that many requests everywhere below
+        if key is not None:
+            headers.update(self.keys.admit(key, count))  # or 429 with the key's x-ratelimit-* headers
         entry = await self._entry(body["model"])
         caps = self.capabilities(entry)
         if _NEEDS[path] not in caps:
-            hint = (f"set `embeddings = true` under [models.{entry.name}] in config.toml to serve it for embeddings"
-                    if path == "/v1/embeddings" else "it is configured as an embeddings model")
+            if path == "/v1/embeddings":
+                hint = f"set `embeddings = true` under [models.{entry.name}] in config.toml to serve it for embeddings"
+            elif path in ("/v1/chat/completions", "/v1/completions"):
+                hint = "it is configured as an embeddings model"
+            else:
+                hint = "its engine does not serve this route (llama.cpp's engines do)"
             raise ApiError(400, f"'{entry.name}' does not serve {path} ({', '.join(sorted(caps))} only): {hint}",
                            code="unsupported_capability", param="model")
+        check_served(entry.name, count, caps, "n" if "n" in body else "prompt")
         keep_alive = None
         if body.get("keep_alive") is not None:
             try:
@@ -243,8 +272,9 @@ class Gateway:
                 raise ApiError(400, f"keep_alive: {exc.message}", code="invalid_value", param="keep_alive") from None
         stream = bool(body.get("stream"))
         candidates = [entry, *await self._fallbacks(entry, path)]
-        rec = self.metrics.begin(entry.name, path, stream)
+        rec = self.metrics.begin(entry.name, shape.endpoint if shape is not None else path, stream)
         rec.key = key.name if key is not None else None
+        rec.count, rec.request_id = count, request.get(REQUEST_ID)
         meter = StreamMeter()
         status, error, usage = 500, None, None
         stored = None  # the cache key an answer is kept under, when it may be
@@ -256,7 +286,8 @@ class Gateway:
                 rec.cache = headers["x-llmctl-cache"] = "hit" if hit is not None else "miss"
                 if hit is not None:  # no tokens charged: the backend did no work
                     self.metrics.finish(rec, 200, meter, usage=None, error=None)
-                    return web.Response(body=hit.body, headers={"Content-Type": hit.content_type})
+                    hit_response = web.Response(body=hit.body, headers={"Content-Type": hit.content_type})
+                    return shape.whole(hit_response) if shape is not None else hit_response
             else:
                 rec.cache = headers["x-llmctl-cache"] = "bypass"
         queue = self._queue(entry)
@@ -264,7 +295,7 @@ class Gateway:
         try:
             current = self.scheduler.get(entry.name)
             ready = current is not None and current.state is BackendState.READY
-            queue.admit(current.spec.parallel if ready and current is not None else 0, loading=not ready)
+            queue.admit(current.spec.parallel if ready and current is not None else 0, loading=not ready, n=count)
             admitted = True
             await queue.acquire()  # a no-op unless the model has max_concurrent
             try:
@@ -275,6 +306,8 @@ class Gateway:
             if stored is not None and status == 200 and isinstance(response, web.Response) \
                     and isinstance(response.body, bytes):
                 self.cache.put(stored, response.body, response.headers.get("Content-Type", "application/json"), usage)
+            if shape is not None and isinstance(response, web.Response) and not response.prepared:
+                response = shape.whole(response)
             return response
         except _Refused:
             status, error = 502, "refused twice"
@@ -303,7 +336,7 @@ class Gateway:
             raise ApiError(503, f"{exc.title}: {exc.message}", code="backend_unavailable") from None
         finally:
             if admitted:
-                queue.leave()
+                queue.leave(count)
             self.metrics.finish(rec, status, meter, usage=usage, error=error)
             if key is not None:
                 self.keys.charge(key, rec.prompt_tokens, rec.completion_tokens)
@@ -335,7 +368,7 @@ class Gateway:
                 alt = await self.models.get(name)
             except LlmctlError:
                 continue
-            if alt is not None and alt.name != entry.name and _NEEDS[path] in self.capabilities(alt):
+            if alt is not None and alt.name != entry.name and _NEEDS.get(path) in self.capabilities(alt):
                 out.append(alt)
         return out
 
@@ -426,6 +459,9 @@ class Gateway:
     @staticmethod
     async def _open(request: web.Request, headers: dict[str, str]) -> web.StreamResponse:
         response = web.StreamResponse(status=200, headers={**_STREAM_HEADERS, **headers})
+        shape = request.get(SHAPE)
+        if shape is not None:
+            response.content_type = shape.content_type
         await response.prepare(request)
         return response
 
@@ -444,8 +480,12 @@ class Gateway:
         else:
             message = f"the model server stopped mid-stream ({type(exc).__name__}); see `llmctl logs {model}`"
         with contextlib.suppress(*_UPSTREAM_ERRORS):
-            err = json.dumps(error_body(message, 502, code="backend_error")).encode()
-            await response.write(b"data: " + err + b"\n\n")
+            shape = request.get(SHAPE)
+            if shape is not None:
+                await response.write(shape.error(message))
+            else:
+                err = json.dumps(error_body(message, 502, code="backend_error")).encode()
+                await response.write(b"data: " + err + b"\n\n")
             await response.write_eof()
         return response, 502, message
 
@@ -504,10 +544,13 @@ class Gateway:
                                 code="backend_error") from None
             if response is None:
                 response = await self._open(request, headers)
+            shape = request.get(SHAPE)
             try:
                 while chunk is not None:
                     gaps = meter.feed(chunk)
-                    await response.write(chunk)
+                    out = chunk if shape is None else shape.feed(chunk)
+                    if out:
+                        await response.write(out)
                     if gaps:
                         self.metrics.observe_gaps(model, gaps)
                     if meter.done and limits.between_chunks is not None:
@@ -524,6 +567,8 @@ class Gateway:
             finished = True
             # clients (the openai SDK among them) may hang up as soon as they read [DONE]; the stream was whole
             with contextlib.suppress(*_UPSTREAM_ERRORS):
+                if shape is not None:
+                    await response.write(shape.end())
                 await response.write_eof()
             return response, 200, None
         finally:

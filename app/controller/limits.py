@@ -127,18 +127,23 @@ class Keys:
                 found = state
         return found
 
-    def admit(self, state: KeyState) -> dict[str, str]:
-        """Let one inference request of this key through, or raise a 429 ``ApiError``; returns its headers."""
+    def admit(self, state: KeyState, n: int = 1) -> dict[str, str]:
+        """Let an inference request of this key through, counted as ``n`` requests (``n`` answers asked for), or
+        raise a 429 ``ApiError``; returns its headers."""
         now = self.clock()
+        if state.requests is not None and n > state.requests.limit:
+            raise ApiError(400, f"this request counts as {n} requests, more than key '{state.name}' may make in a "
+                           f"minute ({state.requests.limit}); ask for fewer answers (n, prompts) per request",
+                           code="rate_limit_exceeded", param="n")
         if state.tokens is not None and not state.tokens.has(1, now):
             state.limited["tokens"] += 1
             wait = state.tokens.wait_for(1, now)
             raise self._refusal(state, "tokens", state.tokens.limit, wait, now)
-        if state.requests is not None and not state.requests.take(1, now):
+        if state.requests is not None and not state.requests.take(n, now):
             state.limited["requests"] += 1
-            wait = state.requests.wait_for(1, now)
+            wait = state.requests.wait_for(n, now)
             raise self._refusal(state, "requests", state.requests.limit, wait, now)
-        state.served += 1
+        state.served += n
         return self.headers(state)
 
     def _refusal(self, state: KeyState, kind: str, limit: int, wait: float, now: float) -> ApiError:
@@ -201,9 +206,10 @@ class ModelQueue:
         capacity = slots if self.max_concurrent is None else min(slots, self.max_concurrent)
         return max(0, (self.inside if inside is None else inside) - capacity)
 
-    def admit(self, slots: int, loading: bool) -> None:
-        """Count one more request in, or raise 429 when it would wait beyond ``max_queue``."""
-        if self.waiting(slots, self.inside + 1) > self.max_queue:
+    def admit(self, slots: int, loading: bool, n: int = 1) -> None:
+        """Count a request in (as ``n``: one that asks for ``n`` answers), or raise 429 when it would wait beyond
+        ``max_queue``."""
+        if self.waiting(slots, self.inside + n) > self.max_queue:
             self.rejected += 1
             why = "is loading" if loading else "is busy"
             cap = f"max_concurrent {self.max_concurrent}" if self.max_concurrent else f"{slots} slot(s)"
@@ -211,10 +217,10 @@ class ModelQueue:
                 429, f"'{self.name}' {why} and {self.max_queue} request(s) already wait for it (max_queue "
                 f"{self.max_queue}, {cap}); retry shortly, or raise max_queue under [models.{self.name}]",
                 code="queue_full", type="rate_limit_error", param="model", retry_after=5 if loading else 1)
-        self.inside += 1
+        self.inside += n
 
-    def leave(self) -> None:
-        self.inside -= 1
+    def leave(self, n: int = 1) -> None:
+        self.inside -= n
 
     async def acquire(self) -> None:
         """Wait for a concurrency permit (only with ``max_concurrent``)."""

@@ -49,6 +49,8 @@ class RequestRecord:
     key: str | None = None  # the API key's name
     cache: str | None = None  # hit | miss | bypass, with the response cache on
     served_by: str | None = None  # the model that answered when it was not the one asked for (a failover)
+    count: int = 1  # the requests it counts as: the answers it asked for (n × prompts)
+    request_id: str | None = None  # the client's x-request-id, or the one llmctl gave it
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -166,7 +168,7 @@ class Metrics:
             rec.ttft_ms = rec.duration_ms  # nothing arrives before the whole answer
             if rec.completion_tokens:
                 rec.tokens_per_s = round(rec.completion_tokens / max(end - meter.t0, 1e-9), 2)
-        self.requests.labels(rec.model, rec.endpoint, str(status)).inc()
+        self.requests.labels(rec.model, rec.endpoint, str(status)).inc(rec.count)
         self.duration.labels(rec.model, rec.endpoint).observe(end - meter.t0)
         if rec.ttft_ms is not None:
             self.ttft.labels(rec.model).observe(rec.ttft_ms / 1000)

@@ -24,6 +24,7 @@ from aiohttp import web
 
 from llmctl.app.controller.errors import ApiError, error_response
 from llmctl.app.controller.limits import Keys, KeyState
+from llmctl.app.controller.protocols.requests import request_ids, unknown_route
 from llmctl.app.settings import ServerSettings, is_loopback
 
 log = logging.getLogger("llmctl.controller")
@@ -56,7 +57,7 @@ def build_middlewares(server: ServerSettings, keys: Keys) -> list:
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            return error_response(exc.status, exc.reason or "request failed")
+            return unknown_route(request, exc) or error_response(exc.status, exc.reason or "request failed")
         except (asyncio.CancelledError, ConnectionResetError):
             raise  # the client went away: nothing to answer
         except Exception as exc:
@@ -95,7 +96,7 @@ def build_middlewares(server: ServerSettings, keys: Keys) -> list:
                                   f"(got {given}); send the body as JSON", code="unsupported_media_type")
         return await handler(request)
 
-    return [errors, guard]
+    return [request_ids, errors, guard]
 
 
 CORS_KEY = web.RequestKey("cors_origin", str)

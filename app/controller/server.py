@@ -31,6 +31,7 @@ from llmctl.app.controller.inventory import InventoryApi
 from llmctl.app.controller.limits import Keys
 from llmctl.app.controller.lock import ControllerLock
 from llmctl.app.controller.metrics import Metrics, cache_families, key_families
+from llmctl.app.controller.protocols.requests import add_request_id
 from llmctl.app.controller.pulls import PullsApi
 from llmctl.app.controller.security import add_cors_headers, build_middlewares
 from llmctl.app.deployments import LaunchPlan, launch_plan, profile_for
@@ -38,7 +39,7 @@ from llmctl.app.paths import Paths
 from llmctl.app.settings import UNNAMED_KEY, Settings, is_loopback
 from llmctl.catalog.errors import ConfigError, LlmctlError, StoreError
 from llmctl.catalog.store import ModelEntry, ModelStore
-from llmctl.runtimes.base import CHAT, COMPLETIONS, EMBEDDINGS, ChecksDeployment, PortInUseError
+from llmctl.runtimes.base import CHAT, COMPLETIONS, EMBEDDINGS, ChecksDeployment, PortInUseError, ServesNative
 from llmctl.runtimes.hardware import GpuProbe
 from llmctl.runtimes.ledger import UNIFIED, device_bytes, holding_now
 from llmctl.runtimes.process import Backend, RestartPolicy, describe_port_owner, free_port, port_is_free
@@ -104,7 +105,7 @@ class Controller:
         self.gateway = Gateway(self.models, self.scheduler, self.metrics, self.capabilities, aliases={
             alias.strip().lower(): name for name, prof in settings.models.items() for alias in prof.aliases},
             keys=self.keys, cache=self.response_cache, cache_per_key=rc.per_key, queue_limits=self.queue_limits,
-            fallbacks=fallbacks(settings))
+            fallbacks=fallbacks(settings), max_fanout=settings.server.max_fanout)
         self.metrics.watch(lambda: key_families(self.keys.snapshot()))
         if self.response_cache is not None:
             cache = self.response_cache
@@ -119,6 +120,7 @@ class Controller:
         self._stop: asyncio.Event | None = None
         self._ollama_probe: asyncio.Task[None] | None = None
         self.port = settings.server.port
+        self._natives: dict[str, frozenset[str]] = {}  # model name -> its engine's own routes (``_native``)
 
     # composition -------------------------------------------------------------------------------------------
     async def _make_backend(self, entry: ModelEntry) -> Backend:
@@ -172,8 +174,19 @@ class Controller:
         else from its profile."""
         if entry.facts.get("capabilities"):
             return frozenset(entry.facts["capabilities"])
-        return frozenset({EMBEDDINGS}) if profile_for(self.settings, entry.name).embeddings \
-            else frozenset({CHAT, COMPLETIONS})
+        return (frozenset({EMBEDDINGS}) if profile_for(self.settings, entry.name).embeddings
+                else frozenset({CHAT, COMPLETIONS})) | self._native(entry)
+
+    def _native(self, entry: ModelEntry) -> frozenset[str]:
+        """What the model's engine serves beyond the OpenAI routes (``ServesNative``), worked out once a model."""
+        known = self._natives.get(entry.name)
+        if known is None:
+            try:
+                engine = launch_plan(self.settings, entry, store=self.store, data_dir=self.paths.data_dir).engine
+            except LlmctlError:  # no engine for it here: its first request says why
+                return frozenset()
+            known = self._natives[entry.name] = engine.native if isinstance(engine, ServesNative) else frozenset()
+        return known
 
     def _estimate(self, entry: ModelEntry, plan: LaunchPlan):
         """The estimate of this launch (its memory per device, and as many GPU layers as fit in the first GPU's
@@ -265,6 +278,7 @@ class Controller:
         app.add_routes(self.inventory.routes())
         app.add_routes(self.pulls.routes())
         app.on_response_prepare.append(add_cors_headers)
+        app.on_response_prepare.append(add_request_id)
         return app
 
     @property

@@ -48,7 +48,7 @@ def _check_common(body: dict) -> None:
         raise _bad("stream", "must be true or false")
     _int_range(body, "max_tokens", 1, MAX_TOKENS_LIMIT)
     _int_range(body, "max_completion_tokens", 1, MAX_TOKENS_LIMIT)
-    _int_range(body, "n", 1, 1)  # llama.cpp serves one choice per request
+    _int_range(body, "n", 1, 128)  # OpenAI's bound; server.max_fanout bounds n × prompts below it
     _num_range(body, "temperature", 0, 2)
     _num_range(body, "top_p", 0, 1)
     _num_range(body, "min_p", 0, 1)
@@ -80,10 +80,11 @@ def check_chat(body: dict) -> None:
 def check_completion(body: dict) -> None:
     _check_common(body)
     prompt = body.get("prompt")
-    if not (isinstance(prompt, str) or (isinstance(prompt, list) and prompt and all(
-        isinstance(p, (str, int)) for p in prompt
+    if not (isinstance(prompt, str) or (isinstance(prompt, list) and prompt and (
+        all(isinstance(p, str) for p in prompt) or all(_is_int(p) for p in prompt)
+        or all(isinstance(p, list) and p and all(_is_int(t) for t in p) for p in prompt)
     ))):
-        raise _bad("prompt", "must be a string or a non-empty list of strings or token ids")
+        raise _bad("prompt", "must be a string, a list of strings, a list of token ids or a list of token-id lists")
 
 
 def check_embeddings(body: dict) -> None:

@@ -17,7 +17,7 @@ OK = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
      ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
      ({"max_tokens": -1}, "max_tokens"), ({"max_tokens": 0}, "max_tokens"), ({"max_tokens": 1.5}, "max_tokens"),
      ({"max_tokens": True}, "max_tokens"), ({"max_tokens": 10**9}, "max_tokens"),
-     ({"max_completion_tokens": -5}, "max_completion_tokens"), ({"n": 2}, "n"), ({"n": 0}, "n"),
+     ({"max_completion_tokens": -5}, "max_completion_tokens"), ({"n": 129}, "n"), ({"n": 0}, "n"),
      ({"temperature": -0.1}, "temperature"), ({"temperature": "hot"}, "temperature"), ({"top_p": 1.5}, "top_p"),
      ({"stream": "yes"}, "stream"), ({"stop": [1]}, "stop"), ({"stop": ["a"] * 17}, "stop"),
      ({"presence_penalty": 3}, "presence_penalty"), ({"top_logprobs": 50}, "top_logprobs")],
