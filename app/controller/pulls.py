@@ -197,14 +197,19 @@ class PullsApi:
         except (ValueError, KeyError, TypeError, AttributeError):
             raise ApiError(400, 'send {"ref": "NAME[:QUANT]" or "ORG/REPO:QUANT|FILE.gguf", "name"?, "revision"?, '
                            '"force"?}', code="invalid_json") from None
-        ref = ref.strip()
+        pull, joined = await self.begin(ref.strip(), name, revision, force)
+        return web.json_response({**pull.status(), "joined": joined}, status=200 if joined else 202)
+
+    async def begin(self, ref: str, name: str | None, revision: str = "main", force: bool = False) -> tuple[Pull, bool]:
+        """Start (or join) the pull of ``ref``: the pull, and whether it joined one running already. ApiError when
+        the reference cannot be pulled."""
         self._refuse_if_closing()
         if ref.startswith(("ollama:", "ollama/")):
             raise ApiError(400, "Ollama models are pulled by Ollama: run `llmctl pull " + ref + "`",
                            code="invalid_ref")
         for pull in self._active():  # the same ref running already: join it without asking the Hub again
             if pull.ref == ref and pull.resolved.plan.revision == revision and name in (None, pull.resolved.name):
-                return web.json_response({**pull.status(), "joined": True})
+                return pull, True
         downloader = self._downloader()
         try:
             # outside the lock: a slow or unreachable Hub holds up this start only, not every other one
@@ -221,7 +226,7 @@ class PullsApi:
             for pull in self._active():
                 if pull.resolved.key == resolved.key:
                     if resolved.name == pull.resolved.name:
-                        return web.json_response({**pull.status(), "joined": True})
+                        return pull, True
                     raise ApiError(409, f"pull {pull.id} is fetching these files as {pull.resolved.name!r}; "
                                    "pull again under another name once it is done", code="pull_running")
             self._counter += 1
@@ -229,7 +234,7 @@ class PullsApi:
             self.pulls[pull.id] = pull
             self._forget_old()
             pull.task = asyncio.create_task(self._run(pull), name=f"pull {pull.id}")
-        return web.json_response({**pull.status(), "joined": False}, status=202)
+        return pull, False
 
     def _refuse_if_closing(self) -> None:
         if self._closing:

@@ -31,6 +31,8 @@ from llmctl.app.controller.inventory import InventoryApi
 from llmctl.app.controller.limits import Keys
 from llmctl.app.controller.lock import ControllerLock
 from llmctl.app.controller.metrics import Metrics, cache_families, key_families
+from llmctl.app.controller.protocols.engine_routes import EngineRoutes
+from llmctl.app.controller.protocols.ollama_api import OllamaApi
 from llmctl.app.controller.protocols.requests import add_request_id
 from llmctl.app.controller.pulls import PullsApi
 from llmctl.app.controller.security import add_cors_headers, build_middlewares
@@ -114,6 +116,8 @@ class Controller:
         self.control = ControlApi(self)
         self.inventory = InventoryApi(self)
         self.pulls = PullsApi(self)
+        self.ollama_api = OllamaApi(self.gateway, self.pulls)  # the Ollama API over every engine
+        self.engine_routes = EngineRoutes(self.gateway)  # /tokenize, /props, /v1/rerank, … routed by model
         self.started_at = time.time()
         self._runner: web.AppRunner | None = None
         self._idle_task: asyncio.Task | None = None
@@ -277,6 +281,8 @@ class Controller:
         app.add_routes(self.control.routes())
         app.add_routes(self.inventory.routes())
         app.add_routes(self.pulls.routes())
+        app.add_routes(self.ollama_api.routes())
+        app.add_routes(self.engine_routes.routes())
         app.on_response_prepare.append(add_cors_headers)
         app.on_response_prepare.append(add_request_id)
         return app

@@ -1,0 +1,72 @@
+"""An engine's own routes, routed by the request's ``model`` to a deployment whose engine serves them
+(``ServesNative``: llama.cpp's ``/tokenize``, ``/detokenize``, ``/apply-template``, ``/infill``, ``/props``,
+``/v1/rerank``; vLLM's tokenizer and rerank routes). POSTs go through the gateway's forwarding path (limits, queue,
+records, on-demand load); ``GET /props?model=NAME`` reads the running deployment's settings. A model whose engine
+does not serve the route gets 400 naming it."""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+
+from aiohttp import web
+
+from llmctl.app.controller.errors import ApiError
+from llmctl.catalog.errors import LlmctlError
+from llmctl.runtimes.base import PROPS
+
+# the routes clients call -> the engine's route they are forwarded to (llama-server answers all four rerank names)
+ROUTES = {
+    "/tokenize": "/tokenize", "/detokenize": "/detokenize", "/apply-template": "/apply-template",
+    "/infill": "/infill", "/v1/rerank": "/v1/rerank", "/rerank": "/v1/rerank", "/v1/reranking": "/v1/rerank",
+    "/reranking": "/v1/rerank",
+}
+MAX_PROPS_BYTES = 1 << 20
+
+
+def check_model(body: dict) -> None:
+    model = body.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise ApiError(400, "model: a model name is required to route this request (see GET /v1/models)",
+                       code="missing_model", param="model")
+
+
+class EngineRoutes:
+    def __init__(self, gateway) -> None:
+        self.gateway = gateway
+
+    def routes(self) -> list[web.AbstractRouteDef]:
+        out = [web.post(path, partial(self.forward, upstream)) for path, upstream in ROUTES.items()]
+        return [*out, web.get("/props", self.props)]
+
+    async def forward(self, upstream: str, request: web.Request) -> web.StreamResponse:
+        return await self.gateway._forward(request, upstream, check_model)
+
+    async def props(self, request: web.Request) -> web.Response:
+        """The settings of the model's running engine (started on demand), as the engine gives them."""
+        name = request.query.get("model")
+        if not name:
+            raise ApiError(400, "model: GET /props needs ?model=NAME (see GET /v1/models)", code="missing_model",
+                           param="model")
+        entry = await self.gateway._entry(name)
+        caps = self.gateway.capabilities(entry)
+        if PROPS not in caps:
+            raise ApiError(400, f"'{entry.name}' does not serve /props ({', '.join(sorted(caps))} only): its engine "
+                           "does not serve this route (llama.cpp's engines do)", code="unsupported_capability",
+                           param="model")
+        try:
+            async with self.gateway.scheduler.use(entry) as backend:
+                session = self.gateway.upstreams.session(backend)
+                async with session.get(backend.base_url + "/props", headers=backend.auth_headers,
+                                       allow_redirects=False) as up:
+                    data = await up.content.read(MAX_PROPS_BYTES + 1)
+                    status = up.status
+        except LlmctlError as exc:
+            raise ApiError(503, f"{exc.title}: {exc.message}", code="backend_unavailable") from None
+        if len(data) > MAX_PROPS_BYTES:
+            raise ApiError(502, "the engine's /props answer is larger than 1 MiB; refused", code="backend_error")
+        try:
+            json.loads(data)
+        except ValueError:
+            raise ApiError(502, "the engine's /props answer is not JSON", code="backend_error") from None
+        return web.Response(body=data, status=status, content_type="application/json")
