@@ -1,0 +1,158 @@
+"""The engine's own surface through llmctl, against a real controller and a real llama.cpp engine: n > 1 and
+prompt lists (the openai SDK), each counted as that many requests by rate limits, queues and records, capped by
+server.max_fanout; /tokenize, /detokenize, /apply-template, /props, rerank and /infill routed by model; the OpenAI
+routes without /v1; an unknown route's JSON error; x-request-id kept or made, returned and recorded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from harness import ControllerProcess
+
+from llmctl.catalog.store import ModelStore
+
+METER, SMALL, FREE = "meter-secret-1", "small-secret-2", "free-secret-3"
+CONFIG = f"""
+[[server.keys]]
+name = "free"
+key = "{FREE}"
+
+[[server.keys]]
+name = "meter"
+key = "{METER}"
+requests_per_minute = 10
+
+[[server.keys]]
+name = "small"
+key = "{SMALL}"
+requests_per_minute = 4
+
+[models.tiny-q]
+parallel = 1
+max_queue = 1
+"""
+HI = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture(scope="module")
+def ctl(tmp_path_factory, tiny_gguf: Path):
+    home = tmp_path_factory.mktemp("surface")
+    store = ModelStore(home / "data")
+    store.import_file(tiny_gguf, "tiny")
+    store.import_file(tiny_gguf, "tiny-q")
+    (home / "extra.toml").write_text(CONFIG)
+    proc = ControllerProcess(home, LLMCTL_CONFIG=str(home / "extra.toml")).start()
+    yield proc
+    proc.kill_everything()
+
+
+def _oai(ctl, key: str = FREE, v1: bool = True) -> openai.OpenAI:
+    return openai.OpenAI(base_url=ctl.url + ("/v1" if v1 else ""), api_key=key, max_retries=0, timeout=60)
+
+
+def _post(ctl, path: str, body: dict, key: str = FREE, **headers: str) -> httpx.Response:
+    return httpx.post(ctl.url + path, json=body, headers={"Authorization": f"Bearer {key}", **headers}, timeout=60)
+
+
+def test_n_and_prompt_lists_are_served(ctl) -> None:
+    oai = _oai(ctl)
+    chat = oai.chat.completions.create(model="tiny", messages=HI, n=2, max_tokens=3)
+    assert sorted(c.index for c in chat.choices) == [0, 1] and all(c.message.content for c in chat.choices)
+    texts = oai.completions.create(model="tiny", prompt=["a", "b", "c"], max_tokens=2)
+    assert sorted(c.index for c in texts.choices) == [0, 1, 2]
+    ids = oai.completions.create(model="tiny", prompt=[[5, 6, 7], [8, 9]], max_tokens=2)
+    assert len(ids.choices) == 2
+    one = oai.completions.create(model="tiny", prompt=[5, 6, 7], max_tokens=2)  # one prompt of token ids
+    assert len(one.choices) == 1
+
+
+def test_a_huge_prompt_list_is_refused_naming_the_cap(ctl) -> None:
+    oai = _oai(ctl)
+    with pytest.raises(openai.BadRequestError) as err:
+        oai.completions.create(model="tiny", prompt=["a"] * 5000, max_tokens=1)
+    assert err.value.body["code"] == "fanout_too_large" and "server.max_fanout = 8" in err.value.body["message"]
+    assert "5000" in err.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as err:
+        oai.chat.completions.create(model="tiny", messages=HI, n=9, max_tokens=1)
+    assert err.value.body["code"] == "fanout_too_large" and err.value.body["param"] == "n"
+
+
+def test_a_prompt_list_counts_against_the_keys_request_limit(ctl) -> None:
+    eight = {"model": "tiny", "prompt": ["a"] * 8, "max_tokens": 1}
+    first = _post(ctl, "/v1/completions", eight, METER)
+    assert first.status_code == 200 and len(first.json()["choices"]) == 8
+    assert first.headers["x-ratelimit-remaining-requests"] in ("2", "3")  # 10 - 8 (+ what refilled meanwhile)
+    second = _post(ctl, "/v1/completions", eight, METER)
+    assert second.status_code == 429 and second.json()["error"]["code"] == "rate_limit_exceeded"
+    more = _post(ctl, "/v1/completions", {**eight, "prompt": ["a"] * 5}, SMALL)
+    assert more.status_code == 400 and "(4)" in more.json()["error"]["message"]  # more than the key's whole minute
+    keys = {k["name"]: k for k in httpx.get(ctl.url + "/llmctl/v1/keys",
+                                            headers={"Authorization": f"Bearer {METER}"}).json()["keys"]}
+    assert keys["meter"]["requests"] == 8
+
+
+def test_n_and_prompts_count_in_the_models_queue(ctl) -> None:
+    # tiny-q, loaded: one slot, and one request may wait: three prompts are two waiting, one too many
+    loaded = _post(ctl, "/llmctl/v1/backends/tiny-q/load", {})
+    assert loaded.status_code == 200 and loaded.json()["state"] == "ready"
+    full = _post(ctl, "/v1/completions", {"model": "tiny-q", "prompt": ["a", "b", "c"], "max_tokens": 1})
+    assert full.status_code == 429 and full.json()["error"]["code"] == "queue_full"
+    two = _post(ctl, "/v1/completions", {"model": "tiny-q", "prompt": ["a", "b"], "max_tokens": 1})
+    assert two.status_code == 200 and len(two.json()["choices"]) == 2
+    n3 = _post(ctl, "/v1/chat/completions", {"model": "tiny-q", "messages": HI, "n": 3, "max_tokens": 1})
+    assert n3.status_code == 429 and n3.json()["error"]["code"] == "queue_full"
+
+
+def test_engine_routes_are_routed_by_model(ctl) -> None:
+    tokens = _post(ctl, "/tokenize", {"model": "tiny", "content": "hello"})
+    assert tokens.status_code == 200 and tokens.json()["tokens"]
+    text = _post(ctl, "/detokenize", {"model": "tiny", "tokens": tokens.json()["tokens"]})
+    assert text.status_code == 200 and text.json()["content"].strip() == "hello"
+    prompt = _post(ctl, "/apply-template", {"model": "tiny", "messages": [{"role": "user", "content": "x"}]})
+    assert prompt.json()["prompt"] == "<|user|>x\n<|assistant|>"  # the tiny model's own template
+    props = httpx.get(ctl.url + "/props", params={"model": "tiny"}, headers={"Authorization": f"Bearer {FREE}"})
+    assert props.status_code == 200 and "default_generation_settings" in props.json()
+    # the engine's own answers: this deployment was not started with --reranking, and has no FIM tokens
+    for path in ("/v1/rerank", "/rerank", "/v1/reranking"):
+        rerank = _post(ctl, path, {"model": "tiny", "query": "a", "documents": ["b"]})
+        assert rerank.status_code == 501 and "--reranking" in rerank.json()["error"]["message"]
+    infill = _post(ctl, "/infill", {"model": "tiny", "input_prefix": "a", "input_suffix": "b"})
+    assert infill.status_code == 501 and "Infill" in infill.json()["error"]["message"]
+    missing = _post(ctl, "/tokenize", {"content": "hello"})
+    assert missing.status_code == 400 and missing.json()["error"]["code"] == "missing_model"
+    unknown = _post(ctl, "/tokenize", {"model": "nope", "content": "x"})
+    assert unknown.status_code == 404 and "nope" in unknown.json()["error"]["message"]
+
+
+def test_openai_routes_without_v1(ctl) -> None:
+    oai = _oai(ctl, v1=False)
+    assert "tiny" in [m.id for m in oai.models.list().data]
+    r = oai.chat.completions.create(model="tiny", messages=HI, max_tokens=2)
+    assert r.choices[0].message.content
+
+
+def test_an_unknown_route_answers_json_naming_it(ctl) -> None:
+    r = _post(ctl, "/v1/responsez", {"model": "tiny"})
+    assert r.status_code == 404
+    err = r.json()["error"]
+    assert err["code"] == "unknown_route" and "POST /v1/responsez" in err["message"]
+    wrong = httpx.get(ctl.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {FREE}"})
+    assert wrong.status_code == 405 and "GET /v1/chat/completions" in wrong.json()["error"]["message"]
+
+
+def test_request_ids_are_kept_or_made_returned_and_recorded(ctl) -> None:
+    kept = _post(ctl, "/v1/completions", {"model": "tiny", "prompt": ["a", "b"], "max_tokens": 1},
+                 **{"X-Request-Id": "client-id-42"})
+    assert kept.status_code == 200 and kept.headers["x-request-id"] == "client-id-42"
+    made = _post(ctl, "/v1/completions", {"model": "tiny", "prompt": "a", "max_tokens": 1},
+                 **{"X-Request-Id": "bad id\twith spaces" + "x" * 200})
+    assert made.headers["x-request-id"].startswith("req_")
+    refused = httpx.get(ctl.url + "/v1/models")  # no key: the guard's 401 carries one too
+    assert refused.status_code == 401 and refused.headers["x-request-id"].startswith("req_")
+    recs = httpx.get(ctl.url + "/llmctl/v1/requests", headers={"Authorization": f"Bearer {FREE}"}).json()["requests"]
+    rec = next(r for r in recs if r["request_id"] == "client-id-42")
+    assert rec["count"] == 2 and rec["endpoint"] == "/v1/completions"
+    assert any(r["request_id"] == made.headers["x-request-id"] for r in recs)
