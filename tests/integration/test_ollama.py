@@ -111,3 +111,27 @@ def test_an_unknown_ollama_model_is_a_404_in_openais_shape(ctl):
     r = httpx.post(ctl.url + "/v1/chat/completions", json={"model": "ollama/nope:1b", "messages": ASK})
     assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
     assert NAME in r.json()["error"]["message"]
+
+
+def test_the_ollama_api_on_llmctls_port_reaches_an_attached_ollamas_models(ctl, fx):
+    """The `ollama` client against llmctl's port, for a model of the attached Ollama: by its Ollama name too, through
+    that engine's OpenAI routes as /v1 goes; its own routes and n > 1 it does not serve are refused naming it."""
+    import ollama
+
+    client = ollama.Client(host=ctl.url, timeout=60)
+    assert NAME in [m.model for m in client.list().models]
+    opts = {"num_predict": 16, "temperature": 0}  # the recorded request (06-openai)
+    whole = client.chat(model=RECORDED_NAME, messages=ASK, options=opts)
+    assert whole.message.content == "The most popular color among the 100,000 people surveyed"
+    assert whole.done_reason == "length" and whole.eval_count > 0 and whole.model == RECORDED_NAME
+    parts = list(client.chat(model=NAME, messages=ASK, options=opts, stream=True))
+    assert "".join(p.message.content for p in parts) == whole.message.content and parts[-1].done
+    raw = client.generate(model=NAME, prompt="The capital of France is", raw=True, options=opts)
+    assert raw.response.startswith("Paris")
+    vec = client.embed(model=NAME, input="hello world").embeddings[0]
+    assert len(vec) == 8  # the recording kept the first 8 of 576 numbers
+    tok = httpx.post(ctl.url + "/tokenize", json={"model": NAME, "content": "x"}, timeout=30)
+    assert tok.status_code == 400 and tok.json()["error"]["code"] == "unsupported_capability"
+    assert "does not serve /tokenize" in tok.json()["error"]["message"]
+    two = httpx.post(ctl.url + "/v1/chat/completions", json={"model": NAME, "messages": ASK, "n": 2}, timeout=30)
+    assert two.status_code == 400 and "one choice per request" in two.json()["error"]["message"]
