@@ -351,6 +351,11 @@ class Controller:
             self.port = sockets[0].getsockname()[1]
         self._write_state()
         self.on_event(ControllerEvent("listening", self.url + "/v1"))
+        if self.settings.server.ollama_address:
+            from llmctl.app.controller.protocols.ollama_address import open_site
+
+            _site, note = await open_site(self.settings, self._runner, engine=self.ollama is not None)
+            self.on_event(ControllerEvent("engine", note))
         if self.ollama is not None:
             self._ollama_probe = asyncio.get_running_loop().create_task(self._attach_ollama())
         for remote in self.remotes:

@@ -151,3 +151,19 @@ def test_pull_runs_llmctls_pull_with_ollamas_progress(controller, hub, tmp_path:
     with pytest.raises(ollama.ResponseError) as err:
         client.pull("hf.co/org/missing-GGUF:Q4_0", stream=False)
     assert err.value.status_code == 500
+
+
+def test_ollamas_own_address_is_served_only_when_asked_and_no_ollama_engine_is_on(controller) -> None:
+    from llmctl.runtimes.process import free_port
+
+    port = free_port()
+    proc = controller(LLMCTL_SERVER__OLLAMA_ADDRESS="true", LLMCTL_ENGINES__OLLAMA__MODE="off",
+                      OLLAMA_HOST=f"127.0.0.1:{port}")
+    proc.wait_output(f"the Ollama API also at http://127.0.0.1:{port}", timeout=30)
+    assert [m.model for m in ollama.Client(host=f"127.0.0.1:{port}", timeout=30).list().models] == ["tiny:latest"]
+    proc.kill_everything()  # one controller per home
+    other = free_port()
+    engine_on = controller(LLMCTL_SERVER__OLLAMA_ADDRESS="true", OLLAMA_HOST=f"127.0.0.1:{other}")
+    engine_on.wait_output(f"not serving the Ollama API on 127.0.0.1:{other}: an Ollama engine", timeout=30)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{other}/api/version")
