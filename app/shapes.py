@@ -329,6 +329,8 @@ class RequestRecord(TypedDict):
     key: str | None  # the API key's name
     cache: str | None  # hit | miss | bypass, with the response cache on
     served_by: str | None  # the model that answered instead of the one asked for (failover), else None
+    count: int  # the requests it counts as: the answers it asked for (n × prompts)
+    request_id: str | None  # the client's x-request-id, or the one llmctl gave it
 
 
 class RemoteStatus(TypedDict):

@@ -180,7 +180,7 @@ def record(id: int, model: str, tokens_per_s: float = 100.0, ttft_ms: float = 50
     return RequestRecord(id=id, model=model, endpoint="/v1/chat/completions", stream=True, started_at=0.0,
                          status=200, ttft_ms=ttft_ms, itl_ms=itl_ms, duration_ms=100.0, prompt_tokens=5,
                          completion_tokens=5, tokens_per_s=tokens_per_s, error=None, key=None, cache=None,
-                         served_by=None)
+                         served_by=None, count=1, request_id=f"req_{id}")
 
 
 class FakeClient:
