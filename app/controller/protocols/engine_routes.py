@@ -14,6 +14,7 @@ from aiohttp import web
 from llmctl.app.controller.errors import ApiError
 from llmctl.catalog.errors import LlmctlError
 from llmctl.runtimes.base import PROPS
+from llmctl.runtimes.scheduler import ModelLoading
 
 # the routes clients call -> the engine's route they are forwarded to (llama-server answers all four rerank names)
 ROUTES = {
@@ -63,6 +64,9 @@ class EngineRoutes:
                     status = up.status
         except LlmctlError as exc:
             raise ApiError(503, f"{exc.title}: {exc.message}", code="backend_unavailable") from None
+        except ModelLoading:
+            raise ApiError(503, f"'{entry.name}' is still loading; retry shortly", code="model_loading",
+                           retry_after=5) from None
         if len(data) > MAX_PROPS_BYTES:
             raise ApiError(502, "the engine's /props answer is larger than 1 MiB; refused", code="backend_error")
         try:

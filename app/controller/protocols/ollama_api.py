@@ -29,9 +29,11 @@ from llmctl.app.controller.protocols.ollama_answers import (
 )
 from llmctl.app.controller.security import EXTRA_HEADERS
 from llmctl.app.controller.validation import check_chat, check_completion, check_embeddings
+from llmctl.catalog.errors import LlmctlError
 from llmctl.catalog.store import ModelEntry
 from llmctl.runtimes.base import CHAT, COMPLETIONS, EMBEDDINGS, TOOLS, VISION, BackendState
 from llmctl.runtimes.ollama import keep_alive_seconds
+from llmctl.runtimes.scheduler import ModelLoading
 
 OLLAMA_VERSION = "0.23.0"  # the Ollama API these answers follow (its recorded transcripts)
 _CAPS = {CHAT: "completion", COMPLETIONS: "completion", EMBEDDINGS: "embedding", VISION: "vision", TOOLS: "tools",
@@ -203,8 +205,8 @@ class OllamaApi:
         if body.get("keep_alive") is not None:
             try:
                 keep_alive = keep_alive_seconds(body["keep_alive"])
-            except Exception as exc:  # OllamaError: its message says what is allowed
-                raise req.bad(f"keep_alive: {getattr(exc, 'message', exc)}") from None
+            except LlmctlError as exc:  # its message says what is allowed
+                raise req.bad(f"keep_alive: {exc.message}") from None
         request[EXTRA_HEADERS] = {}
         if keep_alive == 0:
             await self.gateway.scheduler.stop(entry.name, "keep_alive 0: unloaded by request")
@@ -213,9 +215,12 @@ class OllamaApi:
             try:
                 async with self.gateway.scheduler.use(entry, keep_alive=keep_alive):
                     pass
-            except Exception as exc:
-                raise ApiError(503, f"'{entry.name}' could not be loaded: {getattr(exc, 'message', None) or exc}",
+            except LlmctlError as exc:
+                raise ApiError(503, f"'{entry.name}' could not be loaded: {exc.title}: {exc.message}",
                                code="backend_unavailable") from None
+            except ModelLoading:
+                raise ApiError(503, f"'{entry.name}' is still loading; retry shortly", code="model_loading",
+                               retry_after=5) from None
             reason = "load"
         tail = {"message": {"role": "assistant", "content": ""}} if request.path == "/api/chat" else {"response": ""}
         return json_answer({"model": asked, "created_at": created_at(), **tail, "done": True, "done_reason": reason})
