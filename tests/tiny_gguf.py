@@ -42,6 +42,7 @@ def write_tiny_llama(
     name: str = "tiny-llama",
     omit_tensor: str | None = None,
     split_max_tensors: int = 0,
+    chat_template: str = CHAT_TEMPLATE,
 ) -> Path:
     """Write the model; ``omit_tensor`` leaves one out, giving a file whose header is fine but that
     llama.cpp refuses to load. ``split_max_tensors`` writes a split model as llama.cpp's gguf-split does
@@ -78,7 +79,7 @@ def write_tiny_llama(
     w.add_eos_token_id(2)
     w.add_unk_token_id(0)
     w.add_add_bos_token(True)
-    w.add_chat_template(CHAT_TEMPLATE)
+    w.add_chat_template(chat_template)
 
     def t(name: str, *shape: int, scale: float = 0.02) -> None:
         data = (rng.standard_normal(shape) * scale).astype(dtype)

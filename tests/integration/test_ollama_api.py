@@ -11,7 +11,7 @@ import httpx
 import ollama
 import pytest
 from harness import ControllerProcess
-from tiny_gguf import write_tiny_llama
+from tiny_gguf import CHAT_TEMPLATE, write_tiny_llama
 
 from llmctl.catalog.store import ModelStore
 
@@ -31,6 +31,8 @@ def ctl(tmp_path_factory, tiny_gguf: Path):
     store = ModelStore(home / "data")
     store.import_file(tiny_gguf, "tiny")
     store.import_file(tiny_gguf, "tiny-embed")
+    tools = "{% if tools %}<|tools|>{{ tools | tojson }}\n{% endif %}" + CHAT_TEMPLATE
+    store.import_file(write_tiny_llama(home / "tools.gguf", chat_template=tools), "tiny-tools")
     (home / "extra.toml").write_text(PROFILES)
     proc = ControllerProcess(home, LLMCTL_CONFIG=str(home / "extra.toml")).start()
     yield proc
@@ -49,7 +51,7 @@ def _recorded(name: str, path: str) -> dict:
 
 def test_list_and_show_name_models_as_ollama_does(client: ollama.Client, ctl) -> None:
     listed = {m.model: m for m in client.list().models}
-    assert set(listed) == {"tiny:latest", "tiny-embed:latest"}
+    assert set(listed) == {"tiny:latest", "tiny-embed:latest", "tiny-tools:latest"}
     tiny = listed["tiny:latest"]
     assert tiny.details.format == "gguf" and tiny.details.family == "llama" and tiny.size > 0
     assert len(tiny.digest) == 64
@@ -59,7 +61,9 @@ def test_list_and_show_name_models_as_ollama_does(client: ollama.Client, ctl) ->
     assert raw.keys() == recorded.keys() and raw["details"].keys() == recorded["details"].keys()
     shown = client.show("tiny")  # no tag: :latest
     assert shown.capabilities == ["completion"] and shown.modelinfo["llama.context_length"] == 2048
+    assert shown.template.startswith("{% for m in messages %}")  # the GGUF's own chat template
     assert client.show("tiny-embed:latest").capabilities == ["embedding"]
+    assert client.show("tiny-tools").capabilities == ["completion", "tools"]  # its template renders tools
     version = httpx.get(ctl.url + "/api/version")
     assert version.json() == _recorded("01-version-and-empty.jsonl", "/api/version")["response_body"]
 

@@ -11,9 +11,11 @@ its progress as Ollama does. Errors are Ollama's ``{"error": message}``."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -73,6 +75,19 @@ def _size_label(n: Any) -> str:
         if n >= div:
             return f"{n / div:.2f}{unit}".replace(".00", "")
     return str(n)
+
+
+def chat_template(entry: ModelEntry) -> str:
+    """The chat template in a registered GGUF's header ("" when there is none, or no local GGUF). Blocking."""
+    from llmctl.catalog.gguf import read_gguf
+
+    path = Path(entry.path)
+    if entry.format != "gguf" or not path.is_file():
+        return ""
+    try:
+        return read_gguf(path).chat_template or ""
+    except (LlmctlError, OSError, ValueError):
+        return ""
 
 
 def details(entry: ModelEntry) -> dict:
@@ -158,10 +173,14 @@ class OllamaApi:
                 f"{arch}.embedding_length": f.get("n_embd"), f"{arch}.block_count": f.get("n_layers"),
                 f"{arch}.attention.head_count": f.get("n_heads"),
                 f"{arch}.attention.head_count_kv": f.get("n_kv_heads"), f"{arch}.vocab_size": f.get("vocab_size")}
-        caps = sorted({_CAPS[c] for c in self.gateway.capabilities(entry) if c in _CAPS})
-        return json_answer({"modelfile": f"# served by llmctl\nFROM {entry.path}\n", "parameters": "", "template": "",
+        caps = {_CAPS[c] for c in self.gateway.capabilities(entry) if c in _CAPS}
+        template = await asyncio.to_thread(chat_template, entry)
+        if "completion" in caps and "tools" in template:  # the template renders tools: the model can call them
+            caps.add("tools")
+        return json_answer({"modelfile": f"# served by llmctl\nFROM {entry.path}\n", "parameters": "",
+                            "template": template,
                             "details": details(entry), "model_info": {k: v for k, v in info.items() if v is not None},
-                            "capabilities": caps, "modified_at": _stamp(entry.added_at)})
+                            "capabilities": sorted(caps), "modified_at": _stamp(entry.added_at)})
 
     # inference ---------------------------------------------------------------------------------------------
     async def chat(self, request: web.Request) -> web.StreamResponse:
