@@ -102,6 +102,8 @@ def test_n_and_prompts_count_in_the_models_queue(ctl) -> None:
     assert full.status_code == 429 and full.json()["error"]["code"] == "queue_full"
     two = _post(ctl, "/v1/completions", {"model": "tiny-q", "prompt": ["a", "b"], "max_tokens": 1})
     assert two.status_code == 200 and len(two.json()["choices"]) == 2
+    metrics = httpx.get(ctl.url + "/metrics", headers={"Authorization": f"Bearer {FREE}"}).text
+    assert 'llmctl_requests_total{endpoint="/v1/completions",model="tiny-q",status="200"} 2.0' in metrics
     n3 = _post(ctl, "/v1/chat/completions", {"model": "tiny-q", "messages": HI, "n": 3, "max_tokens": 1})
     assert n3.status_code == 429 and n3.json()["error"]["code"] == "queue_full"
 
