@@ -239,7 +239,7 @@ class FakeClient:
         self._answer("hardware")
         return copy.deepcopy(HARDWARE)
 
-    async def backends(self) -> list[BackendStatus]:
+    async def backends(self, engine_metrics: bool = False) -> list[BackendStatus]:
         self._answer("backends")
         return self.backend_list
 
