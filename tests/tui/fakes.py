@@ -251,7 +251,8 @@ class FakeClient:
         self._answer("catalog")
         return CATALOG
 
-    async def load(self, model: str, wait: bool = True, timeout: float = 600.0) -> BackendStatus:
+    async def load(self, model: str, wait: bool = True, timeout: float = 600.0,
+                   reload_profile: bool = False) -> BackendStatus:
         self.calls.append(("load", model))
         self._answer("load")
         return BackendStatus(**{**BACKENDS[0], "model": model, "state": "ready"})
