@@ -156,10 +156,9 @@ async def _run(ctx: Context, model: str | None, spec, opts: dict, display) -> tu
 
     through_llmctl = not opts["url"]
     if through_llmctl:
-        from llmctl.app.client import controller_url
-
-        key = ctx.settings.server.client_key()  # the unnamed key or the first named one, as every command sends
-        base, api_key = openai_base(controller_url(ctx.settings, ctx.paths)), key
+        async with ctx.client() as client:  # the controller proves itself before its owner key is sent
+            url, api_key = await client.proven()
+        base = openai_base(url)
     else:
         base, api_key = openai_base(opts["url"]), opts["api_key"]
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}

@@ -38,10 +38,11 @@ class Context:
         return ModelStore(self.paths.data_dir)
 
     def client(self):
-        from llmctl.app.client import ControllerClient, controller_url
+        """The client of this state folder's controller: it must prove itself before any key is sent, and the key
+        is then its owner key (admin); see ``app.handshake``."""
+        from llmctl.app.client import local_client
 
-        return ControllerClient(controller_url(self.settings, self.paths), self.settings.server.client_key(),
-                                bench_dir=self.paths.data_dir / "benchmarks")
+        return local_client(self.settings, self.paths, bench_dir=self.paths.data_dir / "benchmarks")
 
     def call(self, use):
         """Run ``await use(client)`` with a fresh client and return its result (for one-shot commands)."""

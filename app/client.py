@@ -1,8 +1,9 @@
 """The client of the controller's control API and gateway, used by the CLI and the TUI (async only; the CLI
 runs it with ``asyncio.run``).
 
-It finds the running controller through its state file (pid + start time checked, so a stale file from a
-crashed controller is ignored) and falls back to the configured address.
+``local_client`` finds the running controller through its state file (pid + start time checked, so a stale file
+from a crashed controller is ignored) and has it prove itself before any key leaves (``app.handshake``); with no
+live controller it talks to nobody, and says so, naming whatever else holds the configured port.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
-import psutil
 
 from llmctl.app.benchmark import BenchEvent, Note
+from llmctl.app.handshake import HELLO_PATH, NONCE_HEADER, live_state, new_nonce, proves
 from llmctl.app.paths import Paths
 from llmctl.app.settings import Settings
 from llmctl.app.shapes import (
@@ -47,24 +48,45 @@ from llmctl.app.shapes import (
 
 def running_controller(paths: Paths) -> dict | None:
     """The state of a live controller, or None when the state file is missing or stale."""
-    try:
-        data = json.loads(paths.controller_state.read_text("utf-8"))
-        proc = psutil.Process(int(data["pid"]))
-        if abs(proc.create_time() - float(data["create_time"])) > 0.05:
-            return None
-    except (OSError, ValueError, KeyError, TypeError, psutil.Error):
-        return None
-    return data
+    return live_state(paths)
+
+
+def configured_url(settings: Settings) -> str:
+    host = settings.server.host
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"
+    return f"http://{f'[{host}]' if ':' in host else host}:{settings.server.port}"
 
 
 def controller_url(settings: Settings, paths: Paths) -> str:
     live = running_controller(paths)
     if live and live.get("url"):
         return str(live["url"])
-    host = settings.server.host
-    if host in ("0.0.0.0", "::"):
-        host = "127.0.0.1"
-    return f"http://{f'[{host}]' if ':' in host else host}:{settings.server.port}"
+    return configured_url(settings)
+
+
+def local_client(settings: Settings, paths: Paths, **kwargs: Any) -> ControllerClient:
+    """The client of this state folder's controller: it proves itself before the first request, and the client
+    then sends its owner key (admin). With no live controller the client sends nothing anywhere: every call says
+    that none runs and, when something else listens on the configured port, what it is."""
+    live = running_controller(paths)
+    if live and isinstance(live.get("url"), str) and isinstance(live.get("secret"), str):
+        return ControllerClient(live["url"], owner_secret=live["secret"], **kwargs)
+    url = configured_url(settings)
+    why = (f"no llmctl controller is running for {paths.state_dir}", "start one with `llmctl serve`.")
+    if live:  # alive, but written by an llmctl that predates the handshake
+        why = (f"the controller at {live.get('url')} (pid {live.get('pid')}) cannot prove it is llmctl's",
+               "it was started by an older llmctl; stop it (kill its pid) and start it again with `llmctl serve`.")
+    else:
+        from llmctl.runtimes.sockets import describe_port_owner, port_is_free
+
+        host = urlsplit(url).hostname or "127.0.0.1"
+        if not port_is_free("127.0.0.1" if host == "localhost" else host, settings.server.port):
+            why = (f"no llmctl controller is running for {paths.state_dir}, and something else holds port "
+                   f"{settings.server.port}: {describe_port_owner(settings.server.port)}",
+                   "llmctl sent it nothing (no key, no request). Stop that process or choose another port "
+                   "(LLMCTL_SERVER__PORT), then start llmctl with `llmctl serve`.")
+    return ControllerClient(url, refusal=why, **kwargs)
 
 
 def _unavailable(base_url: str) -> ControllerUnavailable:
@@ -76,15 +98,54 @@ def _unavailable(base_url: str) -> ControllerUnavailable:
 
 class ControllerClient:
     def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 30.0,
-                 transport: httpx.AsyncBaseTransport | None = None, bench_dir: Path | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None, bench_dir: Path | None = None, *,
+                 owner_secret: str | None = None, refusal: tuple[str, str] | None = None) -> None:
         """``bench_dir``: where saved benchmark runs live (``<data>/benchmarks``); without it there is no history
-        and runs are not saved."""
+        and runs are not saved. ``owner_secret`` (from the controller's state file): the controller must prove it
+        holds it before the first request, and it is then the key sent. ``refusal``: there is no controller to
+        talk to (title, what to do); every call raises ControllerUnavailable saying so, and nothing is sent."""
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
+        self._owner_secret = owner_secret
+        self._proven = owner_secret is None
+        self._refusal = refusal
         self._transport = transport
         self.bench_dir = bench_dir
         self._http = httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=timeout, transport=transport)
+
+    @property
+    def scope(self) -> str | None:
+        """The scope this client's key has, when known: admin with the controller's owner key."""
+        return "admin" if self._owner_secret is not None else None
+
+    async def proven(self) -> tuple[str, str | None]:
+        """The controller's URL and the key to send it, once it has proved itself (ControllerUnavailable if not)."""
+        await self._prove()
+        return self.base_url, self._api_key
+
+    async def _prove(self) -> None:
+        """Before anything is sent: refuse when there is no controller; otherwise have it answer the challenge
+        (without a key), and only then attach the owner key."""
+        if self._refusal is not None:
+            raise ControllerUnavailable(*self._refusal)
+        if self._proven or self._owner_secret is None:
+            return
+        nonce = new_nonce()
+        try:
+            response = await self._http.get(HELLO_PATH, headers={NONCE_HEADER: nonce}, timeout=10.0)
+            answer = response.json().get("proof") if response.status_code == 200 else None
+        except httpx.ConnectError:
+            raise _unavailable(self.base_url) from None
+        except (httpx.HTTPError, ValueError, AttributeError):
+            answer = None
+        if not proves(self._owner_secret, nonce, answer):
+            raise ControllerUnavailable(
+                f"the process at {self.base_url} is not the llmctl controller its state file names",
+                "something else holds that port; llmctl sent it no key. Stop it, or start llmctl on another port.")
+        self._api_key = self._owner_secret
+        self._http.headers["Authorization"] = f"Bearer {self._owner_secret}"
+        self._proven = True
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -96,6 +157,7 @@ class ControllerClient:
         await self.aclose()
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        await self._prove()
         if method != "GET":  # the controller refuses a POST/DELETE that is not JSON (cross-site requests)
             kwargs.setdefault("headers", {})["Content-Type"] = "application/json"
             if "json" not in kwargs:
@@ -196,6 +258,7 @@ class ControllerClient:
 
     async def pull_events(self, pull_id: str, after: int = 0) -> AsyncIterator[PullEvent]:
         """The pull's events as they happen, until it ends (the stream closes)."""
+        await self._prove()
         try:
             async with self._http.stream("GET", f"/llmctl/v1/pulls/{_seg(pull_id)}/events", params={"after": after},
                                          timeout=httpx.Timeout(30.0, read=None)) as response:
@@ -224,6 +287,7 @@ class ControllerClient:
         body = {"model": model, "messages": messages, "stream": True, "stream_options": {"include_usage": True},
                 **params}
         turn = ChatTurn()
+        await self._prove()
         t0 = time.perf_counter()
         try:
             async with self._http.stream("POST", "/v1/chat/completions", json=body,
@@ -284,6 +348,7 @@ class ControllerClient:
         (a cancelled worker) stops the requests in flight."""
         from llmctl.app.bench_runner import LoadSpec, Runner, Target, openai_base
 
+        await self._prove()
         spec = LoadSpec(profile="concurrent", concurrency=list(concurrency), requests=requests,
                         prompt_tokens=prompt_tokens, max_tokens=max_tokens)
         target = Target(openai_base(self.base_url), model, self._api_key)

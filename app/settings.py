@@ -48,6 +48,10 @@ class ApiKeySettings(BaseModel):
     tokens_per_minute: int | None = Field(None, ge=1)
     """Prompt + completion tokens per minute, charged after each response from its usage; once spent, requests
     get 429 until the bucket refills."""
+    role: Literal["inference", "admin"] = "inference"
+    """What the key may do. ``inference`` (the default: a named key is one handed to an app): the client routes
+    (``/v1/...``) and ``/health``, ``/ready``. ``admin``: also the control API (``/llmctl/v1/...``: load, unload,
+    shutdown, register, delete, pulls, status, logs) and ``/metrics``. ``server.api_key`` is always admin."""
 
     @model_validator(mode="after")
     def _one_secret(self) -> ApiKeySettings:
@@ -132,10 +136,14 @@ class ServerSettings(BaseModel):
         return self.api_key is not None or bool(self.keys)
 
     def client_key(self) -> str | None:
-        """The key llmctl's own CLI and TUI send: ``api_key``, else the first named key whose secret resolves."""
+        """A configured key with the admin role: ``api_key``, else the first named admin key whose secret resolves.
+        (llmctl's own CLI and TUI do not send it: they use the running controller's owner key, read from its 0600
+        state file once the controller proved it holds it; see ``app.handshake``.)"""
         if self.api_key is not None:
             return self.api_key.get_secret_value()
         for key in self.keys:
+            if key.role != "admin":
+                continue
             try:
                 return key.secret()
             except ConfigError:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from llmctl.app.controller.errors import ApiError
 
 PERIOD = 60.0  # both limits are per minute
+OWNER = "(llmctl)"  # the owner key's name in metrics and /llmctl/v1/keys: no configured name can take it
 
 
 def duration(seconds: float) -> str:
@@ -90,6 +91,7 @@ class Bucket:
 @dataclass(slots=True)
 class KeyState:
     name: str
+    role: str = "admin"  # inference | admin (``controller.scopes``)
     requests: Bucket | None = None
     tokens: Bucket | None = None
     served: int = 0  # requests admitted
@@ -99,22 +101,27 @@ class KeyState:
 
 
 class Keys:
-    """The configured keys: ``(name, secret, requests_per_minute, tokens_per_minute)`` each."""
+    """The configured keys: ``(name, secret, requests_per_minute, tokens_per_minute[, role])`` each (role: admin
+    when left out). ``owner``: the controller's per-start owner key (admin, no limits, named ``OWNER``), which
+    llmctl's own CLI and TUI send; it never turns keys on by itself: with no configured key every route stays open
+    (loopback only), as before."""
 
-    def __init__(self, keys: list[tuple[str, str, int | None, int | None]],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, keys: list[tuple], clock: Callable[[], float] = time.monotonic,
+                 owner: str | None = None) -> None:
         self.clock = clock
         now = clock()
         self._secrets: list[tuple[bytes, KeyState]] = []
         self.states: dict[str, KeyState] = {}
-        for name, secret, rpm, tpm in keys:
-            state = KeyState(name, Bucket(rpm, now) if rpm else None, Bucket(tpm, now) if tpm else None)
+        self.enabled = bool(keys)
+        for name, secret, rpm, tpm, *role in keys:
+            state = KeyState(name, role[0] if role else "admin", Bucket(rpm, now) if rpm else None,
+                             Bucket(tpm, now) if tpm else None)
             self._secrets.append((secret.encode(), state))
             self.states[name] = state
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self._secrets)
+        if owner is not None and self.enabled:
+            state = KeyState(OWNER, "admin")
+            self._secrets.append((owner.encode(), state))
+            self.states[OWNER] = state
 
     def identify(self, presented: str) -> KeyState | None:
         """The key whose secret was presented, compared with every one in constant time."""
@@ -178,6 +185,7 @@ class Keys:
         for state in self.states.values():
             out.append({
                 "name": state.name,
+                "role": state.role,
                 "requests_per_minute": state.requests.limit if state.requests else None,
                 "tokens_per_minute": state.tokens.limit if state.tokens else None,
                 "remaining_requests": state.requests.remaining(now) if state.requests else None,

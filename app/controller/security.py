@@ -4,7 +4,8 @@
   DNS rebinding: a web page cannot reach the endpoint through a name that resolves to 127.0.0.1.
 - API keys: when any is set (``server.api_key`` or ``[[server.keys]]``), every route needs one; the presented key is
   compared with every secret in constant time, and the request carries which key it was (``KEY_STATE``) for the
-  gateway's limits and usage.
+  gateway's limits and usage. A key whose role does not cover the route gets 403 naming the scope needed
+  (``controller.scopes``).
 - Origin (RELIABILITY 22): a request with an ``Origin`` header comes from a web page; unless that origin is in
   ``server.cors_origins`` it is refused with 403 before it does anything. CORS headers go to listed origins only;
   backends' own headers are never forwarded.
@@ -22,9 +23,11 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from llmctl.app.controller import scopes
 from llmctl.app.controller.errors import ApiError, error_response
 from llmctl.app.controller.limits import Keys, KeyState
 from llmctl.app.controller.protocols.requests import request_ids, unknown_route
+from llmctl.app.handshake import HELLO_PATH
 from llmctl.app.settings import ServerSettings, is_loopback
 
 log = logging.getLogger("llmctl.controller")
@@ -82,13 +85,16 @@ def build_middlewares(server: ServerSettings, keys: Keys) -> list:
             request[CORS_KEY] = origin
             if request.method == "OPTIONS":
                 return web.Response(status=204)
-        if keys.enabled:
+        if keys.enabled and request.path != HELLO_PATH:  # the handshake is answered before any key is sent
             given = request.headers.get("Authorization", "")
             token = given[7:] if given[:7].lower() == "bearer " else request.headers.get("x-api-key", "")
             state = keys.identify(token.strip())
             if state is None:
                 return error_response(401, "missing or wrong API key: send `Authorization: Bearer <key>`",
                                       code="invalid_api_key")
+            scope = scopes.scope_needed(request.path)
+            if not scopes.allowed(state.role, scope):
+                return scopes.refusal(state.name, state.role, request.method, request.path, scope)
             request[KEY_STATE] = state
         if request.method in STATE_CHANGING and request.content_type != "application/json":
             given = request.headers.get("Content-Type") or "none"

@@ -27,6 +27,7 @@ from llmctl.app.controller.cache import ResponseCache
 from llmctl.app.controller.control import ControlApi
 from llmctl.app.controller.directory import ModelDirectory
 from llmctl.app.controller.gateway import Gateway
+from llmctl.app.controller.hello import hello_routes
 from llmctl.app.controller.inventory import InventoryApi
 from llmctl.app.controller.limits import Keys
 from llmctl.app.controller.lock import ControllerLock
@@ -37,6 +38,7 @@ from llmctl.app.controller.protocols.requests import add_request_id
 from llmctl.app.controller.pulls import PullsApi
 from llmctl.app.controller.security import add_cors_headers, build_middlewares
 from llmctl.app.deployments import LaunchPlan, launch_plan, profile_for
+from llmctl.app.handshake import new_secret, write_state
 from llmctl.app.paths import Paths
 from llmctl.app.settings import UNNAMED_KEY, Settings, is_loopback
 from llmctl.catalog.errors import ConfigError, LlmctlError, StoreError
@@ -101,7 +103,8 @@ class Controller:
         self.ollama = make_server(settings, paths, state=self.state, policy=self.policy)
         self.remotes = make_remotes(settings, on_change=self._remote_changed)
         self.models = ModelDirectory(self.store, [*([self.ollama] if self.ollama is not None else []), *self.remotes])
-        self.keys = Keys(api_keys(settings))
+        self.owner_secret = new_secret()  # the CLI's and TUI's key (admin), proved and read through controller.json
+        self.keys = Keys(api_keys(settings), owner=self.owner_secret)
         rc = settings.server.response_cache
         self.response_cache = ResponseCache(rc.entries, int(rc.max_bytes), rc.ttl) if rc.enabled else None
         self.gateway = Gateway(self.models, self.scheduler, self.metrics, self.capabilities, aliases={
@@ -283,6 +286,7 @@ class Controller:
         app.add_routes(self.pulls.routes())
         app.add_routes(self.ollama_api.routes())
         app.add_routes(self.engine_routes.routes())
+        app.add_routes(hello_routes(self.owner_secret))
         app.on_response_prepare.append(add_cors_headers)
         app.on_response_prepare.append(add_request_id)
         return app
@@ -392,13 +396,11 @@ class Controller:
         self.on_event(ControllerEvent("engine", await self.ollama.announce()))
 
     def _write_state(self) -> None:
-        self.paths.state_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.paths.controller_state.with_suffix(".tmp")
-        tmp.write_text(json.dumps({
+        write_state(self.paths.controller_state, {
             "pid": os.getpid(), "create_time": psutil.Process().create_time(), "url": self.url,
             "host": self.settings.server.host, "port": self.port, "started_at": self.started_at,
-        }))
-        os.replace(tmp, self.paths.controller_state)
+            "secret": self.owner_secret,
+        })
 
     def _forget_state(self) -> None:
         """Remove ``controller.json`` if this controller wrote it."""
@@ -448,18 +450,18 @@ class Controller:
         self.on_event(ControllerEvent("stopped", "all backends stopped"))
 
 
-def api_keys(settings: Settings) -> list[tuple[str, str, int | None, int | None]]:
-    """Every key the gateway accepts: ``server.api_key`` (unnamed: ``default``, no limits), then
-    ``[[server.keys]]`` with their secrets read (from ``key_env`` when given). Two keys may not share a secret:
-    each request must be charged to one name."""
-    out: list[tuple[str, str, int | None, int | None]] = []
+def api_keys(settings: Settings) -> list[tuple[str, str, int | None, int | None, str]]:
+    """Every key the gateway accepts: ``server.api_key`` (unnamed: ``default``, no limits, admin), then
+    ``[[server.keys]]`` with their secrets read (from ``key_env`` when given) and their role. Two keys may not share
+    a secret: each request must be charged to one name."""
+    out: list[tuple[str, str, int | None, int | None, str]] = []
     server = settings.server
     if server.api_key is not None:
-        out.append((UNNAMED_KEY, server.api_key.get_secret_value(), None, None))
+        out.append((UNNAMED_KEY, server.api_key.get_secret_value(), None, None, "admin"))
     for key in server.keys:
-        out.append((key.name, key.secret(), key.requests_per_minute, key.tokens_per_minute))
+        out.append((key.name, key.secret(), key.requests_per_minute, key.tokens_per_minute, key.role))
     secrets_seen: dict[str, str] = {}
-    for name, secret, _rpm, _tpm in out:
+    for name, secret, *_rest in out:
         if secret in secrets_seen:
             raise ConfigError(f"API keys '{secrets_seen[secret]}' and '{name}' have the same secret",
                               "give each key its own secret, so every request is charged to one name.")
