@@ -132,7 +132,7 @@ class LlmctlApp(App):
         self._poll_failures: dict[str, str] = {}  # poll group -> what its last failure said (told once)
 
     def on_mount(self) -> None:
-        scope = getattr(self.client, "scope", None)  # which key the TUI holds (the fake client of tests: none)
+        scope = self.client.scope  # which key the TUI holds: told in the header, beside the endpoint
         self.sub_title = self.client.base_url + "/v1" + (f" · {scope} key" if scope else "")
         if self._notice:
             self.notify(self._notice, timeout=8, markup=False)

@@ -185,6 +185,10 @@ def record(id: int, model: str, tokens_per_s: float = 100.0, ttft_ms: float = 50
 
 class FakeClient:
     base_url = "http://127.0.0.1:7878"
+    scope: str | None = None  # which key the client holds (the real one: "admin" with the owner key)
+
+    async def proven(self) -> tuple[str, str | None]:
+        return self.base_url, None
 
     def __init__(self, reply: str = "Hello! **How** can I help?", delay: float = 0.0, *, reasoning: str = "",
                  models: list[LocalModel] | None = None, log_lines: list[str] | None = None,

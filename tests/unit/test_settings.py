@@ -131,8 +131,9 @@ def test_named_keys_read_their_secret_from_the_environment(monkeypatch) -> None:
     with pytest.raises(ConfigError, match="ALICE_KEY is not set"):
         api_keys(s)
     monkeypatch.setenv("ALICE_KEY", "alice-from-env")
-    assert api_keys(s) == [("default", "old-single-key", None, None), ("alice", "alice-from-env", 60, None),
-                           ("bob", "bob-in-the-file", None, 1000)]
+    assert api_keys(s) == [("default", "old-single-key", None, None, "admin"),
+                           ("alice", "alice-from-env", 60, None, "inference"),
+                           ("bob", "bob-in-the-file", None, 1000, "inference")]
     assert s.server.needs_key and s.server.client_key() == "old-single-key"
     monkeypatch.setenv("ALICE_KEY", "bob-in-the-file")
     with pytest.raises(ConfigError, match="same secret"):
