@@ -103,6 +103,14 @@ class ServerSettings(BaseModel):
     empty key would let every request through)."""
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     """Largest request body accepted; larger ones get 413."""
+    max_bodies_bytes: ByteSize = ByteSize(64 << 20)
+    """Most bytes of request bodies held at once, every request together (at least ``max_body_bytes``): a request
+    whose body would pass it gets 503 with Retry-After, so many large bodies held open cannot balloon the
+    controller's memory."""
+    header_timeout: float = Field(30.0, gt=0)
+    """Seconds a client has to send a request's headers, and how long an idle keep-alive connection stays open."""
+    body_timeout: float = Field(60.0, gt=0)
+    """Seconds a client has to send a request's whole body once its headers are in; slower: 408."""
     allowed_hosts: list[str] = []
     """Extra Host header names accepted when bound to loopback (DNS-rebinding guard)."""
     log_max_bytes: int = Field(5 * 1024 * 1024, ge=64 * 1024)

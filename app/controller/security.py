@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from llmctl.app.controller import scopes
+from llmctl.app.controller.bodies import body_middleware
 from llmctl.app.controller.errors import ApiError, error_response
 from llmctl.app.controller.limits import Keys, KeyState
 from llmctl.app.controller.protocols.requests import request_ids, unknown_route
@@ -102,7 +103,7 @@ def build_middlewares(server: ServerSettings, keys: Keys) -> list:
                                   f"(got {given}); send the body as JSON", code="unsupported_media_type")
         return await handler(request)
 
-    return [request_ids, errors, guard]
+    return [request_ids, errors, guard, body_middleware(server)]
 
 
 CORS_KEY = web.RequestKey("cors_origin", str)

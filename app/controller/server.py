@@ -346,7 +346,9 @@ class Controller:
         self._stop = asyncio.Event()
         await self.gateway.open()
         self._idle_task = asyncio.get_running_loop().create_task(self.scheduler.run_idle_unloads(), name="idle")
-        self._runner = web.AppRunner(self.build_app(), handle_signals=False, shutdown_timeout=5)
+        # keepalive_timeout also closes a connection that has not sent a whole request by then (slow headers)
+        self._runner = web.AppRunner(self.build_app(), handle_signals=False, shutdown_timeout=5,
+                                     keepalive_timeout=self.settings.server.header_timeout)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.server.host, self.settings.server.port, reuse_address=True)
         await site.start()
