@@ -181,8 +181,15 @@ def doctor(ctx: Context) -> None:
         probe_dir = probe_dir.parent
     line(os.access(probe_dir, os.W_OK), f"model store {store} writable, {size(report.disk_free)} free",
          f"make {probe_dir} writable or set LLMCTL_HOME")
+    from llmctl.app.config_files import exposed
     from llmctl.app.settings import offline as settings_offline  # not at import: --help stays light
 
+    for config in dict.fromkeys(p for p in (ctx.paths.config_file, os.environ.get("LLMCTL_CONFIG")) if p):
+        if not Path(config).is_file():
+            continue
+        problem = exposed(Path(config))
+        line(problem is None, problem or f"{config}: no API key readable by other users",
+             f"chmod 600 {config} (or move the key to an environment variable: key_env)")
     offline = settings_offline(ctx.settings)
     click.echo(f"     offline mode: {'on' if offline else 'off'}")
     click.echo(f"\n{problems} problem(s)" if problems else "\nall good")

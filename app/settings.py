@@ -487,10 +487,9 @@ def read_config_doc(path: Path):
 
 
 def write_config_doc(path: Path, doc) -> None:
-    """Write the document whole: to a temporary file, then renamed over config.toml."""
+    """Write the document whole: to a temporary file (0600), then renamed over config.toml."""
     import tomlkit
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(tomlkit.dumps(doc), "utf-8")
-    os.replace(tmp, path)
+    from llmctl.app.config_files import write_private
+
+    write_private(path, tomlkit.dumps(doc))  # 0600: it may hold an API key
