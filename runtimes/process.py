@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import time
@@ -45,7 +46,7 @@ from llmctl.runtimes.ledger import UNIFIED, Footprint
 from llmctl.runtimes.sockets import describe_port_owner as describe_port_owner
 from llmctl.runtimes.sockets import free_port as free_port
 from llmctl.runtimes.sockets import http_status, make_socket_dir, port_is_free, remove_socket_dir
-from llmctl.runtimes.state_file import StateFile
+from llmctl.runtimes.state_file import LAUNCH_MARKER_ENV, StateFile
 
 LOG_TAIL_LINES = 200
 
@@ -359,6 +360,8 @@ class Backend(Settles):
         launch = await asyncio.to_thread(plan_launch, self.engine, self.spec)
         argv = list(launch.argv)
         env = launch_env(self.engine, self.spec, os.environ, launch)
+        # this launch's marker: the proof a later controller asks for before it reaps the process (state_file)
+        marker = env[LAUNCH_MARKER_ENV] = secrets.token_hex(16)
         self._ready.clear()
         self._load_timed_out = False
         self.ready_at = None
@@ -378,13 +381,8 @@ class Backend(Settles):
             raise SpawnFailed(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
         self._proc = proc
         self.pid = proc.pid
-        with contextlib.suppress(psutil.Error):
-            self.state_file.put(
-                self.name,
-                {"pid": proc.pid, "create_time": psutil.Process(proc.pid).create_time(),
-                 "port": self.spec.port, "socket": self.socket_path, "argv": argv},
-            )
         pump = asyncio.create_task(self._pump_output(proc))
+        self._record(proc, argv, marker)
         was_ready = False
         try:
             was_ready = await self._wait_healthy(proc)
@@ -411,10 +409,26 @@ class Backend(Settles):
         finally:
             if not pump.done():
                 pump.cancel()
-            self.state_file.drop(self.name, proc.pid)
+            with contextlib.suppress(OSError):  # a full disk: the record stays, and a later reap finds it gone
+                self.state_file.drop(self.name, proc.pid)
             if self._proc is proc:
                 self._proc = None
             self._remove_run_dir()
+
+    def _record(self, proc: asyncio.subprocess.Process, argv: list[str], marker: str) -> None:
+        """Write the running process to the state file, with this launch's marker. When that fails (a full disk, an
+        unwritable state folder) the process still runs and is supervised: state and process must agree (issue 23:
+        the backend was marked failed while its engine ran on, unsupervised). Only the reaping after a SIGKILLed
+        controller is lost; the log says so."""
+        try:
+            self.state_file.put(self.name, {
+                "pid": proc.pid, "create_time": psutil.Process(proc.pid).create_time(), "port": self.spec.port,
+                "socket": self.socket_path, "argv": argv, "marker": marker})
+        except psutil.Error:
+            pass  # it exited already: the supervisor sees that next
+        except OSError as exc:
+            self._append_log(f"--- llmctl: cannot record it in {self.state_file.path} ({exc.strerror or exc}); it "
+                             "runs and is supervised, but a controller killed with SIGKILL could not reap it")
 
     def _fresh_run_dir(self, dirs: tuple[Path, ...]) -> None:
         """The launch's private scratch folder (0700), empty (each start of some engines leaves socket files in it),

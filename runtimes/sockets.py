@@ -107,6 +107,19 @@ def make_socket_dir(folder: Path) -> None:
     os.chmod(folder, 0o700)  # mkdir's mode is masked by the umask; this is exact
 
 
+def owned_socket_dir(folder: Path, run_dir: Path) -> bool:
+    """Whether ``folder`` is where ``socket_path`` puts a launch's socket: ``RUN_DIR/LAUNCH/sock`` or a per-launch
+    folder (16 hex digits) under the short root; absolute and reached through no symlink (resolved, it is itself).
+    Paths read from a state file are checked with this before anything is removed."""
+    if not folder.is_absolute() or os.path.realpath(folder) != os.path.normpath(folder):
+        return False
+    if folder.name == "sock" and folder.parent.parent == run_dir and folder.parent.name not in ("", ".", ".."):
+        return os.path.realpath(run_dir) == os.path.normpath(run_dir)
+    short = _short_root()
+    return (folder.parent == short and len(folder.name) == 16 and all(c in "0123456789abcdef" for c in folder.name)
+            and os.path.realpath(short) == os.path.normpath(short))
+
+
 def remove_socket_dir(folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 

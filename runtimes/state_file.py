@@ -1,5 +1,13 @@
-"""``backends.json``: every live backend's pid, process start time, port or socket and argv, so that a controller
-that was SIGKILLed leaves enough behind for the next one to reap its orphans without ever killing a reused pid.
+"""``backends.json``: every live backend's pid, process start time, port or socket, argv and launch marker, so that
+a controller that was SIGKILLed leaves enough behind for the next one to reap its orphans without ever killing a
+reused pid.
+
+The file is only a hint: a record is acted on only when the process proves it is one llmctl started (issue 23: a
+forged record made ``serve`` kill an unrelated process and delete a folder). It must be alive with the recorded
+start time, lead its own process group, run the recorded command line, and carry the record's per-launch marker in
+its environment (``LAUNCH_MARKER_ENV``: a random token the supervisor put there when it spawned it; no other process
+can have it). A socket folder is removed only where llmctl puts socket folders (``sockets.owned_socket_dir``), never
+through a symlink. The file is 0600.
 """
 
 from __future__ import annotations
@@ -15,7 +23,10 @@ from pathlib import Path
 
 import psutil
 
-from llmctl.runtimes.sockets import remove_socket_dir
+from llmctl.runtimes.sockets import owned_socket_dir, remove_socket_dir
+
+LAUNCH_MARKER_ENV = "LLMCTL_LAUNCH_MARKER"
+"""The variable holding a launch's random marker in the backend's environment (checked before reaping it)."""
 
 
 class StateFile:
@@ -37,7 +48,9 @@ class StateFile:
         # sharing one ".tmp" could rename each other's file away mid-write
         tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
-            tmp.write_text(json.dumps(data, indent=2), "utf-8")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # this user's business alone
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(json.dumps(data, indent=2))
             os.replace(tmp, self.path)
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -54,25 +67,22 @@ class StateFile:
             del data[name]
             self._write(data)
 
-    def reap(self, grace: float = 5.0) -> list[dict]:
+    def reap(self, grace: float = 5.0, run_dir: Path | None = None) -> list[dict]:
         """Kill the process groups of backends a dead controller left behind; return what was reaped.
 
-        A pid is only signalled when the process with that pid started at the recorded time, so a pid the
-        OS has since given to an unrelated process is never touched. The folder of a backend's Unix socket goes too
-        (it may lie outside the run folders the controller clears: see ``runtimes.sockets``).
+        Only a process that proves it is one llmctl started is signalled (see the module's docstring), so neither a
+        pid the OS has since given to an unrelated process nor one a forged record names is ever touched. The
+        folder of a backend's Unix socket goes too when it is one of llmctl's (under ``run_dir`` or the short
+        socket folder: see ``runtimes.sockets``); anything else a record names stays.
         """
         reaped = []
         for name, rec in self.read().items():
-            if isinstance(rec.get("socket"), str):
-                _reap_socket_dir(Path(rec["socket"]))
-            pid, created = rec.get("pid"), rec.get("create_time")
-            if not isinstance(pid, int) or not isinstance(created, (int, float)):
+            if not isinstance(rec, dict):
                 continue
-            try:
-                proc = psutil.Process(pid)
-                if abs(proc.create_time() - created) > 0.05:
-                    continue  # the pid was reused: not ours
-            except psutil.Error:
+            if isinstance(rec.get("socket"), str) and run_dir is not None:
+                _reap_socket_dir(Path(rec["socket"]), run_dir)
+            pid = rec.get("pid")
+            if not isinstance(pid, int) or not launched_by_llmctl(pid, rec):
                 continue
             _kill_group(pid, grace)
             reaped.append({"name": name, **rec})
@@ -80,9 +90,38 @@ class StateFile:
         return reaped
 
 
-def _reap_socket_dir(sock: Path) -> None:
-    """Remove the folder of a dead backend's socket: only a folder of this user's that holds nothing but it."""
+def launched_by_llmctl(pid: int, rec: dict) -> bool:
+    """Whether the live process ``pid`` is the launch ``rec`` describes: its start time, its own process group,
+    its command line and the launch's marker in its environment."""
+    created, argv, marker = rec.get("create_time"), rec.get("argv"), rec.get("marker")
+    if (not isinstance(created, (int, float)) or not isinstance(marker, str) or len(marker) < 16
+            or not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv)):
+        return False
+    try:
+        proc = psutil.Process(pid)
+        if abs(proc.create_time() - created) > 0.05:
+            return False  # the pid was reused: not ours
+        if os.getpgid(pid) != pid:
+            return False  # a backend leads its own group (start_new_session); killpg would hit another group
+        if not _runs(proc.cmdline(), argv):
+            return False
+        return proc.environ().get(LAUNCH_MARKER_ENV) == marker
+    except (psutil.Error, OSError):
+        return False  # gone, or not ours to read (another user's): never signalled
+
+
+def _runs(cmdline: list[str], argv: list[str]) -> bool:
+    """The command line is the recorded argv, or that argv behind the interpreter of a ``#!`` script (the kernel puts
+    the interpreter and at most one argument of its in front)."""
+    return cmdline == argv or (len(argv) < len(cmdline) <= len(argv) + 2 and cmdline[-len(argv):] == argv)
+
+
+def _reap_socket_dir(sock: Path, run_dir: Path) -> None:
+    """Remove the folder of a dead backend's socket: only one where llmctl puts them, of this user's, that holds
+    nothing but it."""
     folder = sock.parent
+    if not owned_socket_dir(folder, run_dir):
+        return
     with contextlib.suppress(OSError):
         st = folder.lstat()
         if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and {p.name for p in folder.iterdir()} <= {sock.name}:

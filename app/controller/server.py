@@ -337,7 +337,7 @@ class Controller:
 
     async def _start(self) -> None:
         self.check_bind()
-        reaped = await asyncio.to_thread(self.state.reap, self.settings.backends.stop_grace)
+        reaped = await asyncio.to_thread(self.state.reap, self.settings.backends.stop_grace, self.paths.run_dir)
         # run folders a killed controller left (its backends are reaped above; no other controller owns this dir)
         await asyncio.to_thread(shutil.rmtree, self.paths.run_dir, True)
         for rec in reaped:
