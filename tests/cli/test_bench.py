@@ -166,12 +166,16 @@ def test_bad_arguments_are_one_clear_line() -> None:
     assert r.exit_code == 1 and "nothing answers at http://127.0.0.1:9/v1" in str(r.exception)
 
 
-def test_through_llmctl_it_sends_the_key_every_command_sends(fake: FakeOpenAI, llmctl_home) -> None:
-    """Only named keys configured (no unnamed ``api_key``): the bench sends the first, as ``llmctl ps`` would."""
+def test_through_llmctl_no_key_goes_to_a_port_holder_that_is_not_the_controller(fake: FakeOpenAI,
+                                                                                 llmctl_home) -> None:
+    """No controller runs for this state folder, and something else (an OpenAI-compatible server) holds the
+    configured port: the bench sends it nothing, not the configured key and not a request (issue 23, item 7). A
+    real controller is benchmarked through its proved owner key: tests/integration/test_bench_controller.py."""
     port = fake.url.removesuffix("/v1").rsplit(":", 1)[1]
     (llmctl_home / "config").mkdir(parents=True, exist_ok=True)
     (llmctl_home / "config" / "config.toml").write_text(
-        f'[server]\nport = {port}\n[[server.keys]]\nname = "alice"\nkey = "alice-secret-1"\n')
-    out = _bench("fake-1b", "--concurrency", "1", "--requests", "2", "--max-tokens", "4")
-    assert out["levels"][0]["completed"] == 2
-    assert fake.auths == {"Bearer alice-secret-1"}
+        f'[server]\nport = {port}\n[[server.keys]]\nname = "alice"\nkey = "alice-secret-1"\nrole = "admin"\n')
+    r = CliRunner().invoke(cli, ["bench", "fake-1b", "--concurrency", "1", "--requests", "2", "--json"])
+    assert r.exit_code != 0
+    assert f"something else holds port {port}" in str(r.exception) + r.output
+    assert fake.auths == set() and fake.bodies == []
