@@ -174,7 +174,7 @@ def test_through_llmctl_no_key_goes_to_a_port_holder_that_is_not_the_controller(
     port = fake.url.removesuffix("/v1").rsplit(":", 1)[1]
     (llmctl_home / "config").mkdir(parents=True, exist_ok=True)
     (llmctl_home / "config" / "config.toml").write_text(
-        f'[server]\nport = {port}\n[[server.keys]]\nname = "alice"\nkey = "alice-secret-1"\nrole = "admin"\n')
+        f'[server]\nport = {port}\n[[server.keys]]\nname = "alice"\nkey = "alice-secret-1"\n')
     r = CliRunner().invoke(cli, ["bench", "fake-1b", "--concurrency", "1", "--requests", "2", "--json"])
     assert r.exit_code != 0
     assert f"something else holds port {port}" in str(r.exception) + r.output
