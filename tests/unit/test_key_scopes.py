@@ -122,3 +122,14 @@ def test_a_named_key_without_a_role_is_inference_and_the_unnamed_key_admin(monke
     assert s.server.client_key() == OWNER
     paths.config_file.write_text(CONFIG.replace(f'api_key = "{OWNER}"', ""))
     assert load_settings(paths).server.client_key() == OPS
+
+
+def test_which_scope_each_route_needs() -> None:
+    from llmctl.app.controller.scopes import scope_needed
+
+    for path in ("/v1/chat/completions", "/v1/models", "/v1/messages", "/v1/responses", "/health", "/ready",
+                 "/api/chat", "/api/generate", "/api/tags"):
+        assert scope_needed(path) == "inference", path
+    for path in ("/llmctl/v1/shutdown", "/llmctl/v1/status", "/metrics", "/api/pull", "/api/delete", "/api/create",
+                 "/api/copy", "/api/push", "/v1/../llmctl/v1/shutdown", "/some/new/route"):
+        assert scope_needed(path) == "admin", path
