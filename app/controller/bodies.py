@@ -16,7 +16,6 @@ Handlers then read the body as before (``request.read()`` returns what was read 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -24,8 +23,6 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from llmctl.app.controller.errors import error_response
 from llmctl.app.settings import ServerSettings
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class BodyBudget:
@@ -45,38 +42,46 @@ class BodyBudget:
         self.held -= n
 
 
-def body_middleware(server: ServerSettings, budget: BodyBudget | None = None):
-    largest = server.max_body_bytes
-    budget = budget or BodyBudget(max(int(server.max_bodies_bytes), largest))
+class BodyGate:
+    """Reads a request's body within the budget and the time limit, before its handler runs. ``enter`` returns the
+    refusal to send (413, 503, 408, 400) or None, and what it reserved; ``leave`` gives that back once the request
+    is over. Called from the guard middleware, so no frame is added to every traceback."""
 
-    @web.middleware
-    async def bodies(request: web.Request, handler: Handler) -> web.StreamResponse:
+    def __init__(self, server: ServerSettings, budget: BodyBudget | None = None) -> None:
+        self.largest = server.max_body_bytes
+        self.timeout = server.body_timeout
+        self.budget = budget or BodyBudget(max(int(server.max_bodies_bytes), self.largest))
+
+    async def enter(self, request: web.Request) -> tuple[web.Response | None, int]:
         if not request.body_exists:
-            return await handler(request)
+            return None, 0
         declared = request.content_length
-        if declared is not None and declared > largest:
-            return error_response(413, f"request body is larger than {largest} bytes", code="request_too_large")
-        reserved = declared if declared is not None else largest
+        if declared is not None and declared > self.largest:
+            return error_response(413, f"request body is larger than {self.largest} bytes",
+                                  code="request_too_large"), 0
+        reserved = declared if declared is not None else self.largest
+        budget = self.budget
         if not budget.take(reserved):
             return error_response(
                 503, f"too many request bodies are being received at once ({budget.held} bytes of at most "
-                f"{budget.limit}, server.max_bodies_bytes); retry shortly", code="server_busy", retry_after=1)
+                f"{budget.limit}, server.max_bodies_bytes); retry shortly", code="server_busy", retry_after=1), 0
         try:
-            try:
-                body = await asyncio.wait_for(request.read(), server.body_timeout)
-            except TimeoutError:
-                return error_response(408, f"the request body did not arrive within {server.body_timeout:g} s "
-                                      "(server.body_timeout)", code="request_timeout")
-            except (HttpProcessingError, RequestPayloadError) as exc:  # Content-Encoding: gzip on bytes that are not
-                encoding = request.headers.get("Content-Encoding", "none")
-                why = " ".join(str(exc).split())
-                return error_response(400, f"the request body cannot be read as its Content-Encoding ({encoding}) "
-                                      f"says ({why}); send it as declared", code="bad_content_encoding")
-            if declared is None:  # chunked: hold what it really is from now on
-                budget.give(reserved - len(body))
-                reserved = len(body)
-            return await handler(request)
-        finally:
+            body = await asyncio.wait_for(request.read(), self.timeout)
+        except TimeoutError:
+            return error_response(408, f"the request body did not arrive within {self.timeout:g} s "
+                                  "(server.body_timeout)", code="request_timeout"), reserved
+        except (HttpProcessingError, RequestPayloadError) as exc:  # Content-Encoding: gzip on bytes that are not
+            encoding = request.headers.get("Content-Encoding", "none")
+            why = " ".join(str(exc).split())
+            return error_response(400, f"the request body cannot be read as its Content-Encoding ({encoding}) "
+                                  f"says ({why}); send it as declared", code="bad_content_encoding"), reserved
+        except BaseException:
             budget.give(reserved)
+            raise
+        if declared is None:  # chunked: hold what it really is from now on
+            budget.give(reserved - len(body))
+            reserved = len(body)
+        return None, reserved
 
-    return bodies
+    def leave(self, reserved: int) -> None:
+        self.budget.give(reserved)

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from llmctl.app.controller import scopes
-from llmctl.app.controller.bodies import body_middleware
+from llmctl.app.controller.bodies import BodyGate
 from llmctl.app.controller.errors import ApiError, error_response
 from llmctl.app.controller.limits import Keys, KeyState
 from llmctl.app.controller.protocols.requests import request_ids, unknown_route
@@ -48,6 +48,7 @@ def build_middlewares(server: ServerSettings, keys: Keys) -> list:
     check_host = is_loopback(server.host)
     allowed = {h.lower() for h in server.allowed_hosts}
     origins = set(server.cors_origins)
+    bodies = BodyGate(server)
 
     @web.middleware
     async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -101,9 +102,13 @@ def build_middlewares(server: ServerSettings, keys: Keys) -> list:
             given = request.headers.get("Content-Type") or "none"
             return error_response(415, f"{request.method} requests need `Content-Type: application/json` "
                                   f"(got {given}); send the body as JSON", code="unsupported_media_type")
-        return await handler(request)
+        refused, reserved = await bodies.enter(request)  # bounded in total and in time (controller.bodies)
+        try:
+            return refused or await handler(request)
+        finally:
+            bodies.leave(reserved)
 
-    return [request_ids, errors, guard, body_middleware(server)]
+    return [request_ids, errors, guard]
 
 
 CORS_KEY = web.RequestKey("cors_origin", str)

@@ -4,6 +4,7 @@ stand-in process recorded in backends.json plays the first controller's live bac
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -14,12 +15,19 @@ import pytest
 from harness import ControllerProcess, run_cli
 
 from llmctl.runtimes.process import free_port
-from llmctl.runtimes.state_file import StateFile
+from llmctl.runtimes.state_file import LAUNCH_MARKER_ENV, StateFile
+
+MARKER = "5f0c1d2e3a4b5c6d7e8f90a1b2c3d4e5"
 
 
 @pytest.fixture
 def live_backend():
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+    """A process launched as the supervisor launches a backend: its own session, the launch's marker in its
+    environment (``record`` is what the state file would hold of it)."""
+    argv = [sys.executable, "-c", "import time; time.sleep(120)"]
+    proc = subprocess.Popen(argv, start_new_session=True, env={**os.environ, LAUNCH_MARKER_ENV: MARKER})
+    proc.record = {"pid": proc.pid, "create_time": psutil.Process(proc.pid).create_time(), "port": 1,
+                   "argv": argv, "marker": MARKER}
     yield proc
     proc.kill()
     proc.wait()
@@ -30,7 +38,7 @@ def test_second_controller_on_the_same_state_dir_says_who_runs_and_touches_nothi
 ) -> None:
     first = controller()
     state = StateFile(home / "state" / "backends.json")
-    record = {"pid": live_backend.pid, "create_time": psutil.Process(live_backend.pid).create_time(), "port": 1}
+    record = live_backend.record
     state.put("tiny", record)
     controller_json = (home / "state" / "controller.json").read_text()
 
@@ -66,9 +74,7 @@ def test_the_lock_goes_with_the_controller(home: Path, sig: int, live_backend) -
     first = ControllerProcess(home).start()
     try:
         if sig == signal.SIGKILL:
-            StateFile(home / "state" / "backends.json").put(
-                "tiny", {"pid": live_backend.pid, "create_time": psutil.Process(live_backend.pid).create_time(),
-                         "port": 1})
+            StateFile(home / "state" / "backends.json").put("tiny", live_backend.record)
         first.send(sig)
         first.proc.wait(30)
         second = ControllerProcess(home).start()
