@@ -177,7 +177,7 @@ def launch(ctx: Context, agent: str, model: str | None, agent_args: tuple[str, .
                             "commands or edit files through it")
     folder = ctx.paths.data_dir / "agents"
     inv = spec.build(Served(controller_url(ctx.settings, ctx.paths), name, served,
-                            ctx.settings.server.client_key(), target.tools), folder, agent_args)
+                            ctx.settings.server.app_key(), target.tools), folder, agent_args)
     shown_env = {k: ("<hidden: llmctl's API key>" if k in inv.secret_env else v) for k, v in inv.env.items()}
     if show and as_json:
         emit_json({"agent": spec.key, "model": name, "context": served, "context_source": source,

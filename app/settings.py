@@ -143,6 +143,17 @@ class ServerSettings(BaseModel):
     def needs_key(self) -> bool:
         return self.api_key is not None or bool(self.keys)
 
+    def app_key(self) -> str | None:
+        """The key to hand to an app llmctl starts (``llmctl launch``): the first named inference key whose secret
+        resolves (an app needs no more), else an admin one (``client_key``)."""
+        for key in self.keys:
+            if key.role == "inference":
+                try:
+                    return key.secret()
+                except ConfigError:
+                    continue
+        return self.client_key()
+
     def client_key(self) -> str | None:
         """A configured key with the admin role: ``api_key``, else the first named admin key whose secret resolves.
         (llmctl's own CLI and TUI do not send it: they use the running controller's owner key, read from its 0600

@@ -120,6 +120,8 @@ def test_a_named_key_without_a_role_is_inference_and_the_unnamed_key_admin(monke
         ("default", "admin"), ("app", "inference"), ("ops", "admin")]
     # a configured admin key: the unnamed one, else the first named admin key (never an inference one)
     assert s.server.client_key() == OWNER
+    # an app llmctl launches gets an inference key when there is one
+    assert s.server.app_key() == APP
     paths.config_file.write_text(CONFIG.replace(f'api_key = "{OWNER}"', ""))
     assert load_settings(paths).server.client_key() == OPS
 
