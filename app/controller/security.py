@@ -94,7 +94,7 @@ def build_middlewares(server: ServerSettings, keys: Keys) -> list:
             if state is None:
                 return error_response(401, "missing or wrong API key: send `Authorization: Bearer <key>`",
                                       code="invalid_api_key")
-            scope = scopes.scope_needed(request.path)
+            scope = scopes.scope_needed(scopes.route_path(request))
             if not scopes.allowed(state.role, scope):
                 return scopes.refusal(state.name, state.role, request.method, request.path, scope)
             request[KEY_STATE] = state

@@ -67,6 +67,7 @@ MANAGEMENT = [
     ("GET", "/llmctl/v1/backends/tiny/logs", None),
     ("GET", "/llmctl/v1/requests", None),
     ("GET", "/metrics", None),
+    ("POST", "/api/pull", {"model": "org/repo"}),  # Ollama's API: pulling manages models
 ]
 TRICKS = ["//llmctl/v1/status", "/v1/../llmctl/v1/status", "/v1/%2e%2e/llmctl/v1/status", "/llmctl%2Fv1/status"]
 
@@ -93,6 +94,7 @@ async def test_an_inference_key_cannot_manage_the_controller(controller: Control
         # the client routes stay open to it
         assert (await http.get("/v1/models", headers=_auth(APP))).status_code == 200
         assert (await http.get("/health", headers=_auth(APP))).status_code == 200
+        assert (await http.get("/api/tags", headers=_auth(APP))).status_code == 200
     sdk = openai.AsyncOpenAI(base_url=controller.url + "/v1", api_key=APP)
     assert [m.id for m in (await sdk.models.list()).data] == ["tiny"]
     await sdk.close()
@@ -129,9 +131,10 @@ def test_a_named_key_without_a_role_is_inference_and_the_unnamed_key_admin(monke
 def test_which_scope_each_route_needs() -> None:
     from llmctl.app.controller.scopes import scope_needed
 
-    for path in ("/v1/chat/completions", "/v1/models", "/v1/messages", "/v1/responses", "/health", "/ready",
-                 "/api/chat", "/api/generate", "/api/tags"):
+    for path in ("/v1/chat/completions", "/v1/models", "/v1/models/{model}", "/v1/messages", "/v1/responses",
+                 "/chat/completions", "/tokenize", "/props", "/health", "/ready", "/", "/api/chat", "/api/generate",
+                 "/api/tags", "/api/show"):
         assert scope_needed(path) == "inference", path
-    for path in ("/llmctl/v1/shutdown", "/llmctl/v1/status", "/metrics", "/api/pull", "/api/delete", "/api/create",
-                 "/api/copy", "/api/push", "/v1/../llmctl/v1/shutdown", "/some/new/route"):
+    for path in ("/llmctl/v1/shutdown", "/llmctl/v1/backends/{model}/load", "/llmctl/v1/status", "/metrics",
+                 "/api/pull", "/api/delete", "/api/create", "/api/copy", "/api/push"):
         assert scope_needed(path) == "admin", path
