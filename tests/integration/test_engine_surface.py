@@ -19,6 +19,7 @@ CONFIG = f"""
 [[server.keys]]
 name = "free"
 key = "{FREE}"
+role = "admin"  # reads /llmctl/v1/keys, /metrics and /llmctl/v1/requests below
 
 [[server.keys]]
 name = "meter"
@@ -90,7 +91,7 @@ def test_a_prompt_list_counts_against_the_keys_request_limit(ctl) -> None:
     more = _post(ctl, "/v1/completions", {**eight, "prompt": ["a"] * 5}, SMALL)
     assert more.status_code == 400 and "(4)" in more.json()["error"]["message"]  # more than the key's whole minute
     keys = {k["name"]: k for k in httpx.get(ctl.url + "/llmctl/v1/keys",
-                                            headers={"Authorization": f"Bearer {METER}"}).json()["keys"]}
+                                            headers={"Authorization": f"Bearer {FREE}"}).json()["keys"]}
     assert keys["meter"]["requests"] == 8
 
 
