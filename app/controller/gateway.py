@@ -37,6 +37,7 @@ from llmctl.app.controller.directory import ModelDirectory
 from llmctl.app.controller.errors import ApiError, error_body
 from llmctl.app.controller.limits import Keys, ModelQueue
 from llmctl.app.controller.metrics import Metrics, StreamMeter, queue_families
+from llmctl.app.controller.native_fields import DROPPED_HEADER, dropped_header, screen
 from llmctl.app.controller.protocols.fanout import check_fanout, check_served
 from llmctl.app.controller.protocols.requests import REQUEST_ID
 from llmctl.app.controller.protocols.shape import SHAPE, AnswerShape
@@ -73,6 +74,7 @@ _UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError)
 _NOT_CONNECTED = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 
 
+_OPENAI_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")  # unknown fields dropped
 _NEEDS = {"/v1/chat/completions": CHAT, "/v1/completions": COMPLETIONS, "/v1/embeddings": EMBEDDINGS,
           # an engine's own routes (``ServesNative``), forwarded to a deployment whose engine serves them
           "/tokenize": TOKENIZE, "/detokenize": DETOKENIZE, "/apply-template": APPLY_TEMPLATE, "/infill": INFILL,
@@ -249,6 +251,9 @@ class Gateway:
         if shape is not None:
             request[SHAPE] = shape
         check(body)
+        raw, body, dropped = screen(raw, body, openai=path in _OPENAI_PATHS)  # engine-native fields bounded or dropped
+        if dropped:
+            headers[DROPPED_HEADER] = dropped_header(dropped)
         count = check_fanout(path, body, self.max_fanout)  # n × prompts: that many requests everywhere below
         if key is not None:
             headers.update(self.keys.admit(key, count))  # or 429 with the key's x-ratelimit-* headers
