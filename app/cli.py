@@ -139,7 +139,7 @@ def demo_model(ctx: Context):
 @cli.command("import")
 @click.argument("path", type=click.Path(path_type=str))
 @click.option("--name", help="Model name (default: from the file name, or the bundle's).")
-@click.option("--replace", is_flag=True, help="Replace a model of the same name.")
+@click.option("--replace", "--force", "replace", is_flag=True, help="Replace a model of the same name.")
 @click.option("--copy", is_flag=True,
               help="Copy the model (every part of a split GGUF) into llmctl's model folder, under models/NAME/.")
 @click.option("--to", "target", type=click.Choice(["llmctl", "ollama"]), default="llmctl", show_default=True,
@@ -161,7 +161,7 @@ def import_(ctx: Context, path: str, name: str | None, replace: bool, copy: bool
     if source.suffix == ".tar":
         from llmctl.catalog.bundles import import_bundle
 
-        entry = import_bundle(source, ctx.paths.models_dir, ctx.store(), name)
+        entry = import_bundle(source, ctx.paths.models_dir, ctx.store(), name, replace=replace)
     elif copy:
         from llmctl.catalog.local_files import copy_into_store
 
