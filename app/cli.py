@@ -12,6 +12,7 @@ import click
 from llmctl import __version__
 from llmctl.app.cli_context import Context, emit_json, pass_ctx
 from llmctl.app.format import duration, listens_on, size
+from llmctl.catalog.text import printable
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)
@@ -263,9 +264,9 @@ def models_info(ctx: Context, name: str, as_json: bool) -> None:
         if as_json:
             emit_json(entry.to_json())
             return
-        click.echo(f"{entry.name}\n  folder   {entry.path} ({size(entry.size)} of safetensors, for vLLM)")
+        click.echo(f"{entry.name}\n  folder   {printable(entry.path)} ({size(entry.size)} of safetensors, for vLLM)")
         for key, value in entry.facts.items():
-            click.echo(f"  {key:<17}{value}")
+            click.echo(f"  {printable(key):<17}{printable(value)}")  # a model's metadata: shown, never obeyed
         return
     report = probe(ctx.paths.models_dir)
     req = entry_request(ctx.settings, entry)
@@ -274,9 +275,9 @@ def models_info(ctx: Context, name: str, as_json: bool) -> None:
     if as_json:
         emit_json({**entry.to_json(), "fit": est.to_json()})
         return
-    click.echo(f"{entry.name}\n  file     {entry.path} ({size(entry.size)})")
+    click.echo(f"{entry.name}\n  file     {printable(entry.path)} ({size(entry.size)})")
     for key, value in entry.facts.items():
-        click.echo(f"  {key:<17}{value}")
+        click.echo(f"  {printable(key):<17}{printable(value)}")
     click.echo(f"  needs    {size(est.total_bytes)} at context {req.ctx} x {req.parallel} ({est.runtime}); "
                f"fits: {est.fits} - {est.reason}")
 
@@ -449,7 +450,7 @@ def logs(ctx: Context, model: str, follow: bool, lines: int, as_json: bool) -> N
             if as_json:
                 emit_json({"model": model, "line": line}, compact=True)
             else:
-                click.echo(line)
+                click.echo(printable(line))  # an engine's log quotes the model's metadata
 
     async def run(client) -> None:
         data = await client.logs(model, tail=lines)
