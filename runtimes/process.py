@@ -370,6 +370,8 @@ class Backend(Settles):
         self.ready_at = None
         self._set_state(BackendState.STARTING)
         self._append_log(f"--- llmctl: starting {' '.join(argv)}")
+        for note in launch.notes:
+            self._append_log(f"--- llmctl: {note}")
         self._fresh_run_dir(launch.dirs)
         try:
             proc = await asyncio.create_subprocess_exec(
