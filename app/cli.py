@@ -106,7 +106,7 @@ def serve(ctx: Context, models: tuple[str, ...], demo: bool, **flags: Any) -> No
             click.echo(f"models: {names}")
             click.echo("Ctrl-C stops the endpoint and every model server.")
         else:
-            click.echo(f"[{event.kind}] {event.message}")
+            click.echo(f"[{event.kind}] {printable(event.message)}")
 
     run(Controller(settings, ctx.paths, on_event=on_event), preload)
 
@@ -173,7 +173,7 @@ def import_(ctx: Context, path: str, name: str | None, replace: bool, copy: bool
         emit_json(entry.to_json())
         return
     f = entry.facts
-    click.echo(f"imported {entry.name}: {f.get('architecture')} {f.get('quant')}, "
+    click.echo(f"imported {entry.name}: {printable(f.get('architecture'))} {printable(f.get('quant'))}, "
                f"{f.get('parameter_count', 0) / 1e6:.1f}M parameters, context {f.get('context_length')}, "
                f"{size(entry.size)}")
 
@@ -399,12 +399,12 @@ def ps(ctx: Context, as_json: bool) -> None:
     for b in backends:  # the reason goes below the table, whole, so the state word stays whole in it
         why = b.get("error") or b.get("stop_reason")
         if why:
-            click.echo(f"{b['model']}: {b['state']} ({why})")
+            click.echo(f"{b['model']}: {b['state']} ({printable(why)})")
     for b in backends:
         if b["state"] == "failed" and b.get("last_log_lines"):
             click.echo(f"\n{b['model']} failed; its last log lines:")
             for line in b["last_log_lines"]:
-                click.echo(f"  {line}")
+                click.echo(f"  {printable(line)}")
 
 
 @cli.command()
