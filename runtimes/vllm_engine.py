@@ -136,7 +136,8 @@ class VllmEngine:
         """This start's argv, environment and folders, from one reading of the model (the supervisor asks once)."""
         planned = build_launch(self.vllm_deployment(d))
         argv, note = isolated(planned.argv)  # its worker's TCP ports unreachable: the socket is its only door
-        planned = replace(planned, argv=argv, notes=(*planned.notes, note))
+        env = planned.env if argv == planned.argv else {**planned.env, "VLLM_HOST_IP": "127.0.0.1"}  # no route out
+        planned = replace(planned, argv=argv, env=env, notes=(*planned.notes, note))
         if planned.env.get("VLLM_API_KEY"):
             return planned
         return replace(planned, env={k: v for k, v in planned.env.items() if k != "VLLM_API_KEY"})

@@ -133,9 +133,17 @@ def test_vllm_runs_in_a_network_namespace_of_its_own(vllm: Vllm) -> None:
     network namespace of its own: none can be reached from the machine; the Unix socket is its only door."""
     ours = os.readlink("/proc/self/ns/net")
     assert all(os.readlink(f"/proc/{pid}/ns/net") != ours for pid in vllm.group())
-    listening = tcp_listeners(vllm.ctl.backend(MODEL)["pid"])
+    # psutil lists a process's sockets from this namespace's tables: read the engine's own
+    pid = vllm.ctl.backend(MODEL)["pid"]
+    assert tcp_listeners(pid) == []  # none of its sockets is in the machine's network
+    listening = set()
+    for table in ("tcp", "tcp6"):
+        for row in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            local, state = row.split()[1], row.split()[3]
+            if state == "0A":  # LISTEN
+                listening.add(int(local.rsplit(":", 1)[1], 16))
     assert listening  # it still opens them, on its own loopback
-    for _, port in listening:
+    for port in listening:
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", port), timeout=5).close()
     assert "network namespace of its own" in vllm.log.read_text(errors="replace")
