@@ -30,3 +30,13 @@ def test_engine_native_fields_are_bounded_or_dropped(shared_controller: Controll
         extra_body={"id_slot": 1, "chat_template": "{{ 7 * 7 }}", "surprise\r\nx": 1, "cache_prompt": True})
     assert raw.headers["x-llmctl-dropped-fields"] == "id_slot, chat_template, 1 other(s)"
     assert raw.parse().usage.completion_tokens == 2
+
+
+def test_an_engines_own_routes_keep_their_fields_within_the_same_bounds(shared_controller: ControllerProcess) -> None:
+    url = shared_controller.url
+    r = httpx.post(url + "/tokenize", json={"model": "tiny", "content": "hello", "id_slot": 0}, timeout=120)
+    assert r.status_code == 200 and r.json()["tokens"], r.text  # its own field kept
+    assert r.headers["x-llmctl-dropped-fields"] == "id_slot"
+    r = httpx.post(url + "/infill", json={"model": "tiny", "input_prefix": "a", "input_suffix": "b",
+                                          "n_predict": 100_000_000}, timeout=30)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "n_predict", r.text
