@@ -1,6 +1,7 @@
 """The memory watch on a loading engine: one that grows past its reservation is stopped, with the reason.
 
-The ledger places a model by its estimate; an engine that keeps growing while it loads (a chat template that loops,
+The ledger places a model by its estimate (weights included); the watch counts the engine's anonymous memory (its
+heap, not its mapped model file); an engine that keeps growing while it loads (a chat template that loops,
 which llama.cpp renders at load with no bound, or a hostile file) would take the machine long before its load
 timeout. The limit is the estimate's RAM plus the larger of ``slack`` and the estimate itself (twice the estimate
 for large models), so an estimate that is merely low never trips it.
@@ -19,12 +20,24 @@ def _size(n: int) -> str:
     return f"{n / (1 << 30):.1f} GiB" if n >= 1 << 30 else f"{n / (1 << 20):.0f} MiB"
 
 
+def _anon(proc: psutil.Process) -> int:
+    """A process's anonymous resident memory (Linux ``RssAnon``): what a runaway grows. Its mapped model file is
+    left out: while weights stream to a GPU their file pages count in RSS though no RAM was reserved for them."""
+    try:
+        with open(f"/proc/{proc.pid}/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return proc.memory_info().rss  # elsewhere: all of it
+
+
 def tree_rss(pid: int) -> int | None:
-    """Resident memory of a process and its children, or None when it is gone."""
+    """Anonymous resident memory of a process and its children, or None when it is gone."""
     try:
         proc = psutil.Process(pid)
-        return proc.memory_info().rss + sum(c.memory_info().rss for c in proc.children(recursive=True)
-                                            if c.is_running())
+        return _anon(proc) + sum(_anon(c) for c in proc.children(recursive=True) if c.is_running())
     except psutil.Error:
         return None
 
@@ -46,5 +59,5 @@ def runaway(pid: int, reserved: Mapping[str, int], slack: int | None) -> str | N
     if rss is None or rss <= limit:
         return None
     ram = reserved.get("ram") or reserved.get(UNIFIED) or 0
-    return (f"it grew to {_size(rss)} of RAM while loading, past its reservation of {_size(ram)} (limit "
+    return (f"it grew to {_size(rss)} of RAM (anonymous) while loading, past its reservation of {_size(ram)} (limit "
             f"{_size(limit)}), and was stopped: a chat template that loops or a hostile model file does this")

@@ -51,6 +51,7 @@ def test_a_looping_template_is_refused_or_stopped_with_a_reason(tmp_path: Path, 
             assert "past its reservation" in r.json()["error"]["message"]
             hidden = proc.wait_state("hidden", "failed")
             assert "past its reservation" in hidden["error"] and "loops" in hidden["error"]
+            print(f"\nthe hidden loop was stopped {took:.1f} s after its request: {hidden['error']}")
             assert took < 30, took
             logs = httpx.get(proc.url + "/llmctl/v1/backends/hidden/logs").json()
             assert any("past its reservation" in line for line in logs["lines"])
