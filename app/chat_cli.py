@@ -26,6 +26,7 @@ import click
 from llmctl.app.client import ControllerClient
 from llmctl.app.shapes import ChatTurn, Reasoning, stats_line
 from llmctl.catalog.errors import LlmctlError
+from llmctl.catalog.text import printable
 
 
 class ChatSession:
@@ -47,12 +48,12 @@ class ChatSession:
                 if not thinking:
                     click.secho("thinking: ", dim=True, italic=True, nl=False)
                     thinking = True
-                click.secho(part.text, dim=True, italic=True, nl=False)
+                click.secho(printable(part.text, newlines=True), dim=True, italic=True, nl=False)
             elif isinstance(part, str):
                 if thinking and not self.answer:
                     click.echo("\n")  # a blank line between the thinking and the answer
                 self.answer += part
-                click.echo(part, nl=False)
+                click.echo(printable(part, newlines=True), nl=False)  # a model's words: shown, never obeyed
             else:
                 click.secho(f"\n[{stats_line(self.model, part)}]", dim=True)
                 self._keep(text, part.text)
@@ -130,7 +131,7 @@ def _loop(runner: asyncio.Runner, client: ControllerClient, session: ChatSession
         except KeyboardInterrupt:
             session.stopped(text)
         except LlmctlError as exc:
-            click.secho(f"\nerror: {exc.title}", fg="red", err=True)
+            click.secho(f"\nerror: {printable(exc.title)}", fg="red", err=True)
             if exc.message:
-                click.echo(f"  {exc.message}", err=True)
+                click.echo(f"  {printable(exc.message, newlines=True)}", err=True)
             click.secho("(that turn is not kept; the chat goes on)", dim=True, err=True)

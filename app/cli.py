@@ -12,6 +12,7 @@ import click
 from llmctl import __version__
 from llmctl.app.cli_context import Context, emit_json, pass_ctx
 from llmctl.app.format import duration, listens_on, size
+from llmctl.catalog.text import printable
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)
@@ -105,7 +106,7 @@ def serve(ctx: Context, models: tuple[str, ...], demo: bool, **flags: Any) -> No
             click.echo(f"models: {names}")
             click.echo("Ctrl-C stops the endpoint and every model server.")
         else:
-            click.echo(f"[{event.kind}] {event.message}")
+            click.echo(f"[{event.kind}] {printable(event.message)}")
 
     run(Controller(settings, ctx.paths, on_event=on_event), preload)
 
@@ -139,7 +140,7 @@ def demo_model(ctx: Context):
 @cli.command("import")
 @click.argument("path", type=click.Path(path_type=str))
 @click.option("--name", help="Model name (default: from the file name, or the bundle's).")
-@click.option("--replace", is_flag=True, help="Replace a model of the same name.")
+@click.option("--replace", "--force", "replace", is_flag=True, help="Replace a model of the same name.")
 @click.option("--copy", is_flag=True,
               help="Copy the model (every part of a split GGUF) into llmctl's model folder, under models/NAME/.")
 @click.option("--to", "target", type=click.Choice(["llmctl", "ollama"]), default="llmctl", show_default=True,
@@ -161,7 +162,7 @@ def import_(ctx: Context, path: str, name: str | None, replace: bool, copy: bool
     if source.suffix == ".tar":
         from llmctl.catalog.bundles import import_bundle
 
-        entry = import_bundle(source, ctx.paths.models_dir, ctx.store(), name)
+        entry = import_bundle(source, ctx.paths.models_dir, ctx.store(), name, replace=replace)
     elif copy:
         from llmctl.catalog.local_files import copy_into_store
 
@@ -172,7 +173,7 @@ def import_(ctx: Context, path: str, name: str | None, replace: bool, copy: bool
         emit_json(entry.to_json())
         return
     f = entry.facts
-    click.echo(f"imported {entry.name}: {f.get('architecture')} {f.get('quant')}, "
+    click.echo(f"imported {entry.name}: {printable(f.get('architecture'))} {printable(f.get('quant'))}, "
                f"{f.get('parameter_count', 0) / 1e6:.1f}M parameters, context {f.get('context_length')}, "
                f"{size(entry.size)}")
 
@@ -263,9 +264,9 @@ def models_info(ctx: Context, name: str, as_json: bool) -> None:
         if as_json:
             emit_json(entry.to_json())
             return
-        click.echo(f"{entry.name}\n  folder   {entry.path} ({size(entry.size)} of safetensors, for vLLM)")
+        click.echo(f"{entry.name}\n  folder   {printable(entry.path)} ({size(entry.size)} of safetensors, for vLLM)")
         for key, value in entry.facts.items():
-            click.echo(f"  {key:<17}{value}")
+            click.echo(f"  {printable(key):<17}{printable(value)}")  # a model's metadata: shown, never obeyed
         return
     report = probe(ctx.paths.models_dir)
     req = entry_request(ctx.settings, entry)
@@ -274,9 +275,9 @@ def models_info(ctx: Context, name: str, as_json: bool) -> None:
     if as_json:
         emit_json({**entry.to_json(), "fit": est.to_json()})
         return
-    click.echo(f"{entry.name}\n  file     {entry.path} ({size(entry.size)})")
+    click.echo(f"{entry.name}\n  file     {printable(entry.path)} ({size(entry.size)})")
     for key, value in entry.facts.items():
-        click.echo(f"  {key:<17}{value}")
+        click.echo(f"  {printable(key):<17}{printable(value)}")
     click.echo(f"  needs    {size(est.total_bytes)} at context {req.ctx} x {req.parallel} ({est.runtime}); "
                f"fits: {est.fits} - {est.reason}")
 
@@ -398,12 +399,12 @@ def ps(ctx: Context, as_json: bool) -> None:
     for b in backends:  # the reason goes below the table, whole, so the state word stays whole in it
         why = b.get("error") or b.get("stop_reason")
         if why:
-            click.echo(f"{b['model']}: {b['state']} ({why})")
+            click.echo(f"{b['model']}: {b['state']} ({printable(why)})")
     for b in backends:
         if b["state"] == "failed" and b.get("last_log_lines"):
             click.echo(f"\n{b['model']} failed; its last log lines:")
             for line in b["last_log_lines"]:
-                click.echo(f"  {line}")
+                click.echo(f"  {printable(line)}")
 
 
 @cli.command()
@@ -449,7 +450,7 @@ def logs(ctx: Context, model: str, follow: bool, lines: int, as_json: bool) -> N
             if as_json:
                 emit_json({"model": model, "line": line}, compact=True)
             else:
-                click.echo(line)
+                click.echo(printable(line))  # an engine's log quotes the model's metadata
 
     async def run(client) -> None:
         data = await client.logs(model, tail=lines)

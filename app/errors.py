@@ -26,6 +26,7 @@ import click
 
 from llmctl.catalog.errors import LlmctlError, NetworkError
 from llmctl.catalog.network import OFFLINE_HINT, host_of, reason
+from llmctl.catalog.text import printable
 
 LOG_NAME = "llmctl.log"
 
@@ -105,6 +106,10 @@ def as_error(exc: BaseException) -> LlmctlError | None:
     mapped = _hub_error(exc)
     if mapped is not None:
         return mapped
+    if type(exc).__name__ == "InvalidURL":  # httpx's (and requests'): a name with characters no URL may hold
+        return NetworkError(f"refusing to request an address with characters a URL cannot hold ({exc})",
+                            "check HF_ENDPOINT, the repo id and the file name; a mirror listing such a name is "
+                            "not trustworthy.")
     if isinstance(exc, OSError):
         return _file_error(exc)
     return None
@@ -133,15 +138,17 @@ def report(exc: BaseException, logs_dir: Callable[[], Path]) -> int:
         except Exception:  # resolving the logs folder failed too; still say something useful
             log = None
         where = f"the traceback is in {log}" if log else "no log could be written"
-        click.secho(f"error: unexpected {type(exc).__name__}: {str(exc)[:300] or 'no message'}", fg="red", err=True)
+        click.secho(f"error: unexpected {type(exc).__name__}: {printable(str(exc)[:300]) or 'no message'}", fg="red",
+                    err=True)
         click.echo(f"  this is a bug in llmctl; {where}. Please report it with that file.", err=True)
         return 1
-    click.secho(f"error: {error.title}", fg="red", err=True)
+    # titles and messages quote foreign text (file names, a remote's answer, GGUF metadata): shown, never obeyed
+    click.secho(f"error: {printable(error.title)}", fg="red", err=True)
     if error.message:
-        click.echo(f"  {error.message}", err=True)
+        click.echo(f"  {printable(error.message, newlines=True)}", err=True)
     tail = getattr(error, "log_tail", None)
     if tail:
         click.echo("  last log lines:", err=True)
         for line in tail[-10:]:
-            click.echo(f"    {line}", err=True)
+            click.echo(f"    {printable(line)}", err=True)
     return 1

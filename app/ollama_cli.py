@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from llmctl.app.cli_context import Context, emit_json
+from llmctl.catalog.text import printable
 
 
 def pull_ollama(ctx: Context, target: str) -> None:
@@ -36,7 +37,7 @@ def pull_ollama(ctx: Context, target: str) -> None:
                                 tasks[event.digest] = progress.add_task(event.digest[7:19], total=event.total)
                             progress.update(tasks[event.digest], completed=event.completed or 0)
                         elif event.status != last:
-                            progress.console.print(event.status, markup=False, highlight=False)
+                            progress.console.print(printable(event.status), markup=False, highlight=False)
                         last = event.status
                     elif isinstance(event, PullFinished):
                         click.echo(f"pulled {name} into Ollama at {api.base_url}; "

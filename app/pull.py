@@ -33,12 +33,14 @@ def pull(ctx: Context, target: str, revision: str, name: str | None, force: bool
         pull_ollama(ctx, target)
         return
     from huggingface_hub import get_token
+    from rich.markup import escape
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
     from llmctl.app.settings import offline as settings_offline  # not at import: --help stays light
     from llmctl.catalog.discovery import hf_cache_dir
     from llmctl.catalog.downloads import FileFinished, FileProgressed, FileStarted, FileWaiting, HubDownloader
     from llmctl.catalog.references import register, resolve
+    from llmctl.catalog.text import printable
 
     offline = offline or settings_offline(ctx.settings)
     cache = hf_cache_dir()
@@ -62,7 +64,9 @@ def pull(ctx: Context, target: str, revision: str, name: str | None, force: bool
             if isinstance(event, FileWaiting):
                 say(f"waiting: another pull is fetching {event.name}")
             elif isinstance(event, FileStarted):
-                tasks[event.name] = progress.add_task(event.name, total=event.size, completed=event.resumed_from)
+                # a mirror's file name: no markup read, no escape sequence obeyed
+                tasks[event.name] = progress.add_task(escape(printable(event.name)), total=event.size,
+                                                      completed=event.resumed_from)
                 done[event.name] = event.resumed_from
                 if event.resumed_from:
                     say(f"resuming {event.name} at {event.resumed_from / 2**20:.1f} MiB")

@@ -209,6 +209,9 @@ class BackendSettings(BaseModel):
     """Seconds a request waits for its model to load before getting 503 with Retry-After."""
     ready_timeout: float = Field(300.0, gt=0)
     """Seconds a backend may take to load before it is stopped and marked failed."""
+    load_memory_slack: ByteSize = ByteSize(2 << 30)
+    """RAM a loading model may hold beyond its estimate (or beyond twice it, whichever is more) before it is
+    stopped and marked failed: a chat template that loops while llama.cpp renders it at load grows without bound."""
     max_restarts: int = Field(3, ge=0)
     """Crashes tolerated within ``restart_window`` before a backend is marked failed."""
     restart_window: float = Field(120.0, gt=0)

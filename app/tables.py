@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from llmctl.catalog.text import printable
+
 GAP = 2  # Table(box=None, pad_edge=False): one space each side of a column, none at the edges
 
 
@@ -53,6 +55,7 @@ def print_table(cols: Sequence[Col], rows: Sequence[Sequence[str]], *, title: st
         table.add_column(c.header, no_wrap=not c.shrink, justify=c.justify,
                          overflow="fold" if c.shrink else "ellipsis")
     for r in rows:
-        table.add_row(*(Text(r[i]) for i in kept))  # Text: a model name is never read as markup
+        # Text: a model name is never read as markup; printable: nor an escape sequence obeyed
+        table.add_row(*(Text(printable(r[i])) for i in kept))
     console.print(table)
     return [cols[i].header for i in kept]

@@ -4,7 +4,7 @@ A bundle is an uncompressed tar: ``manifest.json`` first (name, facts, every fil
 ``files/<name>``. Import never extracts blindly (zip-slip, CVE-2024-45436): it reads the manifest with a size
 bound, accepts only regular-file members that the manifest lists under ``files/`` with safe names, streams each
 to a partial file while hashing, and moves it into place only when size and sha256 match. A bad bundle leaves
-nothing behind.
+nothing behind, and a bundle named like a registered model is refused unless told to replace it.
 """
 
 from __future__ import annotations
@@ -15,10 +15,12 @@ import json
 import os
 import shutil
 import tarfile
+import tempfile
 from pathlib import Path
 
 from llmctl.catalog.downloads import safe_name
-from llmctl.catalog.errors import LlmctlError
+from llmctl.catalog.errors import LlmctlError, StoreError
+from llmctl.catalog.gguf import read_gguf
 from llmctl.catalog.store import ModelEntry, ModelStore, model_files, validate_name
 
 MANIFEST = "manifest.json"
@@ -69,37 +71,76 @@ def _open(bundle: Path) -> tarfile.TarFile:
             from None
 
 
-def import_bundle(bundle: Path, models_dir: Path, store: ModelStore, name: str | None = None) -> ModelEntry:
+def import_bundle(bundle: Path, models_dir: Path, store: ModelStore, name: str | None = None, *,
+                  replace: bool = False) -> ModelEntry:
+    """Install a bundle under ``models_dir/NAME/``. Files are verified into a hidden staging folder and moved into
+    place only once the model reads as one; any failure removes everything the import wrote. A model of the same
+    name is replaced only with ``replace`` (its folder is kept until the new one is registered)."""
     with _open(bundle) as tar:
         manifest = _read_manifest(tar, bundle)
         final_name = validate_name(name or manifest["name"])
+        old = store.get(final_name)
+        if old is not None and not replace:
+            raise StoreError(f"a model named {final_name!r} already exists (at {old.path})",
+                             "pick another name with --name, or replace it with --force.")
         target_dir = models_dir / final_name.replace(":", "_")
-        created = not target_dir.exists()
-        wanted = {f["name"]: f for f in manifest["files"]}
-        written: list[Path] = []
+        ours = old is not None and _inside(Path(old.path), target_dir)
+        if target_dir.exists() and not (replace and ours):
+            raise StoreError(f"{target_dir} already exists",
+                             "pick another name with --name, or remove that folder (`llmctl models prune` removes "
+                             "it once no model uses it).")
+        models_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target_dir.name}.", suffix=".partial", dir=models_dir))
         try:
-            for member in tar:
-                if member.name == MANIFEST:
-                    continue
-                if not member.name.startswith("files/") or not member.isreg():
-                    raise BundleError(f"{bundle} holds an unexpected member {member.name!r}",
-                                      "only files listed in its manifest are accepted; the bundle is not trustworthy.")
-                file_name = safe_name(member.name.removeprefix("files/"))
-                spec = wanted.pop(file_name, None)
-                if spec is None or "/" in file_name:
-                    raise BundleError(f"{bundle} holds {member.name!r}, which its manifest does not list",
-                                      "the bundle is not trustworthy.")
-                written.append(_extract(tar, member, spec, target_dir / file_name))
-            if wanted:
-                raise BundleError(f"{bundle} is incomplete", f"missing: {', '.join(wanted)}")
+            written = _extract_all(tar, bundle, manifest, staging)
+            first = next((p for p in written if "-00001-of-" in p.name), written[0])
+            read_gguf(first)  # a file that is not a model (a script with the right sha256) goes no further
         except BaseException:
-            for path in written:
-                path.unlink(missing_ok=True)
-            if created:
-                shutil.rmtree(target_dir, ignore_errors=True)
+            shutil.rmtree(staging, ignore_errors=True)
             raise
-    first = next((p for p in written if "-00001-of-" in p.name), written[0])
-    return store.import_file(first, final_name, replace=True)
+    aside = target_dir.with_name(f".{target_dir.name}.replaced") if target_dir.exists() else None
+    try:
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
+            os.rename(target_dir, aside)
+        os.rename(staging, target_dir)
+        entry = store.import_file(target_dir / first.name, final_name, replace=replace)
+    except BaseException:
+        shutil.rmtree(target_dir if not staging.exists() else staging, ignore_errors=True)
+        if aside is not None and aside.exists():
+            os.rename(aside, target_dir)
+        raise
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
+    return entry
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def _extract_all(tar: tarfile.TarFile, bundle: Path, manifest: dict, folder: Path) -> list[Path]:
+    wanted = {f["name"]: f for f in manifest["files"]}
+    written: list[Path] = []
+    for member in tar:
+        if member.name == MANIFEST:
+            continue
+        if not member.name.startswith("files/") or not member.isreg():
+            raise BundleError(f"{bundle} holds an unexpected member {member.name!r}",
+                              "only files listed in its manifest are accepted; the bundle is not trustworthy.")
+        file_name = safe_name(member.name.removeprefix("files/"))
+        spec = wanted.pop(file_name, None)
+        if spec is None or "/" in file_name:
+            raise BundleError(f"{bundle} holds {member.name!r}, which its manifest does not list",
+                              "the bundle is not trustworthy.")
+        written.append(_extract(tar, member, spec, folder / file_name))
+    if wanted:
+        raise BundleError(f"{bundle} is incomplete", f"missing: {', '.join(wanted)}")
+    return written
 
 
 def _read_manifest(tar: tarfile.TarFile, bundle: Path) -> dict:

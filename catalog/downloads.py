@@ -35,6 +35,7 @@ from filelock import FileLock, Timeout
 
 from llmctl.catalog.errors import LlmctlError
 from llmctl.catalog.network import OFFLINE_HINT, RETRY_STATUSES, host_of, reason, retry_after, route_problem
+from llmctl.catalog.text import has_control, printable
 
 CHUNK = 1 << 20
 PROGRESS_EVERY = 4 << 20  # bytes between progress events
@@ -122,7 +123,12 @@ def safetensors_files(name: str) -> bool:
 
 
 def safe_name(name: str) -> str:
-    """A repo file name that can become a path: relative, no '..', no drive, UNC or backslash forms."""
+    """A repo file name that can become a path: relative, no '..', no drive, UNC or backslash forms, no control
+    characters (an escape sequence would reach the terminal, and cannot be part of a URL)."""
+    if has_control(name):
+        raise DownloadError(f"refusing the file name {printable(name)!r} from the Hub listing",
+                            "it holds control characters (a terminal escape sequence); the repository (or a mirror) "
+                            "is not trustworthy.")
     if (not name or "\\" in name or name.startswith(("/", "~")) or re.match(r"^[A-Za-z]:", name)
             or any(part in ("", ".", "..") for part in PurePosixPath(name).parts) or "\x00" in name):
         raise DownloadError(f"refusing the file name {name!r} from the Hub listing",

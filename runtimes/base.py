@@ -215,6 +215,7 @@ class Launch:
     argv: tuple[str, ...]
     env: dict[str, str]
     dirs: tuple[Path, ...] = ()
+    notes: tuple[str, ...] = ()  # lines for the log before it starts (how it is isolated, or why not)
 
 
 @runtime_checkable

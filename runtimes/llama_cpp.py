@@ -28,8 +28,10 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from llmctl.catalog.errors import ConfigError
+from llmctl.catalog.errors import ConfigError, LlmctlError
 from llmctl.catalog.estimate import FitRequest, MemoryProfile, MiB
+from llmctl.catalog.gguf import read_gguf
+from llmctl.catalog.templates import template_problem
 from llmctl.runtimes.base import (
     CHAT,
     COMPLETIONS,
@@ -212,6 +214,22 @@ def _version(dist: str) -> str | None:
         return None
 
 
+def refuse_looping_template(d: Deployment) -> None:
+    """llama.cpp renders the GGUF's chat template while loading, with no bound (llama-cpp-python at each request):
+    a template that plainly loops without end is refused before launch (``catalog.templates``)."""
+    if d.chat_template:  # a built-in template family replaces the file's
+        return
+    try:
+        template = read_gguf(d.model_path).chat_template
+    except LlmctlError:
+        return  # the engine reports a bad file itself, with its own words
+    problem = template_problem(template)
+    if problem:
+        raise DeploymentRefused(f"{d.model_name} is refused: {problem}",
+                                "the file is not trustworthy: remove it (`llmctl models rm "
+                                f"{d.model_name}`) and get the model from its publisher.")
+
+
 @dataclass(frozen=True, slots=True)
 class XLlamaCpp:
     """llama.cpp's server from the ``xllamacpp`` wheel, in a process of its own (the default engine)."""
@@ -238,6 +256,7 @@ class XLlamaCpp:
             check_user_args(d.extra_args)
         except ConfigError as exc:
             raise DeploymentRefused(f"[models.{d.model_name}] args: {exc.title}", exc.message) from None
+        refuse_looping_template(d)
 
     def build_env(self, d: Deployment) -> dict[str, str]:
         return _key_env(d)
@@ -287,6 +306,9 @@ class LlamaServer:
 
     def build_env(self, d: Deployment) -> dict[str, str]:
         return _key_env(d)
+
+    def preflight(self, d: Deployment) -> None:
+        refuse_looping_template(d)
 
     def health_path(self) -> str:
         return "/health"
@@ -341,6 +363,9 @@ class LlamaCppPython:
 
     def build_env(self, d: Deployment) -> dict[str, str]:
         return {"API_KEY": d.api_key} if d.api_key else {}  # its Settings read API_KEY from the environment
+
+    def preflight(self, d: Deployment) -> None:
+        refuse_looping_template(d)
 
     def health_path(self) -> str:
         # llama_cpp.server loads the model before it starts listening, so any 200 means loaded

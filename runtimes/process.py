@@ -43,6 +43,7 @@ from llmctl.runtimes.base import (
     log_file_name,
 )
 from llmctl.runtimes.ledger import UNIFIED, Footprint
+from llmctl.runtimes.load_watch import runaway
 from llmctl.runtimes.sockets import describe_port_owner as describe_port_owner
 from llmctl.runtimes.sockets import free_port as free_port
 from llmctl.runtimes.sockets import http_status, make_socket_dir, port_is_free, remove_socket_dir
@@ -67,6 +68,7 @@ class RestartPolicy:
     backoff_max: float = 30.0
     ready_timeout: float = 300.0
     stop_grace: float = 10.0
+    load_memory_slack: int | None = 2 << 30  # see load_watch; None: no memory watch while loading
 
 
 def plan_launch(engine: Engine, spec: Deployment) -> Launch:
@@ -161,6 +163,7 @@ class Backend(Settles):
         self._done = asyncio.Event()
         self._stopping = False
         self._load_timed_out = False
+        self._runaway: str | None = None  # why the memory watch stopped it while loading
         self._crashes: deque[float] = deque()
 
     # public ------------------------------------------------------------------------------------------------
@@ -321,7 +324,9 @@ class Backend(Settles):
                 if self._stopping:
                     return
                 if not was_ready:
-                    if self._load_timed_out:
+                    if self._runaway:
+                        self._fail(self._runaway)
+                    elif self._load_timed_out:
                         self._fail(f"the model was not ready after {self.policy.ready_timeout:.0f} s")
                     else:
                         reason = self.engine.failure_reason(list(self.tail))
@@ -364,9 +369,12 @@ class Backend(Settles):
         marker = env[LAUNCH_MARKER_ENV] = secrets.token_hex(16)
         self._ready.clear()
         self._load_timed_out = False
+        self._runaway = None
         self.ready_at = None
         self._set_state(BackendState.STARTING)
         self._append_log(f"--- llmctl: starting {' '.join(argv)}")
+        for note in launch.notes:
+            self._append_log(f"--- llmctl: {note}")
         self._fresh_run_dir(launch.dirs)
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -477,6 +485,13 @@ class Backend(Settles):
                 if why is not None and why != last_why:
                     self._append_log(f"--- llmctl: {path} answered 200 but it is not ready yet: {why}")
                     last_why = why
+            self._runaway = runaway(proc.pid, self.footprint.reserved, self.policy.load_memory_slack)
+            if self._runaway:  # no grace: it grows by hundreds of MB a second
+                self._append_log(f"--- llmctl: {self._runaway}")
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
+                return False
             exited = asyncio.ensure_future(proc.wait())
             try:
                 await asyncio.wait({exited}, timeout=delay)

@@ -44,6 +44,7 @@ from llmctl.runtimes.base import (
     Launch,
     Series,
 )
+from llmctl.runtimes.netns import isolated
 from llmctl.runtimes.sockets import socket_path
 from llmctl.runtimes.vllm import (
     DraftSpeculation,
@@ -134,12 +135,16 @@ class VllmEngine:
     def launch(self, d: Deployment) -> Launch:
         """This start's argv, environment and folders, from one reading of the model (the supervisor asks once)."""
         planned = build_launch(self.vllm_deployment(d))
+        argv, note = isolated(planned.argv)  # its worker's TCP ports unreachable: the socket is its only door
+        env = planned.env if argv == planned.argv else {**planned.env, "VLLM_HOST_IP": "127.0.0.1"}  # no route out
+        planned = replace(planned, argv=argv, env=env, notes=(*planned.notes, note))
         if planned.env.get("VLLM_API_KEY"):
             return planned
         return replace(planned, env={k: v for k, v in planned.env.items() if k != "VLLM_API_KEY"})
 
     def build_command(self, d: Deployment) -> list[str]:
-        return list(self.launch(d).argv)
+        """vLLM's own command line (``launch`` runs it in a network namespace where it can)."""
+        return list(build_launch(self.vllm_deployment(d)).argv)
 
     def build_env(self, d: Deployment) -> dict[str, str]:
         return self.launch(d).env

@@ -33,10 +33,13 @@ import aiohttp
 from aiohttp import web
 
 from llmctl.app.controller.cache import ResponseCache, cache_key, cacheable
+from llmctl.app.controller.charging import charged
+from llmctl.app.controller.departure import ClientGone, gone, while_present
 from llmctl.app.controller.directory import ModelDirectory
 from llmctl.app.controller.errors import ApiError, error_body
 from llmctl.app.controller.limits import Keys, ModelQueue
 from llmctl.app.controller.metrics import Metrics, StreamMeter, queue_families
+from llmctl.app.controller.native_fields import DROPPED_HEADER, dropped_header, screen
 from llmctl.app.controller.protocols.fanout import check_fanout, check_served
 from llmctl.app.controller.protocols.requests import REQUEST_ID
 from llmctl.app.controller.protocols.shape import SHAPE, AnswerShape
@@ -73,6 +76,7 @@ _UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError)
 _NOT_CONNECTED = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 
 
+_OPENAI_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")  # unknown fields dropped
 _NEEDS = {"/v1/chat/completions": CHAT, "/v1/completions": COMPLETIONS, "/v1/embeddings": EMBEDDINGS,
           # an engine's own routes (``ServesNative``), forwarded to a deployment whose engine serves them
           "/tokenize": TOKENIZE, "/detokenize": DETOKENIZE, "/apply-template": APPLY_TEMPLATE, "/infill": INFILL,
@@ -249,6 +253,9 @@ class Gateway:
         if shape is not None:
             request[SHAPE] = shape
         check(body)
+        raw, body, dropped = screen(raw, body, openai=path in _OPENAI_PATHS)  # engine-native fields bounded or dropped
+        if dropped:
+            headers[DROPPED_HEADER] = dropped_header(dropped)
         count = check_fanout(path, body, self.max_fanout)  # n × prompts: that many requests everywhere below
         if key is not None:
             headers.update(self.keys.admit(key, count))  # or 429 with the key's x-ratelimit-* headers
@@ -299,8 +306,10 @@ class Gateway:
             admitted = True
             await queue.acquire()  # a no-op unless the model has max_concurrent
             try:
-                response, status, error, usage = await self._candidates(
-                    request, path, raw, body, entry, candidates, stream, meter, keep_alive, rec)
+                # a client that leaves cancels its request, upstream included (llama.cpp and vLLM stop on a closed
+                # connection)
+                response, status, error, usage = await while_present(request, self._candidates(
+                    request, path, raw, body, entry, candidates, stream, meter, keep_alive, rec))
             finally:
                 queue.release()
             if stored is not None and status == 200 and isinstance(response, web.Response) \
@@ -309,6 +318,9 @@ class Gateway:
             if shape is not None and isinstance(response, web.Response) and not response.prepared:
                 response = shape.whole(response)
             return response
+        except ClientGone:
+            status, error = 499, "the client went away"
+            return web.Response(status=499)
         except _Refused:
             status, error = 502, "refused twice"
             raise ApiError(502, f"the model server for '{entry.name}' refused the request twice; see "
@@ -335,11 +347,13 @@ class Gateway:
             status, error = 503, exc.message
             raise ApiError(503, f"{exc.title}: {exc.message}", code="backend_unavailable") from None
         finally:
+            if status != 200 and gone(request):  # whatever broke after the client left, nobody was answered
+                status, error = 499, "the client went away"
             if admitted:
                 queue.leave(count)
             self.metrics.finish(rec, status, meter, usage=usage, error=error)
-            if key is not None:
-                self.keys.charge(key, rec.prompt_tokens, rec.completion_tokens)
+            if key is not None:  # an answer cut short is charged its prompt too: the engine processed it
+                self.keys.charge(key, *charged(body, meter.sent, rec.prompt_tokens, rec.completion_tokens))
 
     async def _candidates(self, request: web.Request, path: str, raw: bytes, body: dict, entry: ModelEntry,
                           candidates: list[ModelEntry], stream: bool, meter: StreamMeter, keep_alive: float | None,
@@ -379,6 +393,8 @@ class Gateway:
         found dead before answering). With ``fail_over``, an upstream 502/503/504 raises ``_UpstreamDown`` instead
         of being passed on, so that another model may answer."""
         for attempt in (1, 2):
+            if gone(request):  # never started for, or sent (again, after a restart) for, a client that has left
+                raise ClientGone
             try:
                 async with self.scheduler.use(entry, keep_alive=keep_alive) as backend:
                     url, auth = backend.base_url + path, backend.auth_headers
@@ -386,13 +402,14 @@ class Gateway:
                     sent = _renamed(raw, body, backend.upstream_model)
                     headers = {"X-Llmctl-Served-By": entry.name}
                     limits = getattr(backend, "timeouts", None) or _UNBOUNDED  # a remote's; none for a local one
+                    meter.sent = True
                     if stream:
                         response, status, error = await self._stream(request, session, url, auth, sent, meter,
                                                                       entry.name, headers, fail_over, limits)
                         usage = None
                     else:
                         response, status, usage = await self._unary(session, url, auth, sent, headers, fail_over,
-                                                                    limits)
+                                                                    limits, request)
                         error = None
                     if status in (401, 403) and getattr(backend, "remote", False):
                         # the remote refused llmctl's key: not the client's key, so not the client's 401
@@ -414,7 +431,8 @@ class Gateway:
 
     @staticmethod
     async def _post(session: aiohttp.ClientSession, url: str, auth: dict[str, str], raw: bytes,
-                    limits: RequestTimeouts = _UNBOUNDED) -> aiohttp.ClientResponse:
+                    limits: RequestTimeouts = _UNBOUNDED, request: web.Request | None = None,
+                    ) -> aiohttp.ClientResponse:
         """POST to a backend. A pooled connection the backend closed between requests (llama-server's HTTP
         library does so after a number of keep-alive requests) fails before any answer; inference has no side
         effects, so that one case is retried once on a fresh connection."""
@@ -427,6 +445,8 @@ class Gateway:
         except _NOT_CONNECTED:
             raise BackendGone from None
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+            if request is not None and gone(request):  # nobody to answer: not sent again
+                raise ClientGone from None
             try:
                 return await session.post(url, data=raw, headers=headers, allow_redirects=False, **kw)
             except _NOT_CONNECTED:
@@ -434,9 +454,9 @@ class Gateway:
 
     async def _unary(self, session: aiohttp.ClientSession, url: str, auth: dict[str, str], raw: bytes,
                      headers: dict[str, str], fail_over: bool = False, limits: RequestTimeouts = _UNBOUNDED,
-                     ) -> tuple[web.Response, int, dict | None]:
+                     request: web.Request | None = None) -> tuple[web.Response, int, dict | None]:
         try:
-            up = await _within(limits.first_byte, self._post(session, url, auth, raw, limits))
+            up = await _within(limits.first_byte, self._post(session, url, auth, raw, limits, request))
             async with up:
                 data = await _bounded(up, limits.between_chunks)
                 status, ctype = up.status, up.headers.get("Content-Type", "application/json")
@@ -498,7 +518,7 @@ class Gateway:
         # still take the request (a remote that accepts and then stalls is failed over like one that refuses)
         first_byte = asyncio.get_running_loop().time() + limits.first_byte if limits.first_byte else None
         try:
-            upstream = await _within(limits.first_byte, self._post(session, url, auth, raw, limits))
+            upstream = await _within(limits.first_byte, self._post(session, url, auth, raw, limits, request))
         except _Stalled as exc:
             raise _NoAnswer(504, f"the model server accepted the request, then {exc}; see `llmctl remotes list`",
                             code="backend_timeout") from None

@@ -66,6 +66,7 @@ class StreamMeter:
     tokens: int = 0
     usage: dict | None = None
     done: bool = False  # the stream's closing ``data: [DONE]`` has passed
+    sent: bool = False  # the request went to an upstream (which may have processed it without saying how much)
     _partial: bytes = b""
 
     def feed(self, chunk: bytes, now: float | None = None) -> list[float]:

@@ -92,6 +92,7 @@ class Controller:
         self.policy = RestartPolicy(
             max_restarts=b.max_restarts, window=b.restart_window, backoff_initial=b.backoff_initial,
             backoff_max=b.backoff_max, ready_timeout=b.ready_timeout, stop_grace=b.stop_grace,
+            load_memory_slack=int(b.load_memory_slack),
         )
         self.scheduler = Scheduler(
             self._make_backend, max_loaded=b.max_loaded, load_wait=b.load_wait,

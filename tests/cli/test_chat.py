@@ -135,3 +135,12 @@ def test_ctrl_d_at_the_prompt_leaves(server) -> None:
         assert term.proc.wait(15) == 0
     finally:
         term.close()
+
+
+def test_a_reply_carrying_escape_sequences_is_shown_not_obeyed(server) -> None:
+    """A model's words are foreign text: an escape sequence in a reply (retitle, clear the screen) is shown."""
+    server.script = [Reply(reasoning=["\x1b]0;owned\x07"], content=["ok\x1b[2J", " done"])]
+    r = CliRunner().invoke(cli, ["chat", "m", "-m", "hi"])  # no colour: llmctl's own styling is off
+    assert r.exit_code == 0, r.output
+    assert "\x07" not in r.output and "\x1b" not in r.output
+    assert "\\x1b]0;owned\\x07" in r.output and "ok\\x1b[2J done" in r.output

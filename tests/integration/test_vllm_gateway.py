@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import stat
 import threading
 import time
@@ -24,6 +25,7 @@ import pytest
 from harness import ControllerProcess, answers_http, pid_gone, run_cli, tcp_listeners
 from tiny_hf import write_tiny_hf_llama
 
+from llmctl.runtimes.netns import netns_problem
 from llmctl.runtimes.vllm import kv_cache_size
 
 VLLM_PYTHON = os.environ.get("LLMCTL_TEST_VLLM_PYTHON")  # read at import: conftest clears LLMCTL_* per test
@@ -123,6 +125,28 @@ def test_vllm_serves_http_on_a_private_socket_and_on_no_port(vllm: Vllm) -> None
     run_dir = next((vllm.home / "state" / "run").iterdir())
     assert stat.S_IMODE(run_dir.stat().st_mode) == 0o700 and sock.is_relative_to(run_dir)
     assert f"--uds {sock}" in " ".join(psutil.Process(b["pid"]).cmdline())
+
+
+@pytest.mark.skipif(netns_problem() is not None, reason=f"no network namespace here: {netns_problem()}")
+def test_vllm_runs_in_a_network_namespace_of_its_own(vllm: Vllm) -> None:
+    """Its worker's loopback TCP ports (torch.distributed's gloo groups, unauthenticated) are opened inside a
+    network namespace of its own: none can be reached from the machine; the Unix socket is its only door."""
+    ours = os.readlink("/proc/self/ns/net")
+    assert all(os.readlink(f"/proc/{pid}/ns/net") != ours for pid in vllm.group())
+    # psutil lists a process's sockets from this namespace's tables: read the engine's own
+    pid = vllm.ctl.backend(MODEL)["pid"]
+    assert tcp_listeners(pid) == []  # none of its sockets is in the machine's network
+    listening = set()
+    for table in ("tcp", "tcp6"):
+        for row in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            local, state = row.split()[1], row.split()[3]
+            if state == "0A":  # LISTEN
+                listening.add(int(local.rsplit(":", 1)[1], 16))
+    assert listening  # it still opens them, on its own loopback
+    for port in listening:
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    assert "network namespace of its own" in vllm.log.read_text(errors="replace")
 
 
 def test_models_list(oai: openai.OpenAI) -> None:

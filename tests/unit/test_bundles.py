@@ -11,6 +11,7 @@ import pytest
 
 from llmctl.catalog.bundles import BundleError, export_bundle, import_bundle
 from llmctl.catalog.downloads import DownloadError
+from llmctl.catalog.errors import LlmctlError, StoreError
 from llmctl.catalog.store import ModelStore
 
 
@@ -92,3 +93,28 @@ def test_damaged_bundles_are_refused(tmp_path: Path, tiny_gguf: Path) -> None:
     (tmp_path / "junk.tar").write_bytes(b"not a tar at all")
     with pytest.raises(BundleError, match="not a readable bundle"):
         import_bundle(tmp_path / "junk.tar", tmp_path / "s" / "models", ModelStore(tmp_path / "s"))
+
+
+def test_a_bundle_whose_file_is_not_a_model_leaves_nothing(tmp_path: Path) -> None:
+    """A listed file with the right sha256 that is not a GGUF (a script) used to stay behind as models/NAME/run.sh."""
+    script = b"#!/bin/sh\necho owned\n"
+    bundle = _bundle(tmp_path / "s.tar", _manifest("run.sh", script), {"files/run.sh": script})
+    store = ModelStore(tmp_path / "s")
+    with pytest.raises(LlmctlError, match=r"run\.sh"):
+        import_bundle(bundle, tmp_path / "s" / "models", store)
+    assert list((tmp_path / "s" / "models").rglob("*")) == []
+    assert store.list() == []
+
+
+def test_a_bundle_named_like_a_model_is_refused_without_replace(tmp_path: Path, tiny_gguf: Path) -> None:
+    """A bundle named like an installed model used to replace it silently."""
+    source = ModelStore(tmp_path / "a").import_file(tiny_gguf, "tiny")
+    bundle = export_bundle(source, tmp_path / "tiny.tar")
+    store = ModelStore(tmp_path / "b")
+    first = import_bundle(bundle, tmp_path / "b" / "models", store)
+    with pytest.raises(StoreError, match=r"already exists.*--force"):
+        import_bundle(bundle, tmp_path / "b" / "models", store)
+    assert store.get("tiny") == first and Path(first.path).read_bytes() == tiny_gguf.read_bytes()
+    again = import_bundle(bundle, tmp_path / "b" / "models", store, replace=True)  # --force
+    assert Path(again.path).is_file() and again.path == first.path
+    assert sorted(p.name for p in (tmp_path / "b" / "models").iterdir()) == ["tiny"]  # nothing set aside remains

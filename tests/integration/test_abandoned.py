@@ -1,0 +1,117 @@
+"""Work a client abandons stops, and work it cuts short is paid for: a real controller, real llama.cpp (xllamacpp).
+
+The tiny model never picks EOS, so a request generates exactly max_tokens tokens: with a large context, one asking
+for 120,000 keeps the engine busy for far longer than these tests wait."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from harness import ControllerProcess
+from tiny_gguf import write_tiny_llama
+
+from llmctl.catalog.store import ModelStore
+
+LONG = {"model": "tiny", "messages": [{"role": "user", "content": "go on"}], "max_tokens": 120_000,
+        "temperature": 0}
+
+
+def _until(what, check, timeout: float = 20.0):
+    """Poll ``check`` until it returns something true; fail naming ``what`` after ``timeout``."""
+    deadline, last = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.05)
+    raise AssertionError(f"never {what}; last: {last}")
+
+
+def _running(c: httpx.Client) -> int:
+    model = next(m for m in c.get("/llmctl/v1/engine-metrics").json()["models"] if m["model"] == "tiny")
+    return (model.get("figures") or {}).get("requests_running") or 0
+
+
+def _send_raw(proc: ControllerProcess, body: dict, headers: str = "") -> socket.socket:
+    """POST without reading the answer: the test closes the socket to leave."""
+    data = json.dumps(body).encode()
+    s = socket.create_connection(("127.0.0.1", proc.port))
+    s.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{proc.port}\r\nContent-Type: "
+              f"application/json\r\nContent-Length: {len(data)}\r\n{headers}\r\n".encode() + data)
+    return s
+
+
+@pytest.fixture
+def long_controller(tmp_path: Path):
+    """A controller serving the tiny model with 131,072 tokens of context (its header says it was trained for
+    that many), so that one request can keep the engine busy for minutes."""
+    home = tmp_path / "home"
+    ModelStore(home / "data").import_file(write_tiny_llama(tmp_path / "long.gguf", ctx=131_072), "tiny")
+    proc = ControllerProcess(home, LLMCTL_BACKENDS__CTX_SIZE="131072").start()
+    yield proc
+    proc.kill_everything()
+
+
+def test_an_abandoned_unary_request_stops_the_engine(long_controller: ControllerProcess) -> None:
+    proc = long_controller
+    with proc.client() as c:
+        assert c.post("/v1/chat/completions", json={**LONG, "max_tokens": 2}).status_code == 200  # loaded
+        s = _send_raw(proc, LONG)
+        _until("generating", lambda: _running(c) >= 1)
+        s.close()  # the client leaves: its request must stop, in the gateway and in the engine
+        _until("the gateway let the request go", lambda: c.get("/llmctl/v1/requests").json()["in_flight"] == 0)
+        # llama.cpp notices a closed non-streamed connection when a second passes with no other result to hand
+        # out: polling its /slots meanwhile would keep it from looking, so its log is read instead (from the file)
+        _until("the engine cancelled the task", lambda: "cancel task" in json.dumps(
+            c.get("/llmctl/v1/backends/tiny/logs", params={"tail": 50}).json()))
+        _until("the slot was freed", lambda: _running(c) == 0)  # the cancel is queued: the slot frees next
+        last = c.get("/llmctl/v1/requests").json()["requests"][-1]
+        assert (last["status"], last["error"]) == (499, "the client went away")
+
+
+def test_a_request_is_never_sent_again_for_a_client_that_left(long_controller: ControllerProcess) -> None:
+    """An unload drops the engine's connection mid-answer; the gateway used to start the model again and send the
+    request anew, to answer nobody."""
+    proc = long_controller
+    with proc.client() as c:
+        assert c.post("/v1/chat/completions", json={**LONG, "max_tokens": 2}).status_code == 200
+        s = _send_raw(proc, LONG)
+        _until("generating", lambda: _running(c) >= 1)
+        s.close()
+        assert c.post("/llmctl/v1/backends/tiny/unload", json={}).status_code == 200
+        _until("the request finished", lambda: c.get("/llmctl/v1/requests").json()["in_flight"] == 0)
+        assert proc.backend("tiny")["state"] == "stopped"  # not started again for nobody
+        assert c.get("/llmctl/v1/requests").json()["requests"][-1]["status"] == 499
+
+
+def test_a_cut_stream_is_charged_its_prompt(tmp_path: Path, tiny_gguf: Path) -> None:
+    """Streams with long prompts cut after a few events used to charge nothing against tokens_per_minute."""
+    home = tmp_path / "home"
+    ModelStore(home / "data").import_file(tiny_gguf, "tiny")
+    (home / "keys.toml").write_text('[[server.keys]]\nname = "app"\nkey = "app-secret-1"\ntokens_per_minute = 300\n')
+    proc = ControllerProcess(home, LLMCTL_CONFIG=str(home / "keys.toml")).start()
+    auth = {"Authorization": "Bearer app-secret-1"}
+    try:
+        prompt = "word " * 300  # 1,500 bytes: 379 tokens by llmctl's estimate, about 1,200 in this vocabulary
+        body = {**LONG, "messages": [{"role": "user", "content": prompt}], "max_tokens": 2000, "stream": True}
+        with httpx.stream("POST", proc.url + "/v1/chat/completions", json=body, headers=auth, timeout=120) as r:
+            assert r.status_code == 200
+            events = 0
+            for line in r.iter_lines():
+                events += line.startswith("data: ")
+                if events == 3:
+                    break  # cut: the client hangs up after three events
+        with proc.client(headers=auth) as c:
+            _until("the stream was let go", lambda: c.get("/llmctl/v1/requests").json()["in_flight"] == 0)
+            app = c.get("/llmctl/v1/keys").json()["keys"][0]
+            assert app["prompt_tokens"] >= 379, app
+            assert app["remaining_tokens"] == 0
+            refused = c.post("/v1/chat/completions", json={**LONG, "max_tokens": 2})
+            assert refused.status_code == 429 and refused.json()["error"]["type"] == "tokens", refused.text
+    finally:
+        proc.kill_everything()
