@@ -37,7 +37,8 @@ def tui(ctx: Context) -> None:
     from llmctl.app.tui import LlmctlApp
 
     notice = ensure_controller(ctx.settings, ctx.paths)
-    LlmctlApp(ctx.settings, ctx.client(), notice=notice).run()
+    LlmctlApp(ctx.settings, ctx.client(), notice=notice,
+              start_controller=lambda: ensure_controller(ctx.settings, ctx.paths)).run()
 
 
 # serve -------------------------------------------------------------------------------------------------------

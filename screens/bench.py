@@ -39,6 +39,7 @@ def top_throughput(run: dict) -> float | None:
 
 
 class BenchScreen(LlmctlScreen):
+    TITLE = "llmctl: Bench"
     BINDINGS = [
         Binding("b", "run", "Run bench", id="bench-run"),
         Binding("escape,c", "cancel", "Cancel", id="bench-cancel"),
@@ -63,22 +64,35 @@ class BenchScreen(LlmctlScreen):
             yield PlotextPlot(id="plot-throughput", classes="plot")
             yield PlotextPlot(id="plot-ttft", classes="plot")
         yield DataTable(id="bench-runs", cursor_type="row")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#bench-runs", DataTable).add_columns(*RUN_COLUMNS)
+        self.query_one("#bench-model").query_one("SelectCurrent").border_title = "model"
+        self.query_one("#bench-levels").border_title = "concurrency levels"
+        self.query_one("#bench-max-tokens").border_title = "max tokens"
         self._draw()
         self.load_models()
         self.load_history()
+
+    def recover(self) -> None:
+        self.load_models()
+        self.load_history()
+
+    def on_screen_resume(self) -> None:
+        self.load_models()  # a model pulled or imported meanwhile is offered
 
     # data --------------------------------------------------------------------------------------------------
     @work(exclusive=True, group="bench-models", description="listing models to benchmark", exit_on_error=False)
     async def load_models(self) -> None:
         models = await self.app.client.models()
         select = self.query_one("#bench-model", Select)
+        current = select.value
         select.set_options([(Text(m["name"]), m["name"]) for m in models])
         ready = [m["name"] for m in models if m.get("state") == "ready"]
-        if models:
+        if current in [m["name"] for m in models]:
+            select.value = current
+        elif models:
             select.value = ready[0] if ready else models[0]["name"]
 
     @work(exclusive=True, group="bench-history", description="listing saved benchmarks", exit_on_error=False)
@@ -103,7 +117,7 @@ class BenchScreen(LlmctlScreen):
             self.notify("a benchmark is running; Esc or c cancels it", severity="warning")
             return
         model = self.query_one("#bench-model", Select).value
-        if model is Select.BLANK:
+        if model is Select.NULL or not isinstance(model, str):
             self.notify("choose a model first", severity="warning")
             return
         try:
@@ -120,6 +134,9 @@ class BenchScreen(LlmctlScreen):
                                          levels=",".join(map(str, levels))))
         self._draw()
         self.run_bench(str(model), levels, max_tokens)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.action_run()  # Enter in a field runs it, as b does
 
     def action_cancel(self) -> None:
         for worker in self.workers:

@@ -32,6 +32,7 @@ def reply_parser() -> MarkdownIt:
 
 
 class ChatScreen(LlmctlScreen):
+    TITLE = "llmctl: Chat"
     BINDINGS = [
         Binding("escape", "stop", "Stop reply", id="chat-stop"),
         Binding("ctrl+y", "copy_reply", "Copy reply", id="chat-copy"),
@@ -43,6 +44,8 @@ class ChatScreen(LlmctlScreen):
         self.history: list[dict] = []
         self.last_reply = ""
         self.preferred_model: str | None = None
+        self.names: list[str] = []  # what the picker offers
+        self.states: dict[str, str] = {}  # model -> its state when the picker was last filled
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -54,21 +57,37 @@ class ChatScreen(LlmctlScreen):
         yield VerticalScroll(id="chat-log")
         yield Label("", id="chat-stats")
         yield Input(placeholder="message (Enter sends, Esc stops the reply)", id="chat-input")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.load_models()
         self.query_one("#chat-input", Input).focus()
+        self.query_one("#chat-model").query_one("SelectCurrent").border_title = "model"
+        self.query_one("#chat-system").border_title = "system"
+        self.query_one("#chat-temperature").border_title = "temperature"
+        self.query_one("#chat-max-tokens").border_title = "max tokens"
 
-    @work(exclusive=True, group="catalog", description="listing models for chat", exit_on_error=False)
+    def recover(self) -> None:
+        self.load_models()
+
+    def on_screen_resume(self) -> None:
+        self.load_models()  # a model pulled or imported meanwhile is offered
+
+    @work(exclusive=True, group="chat-models", description="listing models for chat", exit_on_error=False)
     async def load_models(self) -> None:
         models = await self.app.client.models()
         select = self.query_one("#chat-model", Select)
-        select.set_options([(Text(m["name"]), m["name"]) for m in models])
+        current = select.value
+        self.states = {m["name"]: m.get("state", "stopped") for m in models}
         names = [m["name"] for m in models]
-        ready = [m["name"] for m in models if m.get("state") == "ready"]
+        if names != self.names:  # unchanged options are left alone (set_options clears the choice)
+            self.names = names
+            select.set_options([(Text(name), name) for name in names])
+        ready = [name for name in names if self.states[name] == "ready"]
         if self.preferred_model in names:
-            select.value = self.preferred_model
+            select.value, self.preferred_model = self.preferred_model, None
+        elif current in names:
+            select.value = current  # a refresh keeps the user's choice
         elif models:
             select.value = ready[0] if ready else names[0]
 
@@ -78,7 +97,7 @@ class ChatScreen(LlmctlScreen):
         model = self.query_one("#chat-model", Select).value
         if not text:
             return
-        if model is Select.BLANK:
+        if model is Select.NULL or not isinstance(model, str):  # the picker's blank entry is no model
             self.notify("pick a model first (import one on the Models screen)", severity="warning")
             return
         event.input.value = ""
@@ -102,8 +121,11 @@ class ChatScreen(LlmctlScreen):
                              thinking, reply])
         log.anchor()
         stats = self.query_one("#chat-stats", Label)
-        stats.update(Content.from_markup("[dim]$model is thinking... (it starts on the first message)[/]",
-                                         model=model))
+        if self.states.get(model) == "ready":
+            stats.update(Content.from_markup("[dim]waiting for $model's first token...[/]", model=model))
+        else:
+            stats.update(Content.from_markup("[dim]loading $model (a stopped model starts on its first message)...[/]",
+                                             model=model))
         system = self.query_one("#chat-system", Input).value.strip()
         messages = ([{"role": "system", "content": system}] if system else []) + self.history
         messages.append({"role": "user", "content": text})
@@ -116,9 +138,16 @@ class ChatScreen(LlmctlScreen):
                 max_tokens=int(self._number("#chat-max-tokens", 512)),
             ):
                 if isinstance(part, ChatTurn):
-                    stats.update(plain(stats_line(model, part)))
+                    line = Content(stats_line(model, part))
+                    if part.finish_reason == "length":  # cut by max tokens, not finished: say so
+                        line = Content.assemble(line, Content.styled(
+                            "  stopped at the max-tokens limit: raise it to get longer replies", "yellow"))
+                    stats.update(line)
                     outcome = "done"
                     continue
+                if tokens == 0:
+                    self.states[model] = "ready"
+                    stats.update(Content.from_markup("[dim]$model is replying... (Esc stops it)[/]", model=model))
                 tokens += 1
                 if isinstance(part, Reasoning):
                     thought += part.text

@@ -48,6 +48,7 @@ def memory_bar(option: FitOption, memory: int, width: int = BAR) -> Text:
 
 
 class FitsScreen(LlmctlScreen):
+    TITLE = "llmctl: What fits"
     BINDINGS = [
         Binding("p", "pull", "Pull", id="fits-pull"),
         Binding("escape", "close", "Back", id="fits-close"),
@@ -69,11 +70,11 @@ class FitsScreen(LlmctlScreen):
                                                                                    f" {label}  ")],
                                       Content.styled("·", "dim"), " free"), id="fits-legend")
         yield Static("", id="fits-why")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        table.add_columns("#", "MODEL", "QUANT", "FIT", "MEMORY", "NEEDS", "TOK/S")
+        table.add_columns("#", "MODEL", "QUANT", "FIT", "NEEDS", "TOK/S", "MEMORY")  # the bar last: 80 columns cut it
         table.focus()
         self.load()
 
@@ -97,7 +98,7 @@ class FitsScreen(LlmctlScreen):
     @work(exclusive=True, group="fits", description="ranking what fits", exit_on_error=False)
     async def load(self) -> None:
         choice = self.query_one("#fits-gpu", Select).value
-        gpu = None if choice in (HERE, Select.BLANK) else str(choice)
+        gpu = None if choice == HERE or choice is Select.NULL else str(choice)
         answer: Recommendation = await self.app.client.recommend(ctx=self.app.settings.backends.ctx_size, gpu=gpu)
         if not self.gpus_loaded:
             self.gpus_loaded = True
@@ -114,8 +115,9 @@ class FitsScreen(LlmctlScreen):
         table.clear()
         for i, o in enumerate(self.options, 1):
             table.add_row(cell(i), cell(o["model"]), cell(o["quant"]), cell(o["fits"], FIT_STYLE.get(o["fits"], "")),
-                          memory_bar(o, device["memory_bytes"]), cell(size(o["total_bytes"])),
-                          cell(f"~{o['tokens_per_s']:g}"), key=str(i - 1))
+                          cell(size(o["total_bytes"])), cell(f"~{o['tokens_per_s']:g}"),
+                          memory_bar(o, device["memory_bytes"], width=BAR if self.size.width >= 100 else 12),
+                          key=str(i - 1))
         if not self.options:
             self.query_one("#fits-why", Static).update(Content.styled(
                 "nothing in the catalog fits here; try a GPU from the list", "dim"))

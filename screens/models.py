@@ -106,16 +106,18 @@ def shown_quant(quants: list[dict]) -> dict:
 
 
 class ModelsScreen(LlmctlScreen):
+    TITLE = "llmctl: Models"
     BINDINGS = [
+        # in the order a newcomer needs them (the footer cuts from the right at 80 columns)
         Binding("slash", "focus_filter", "Filter", id="models-filter"),
         Binding("escape", "focus_table", "Table", show=False, id="models-table-focus"),
-        Binding("i", "import_model", "Import", id="model-import"),
-        Binding("s", "start_model", "Start", id="model-start"),
-        Binding("delete", "remove_model", "Remove", id="model-remove"),
         Binding("p", "pull_model", "Pull", id="model-pull"),
-        Binding("c", "cancel_pull", "Cancel pull", show=False, id="model-pull-cancel"),
-        Binding("f", "fits", "Fits", id="models-fits"),
-        Binding("r", "refresh", "Refresh", id="models-refresh"),
+        Binding("c", "cancel_pull", "Cancel pull", id="model-pull-cancel"),
+        Binding("s", "start_model", "Start", id="model-start"),
+        Binding("f", "fits", "What fits", id="models-fits"),
+        Binding("i", "import_model", "Import", id="model-import"),
+        Binding("delete", "remove_model", "Remove", show=False, id="model-remove"),
+        Binding("r", "refresh", "Refresh", show=False, id="models-refresh"),
     ]
 
     def __init__(self) -> None:
@@ -131,11 +133,11 @@ class ModelsScreen(LlmctlScreen):
             with VerticalScroll(id="model-detail"):
                 yield Static("select a model to see what it needs here", id="detail")
         yield VerticalScroll(id="pulls")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        table.add_columns("MODEL", "FIT", "NEEDS", "QUANT", "WHERE", "STATE")
+        table.add_columns("MODEL", "QUANT", "FIT", "NEEDS", "STATE", "WHERE")
         table.focus()
         self.query_one("#pulls").display = False
         self.action_refresh()
@@ -143,6 +145,11 @@ class ModelsScreen(LlmctlScreen):
 
     def action_refresh(self) -> None:
         self.load_models()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "cancel_pull":  # in the footer only while a pull runs
+            return any(s["state"] not in ENDED for s in self.pulls.values())
+        return True
 
     def action_focus_filter(self) -> None:
         self.query_one("#filter", Input).focus()
@@ -192,11 +199,20 @@ class ModelsScreen(LlmctlScreen):
         table = self.query_one(DataTable)
         wanted = self.query_one("#filter", Input).value.strip().lower()
         table.clear()
+        pulling = {s["ref"]: s for s in self.pulls.values()}
         for key, r in self.rows.items():
             if wanted and wanted not in r["search"].lower():
                 continue
-            table.add_row(cell(r["name"]), badge_cell(r["fits"]), cell(size(r["needs"])), cell(r["quant"]),
-                          cell(r["where"]), cell(r["state"]), key=key)
+            state = r["state"]
+            pull = pulling.get(r.get("ref", ""))
+            if pull is not None:  # a pull of this row, running or ended here
+                done = 100 * pull["done_bytes"] // max(1, pull["total_bytes"])
+                state = f"pulling {done}%" if pull["state"] not in ENDED else pull["state"]
+            table.add_row(cell(r["name"]), cell(r["quant"]), badge_cell(r["fits"]), cell(size(r["needs"])),
+                          cell(state), cell(r["where"]), key=key)
+        if table.row_count == 0:  # nothing matches: no details of a row that is not shown
+            self.query_one("#detail", Static).update(Content.styled(
+                "no model matches the filter; Esc goes back to the table, / edits the filter", "dim"))
 
     @on(Input.Changed, "#filter")
     def filter_changed(self) -> None:
@@ -294,6 +310,8 @@ class ModelsScreen(LlmctlScreen):
         else:
             box.mount(PullView(status))
         box.display = True
+        self.refresh_bindings()
+        self._fill()  # the row shows the pull's progress
         if status["state"] in ENDED:
             self._ended(status, message.notify)
 

@@ -36,6 +36,7 @@ PLOTS = [
 
 
 class MonitorScreen(LlmctlScreen):
+    TITLE = "llmctl: Monitor"
     BINDINGS = [
         Binding("g", "show_tab('monitor-gateway')", "Gateway & machine", id="monitor-gateway"),
         Binding("e", "show_tab('monitor-engines')", "Engines", id="monitor-engines"),
@@ -58,7 +59,7 @@ class MonitorScreen(LlmctlScreen):
                     yield PlotextPlot(id=f"plot-{key}", classes="plot")
             with TabPane("Engines", id="monitor-engines"):
                 yield EnginePanel(id="engine-panel")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         for key, title, unit in PLOTS:
@@ -66,6 +67,11 @@ class MonitorScreen(LlmctlScreen):
             plt.title(f"{title}" + (f" ({unit})" if unit else ""))
         self.sample()
         self.set_interval(SAMPLE_EVERY, self.sample)
+
+    def recover(self) -> None:
+        self.sample()
+        if self._engines_polling:
+            self.sample_engines()
 
     def action_show_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
@@ -140,6 +146,11 @@ class MonitorScreen(LlmctlScreen):
         self.query_one(EnginePanel).show(time.monotonic() - self.started, models)
 
     def _draw(self, now: float, hw: dict) -> None:
+        if not hw["gpus"] and self.query_one("#plot-gpu").display:
+            # no GPU: its two plots go, and the other six get their rows (one row tall each at 80x24 otherwise)
+            for key in ("gpu", "vram"):
+                self.query_one(f"#plot-{key}").display = False
+            self.query_one("#monitor-grid", Grid).styles.grid_size_rows = 3
         for key, title, unit in PLOTS:
             widget = self.query_one(f"#plot-{key}", PlotextPlot)
             plt = widget.plt
@@ -147,16 +158,14 @@ class MonitorScreen(LlmctlScreen):
             points = self.series[key].points
             if points:
                 plt.plot([t - now for t, _ in points], [v for _, v in points], marker="braille")
-            elif key in ("gpu", "vram") and not hw["gpus"]:
-                plt.title(f"{title}: no GPU")
             plt.xlim(-WINDOW, 0)
             if unit == "%":
                 plt.ylim(0, 100)
             widget.refresh()
         tps, ttft = self.series["tps"].last(), self.series["ttft"].last()
         self.query_one("#monitor-summary", Label).update(
-            f"last reply: {f'{tps:.1f}' if tps is not None else '-'} tok/s, first token after "
-            f"{f'{ttft:.0f}' if ttft is not None else '-'} ms   |   "
-            f"in flight {self.series['inflight'].last():.0f}   |   "
-            f"CPU {self.series['cpu'].last() or 0:.0f}%  RAM {self.series['ram'].last() or 0:.0f}%"
+            f"last reply {f'{tps:.1f}' if tps is not None else '-'} tok/s, TTFT "
+            f"{f'{ttft:.0f}' if ttft is not None else '-'} ms | "
+            f"in flight {self.series['inflight'].last():.0f} | "
+            f"CPU {self.series['cpu'].last() or 0:.0f}% RAM {self.series['ram'].last() or 0:.0f}%"
         )

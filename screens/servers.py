@@ -18,6 +18,7 @@ STATE_STYLE = {"ready": "green", "starting": "yellow", "restarting": "yellow", "
 
 
 class ServersScreen(LlmctlScreen):
+    TITLE = "llmctl: Servers"
     BINDINGS = [
         Binding("s", "start", "Start", id="server-start"),
         Binding("x", "stop", "Stop", id="server-stop"),
@@ -35,13 +36,16 @@ class ServersScreen(LlmctlScreen):
             yield DataTable(id="servers-table", cursor_type="row", zebra_stripes=True)
             yield Label("log", id="log-title", classes="section-title")
             yield RichLog(id="server-log", max_lines=2000, wrap=False, markup=False)
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         columns = ("MODEL", "STATE", "RUNTIME", "PORT", "PID", "UPTIME", "RESTARTS", "MEMORY")
         self.query_one(DataTable).add_columns(*columns)
         self.poll()
         self.set_interval(POLL_EVERY, self.poll)
+
+    def recover(self) -> None:
+        self.poll()
 
     @work(exclusive=True, group="runtime-health", description="reading the model servers", exit_on_error=False)
     async def poll(self) -> None:

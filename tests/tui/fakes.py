@@ -221,8 +221,11 @@ class FakeClient:
         self.bench_hold = bench_hold
         self.bench_released = asyncio.Event()
         self.bench_runs = copy.deepcopy(BENCH_RUNS if bench_runs is None else bench_runs)
+        self.down: BaseException | None = None  # set it (a ControllerUnavailable) and every method raises it
 
     def _answer(self, method: str) -> None:
+        if self.down is not None:  # no controller answers: every call fails alike
+            raise self.down
         if method in self.fail and not (method in ("stream_chat", "bench") and self.fail_after is not None):
             raise self.fail[method]
 
