@@ -29,6 +29,8 @@ class ServersScreen(LlmctlScreen):
         super().__init__()
         self.selected: str | None = None
         self.log_offset: int | None = None
+        self.backends: dict[str, dict] = {}
+        self.told: tuple[str, str] | None = None  # (model, failure) already written at the log's end
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -39,7 +41,7 @@ class ServersScreen(LlmctlScreen):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        columns = ("MODEL", "STATE", "RUNTIME", "PORT", "PID", "UPTIME", "RESTARTS", "MEMORY")
+        columns = ("MODEL", "STATE", "MEMORY", "UPTIME", "PORT", "RUNTIME", "PID", "RESTARTS")  # 80 columns cut the right
         self.query_one(DataTable).add_columns(*columns)
         self.poll()
         self.set_interval(POLL_EVERY, self.poll)
@@ -55,9 +57,9 @@ class ServersScreen(LlmctlScreen):
         table.clear()
         for b in backends:
             table.add_row(cell(b["model"]), cell(b["state"], STATE_STYLE.get(b["state"], "")),
-                          cell(b["runtime"]), cell(listens_on(b)), cell(b["pid"] or "-"),
-                          cell(duration(b["uptime"])), cell(b["restarts"]), cell(size(b["memory_bytes"])),
-                          key=b["model"])
+                          cell(size(b["memory_bytes"])), cell(duration(b["uptime"])), cell(listens_on(b)),
+                          cell(b["runtime"]), cell(b["pid"] or "-"), cell(b["restarts"]), key=b["model"])
+        self.backends = {b["model"]: b for b in backends}
         if not backends:
             table.add_row(cell("no model servers yet", "dim"), "", "", "", "", "", "", "")
             return
@@ -70,6 +72,7 @@ class ServersScreen(LlmctlScreen):
         if model != self.selected:
             self.selected = model
             self.log_offset = None
+            self.told = None
             self.query_one(RichLog).clear()
             self.query_one("#log-title", Label).update(plain(f"log of {model}"))
 
@@ -86,6 +89,17 @@ class ServersScreen(LlmctlScreen):
         for line in data["lines"]:
             log.write(Text(line, end=""))  # a log line is never markup: RichLog's markup=False is kept regardless
         self.log_offset = data["next"]
+        backend = self.backends.get(self.selected) or {}
+        error = backend.get("error") if backend.get("state") == "failed" else None
+        title = f"log of {self.selected}" + (f": failed: {error}" if error else "")
+        self.query_one("#log-title", Label).update(plain(" ".join(title.split())))
+        if error and self.told != (self.selected, error):
+            # why it failed, where the failed server is shown (the log file may not say it: a load that failed
+            # before the engine wrote anything)
+            self.told = (self.selected, error)
+            tail = [] if data["lines"] else list(backend.get("last_log_lines") or [])[-5:]
+            for line in [*tail, f"llmctl: {error}"]:
+                log.write(Text(line, style="red" if line.startswith("llmctl: ") else "", end=""))
 
     @work(group="runtime", description="starting a model server", exit_on_error=False)
     async def action_start(self) -> None:

@@ -121,24 +121,21 @@ async def test_a_failing_engine_route_is_told_once_and_the_gateway_plots_go_on(m
         assert [n.message for n in app._notifications][-1] == "the controller answers again"
 
 
-async def test_a_controller_away_is_told_once_for_both_polls(make_app) -> None:
+async def test_a_controller_away_is_one_banner_for_both_polls(make_app) -> None:
     client = FakeClient()
     app = make_app(client, "monitor")
     async with app.run_test(size=(120, 36)) as pilot:
         await settle(app, pilot)
-        client.fail.update(engine_metrics=AWAY, requests_snapshot=AWAY)
+        client.down = AWAY
         for _ in range(2):
             app.screen.sample_engines()
             app.screen.sample()
             await settle(app, pilot)
-        assert len(errors(app)) == 1 and errors(app)[0].endswith(f" | {AWAY.title}: {AWAY.message}")  # either poll
-        del client.fail["requests_snapshot"]
-        app.screen.sample()
-        await settle(app, pilot)
-        assert "the controller answers again" not in [n.message for n in app._notifications]  # engines still fail
-        client.fail.clear()
+        assert errors(app) == [] and app.screen.query_one("#controller-banner").display
+        client.down = None
         app.screen.sample_engines()
         await settle(app, pilot)
+        assert not app.screen.query_one("#controller-banner").display
         assert [n.message for n in app._notifications].count("the controller answers again") == 1
 
 

@@ -136,7 +136,7 @@ async def test_what_fits_shows_bars_picks_a_gpu_and_pulls_the_selection(make_app
         assert isinstance(app.screen, FitsScreen)
         table = app.screen.query_one(DataTable)
         assert table.row_count == 2
-        bar = table.get_row_at(0)[4]
+        bar = table.get_row_at(0)[6]
         assert len(bar.plain) == 20 and "█" in bar.plain
         assert "this machine" in str(app.screen.query_one("#fits-device").render())
         app.screen.query_one("#fits-gpu", Select).value = "RTX 4090"

@@ -159,26 +159,86 @@ POLLS = [("dashboard", "hardware", _poll_dashboard), ("servers", "backends", _po
          ("monitor", "requests_snapshot", _poll_monitor)]
 
 
+def banner(app) -> str | None:
+    """The controller-down banner's text, or None while it is hidden."""
+    found = app.screen.query("#controller-banner")
+    return str(found.first().render()) if found and found.first().display else None
+
+
 @pytest.mark.parametrize(("mode", "method", "poll"), POLLS, ids=[p[0] for p in POLLS])
-async def test_a_controller_restart_during_polling_is_told_once(make_app, mode, method, poll) -> None:
+async def test_a_controller_away_is_a_banner_until_it_answers(make_app, mode, method, poll) -> None:
+    """No controller: no toast every tick and no stale figures left looking live, but one line on the screen that
+    says so and offers the key that starts it again (offered only then); back, the banner goes and it is told."""
     client = FakeClient()
     app = make_app(client, mode)
-    async with app.run_test(size=(120, 36)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await settle(app, pilot)
-        client.fail[method] = LOST
+        assert banner(app) is None and app.check_action("start_controller", ()) is False
+        client.down = LOST
         for _ in range(3):
             await poll(app, pilot)
-        client.fail[method] = AWAY
+        client.down = AWAY
         await poll(app, pilot)
+        assert alive(app) and errors(app) == []
+        assert banner(app) is not None and "ctrl+s  starts the controller again" in banner(app)
+        assert AWAY.title in banner(app)
+        assert app.check_action("start_controller", ()) is True
+        client.down = None
         await poll(app, pilot)
-        assert alive(app)
-        assert [e.split(" | ")[1] for e in errors(app)] == [f"{LOST.title}: {LOST.message}",
-                                                            f"{AWAY.title}: {AWAY.message}"]
-        client.fail.clear()
-        await poll(app, pilot)
+        assert banner(app) is None
         assert [n.message for n in app._notifications][-1] == "the controller answers again"
-        await poll(app, pilot)
-        assert len(app._notifications) == 3
+
+
+async def test_the_banner_key_starts_the_controller_and_every_screen_recovers(make_app) -> None:
+    """ctrl+s runs the app's start function (the CLI passes `ensure_controller`); the screen on show fetches again
+    at once, and a section opened while it was away fetches again when it shows."""
+    client = FakeClient()
+    started: list[bool] = []
+
+    def start() -> str:
+        started.append(True)
+        client.down = None
+        return "Started a background controller"
+
+    app = make_app(client, "models")
+    app._start_controller = start
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        client.down = AWAY
+        await pilot.press("r")
+        await settle(app, pilot)
+        await pilot.press("3")  # Servers opens while the controller is away: empty, with the banner
+        await settle(app, pilot)
+        assert banner(app) is not None and app.screen.query_one("DataTable").row_count <= 1
+        await pilot.press("2")
+        await settle(app, pilot)
+        app.screen.rows.clear()
+        app.screen._fill()  # what a Models screen opened with no controller shows: nothing
+        await pilot.press("ctrl+s")
+        await settle(app, pilot)
+        await settle(app, pilot)
+        assert started == [True]
+        assert banner(app) is None
+        assert app.screen.query_one("DataTable").row_count == 4  # fetched again on its own
+        assert "Started a background controller" in [n.message for n in app._notifications]
+        await pilot.press("3")
+        await settle(app, pilot)
+        assert banner(app) is None and app.screen.selected == "llama-3.1-8b-instruct-q4_k_m"
+
+
+async def test_a_long_failure_keeps_its_headline_in_a_short_toast(make_app) -> None:
+    """A model server's failure carries its whole log tail: the toast keeps the headline and the start of it."""
+    tail = "\n".join(f"llama_model_load: line {i} of the engine's log" for i in range(28))
+    client = FakeClient(fail={"load": ControllerError("the controller refused (503)", "tiny failed: " + tail,
+                                                         status=503)})
+    app = make_app(client, "servers")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("s")
+        await settle(app, pilot)
+        [toast] = [n for n in app._notifications if n.severity == "error"]
+        assert toast.message.startswith("the controller refused (503): tiny failed: llama_model_load: line 0")
+        assert len(toast.message) < 220 and "\n" not in toast.message
 
 
 async def test_a_bug_in_a_worker_is_a_notification_too(make_app) -> None:
