@@ -151,7 +151,7 @@ class MonitorScreen(LlmctlScreen):
             for key in ("gpu", "vram"):
                 self.query_one(f"#plot-{key}").display = False
             self.query_one("#monitor-grid", Grid).styles.grid_size_rows = 3
-        for key, title, unit in PLOTS:
+        for key, _title, unit in PLOTS:
             widget = self.query_one(f"#plot-{key}", PlotextPlot)
             plt = widget.plt
             plt.clear_data()

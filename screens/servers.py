@@ -41,7 +41,8 @@ class ServersScreen(LlmctlScreen):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        columns = ("MODEL", "STATE", "MEMORY", "UPTIME", "PORT", "RUNTIME", "PID", "RESTARTS")  # 80 columns cut the right
+        # what matters first: 80 columns cut the right
+        columns = ("MODEL", "STATE", "MEMORY", "UPTIME", "PORT", "RUNTIME", "PID", "RESTARTS")
         self.query_one(DataTable).add_columns(*columns)
         self.poll()
         self.set_interval(POLL_EVERY, self.poll)

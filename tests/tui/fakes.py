@@ -222,6 +222,7 @@ class FakeClient:
         self.bench_released = asyncio.Event()
         self.bench_runs = copy.deepcopy(BENCH_RUNS if bench_runs is None else bench_runs)
         self.down: BaseException | None = None  # set it (a ControllerUnavailable) and every method raises it
+        self.finish_reason: str | None = None  # what a streamed reply's last chunk says ("length": cut by max tokens)
 
     def _answer(self, method: str) -> None:
         if self.down is not None:  # no controller answers: every call fails alike
@@ -327,6 +328,7 @@ class FakeClient:
                 turn.text += piece
             yield piece
         turn.seconds = 0.05 + 0.01 * turn.tokens
+        turn.finish_reason = self.finish_reason
         self.records.append(record(len(self.records) + 1, model))
         yield turn
 

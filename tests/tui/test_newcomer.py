@@ -1,0 +1,126 @@
+"""What a newcomer met (issue 24): state that was stale, a placeholder sent as a model, keys nobody could find."""
+
+from __future__ import annotations
+
+import copy
+
+from fakes import BACKENDS, FakeClient, local_model
+from test_worker_errors import errors, settle
+from textual.widgets import Select
+
+
+async def test_a_failed_server_shows_its_reason_in_the_log_pane(make_app) -> None:
+    client = FakeClient(log_lines=[])
+    failed = copy.deepcopy(BACKENDS[0])
+    failed.update(state="failed", pid=None, error="tensor 'output_norm.weight' not found",
+                  last_log_lines=["llama_model_load: error loading model"])
+    client.backend_list = [failed]
+    app = make_app(client, "servers")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        log = [str(line.text) for line in app.screen.query_one("#server-log").lines]
+        assert log == ["llama_model_load: error loading model", "llmctl: tensor 'output_norm.weight' not found"]
+        assert "failed: tensor 'output_norm.weight' not found" in str(app.screen.query_one("#log-title").render())
+        app.screen.poll()
+        await settle(app, pilot)
+        assert len(app.screen.query_one("#server-log").lines) == 2  # told once, not every poll
+
+
+async def test_the_chat_picker_offers_a_model_pulled_meanwhile_and_keeps_the_choice(make_app) -> None:
+    client = FakeClient()
+    app = make_app(client, "chat")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        app.screen.query_one("#chat-model", Select).value = "tiny"
+        client.model_list.append(local_model("new-one", "/m/new.gguf", 1, {"quant": "Q4_0"}))
+        await pilot.press("f2")
+        await settle(app, pilot)
+        await pilot.press("f4")
+        await settle(app, pilot)
+        assert "new-one" in app.screen.names
+        assert app.screen.query_one("#chat-model", Select).value == "tiny"
+
+
+async def test_the_blank_picker_entry_is_never_sent_as_a_model(make_app) -> None:
+    client = FakeClient()
+    app = make_app(client, "chat")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        app.screen.query_one("#chat-model", Select).clear()
+        await pilot.press(*"Hi", "enter")
+        await settle(app, pilot)
+        assert not [c for c in client.calls if c[0] == "chat"]
+        assert any("pick a model first" in n.message for n in app._notifications)
+
+
+async def test_a_reply_cut_by_the_token_limit_says_so(make_app) -> None:
+    client = FakeClient()
+    client.finish_reason = "length"
+    app = make_app(client, "chat")
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(app, pilot)
+        await pilot.press(*"Hi", "enter")
+        await settle(app, pilot)
+        assert "stopped at the max-tokens limit" in str(app.screen.query_one("#chat-stats").render())
+        client.finish_reason = "stop"
+        await pilot.press(*"Again", "enter")
+        await settle(app, pilot)
+        assert "max-tokens" not in str(app.screen.query_one("#chat-stats").render())
+
+
+async def test_a_filter_that_matches_nothing_clears_the_details(make_app) -> None:
+    app = make_app(FakeClient(), "models")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        assert "llama-3.1-8b" in str(app.screen.query_one("#detail").render())
+        await pilot.press("slash", *"zzz")
+        await settle(app, pilot)
+        assert "no model matches" in str(app.screen.query_one("#detail").render())
+        assert "llama-3.1-8b" not in str(app.screen.query_one("#detail").render())
+
+
+async def test_a_running_pull_shows_on_its_row_and_c_is_in_the_footer(make_app) -> None:
+    client = FakeClient(pull_hold=3)
+    app = make_app(client, "models")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        assert app.screen.check_action("cancel_pull", ()) is False
+        app.screen.query_one("DataTable").move_cursor(row=2)
+        await pilot.press("p")
+        for _ in range(100):
+            await pilot.pause()
+            if app.screen.pulls and next(iter(app.screen.pulls.values()))["done_bytes"]:
+                break
+        table = app.screen.query_one("DataTable")
+        row = [str(c) for c in table.get_row("catalog:qwen2.5-7b-instruct")]
+        assert row[4].startswith("pulling ") and row[4].endswith("%")
+        assert app.screen.check_action("cancel_pull", ()) is True
+        client.pull_released.set()
+        await settle(app, pilot)
+
+
+async def test_question_mark_lists_the_screens_keys_and_esc_closes_it(make_app) -> None:
+    app = make_app(FakeClient(), "models")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+        text = str(app.screen.query_one("#keys-text").render())
+        assert type(app.screen).__name__ == "KeysScreen"
+        for expected in ("Pull", "What fits", "Sections", "Dashboard, Models, Servers"):
+            assert expected in text
+        assert "Focus Next" not in text
+        await pilot.press("escape")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "ModelsScreen"
+
+
+async def test_enter_in_a_bench_field_runs_it(make_app) -> None:
+    client = FakeClient()
+    app = make_app(client, "bench")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        app.screen.query_one("#bench-levels").focus()
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert [c for c in client.calls if c[0] == "bench"] and errors(app) == []
