@@ -42,7 +42,8 @@ class Context:
         is then its owner key (admin); see ``app.handshake``."""
         from llmctl.app.client import local_client
 
-        return local_client(self.settings, self.paths, bench_dir=self.paths.data_dir / "benchmarks")
+        return local_client(self.settings, self.paths, bench_dir=self.paths.data_dir / "benchmarks",
+                            chats_dir=self.paths.data_dir / "chats")
 
     def call(self, use):
         """Run ``await use(client)`` with a fresh client and return its result (for one-shot commands)."""

@@ -98,12 +98,14 @@ def _unavailable(base_url: str) -> ControllerUnavailable:
 
 class ControllerClient:
     def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 30.0,
-                 transport: httpx.AsyncBaseTransport | None = None, bench_dir: Path | None = None, *,
-                 owner_secret: str | None = None, refusal: tuple[str, str] | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None, bench_dir: Path | None = None,
+                 chats_dir: Path | None = None, *, owner_secret: str | None = None,
+                 refusal: tuple[str, str] | None = None) -> None:
         """``bench_dir``: where saved benchmark runs live (``<data>/benchmarks``); without it there is no history
-        and runs are not saved. ``owner_secret`` (from the controller's state file): the controller must prove it
-        holds it before the first request, and it is then the key sent. ``refusal``: there is no controller to
-        talk to (title, what to do); every call raises ControllerUnavailable saying so, and nothing is sent."""
+        and runs are not saved. ``chats_dir``: where the TUI's chat history lives (``<data>/chats``), likewise.
+        ``owner_secret`` (from the controller's state file): the controller must prove it holds it before the first
+        request, and it is then the key sent. ``refusal``: there is no controller to talk to (title, what to do);
+        every call raises ControllerUnavailable saying so, and nothing is sent."""
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
@@ -112,6 +114,7 @@ class ControllerClient:
         self._refusal = refusal
         self._transport = transport
         self.bench_dir = bench_dir
+        self.chats_dir = chats_dir
         self._http = httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=timeout, transport=transport)
 
     @property
@@ -406,6 +409,27 @@ class ControllerClient:
         if self.bench_dir is None:
             return []
         return await asyncio.to_thread(list_runs, self.bench_dir)
+
+    # the chat history (local files, ``chat_history.py``: the screens never touch files themselves) ---------------
+    async def chat_history(self, model: str) -> list[dict[str, str]]:
+        """The saved conversation with ``model``, oldest first (none without a chats_dir)."""
+        from llmctl.app import chat_history
+
+        if self.chats_dir is None:
+            return []
+        return await asyncio.to_thread(chat_history.load, self.chats_dir, model)
+
+    async def save_chat_history(self, model: str, messages: list[dict[str, str]]) -> None:
+        from llmctl.app import chat_history
+
+        if self.chats_dir is not None:
+            await asyncio.to_thread(chat_history.save, self.chats_dir, model, messages)
+
+    async def clear_chat_history(self, model: str) -> None:
+        from llmctl.app import chat_history
+
+        if self.chats_dir is not None:
+            await asyncio.to_thread(chat_history.clear, self.chats_dir, model)
 
 
 def _seg(name: str) -> str:

@@ -45,6 +45,7 @@ class ChatScreen(LlmctlScreen):
         self.last_reply = ""
         self.preferred_model: str | None = None
         self.names: list[str] = []  # what the picker offers
+        self.history_model: str | None = None  # whose conversation ``history`` is
         self.states: dict[str, str] = {}  # model -> its state when the picker was last filled
 
     def compose(self) -> ComposeResult:
@@ -101,7 +102,9 @@ class ChatScreen(LlmctlScreen):
             self.notify("pick a model first (import one on the Models screen)", severity="warning")
             return
         event.input.value = ""
-        self.send(str(model), text)
+        if self.history_model != model:  # sent before its saved history was read: this conversation starts anew
+            self.history_model, self.history = model, []
+        self.send(model, text)
 
     def _number(self, widget_id: str, default: float) -> float:
         try:
@@ -177,6 +180,8 @@ class ChatScreen(LlmctlScreen):
             elif answer or outcome == "done":
                 self.history += [{"role": "user", "content": text}, {"role": "assistant", "content": answer}]
                 self.last_reply = answer
+                if self.history_model == model:
+                    self.keep_history(model, list(self.history))
 
     def action_stop(self) -> None:
         for worker in self.workers:
@@ -190,6 +195,42 @@ class ChatScreen(LlmctlScreen):
             self.notify("reply copied")
 
     def action_clear(self) -> None:
+        """A new chat: the screen and the model's saved history both start over."""
         self.history.clear()
         self.query_one("#chat-log", VerticalScroll).remove_children()
         self.query_one("#chat-stats", Label).update("")
+        if self.history_model is not None:
+            self.forget_history(self.history_model)
+
+    @work(group="chat-history", description="clearing the chat history", exit_on_error=False)
+    async def forget_history(self, model: str) -> None:
+        await self.app.client.clear_chat_history(model)
+
+    @work(group="chat-history", description="saving the chat history", exit_on_error=False)
+    async def keep_history(self, model: str, messages: list[dict]) -> None:
+        await self.app.client.save_chat_history(model, messages)
+
+    @on(Select.Changed, "#chat-model")
+    def model_changed(self, event: Select.Changed) -> None:
+        if isinstance(event.value, str) and event.value != self.history_model:
+            self.show_history(event.value)
+
+    @work(exclusive=True, group="chat-history-load", description="reading the chat history", exit_on_error=False)
+    async def show_history(self, model: str) -> None:
+        """Each model keeps its own conversation: choosing it shows where it was left (ctrl+l starts over)."""
+        turns = await self.app.client.chat_history(model)
+        self.history_model, self.history = model, turns
+        log = self.query_one("#chat-log", VerticalScroll)
+        await log.remove_children()
+        widgets = []
+        for turn in turns:
+            if turn["role"] == "user":
+                widgets.append(Static(Content.from_markup("[b]you[/]  $text", text=turn["content"]),
+                                      classes="user-message"))
+            else:
+                widgets.append(Markdown(turn["content"], classes="reply", parser_factory=reply_parser))
+        if widgets:
+            await log.mount_all(widgets)
+            log.scroll_end(animate=False)
+        self.query_one("#chat-stats", Label).update(Content.styled(
+            f"earlier conversation with {model}: ctrl+l starts a new one" if turns else "", "dim"))

@@ -222,6 +222,7 @@ class FakeClient:
         self.bench_released = asyncio.Event()
         self.bench_runs = copy.deepcopy(BENCH_RUNS if bench_runs is None else bench_runs)
         self.down: BaseException | None = None  # set it (a ControllerUnavailable) and every method raises it
+        self.chats: dict[str, list[dict[str, str]]] = {}  # model -> its saved chat history
         self.finish_reason: str | None = None  # what a streamed reply's last chunk says ("length": cut by max tokens)
 
     def _answer(self, method: str) -> None:
@@ -429,6 +430,18 @@ class FakeClient:
             run = bench_run(f"20250103-100000-{model}", 1735898400.0, model, "llama-server", list(concurrency))
             self.bench_runs.append(run)
             yield Note(f"saved as {run['id']}")
+
+    async def chat_history(self, model: str) -> list[dict[str, str]]:
+        self._answer("chat_history")
+        return copy.deepcopy(self.chats.get(model, []))
+
+    async def save_chat_history(self, model: str, messages: list[dict[str, str]]) -> None:
+        self._answer("save_chat_history")
+        self.chats[model] = copy.deepcopy(messages)
+
+    async def clear_chat_history(self, model: str) -> None:
+        self._answer("clear_chat_history")
+        self.chats.pop(model, None)
 
     async def bench_history(self) -> list[dict]:
         self._answer("bench_history")

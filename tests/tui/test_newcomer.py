@@ -124,3 +124,29 @@ async def test_enter_in_a_bench_field_runs_it(make_app) -> None:
         await pilot.press("enter")
         await settle(app, pilot)
         assert [c for c in client.calls if c[0] == "bench"] and errors(app) == []
+
+
+async def test_chat_history_is_kept_per_model_and_ctrl_l_forgets_it(make_app) -> None:
+    client = FakeClient()
+    client.chats["tiny"] = [{"role": "user", "content": "earlier question"},
+                            {"role": "assistant", "content": "earlier answer"}]
+    app = make_app(client, "chat")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        name = "llama-3.1-8b-instruct-q4_k_m"
+        await pilot.press(*"Hi", "enter")
+        await settle(app, pilot)
+        assert [m["content"] for m in client.chats[name]] == ["Hi", "Hello! **How** can I help? "]
+        app.screen.query_one("#chat-model", Select).value = "tiny"
+        await settle(app, pilot)
+        assert app.screen.history == client.chats["tiny"]
+        assert "earlier answer" in [m.source for m in app.screen.query(".reply")]
+        await pilot.press(*"more", "enter")
+        await settle(app, pilot)
+        assert client.calls[-1][2][:2] == client.chats["tiny"][:2]  # the earlier turns go with the new message
+        await pilot.press("ctrl+l")
+        await settle(app, pilot)
+        assert "tiny" not in client.chats and app.screen.history == []
+        app.screen.query_one("#chat-model", Select).value = name
+        await settle(app, pilot)
+        assert len(app.screen.history) == 2  # the other model's conversation is untouched

@@ -17,7 +17,7 @@ def one_sample_per_screen(monkeypatch) -> None:
     for module, name in ((dashboard, "REFRESH_EVERY"), (servers, "POLL_EVERY"), (monitor, "SAMPLE_EVERY"),
                          (monitor, "ENGINE_POLL")):
         monkeypatch.setattr(module, name, 3600.0)
-SCREENS = ["dashboard", "models", "servers", "chat", "monitor"]
+SCREENS = ["dashboard", "models", "servers", "chat", "monitor", "bench"]
 
 
 async def _settle(pilot) -> None:
@@ -87,11 +87,50 @@ def test_monitor_engines(snap_compare, make_app) -> None:
     assert snap_compare(make_app(mode="monitor"), terminal_size=(120, 36), run_before=run_before)
 
 
-def test_what_fits(snap_compare, make_app) -> None:
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_what_fits(snap_compare, make_app, size: tuple[int, int]) -> None:
     async def run_before(pilot) -> None:
         await _settle(pilot)
         await pilot.press("f")
         await _settle(pilot)
+
+    assert snap_compare(make_app(mode="models"), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_keys_overlay(snap_compare, make_app, size: tuple[int, int]) -> None:
+    """? over the Models screen: its own keys first, then the sections and the app-wide ones."""
+    async def run_before(pilot) -> None:
+        await _settle(pilot)
+        await pilot.press("question_mark")
+        await _settle(pilot)
+
+    assert snap_compare(make_app(mode="models"), terminal_size=size, run_before=run_before)
+
+
+def test_controller_down_banner(snap_compare, make_app) -> None:
+    """The Dashboard at 80x24 with no controller: the banner under the header, ctrl+s in the footer."""
+    from fakes import FakeClient
+
+    from llmctl.app.shapes import ControllerUnavailable
+
+    client = FakeClient()
+
+    async def run_before(pilot) -> None:
+        await _settle(pilot)
+        client.down = ControllerUnavailable("no llmctl controller is running at http://127.0.0.1:7878", "start one")
+        await pilot.press("r")
+        await _settle(pilot)
+
+    assert snap_compare(make_app(client), terminal_size=(80, 24), run_before=run_before)
+
+
+def test_import_dialog(snap_compare, make_app) -> None:
+    """The import dialog at 80x24: its text whole, inside the screen."""
+    async def run_before(pilot) -> None:
+        await _settle(pilot)
+        await pilot.press("i")
+        await pilot.pause()  # not _settle: the import worker waits on this dialog
 
     assert snap_compare(make_app(mode="models"), terminal_size=(80, 24), run_before=run_before)
 
