@@ -90,10 +90,13 @@ class ModelCommands(Provider):
     """Command palette: every verb on every model (start, stop, chat, remove), plus import and copy endpoint."""
 
     async def startup(self) -> None:
+        self.models, self.refs = [], []
         try:
             self.models = [m["name"] for m in await self.app.client.models()]
+            catalog = await self.app.client.catalog(ctx=self.app.settings.backends.ctx_size)
+            self.refs = [(f"{m['name']}:{q['quant']}", q["fits"]) for m in catalog["models"] for q in m["quants"]]
         except LlmctlError:  # the palette must open even when the controller is away
-            self.models = []
+            pass
 
     def _commands(self):
         app = self.app
@@ -104,6 +107,9 @@ class ModelCommands(Provider):
             yield f"Stop {name}", lambda n=name: app.run_verb("unload", n), "stop its server"
             yield f"Chat with {name}", lambda n=name: app.open_chat(n), "open Chat with this model"
             yield f"Remove {name}", lambda n=name: app.run_verb("remove_model", n), "unregister (file stays)"
+            yield f"Bench {name}", lambda n=name: app.open_bench(n), "open Bench with this model"
+        for ref, fits in self.refs:
+            yield f"Pull {ref}", lambda r=ref: app.open_pull(r), f"download it (fits here: {fits or '?'})"
 
     async def discover(self) -> Hits:
         for text, callback, help_text in self._commands():
@@ -178,6 +184,15 @@ class LlmctlApp(App):
         result = await getattr(self.client, verb)(name)
         state = result.get("state", "removed")
         self.notify(f"{name}: {state}", markup=False)
+
+    async def open_pull(self, ref: str) -> None:
+        await self.switch_mode("models")
+        self.screen.start_pull(ref)
+
+    async def open_bench(self, name: str) -> None:
+        await self.switch_mode("bench")
+        self.screen.preferred_model = name
+        self.screen.load_models()
 
     async def open_chat(self, name: str) -> None:
         await self.switch_mode("chat")

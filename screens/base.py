@@ -18,6 +18,7 @@ class ControllerBanner(Static):
 
     def show(self, down: str | None) -> None:
         self.display = down is not None
+        self.screen.set_class(down is not None, "-controller-down")  # what it shows is dimmed: it may be stale
         if down is not None:
             self.update(Content.assemble(Content.styled(" ctrl+s ", "bold reverse"),
                                          " starts the controller again  ", Content.styled(down, "italic")))

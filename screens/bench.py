@@ -47,6 +47,7 @@ class BenchScreen(LlmctlScreen):
 
     def __init__(self) -> None:
         super().__init__()
+        self.preferred_model: str | None = None  # chosen from the palette ("Bench NAME")
         self.results: list[dict] = []
         """The finished levels of the current (or last) run, in order."""
         self.progress: dict[str, str] = {}
@@ -90,7 +91,9 @@ class BenchScreen(LlmctlScreen):
         current = select.value
         select.set_options([(Text(m["name"]), m["name"]) for m in models])
         ready = [m["name"] for m in models if m.get("state") == "ready"]
-        if current in [m["name"] for m in models]:
+        if self.preferred_model in [m["name"] for m in models]:
+            select.value, self.preferred_model = self.preferred_model, None
+        elif current in [m["name"] for m in models]:
             select.value = current
         elif models:
             select.value = ready[0] if ready else models[0]["name"]

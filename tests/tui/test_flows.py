@@ -193,3 +193,31 @@ async def test_a_reply_without_reasoning_has_no_reasoning_block(make_app) -> Non
         await pilot.press(*"hi", "enter")
         await app.workers.wait_for_complete()
         assert not app.screen.query_one(".reasoning").display
+
+
+async def test_palette_pulls_a_catalog_model_and_opens_bench_with_a_model(make_app) -> None:
+    client = FakeClient(pull_hold=2)
+    app = make_app(client)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"pull qwen2.5-7b-instruct:F16")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        for _ in range(100):
+            await pilot.pause()
+            if ("start_pull", "qwen2.5-7b-instruct:F16", None) in client.calls:
+                break
+        assert app.current_mode == "models" and ("start_pull", "qwen2.5-7b-instruct:F16", None) in client.calls
+        client.pull_released.set()
+        await app.workers.wait_for_complete()
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"bench tiny")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert app.current_mode == "bench" and app.screen.query_one("#bench-model").value == "tiny"
