@@ -100,8 +100,14 @@ class PullView(Vertical):
                 "verified" if f["state"] == "verified" else _amount(f["done"], f["size"]))
 
 
-def shown_quant(quants: list[dict]) -> dict:
-    """The quant a row shows: Q4_K_M, the usual choice, when the model has it; else its first."""
+def shown_quant(quants: list[dict], best: str | None = None) -> dict:
+    """The quant a row shows: the one What fits picks for this machine (``best``, the recommender's choice, so the
+    two screens agree); for a model that does not fit at all, its smallest; else Q4_K_M, the usual choice."""
+    chosen = next((q for q in quants if q["quant"] == best), None)
+    if chosen is not None:
+        return chosen
+    if quants and all(q["fits"] == "no" for q in quants):
+        return min(quants, key=lambda q: q["total_bytes"] or 0)
     return next((q for q in quants if q["quant"] == "Q4_K_M"), quants[0])
 
 
@@ -161,6 +167,13 @@ class ModelsScreen(LlmctlScreen):
     async def load_models(self) -> None:
         local = await self.app.client.models()
         catalog = await self.app.client.catalog(ctx=self.app.settings.backends.ctx_size)
+        best: dict[str, str] = {}  # model -> the quant What fits picks here
+        try:
+            ranked = await self.app.client.recommend(ctx=self.app.settings.backends.ctx_size)
+            for option in ranked["options"]:
+                best.setdefault(option["model"], option["quant"])
+        except LlmctlError as exc:  # an older controller: the rows still show, with the usual quant
+            self.log.warning(f"no recommendation: {exc}")
         rows: dict[str, dict] = {}
         for m in local:
             fit = m.get("fit") or {}
@@ -176,7 +189,7 @@ class ModelsScreen(LlmctlScreen):
                 "search": f"{m['name']} local {m['facts'].get('architecture')}",
             }
         for m in catalog["models"]:
-            q = shown_quant(m["quants"])
+            q = shown_quant(m["quants"], best.get(m["name"]))
             rows[f"catalog:{m['name']}"] = {
                 "name": m["name"], "where": "catalog", "quant": q["quant"], "needs": q["total_bytes"],
                 "ref": f"{m['name']}:{q['quant']}",

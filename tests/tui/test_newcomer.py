@@ -150,3 +150,27 @@ async def test_chat_history_is_kept_per_model_and_ctrl_l_forgets_it(make_app) ->
         app.screen.query_one("#chat-model", Select).value = name
         await settle(app, pilot)
         assert len(app.screen.history) == 2  # the other model's conversation is untouched
+
+
+async def test_models_shows_the_quant_what_fits_picks_with_its_badge(make_app) -> None:
+    """Models named Q4_K_M "no" while What fits ranked a smaller quant "yes": the row now shows the recommender's
+    quant, its badge and its size, and a model nothing of which fits shows its smallest quant."""
+    from fakes import recommendation
+
+    client = FakeClient()
+
+    async def recommend(ctx: int = 8192, gpu: str | None = None):
+        answer = recommendation(gpu)
+        answer["options"][1]["quant"] = "F16"  # the catalog's qwen2.5-7b-instruct has Q4_K_M and F16
+        return answer
+
+    client.recommend = recommend
+    app = make_app(client, "models")
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(app, pilot)
+        table = app.screen.query_one("DataTable")
+        row = [str(c) for c in table.get_row("catalog:qwen2.5-7b-instruct")]
+        assert row[:4] == ["qwen2.5-7b-instruct", "F16", "tight", "17.0 GiB"]
+        assert app.screen.rows["catalog:qwen2.5-7b-instruct"]["ref"] == "qwen2.5-7b-instruct:F16"
+        row = [str(c) for c in table.get_row("catalog:llama-3.3-70b-instruct")]
+        assert row[1:3] == ["Q4_K_M", "no"]
