@@ -109,6 +109,19 @@ def _slot_tokens(slot: Mapping) -> int:
     return max(_int(slot.get("n_prompt_tokens")), parts)
 
 
+def _decoded(slot: Mapping) -> int:
+    nexts = slot.get("next_token")
+    return _int(nexts[0].get("n_decoded")) if isinstance(nexts, list) and nexts and isinstance(nexts[0], dict) else 0
+
+
+def slots_decoding(slots: object) -> int:
+    """Tokens generated so far by the requests still running. llama.cpp adds a request's tokens to
+    ``tokens_predicted_total`` only when it ends, so without these a counter stays put through a whole stream."""
+    if not isinstance(slots, list):
+        return 0
+    return sum(_decoded(s) for s in slots if isinstance(s, dict) and s.get("is_processing") is True)
+
+
 def slots_kv_usage(slots: object) -> float | None:
     """The share of the context (KV cells) held by the requests being processed, from llama.cpp's ``/slots``.
     Like vLLM's ``kv_cache_usage_perc`` it leaves out what idle slots keep for prompt-cache reuse (a new request
@@ -154,7 +167,8 @@ def llama_load(series: Series, pages: Mapping[str, object]) -> EngineLoad | None
         prefix_cache_hits=cached,
         prefix_cache_queries=None if processed is None or cached is None else processed + cached,
         tokens_prompt=None if processed is None else processed + (cached or 0.0),
-        tokens_generated=_total(series, "llamacpp:tokens_predicted_total"),
+        tokens_generated=None if (done := _total(series, "llamacpp:tokens_predicted_total")) is None
+        else done + slots_decoding(pages.get("/slots")),
         context_per_slot=slots_context(pages.get("/slots")),
     )
 

@@ -34,7 +34,8 @@ def test_llama_cpp_busy() -> None:
                               kv_cache_usage=(92 + 92) / (512 + 512),  # two busy slots of 512, 92 tokens each
                               prefix_cache_hits=152, prefix_cache_queries=91 + 152,  # processed + reused
                               preemptions=None,  # llama.cpp defers, never preempts
-                              tokens_prompt=243, tokens_generated=716,
+                              tokens_prompt=243,
+                              tokens_generated=716 + 55 + 55,  # finished requests' plus the running ones' so far
                               context_per_slot=512)  # what each slot serves, read from /slots
     assert load.prefix_cache_hit_rate == pytest.approx(152 / 243)
     assert load.to_json()["prefix_cache_hit_rate"] == pytest.approx(0.6255, abs=1e-4)
@@ -44,6 +45,17 @@ def test_llama_cpp_idle_holds_no_kv_for_running_requests() -> None:
     load = llama_load(scrape(FIXTURES / "llamacpp" / "metrics-idle.txt"), {"/slots": slots("slots-idle.json")})
     assert (load.requests_running, load.requests_waiting, load.kv_cache_usage) == (0, 0, 0.0)
     assert load.tokens_generated > 716  # counters only grow
+
+
+def test_llama_cpp_tokens_generated_move_during_a_stream() -> None:
+    """llama.cpp counts a request's tokens at its end: the running slots' decoded tokens make the figure move."""
+    series = scrape(FIXTURES / "llamacpp" / "metrics-busy.txt")
+    assert llama_load(series, {}).tokens_generated == 716  # no /slots: the engine's own counter only
+    busy = slots("slots-busy.json")
+    busy[0]["next_token"][0]["n_decoded"] = 90
+    assert llama_load(series, {"/slots": busy}).tokens_generated == 716 + 90 + 55
+    busy[1]["is_processing"] = False  # ended: its tokens are in the engine's counter now
+    assert llama_load(series, {"/slots": busy}).tokens_generated == 716 + 90
 
 
 def test_llama_cpp_without_slots_reports_no_kv_rather_than_zero() -> None:
