@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -106,15 +107,62 @@ def _model_load(backend, families: list[Metric] | None, pages: dict[str, object]
     return ModelLoad(backend.name, status["engine"], status["state"], load, note, status.get("memory_bytes"))
 
 
+QUIET_FOR = 60.0
+"""Seconds an idle engine's last answer is served again instead of asking it: every ask is a task for llama.cpp's
+loop, which logs ``update_slots: all slots are idle`` for each (13 lines per 10 s under the Monitor's polling, which
+buried the rest of the engine log). While nothing went through it since (no request in flight, its ``last_used``
+unchanged), nothing it reports can have moved."""
+
+
+@dataclass
+class _Quiet:
+    backend: object
+    mark: tuple
+    at: float
+    families: list[Metric]
+    pages: dict[str, object]
+
+
+_quiet: dict[str, _Quiet] = {}  # model name -> its engine's last answer, taken while it was idle
+
+
+def _mark(backend) -> tuple | None:
+    """What changes when a request goes through ``backend`` (None: it does not say, so it is always asked)."""
+    in_flight, last_used = getattr(backend, "in_flight", None), getattr(backend, "last_used", None)
+    if in_flight is None or last_used is None:
+        return None
+    return in_flight, last_used
+
+
+def _idle(families: list[Metric], pages: dict[str, object], backend) -> bool:
+    engine = _reporter(backend)
+    load = engine.read_load(series_of(families), pages) if engine is not None and families else None
+    return load is not None and not load.requests_running and not load.requests_waiting
+
+
 async def collect(session_for: Callable[[object], aiohttp.ClientSession] | None, backends: Iterable,
                   ) -> tuple[dict[str, list[Metric]], list[ModelLoad]]:
     """The engines' own series by model (for the ``/metrics`` pass-through) and every deployment's load, each
     backend reached through ``session_for(backend)`` (over its Unix socket when it serves on one); None before the
-    gateway's sessions are open."""
+    gateway's sessions are open. An engine idle since it last answered is not asked again (``QUIET_FOR``)."""
     backends = list(backends)
     if session_for is None:
         return {}, [_model_load(b, None, {}) for b in backends]
-    scraped, pages = await asyncio.gather(scrape(session_for, backends), _pages(session_for, backends))
+    now = time.monotonic()
+    for name in [n for n in _quiet if n not in {b.name for b in backends}]:
+        del _quiet[name]  # stopped: its answer goes with it
+    reused = {b.name: q for b in backends if (q := _quiet.get(b.name)) is not None and q.backend is b
+              and _scraped(b) and q.mark == _mark(b) and q.mark[0] == 0 and now - q.at < QUIET_FOR}
+    asked = [b for b in backends if b.name not in reused]
+    scraped, pages = await asyncio.gather(scrape(session_for, asked), _pages(session_for, asked))
+    for b in asked:
+        mark, families, got = _mark(b), scraped.get(b.name), pages.get(b.name, {})
+        if mark is not None and mark[0] == 0 and families and _idle(families, got, b):
+            _quiet[b.name] = _Quiet(b, mark, now, families, got)
+        else:
+            _quiet.pop(b.name, None)
+    for name, q in reused.items():
+        scraped[name], pages[name] = q.families, q.pages
     return scraped, [_model_load(b, scraped.get(b.name), pages.get(b.name, {})) for b in backends]
 
 

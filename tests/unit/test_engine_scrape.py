@@ -129,3 +129,43 @@ async def test_one_backend_failing_leaves_it_out_never_the_scrape() -> None:
     assert by_name["well"].load.requests_running == 2 and by_name["well"].load.kv_cache_usage is not None
     assert by_name["nested"].load.requests_running == 2 and by_name["nested"].load.kv_cache_usage is None
     assert (by_name["gone"].load, by_name["gone"].note) == (None, NO_ANSWER)
+
+
+async def test_an_idle_engine_is_not_asked_again_until_a_request_goes_through_it() -> None:
+    """llama.cpp logs a line for every /metrics and /slots it answers: an engine idle since its last answer (none in
+    flight, ``last_used`` unchanged) gets its last answer served again; a request through it, or a busy one, is
+    asked every time."""
+    idle_metrics = (FIXTURES / "metrics-idle.txt").read_text()
+    idle_slots = (FIXTURES / "slots-idle.json").read_bytes()
+    hits: list[str] = []
+
+    @web.middleware
+    async def count(request: web.Request, handler):
+        hits.append(request.path)
+        return await handler(request)
+
+    app = engine(idle_metrics, idle_slots)
+    app.middlewares.append(count)
+    backend = Backend("quiet", free_port())
+    backend.in_flight, backend.last_used = 0, 1.0  # type: ignore[attr-defined]
+    runner = await start(app, backend.port)
+    upstreams = Upstreams()
+    upstreams.open()
+    try:
+        first = await collect(upstreams.session, [backend])
+        asked = len(hits)
+        assert sorted(hits) == ["/metrics", "/slots"]
+        for _ in range(5):
+            again = await collect(upstreams.session, [backend])
+        assert len(hits) == asked  # not asked: nothing went through it
+        assert again[1][0].load == first[1][0].load and again[0]["quiet"]
+        backend.last_used = 2.0  # type: ignore[attr-defined]  # a request went through it
+        await collect(upstreams.session, [backend])
+        assert len(hits) == 2 * asked
+        backend.in_flight = 1  # type: ignore[attr-defined]  # one is running: asked every time
+        await collect(upstreams.session, [backend])
+        await collect(upstreams.session, [backend])
+        assert len(hits) == 4 * asked
+    finally:
+        await upstreams.close()
+        await runner.cleanup()
