@@ -5,7 +5,10 @@
 1. time to first paint of `llmctl`: the real command in a pseudo-terminal, from spawn until the dashboard's first
    frame is on the screen (target <= 600 ms). A controller must answer: the script starts one (on a tiny model)
    and keeps it out of the timing, as a user's background controller would be.
-2. CPU cost of the chat pane rendering a synthetic stream of `--rate` tokens/s for `--seconds` s: process CPU time
+2. screen switches (issue 24): headless at 80x24 with the test suite's fake client, from the key press until the
+   new section is on screen with its data (its workers done, one refresh after): the first visit (the screen is
+   imported and built) and a later one (it is kept), per section.
+3. CPU cost of the chat pane rendering a synthetic stream of `--rate` tokens/s for `--seconds` s: process CPU time
    over wall time, as a share of one core (target <= 30 %). The app runs headless (layout and rendering happen,
    only the terminal write is skipped), fed by the test suite's fake client.
 """
@@ -98,11 +101,46 @@ async def chat_cpu(seconds: float, rate: float) -> float:
     return cpu / wall
 
 
+SECTIONS = [("2", "models"), ("3", "servers"), ("4", "chat"), ("5", "monitor"), ("6", "bench"), ("1", "dashboard")]
+
+
+async def screen_switches(rounds: int = 3) -> dict[str, tuple[float, list[float]]]:
+    """section -> (first visit, later visits) in seconds."""
+    from fakes import FakeClient
+
+    from llmctl.app.paths import resolve_paths
+    from llmctl.app.settings import load_settings
+    from llmctl.app.tui import LlmctlApp
+
+    times: dict[str, list[float]] = {mode: [] for _key, mode in SECTIONS}
+    app = LlmctlApp(load_settings(resolve_paths()), FakeClient(), mode="dashboard")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        for _ in range(rounds + 1):
+            for key, mode in SECTIONS:
+                # F-keys: a number typed while Chat's input has focus is text
+                t0 = time.perf_counter()
+                await pilot.press(f"f{key}")
+                await app.workers.wait_for_complete()
+                await pilot.pause()
+                assert app.current_mode == mode, (app.current_mode, mode)
+                times[mode].append(time.perf_counter() - t0)
+    return {mode: (t[0], t[1:]) for mode, t in times.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--rate", type=float, default=500.0)
+    ap.add_argument("--switch-only", action="store_true", help="only the screen switches (no controller needed)")
     args = ap.parse_args()
+    switches = asyncio.run(screen_switches())
+    print("screen switch at 80x24 (press to data on screen): first visit / median of later visits")
+    for mode, (first, later) in switches.items():
+        print(f"  {mode:<10} {first * 1000:6.0f} ms / {statistics.median(later) * 1000:4.0f} ms")
+    if args.switch_only:
+        return
     from tiny_gguf import write_tiny_llama
 
     from llmctl.catalog.store import ModelStore
