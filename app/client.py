@@ -410,6 +410,13 @@ class ControllerClient:
             return []
         return await asyncio.to_thread(list_runs, self.bench_dir)
 
+    async def hub_search(self, query: str) -> list[dict]:
+        """Hugging Face Hub repos matching ``query`` that llmctl can pull, each with its quants and their sizes
+        (``hub_search.py``; the Hub or ``HF_ENDPOINT``). Pull one as ``REPO:QUANT``."""
+        from llmctl.app import hub_search
+
+        return [r.to_json() for r in await asyncio.to_thread(hub_search.search, query)]
+
     # the chat history (local files, ``chat_history.py``: the screens never touch files themselves) ---------------
     async def chat_history(self, model: str) -> list[dict[str, str]]:
         """The saved conversation with ``model``, oldest first (none without a chats_dir)."""

@@ -121,6 +121,7 @@ class ModelsScreen(LlmctlScreen):
         Binding("c", "cancel_pull", "Cancel pull", id="model-pull-cancel"),
         Binding("s", "start_model", "Start", id="model-start"),
         Binding("f", "fits", "What fits", id="models-fits"),
+        Binding("h", "hub_search", "Hub search", id="models-hub"),
         Binding("i", "import_model", "Import", id="model-import"),
         Binding("delete", "remove_model", "Remove", show=False, id="model-remove"),
         Binding("r", "refresh", "Refresh", show=False, id="models-refresh"),
@@ -281,7 +282,8 @@ class ModelsScreen(LlmctlScreen):
     def action_pull_model(self) -> None:
         row = self._selected()
         if not row or row["where"] != "catalog":
-            self.notify("select a catalog model to pull (local ones are here already)", severity="warning")
+            self.notify("select a catalog model to pull (local ones are here already); h searches the whole Hub",
+                        severity="warning")
             return
         self.start_pull(row["ref"])
 
@@ -365,6 +367,15 @@ class ModelsScreen(LlmctlScreen):
         await self.app.client.cancel_pull(pull_id)
 
     # what fits ---------------------------------------------------------------------------------------------
+    def action_hub_search(self) -> None:
+        from llmctl.screens.hub import HubSearchScreen
+
+        def pull(ref: str | None) -> None:
+            if ref:
+                self.start_pull(ref)
+
+        self.app.push_screen(HubSearchScreen(), pull)
+
     def action_fits(self) -> None:
         from llmctl.screens.fits import FitsScreen
 

@@ -71,6 +71,7 @@ class HubServer:
             asyncio.set_event_loop(self._loop)
             app = web.Application()
             app.add_routes([
+                web.get("/api/models", self._search),
                 web.get("/api/models/{org}/{name}/revision/{rev}", self._info),
                 web.get("/api/models/{org}/{name}/tree/{rev}", self._tree),
                 web.route("*", "/{org}/{name}/resolve/{rev}/{file:.+}", self._resolve),
@@ -131,6 +132,23 @@ class HubServer:
         repo = f"{request.match_info['org']}/{request.match_info['name']}"
         return web.json_response({"id": repo, "modelId": repo, "sha": self.commit, "private": False,
                                   "siblings": [{"rfilename": n} for n in files]})
+
+    async def _search(self, request: web.Request) -> web.Response:
+        """The model search (``HfApi.list_models``): repos whose name holds ``search``, with a file of the ``filter``
+        tag's kind (gguf, safetensors), most files first as a stand-in for downloads."""
+        self._log(request)
+        if (switched := self._switched(self.api_status)) is not None:
+            return switched
+        query = request.query.get("search", "").lower()
+        tags = request.query.getall("filter", [])
+        found = []
+        for repo, files in self.repos.items():
+            kinds = {"gguf"} if any(n.endswith(".gguf") for n in files) else set()
+            kinds |= {"safetensors"} if any(n.endswith(".safetensors") for n in files) else set()
+            if query in repo.lower() and all(t in kinds for t in tags):
+                found.append({"id": repo, "modelId": repo, "downloads": len(files), "tags": sorted(kinds)})
+        found.sort(key=lambda m: -m["downloads"])
+        return web.json_response(found[:int(request.query.get("limit", 1000))])
 
     async def _tree(self, request: web.Request) -> web.Response:
         files = self._files(request)

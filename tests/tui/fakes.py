@@ -148,6 +148,16 @@ BENCH_RUNS = [
               "llama-server", [1, 4, 8]),
 ]
 
+HUB_RESULTS = [
+    {"repo": "unsloth/Qwen3-4B-GGUF", "downloads": 91000, "kind": "gguf",
+     "quants": [{"quant": "Q4_K_M", "size": 2500 * MiB}, {"quant": "Q8_0", "size": 4280 * MiB},
+                {"quant": "BF16", "size": 8050 * MiB}]},
+    {"repo": "Qwen/Qwen3-4B", "downloads": 500000, "kind": "safetensors",
+     "quants": [{"quant": "safetensors", "size": 8050 * MiB}]},
+    {"repo": "bartowski/Llama-3.3-70B-Instruct-GGUF", "downloads": 40000, "kind": "gguf",
+     "quants": [{"quant": "Q4_K_M", "size": 42 * GiB}]},
+]
+
 LOG_LINES = ["--- llmctl: starting llama-server --model x.gguf", "main: server is listening"]
 
 
@@ -430,6 +440,11 @@ class FakeClient:
             run = bench_run(f"20250103-100000-{model}", 1735898400.0, model, "llama-server", list(concurrency))
             self.bench_runs.append(run)
             yield Note(f"saved as {run['id']}")
+
+    async def hub_search(self, query: str) -> list[dict]:
+        self.calls.append(("hub_search", query))
+        self._answer("hub_search")
+        return [r for r in HUB_RESULTS if query.lower() in r["repo"].lower()]
 
     async def chat_history(self, model: str) -> list[dict[str, str]]:
         self._answer("chat_history")

@@ -174,3 +174,39 @@ async def test_models_shows_the_quant_what_fits_picks_with_its_badge(make_app) -
         assert app.screen.rows["catalog:qwen2.5-7b-instruct"]["ref"] == "qwen2.5-7b-instruct:F16"
         row = [str(c) for c in table.get_row("catalog:llama-3.3-70b-instruct")]
         assert row[1:3] == ["Q4_K_M", "no"]
+
+
+async def test_hub_search_lists_quants_with_a_fit_badge_and_pulls_any_result(make_app) -> None:
+    client = FakeClient(pull_hold=1)
+    app = make_app(client, "models")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("h")
+        await settle(app, pilot)
+        await pilot.press(*"qwen3", "enter")
+        await settle(app, pilot)
+        table = app.screen.query_one("#hub-table")
+        rows = [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+        assert [r[:2] + r[3:4] for r in rows] == [["unsloth/Qwen3-4B-GGUF", "Q4_K_M", "yes"],
+                                                  ["unsloth/Qwen3-4B-GGUF", "Q8_0", "yes"],
+                                                  ["unsloth/Qwen3-4B-GGUF", "BF16", "yes"],
+                                                  ["Qwen/Qwen3-4B", "safetensors", "yes"]]
+        assert rows[0][2] == "2.4 GiB"  # 24 GiB of VRAM in the fake: all fit
+        await pilot.press("down", "enter")
+        for _ in range(100):
+            await pilot.pause()
+            if ("start_pull", "unsloth/Qwen3-4B-GGUF:Q8_0", None) in client.calls:
+                break
+        assert ("start_pull", "unsloth/Qwen3-4B-GGUF:Q8_0", None) in client.calls
+        assert type(app.screen).__name__ == "ModelsScreen"
+        client.pull_released.set()
+        await settle(app, pilot)
+
+
+def test_a_rough_fit_against_the_memory() -> None:
+    from llmctl.screens.hub import reference, rough_fit
+
+    gib = 1 << 30
+    assert [rough_fit(w * gib, 24 * gib) for w in (4, 18, 21, 40)] == ["yes", "yes", "tight", "no"]
+    assert reference("Qwen/Qwen3-4B", "safetensors") == "Qwen/Qwen3-4B"
+    assert reference("org/X-GGUF", "Q4_K_M") == "org/X-GGUF:Q4_K_M"

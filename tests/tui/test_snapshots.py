@@ -149,3 +149,15 @@ def test_bench_after_a_run(snap_compare, make_app, monkeypatch) -> None:
         await _settle(pilot)
 
     assert snap_compare(make_app(mode="bench"), terminal_size=(100, 30), run_before=run_before)
+
+
+def test_hub_search(snap_compare, make_app) -> None:
+    """Hub search at 80x24 after a search: a row per quant with its size and fit badge."""
+    async def run_before(pilot) -> None:
+        await _settle(pilot)
+        await pilot.press("h")
+        await _settle(pilot)
+        await pilot.press(*"qwen3", "enter")
+        await _settle(pilot)
+
+    assert snap_compare(make_app(mode="models"), terminal_size=(80, 24), run_before=run_before)
