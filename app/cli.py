@@ -38,7 +38,7 @@ def tui(ctx: Context) -> None:
 
     notice = ensure_controller(ctx.settings, ctx.paths)
     LlmctlApp(ctx.settings, ctx.client(), notice=notice,
-              start_controller=lambda: ensure_controller(ctx.settings, ctx.paths)).run()
+              start_controller=lambda: ensure_controller(ctx.settings, ctx.paths), make_client=ctx.client).run()
 
 
 # serve -------------------------------------------------------------------------------------------------------

@@ -151,9 +151,12 @@ class LlmctlApp(App):
     ]
 
     def __init__(self, settings: Settings, client: ControllerClient, *, notice: str | None = None,
-                 mode: str | None = None, start_controller: Callable[[], str | None] | None = None) -> None:
+                 mode: str | None = None, start_controller: Callable[[], str | None] | None = None,
+                 make_client: Callable[[], ControllerClient] | None = None) -> None:
         """``start_controller``: starts a background controller (blocking; run in a thread) and returns what to
-        tell the user; offered by the controller-down banner."""
+        tell the user; offered by the controller-down banner. ``make_client``: a client of the controller running
+        now; while none answers, each ask uses a fresh one (a controller started again has a new owner secret,
+        which the old client would not accept)."""
         if mode is not None:
             self.DEFAULT_MODE = mode  # read by App.__init__: the section the app opens on
         super().__init__()
@@ -162,6 +165,7 @@ class LlmctlApp(App):
         self._notice = notice
         self._poll_failures: dict[str, str] = {}  # poll group -> what its last failure said (told once)
         self._start_controller = start_controller
+        self._make_client = make_client
         self.controller_down: str | None = None  # why, while no controller answers (the banner says it)
         self._probe_timer: Timer | None = None  # asks the controller while it is away, to notice it is back
 
@@ -259,6 +263,9 @@ class LlmctlApp(App):
 
     @work(exclusive=True, group="probe", description="asking the controller", exit_on_error=False)
     async def probe(self) -> None:
+        if self._make_client is not None:
+            old, self.client = self.client, self._make_client()
+            await old.aclose()
         await self.client.status()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:

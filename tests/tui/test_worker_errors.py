@@ -249,3 +249,24 @@ async def test_a_bug_in_a_worker_is_a_notification_too(make_app) -> None:
         await settle(app, pilot)
         assert alive(app)
         assert errors(app) == ["reading the model servers failed | KeyError: 'state'"]
+
+
+async def test_a_controller_started_again_is_reached_with_a_fresh_client(make_app) -> None:
+    """A controller started again has a new owner secret: while none answers, each ask uses a new client from the
+    app's factory (the CLI's ``ctx.client``), and the screens use the one that answered."""
+    old, new = FakeClient(), FakeClient()
+    old.down = AWAY
+    made: list[FakeClient] = []
+
+    def make() -> FakeClient:
+        made.append(new)
+        return new
+
+    app = make_app(old, "dashboard")
+    app._make_client = make
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        assert banner(app) is not None
+        app.probe()
+        await settle(app, pilot)
+        assert made and app.client is new and banner(app) is None
