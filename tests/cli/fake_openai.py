@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 from dataclasses import dataclass, field
 
+import psutil
 from aiohttp import web
+
+from llmctl.app.handshake import HELLO_PATH, NONCE_HEADER, new_secret, proof, write_state
 
 
 @dataclass
@@ -31,6 +35,7 @@ class FakeOpenAI:
         self.loop = asyncio.new_event_loop()
         self.started = threading.Event()
         self.port = 0
+        self.secret: str | None = None
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
@@ -63,10 +68,27 @@ class FakeOpenAI:
         await send("[DONE]")
         return response
 
+    async def hello(self, request: web.Request) -> web.Response:
+        """Proves it is the controller its state file names (``as_controller``), as the real one does."""
+        if self.secret is None:
+            return web.json_response({"error": {"message": "not a controller"}}, status=404)
+        return web.json_response({"proof": proof(self.secret, request.headers.get(NONCE_HEADER, ""))})
+
+    def as_controller(self, paths) -> FakeOpenAI:
+        """Stand in for the controller of ``paths``' state folder: its state file names this server (and this test
+        process, alive, as its pid) with a secret this server proves it holds, so the CLI will talk to it."""
+        self.secret = new_secret()
+        write_state(paths.controller_state, {
+            "pid": os.getpid(), "create_time": psutil.Process().create_time(), "url": f"http://127.0.0.1:{self.port}",
+            "host": "127.0.0.1", "port": self.port, "secret": self.secret,
+        })
+        return self
+
     def _serve(self) -> None:
         asyncio.set_event_loop(self.loop)
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_get(HELLO_PATH, self.hello)
         self.runner = web.AppRunner(app, handle_signals=False)
         self.loop.run_until_complete(self.runner.setup())
         site = web.TCPSite(self.runner, "127.0.0.1", 0)

@@ -22,7 +22,9 @@ from llmctl.app.cli import cli
 
 @pytest.fixture
 def server(monkeypatch):
-    fake = FakeOpenAI().start()
+    from llmctl.app.paths import resolve_paths
+
+    fake = FakeOpenAI().start().as_controller(resolve_paths())
     monkeypatch.setenv("LLMCTL_SERVER__PORT", str(fake.port))
     yield fake
     fake.stop()
