@@ -1,0 +1,116 @@
+"""The NVIDIA GPU of this machine (nvidia-smi, else NVML), its used memory, and a CUDA ``llama-server`` built for
+it alone from the source ``scripts/prepare-llama-source.sh`` prepared."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tarfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Gpu:
+    index: int
+    name: str
+    compute_cap: str  # "9.0"
+    total_bytes: int
+    driver: str
+
+    @property
+    def arch(self) -> str:  # CMAKE_CUDA_ARCHITECTURES: "90"
+        return self.compute_cap.replace(".", "")
+
+
+def find_gpu() -> tuple[Gpu | None, str]:
+    """(the first NVIDIA GPU, how it was read) or (None, why there is none). Answers in seconds."""
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            out = subprocess.run([smi, "--query-gpu=index,name,compute_cap,memory.total,driver_version",
+                                  "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=20)
+            if out.returncode == 0 and out.stdout.strip():
+                i, name, cap, total, driver = [f.strip() for f in out.stdout.splitlines()[0].split(",")]
+                return Gpu(int(i), name, cap, int(float(total)) * MiB, driver), "nvidia-smi"
+            why = f"nvidia-smi failed: {(out.stderr or out.stdout).strip()[:200]}"
+        except (subprocess.TimeoutExpired, ValueError) as exc:
+            why = f"nvidia-smi: {exc}"
+    else:
+        why = "no nvidia-smi on PATH"
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            if pynvml.nvmlDeviceGetCount() == 0:
+                return None, f"{why}; NVML sees no device"
+            h = pynvml.nvmlDeviceGetHandleByIndex(0)
+            major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(h)
+            name = pynvml.nvmlDeviceGetName(h)
+            driver = pynvml.nvmlSystemGetDriverVersion()
+            return Gpu(0, name if isinstance(name, str) else name.decode(), f"{major}.{minor}",
+                       int(pynvml.nvmlDeviceGetMemoryInfo(h).total),
+                       driver if isinstance(driver, str) else driver.decode()), "NVML"
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception as exc:  # no library, no driver, no device: each says why in its message
+        return None, f"{why}; NVML: {exc}"
+
+
+def memory_used(index: int = 0) -> dict[str, int]:
+    """NVML's reading of the GPU now: used and free bytes, and the processes' own figures (pid -> bytes)."""
+    import pynvml
+
+    pynvml.nvmlInit()
+    try:
+        h = pynvml.nvmlDeviceGetHandleByIndex(index)
+        info = pynvml.nvmlDeviceGetMemoryInfo(h)
+        procs = {}
+        try:
+            for p in pynvml.nvmlDeviceGetComputeRunningProcesses(h):
+                procs[str(p.pid)] = int(p.usedGpuMemory or 0)
+        except pynvml.NVMLError:
+            pass
+        return {"used": int(info.used), "free": int(info.free), "total": int(info.total), "processes": procs}
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def build_llama_server(source: Path, work: Path, gpu: Gpu, log) -> tuple[Path, dict]:
+    """Build ``llama-server`` with CUDA for ``gpu``'s architecture only, from the prepared tarball, into
+    ``work/build-sm<arch>`` (kept: a second run on the same machine reuses the binary). Returns (binary, facts)."""
+    build = work / f"build-sm{gpu.arch}"
+    binary = build / "bin" / "llama-server"
+    facts = {"arch": gpu.arch, "source": str(source), "build_dir": str(build)}
+    if binary.is_file():
+        return binary, {**facts, "seconds": 0.0, "reused": True}
+    if not source.is_file():
+        raise SystemExit(f"error: no llama.cpp source at {source}\n"
+                         "  -> run scripts/prepare-llama-source.sh once on a machine with PyPI access (it writes "
+                         ".gpu-check/llama.cpp-src.tar.gz, which travels with the working tree), or pass "
+                         "--llama-server PATH")
+    started = time.monotonic()
+    src = work / "src"
+    if not (src / "llama.cpp" / "CMakeLists.txt").is_file():
+        src.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(source) as tar:
+            tar.extractall(src, filter="data")
+    gen = ["-G", "Ninja"] if shutil.which("ninja") else []
+    cfg = ["cmake", "-S", str(src / "llama.cpp"), "-B", str(build), *gen, "-DCMAKE_BUILD_TYPE=Release",
+           "-DGGML_CUDA=ON", f"-DCMAKE_CUDA_ARCHITECTURES={gpu.arch}", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF",
+           "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_APP=OFF",
+           "-DLLAMA_USE_PREBUILT_UI=OFF", "-DLLAMA_BUILD_UI=OFF", "-DBUILD_SHARED_LIBS=OFF"]
+    jobs = str(os.cpu_count() or 4)
+    for cmd in (cfg, ["cmake", "--build", str(build), "--target", "llama-server", "-j", jobs]):
+        log(f"$ {' '.join(cmd)}")
+        with open(work / "build.log", "a") as out:
+            rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT).returncode
+        if rc != 0:
+            tail = (work / "build.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"the CUDA build failed ({' '.join(cmd[:2])}, exit {rc}):\n{tail}")
+    return binary, {**facts, "seconds": round(time.monotonic() - started, 1), "reused": False}
