@@ -50,7 +50,7 @@ class Case:
 
     @property
     def name(self) -> str:
-        return f"{self.shape.name}-c{self.ctx}x{self.parallel}"
+        return f"{self.shape.name}-c{self.ctx}x{self.parallel}".lower()  # as llmctl's store names it
 
 
 GPU_CASES = [Case(LLAMA32_1B, 4096, 1), Case(LLAMA32_1B, 32768, 2), Case(LLAMA3_8B, 8192, 1),
@@ -174,6 +174,10 @@ def measure(cli: Llmctl, c: Case, gpu: Gpu | None, report: dict, fit_env: dict |
         before = memory_used(gpu.index) if gpu else None
         row["start"] = cli.json("start", c.name, timeout=600)
         loaded = memory_used(gpu.index) if gpu else None
+        launched = (row["start"].get("ctx_size"), row["start"].get("parallel"))
+        if launched != (c.ctx, c.parallel):  # the profile did not apply: fit and the launch would differ
+            raise RuntimeError(f"{c.name} launched with context {launched[0]} x {launched[1]}, not the "
+                               f"{c.ctx} x {c.parallel} fit estimated")
         if gpu is not None:  # a first request: what CUDA allocates beyond the load (cuBLAS workspaces, graphs)
             cli.run("chat", c.name, "-m", "Hello", "--max-tokens", "8", "--temperature", "0", timeout=300)
         after = memory_used(gpu.index) if gpu else None
