@@ -142,6 +142,7 @@ def run(args, gpu: Gpu | None, cli: Llmctl, tmp: Path, report: dict) -> None:
         if gpu is not None and binary is None:
             args.work.mkdir(parents=True, exist_ok=True)
             binary, report["build"] = build_llama_server(args.source, args.work, gpu, log)
+            cli.env.update(report["build"]["runtime_env"])  # llmctl, and the engine it starts, inherit it
             log(f"built {binary} in {report['build']['seconds']} s")
         paths = written.result()
 

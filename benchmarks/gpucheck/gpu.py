@@ -81,12 +81,58 @@ def memory_used(index: int = 0) -> dict[str, int]:
         pynvml.nvmlShutdown()
 
 
+def toolkit_hints() -> tuple[list[str], dict[str, str]]:
+    """(CMake arguments, runtime environment) for a CUDA toolkit installed from wheels, as on a machine whose CUDA
+    came with PyTorch: nvcc without cuBLAS beside it (cuBLAS is in the ``nvidia-cublas`` wheel) and no
+    ``stubs/libcuda.so`` (the driver's own library is elsewhere). Each library CMake's FindCUDAToolkit would not
+    find is named to it (cache variables it then trusts), the wheel's headers to the compilers, the wheel's folder
+    to the loader. ([], {}) for a complete toolkit."""
+    import glob
+    import sys
+
+    toolkits = [Path(p) for p in glob.glob("/usr/local/cuda*")] + \
+        [Path(os.environ[v]) for v in ("CUDA_HOME", "CUDA_PATH") if os.environ.get(v)]
+
+    def in_toolkit(name: str) -> bool:
+        return any(list(t.glob(f"lib64/{name}")) + list(t.glob(f"lib64/stubs/{name}"))
+                   + list(t.glob(f"targets/*/lib/{name}")) + list(t.glob(f"targets/*/lib/stubs/{name}"))
+                   for t in toolkits)
+
+    wheels = [Path(p) / "nvidia" for p in sys.path if p and (Path(p) / "nvidia").is_dir()]
+
+    def in_wheels(pattern: str) -> list[Path]:
+        return sorted({x for r in wheels for x in r.glob(pattern)})
+
+    args: list[str] = []
+    lib_dirs: list[str] = []
+    for lib in ("cublas", "cublasLt"):
+        found = in_wheels(f"**/lib/lib{lib}.so.*")
+        if not in_toolkit(f"lib{lib}.so") and found:
+            args.append(f"-DCUDA_{lib}_LIBRARY={found[0]}")
+            lib_dirs.append(str(found[0].parent))
+    headers = in_wheels("**/include/cublas_v2.h")
+    if args and headers:
+        inc = f"-I{headers[0].parent}"
+        args += [f"-DCMAKE_CUDA_FLAGS={inc}", f"-DCMAKE_CXX_FLAGS={inc}", f"-DCMAKE_C_FLAGS={inc}"]
+    if not in_toolkit("libcuda.so"):
+        driver = sorted(glob.glob("/usr/local/nvidia/lib64/libcuda.so*") + glob.glob("/usr/lib/x86_64-linux-gnu/"
+                        "libcuda.so*") + glob.glob("/usr/lib64/libcuda.so*")) + in_wheels("**/stubs/libcuda.so")
+        if driver:
+            args.append(f"-DCUDA_cuda_driver_LIBRARY={driver[0]}")
+    old = os.environ.get("LD_LIBRARY_PATH")
+    env = {"LD_LIBRARY_PATH": ":".join(sorted(set(lib_dirs)) + ([old] if old else []))} if lib_dirs else {}
+    return args, env
+
+
 def build_llama_server(source: Path, work: Path, gpu: Gpu, log) -> tuple[Path, dict]:
     """Build ``llama-server`` with CUDA for ``gpu``'s architecture only, from the prepared tarball, into
-    ``work/build-sm<arch>`` (kept: a second run on the same machine reuses the binary). Returns (binary, facts)."""
+    ``work/build-sm<arch>`` (kept: a second run on the same machine reuses the binary). Returns (binary, facts);
+    ``facts["runtime_env"]``: what the binary's processes need (the loader's path to a wheel's cuBLAS)."""
     build = work / f"build-sm{gpu.arch}"
     binary = build / "bin" / "llama-server"
-    facts = {"arch": gpu.arch, "source": str(source), "build_dir": str(build)}
+    hints, runtime_env = toolkit_hints()
+    facts = {"arch": gpu.arch, "source": str(source), "build_dir": str(build), "cmake_hints": hints,
+             "runtime_env": runtime_env}
     if binary.is_file():
         return binary, {**facts, "seconds": 0.0, "reused": True}
     if not source.is_file():
@@ -104,7 +150,7 @@ def build_llama_server(source: Path, work: Path, gpu: Gpu, log) -> tuple[Path, d
     cfg = ["cmake", "-S", str(src / "llama.cpp"), "-B", str(build), *gen, "-DCMAKE_BUILD_TYPE=Release",
            "-DGGML_CUDA=ON", f"-DCMAKE_CUDA_ARCHITECTURES={gpu.arch}", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF",
            "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_APP=OFF",
-           "-DLLAMA_USE_PREBUILT_UI=OFF", "-DLLAMA_BUILD_UI=OFF", "-DBUILD_SHARED_LIBS=OFF"]
+           "-DLLAMA_USE_PREBUILT_UI=OFF", "-DLLAMA_BUILD_UI=OFF", "-DBUILD_SHARED_LIBS=OFF", *hints]
     jobs = str(os.cpu_count() or 4)
     for cmd in (cfg, ["cmake", "--build", str(build), "--target", "llama-server", "-j", jobs]):
         log(f"$ {' '.join(cmd)}")
