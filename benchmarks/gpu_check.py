@@ -53,8 +53,9 @@ class Case:
         return f"{self.shape.name}-c{self.ctx}x{self.parallel}".lower()  # as llmctl's store names it
 
 
-GPU_CASES = [Case(LLAMA32_1B, 4096, 1), Case(LLAMA32_1B, 32768, 2), Case(LLAMA3_8B, 8192, 1),
-             Case(LLAMA3_8B, 32768, 4), Case(LLAMA3_8B, 4096, 8, bench=True)]
+# most telling first: a case the time budget has no room for is skipped (and says so)
+GPU_CASES = [Case(LLAMA3_8B, 8192, 1), Case(LLAMA3_8B, 4096, 8, bench=True), Case(LLAMA32_1B, 4096, 1),
+             Case(LLAMA3_8B, 32768, 4), Case(LLAMA32_1B, 32768, 2)]
 GPU_OFFLOAD = Case(LLAMA3_8B, 8192, 1)
 DRY_CASES = [Case(DRY_SMALL, 8192, 1), Case(DRY_TINY, 1024, 8, bench=True)]
 
@@ -69,10 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dry-run", action="store_true", help="no build, no GPU: small shapes on the CPU engine")
     ap.add_argument("--llama-server", type=Path, help="use this CUDA llama-server instead of building one")
     ap.add_argument("--source", type=Path, default=ROOT / ".gpu-check" / "llama.cpp-src.tar.gz")
+    ap.add_argument("--budget", type=float, default=480,
+                    help="seconds for the whole run: cases that would start after it are skipped (default 480)")
     ap.add_argument("--work", type=Path, default=ROOT / ".gpu-check" / "work",
                     help="build folder and models (default .gpu-check/work)")
     args = ap.parse_args(argv)
     started = time.monotonic()
+    args.deadline = started + args.budget
     gpu: Gpu | None = None
     if not args.dry_run:
         gpu, how = find_gpu()
@@ -88,11 +92,16 @@ def main(argv: list[str] | None = None) -> int:
                     "machine": {"platform": platform.platform(), "python": platform.python_version()},
                     "gpu": asdict(gpu) if gpu else None, "build": None, "hw": None, "doctor": None, "models": {},
                     "cases": [], "offload": None, "bench": [], "errors": []}
+    path = args.out / "gpu-check.json"
+
+    def checkpoint() -> None:  # what is known so far, in case the run is stopped at its time limit
+        path.write_text(json.dumps({**report, "complete": False}, indent=2) + "\n")
+
     with tempfile.TemporaryDirectory(prefix="llmctl-gpu-check-") as tmp:
         home = Path(tmp) / "home"
         cli = Llmctl(home, log)
         try:
-            run(args, gpu, cli, Path(tmp), report)
+            run(args, gpu, cli, Path(tmp), report, checkpoint)
         except Exception as exc:  # the report is still written, with what failed
             report["errors"].append(f"{type(exc).__name__}: {exc}")
             log(traceback.format_exc())
@@ -103,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     under = [c["name"] for c in report["cases"] + ([report["offload"]] if report["offload"] else [])
              if under_on_gpu(c.get("comparison") or {})]
     report["gpu_under_estimates"] = under
-    path = args.out / "gpu-check.json"
+    report["complete"] = True
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(table(report))
     if under:
@@ -120,7 +129,7 @@ def under_on_gpu(comparison: dict) -> bool:
     return any(e is not None and e < 0 for e in errors)
 
 
-def run(args, gpu: Gpu | None, cli: Llmctl, tmp: Path, report: dict) -> None:
+def run(args, gpu: Gpu | None, cli: Llmctl, tmp: Path, report: dict, checkpoint) -> None:
     cases = DRY_CASES if args.dry_run else GPU_CASES
     shapes = {c.shape.name: c.shape for c in cases}
     models_dir = tmp / "models" if args.dry_run else args.work / "models"
@@ -145,6 +154,7 @@ def run(args, gpu: Gpu | None, cli: Llmctl, tmp: Path, report: dict) -> None:
             cli.env.update(report["build"]["runtime_env"])  # llmctl, and the engine it starts, inherit it
             log(f"built {binary} in {report['build']['seconds']} s")
         paths = written.result()
+    checkpoint()
 
     engine = f'engine = "llama-server"\nllama_server = "{binary}"\n' if gpu is not None else 'engine = "xllamacpp"\n'
     profiles = "".join(f'\n[models."{c.name}"]\nctx_size = {c.ctx}\nparallel = {c.parallel}\n' for c in cases)
@@ -158,12 +168,16 @@ def run(args, gpu: Gpu | None, cli: Llmctl, tmp: Path, report: dict) -> None:
     if gpu is not None and not report["hw"].get("gpus"):
         report["errors"].append("llmctl hw --json found no GPU where nvidia-smi/NVML did")
 
+    checkpoint()
     cli.serve()
     for c in cases:
-        report["cases"].append(measure(cli, c, gpu, report))
+        report["cases"].append(measure(cli, c, gpu, report) if time.monotonic() < args.deadline else
+                               {"name": c.name, "skipped": f"the {args.budget:.0f} s budget was spent"})
+        checkpoint()
     if gpu is not None:
         cli.shutdown()
-        report["offload"] = offload(cli, GPU_OFFLOAD, gpu, report)
+        report["offload"] = offload(cli, GPU_OFFLOAD, gpu, report) if time.monotonic() < args.deadline else \
+            {"name": f"offload-{GPU_OFFLOAD.name}", "skipped": f"the {args.budget:.0f} s budget was spent"}
 
 
 def measure(cli: Llmctl, c: Case, gpu: Gpu | None, report: dict, fit_env: dict | None = None) -> dict:

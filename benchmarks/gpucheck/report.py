@@ -87,9 +87,9 @@ def table(report: dict) -> str:
     """A short table: one line per case (fit error by term, on the GPU, by NVML), then tok/s per bench level."""
     rows = [f"{'case':34} {'ngl est/log':>11} {'buffers':>8} {'weights':>8} {'kv':>7} {'compute':>8} "
             f"{'gpu buf':>8} {'nvml':>7} {'est MiB':>8} {'log MiB':>8}"]
-    for c in report["cases"]:
+    for c in report["cases"] + ([report["offload"]] if report.get("offload") else []):
         if "comparison" not in c:
-            rows.append(f"{c['name']:34} {c.get('error', 'skipped')[:80]}")
+            rows.append(f"{c['name']:34} {(c.get('error') or c.get('skipped') or '')[:80]}")
             continue
         k = c["comparison"]
         t = k["terms"]

@@ -34,6 +34,7 @@ def test_dry_run_writes_the_report_from_real_engine_log_lines(tmp_path: Path) ->
     assert proc.returncode == 0, proc.stdout + proc.stderr[-4000:]
     report = json.loads((out / "gpu-check.json").read_text())
     assert report["version"] == 1 and report["mode"] == "dry-run" and report["errors"] == []
+    assert report["complete"] is True
     assert report["gpu"] is None and report["build"] is None and report["offload"] is None
     assert report["hw"]["cpu"]["logical_cores"] >= 1 and report["doctor"]["rc"] == 0
     ran = [" ".join(c["argv"][1:3]) for c in report["llmctl_commands"]]
