@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "tests")]  # gpucheck/, and tests/tiny_gguf.py's tokenizer
 
 from gpucheck.cli import Llmctl  # noqa: E402
 from gpucheck.gpu import Gpu, build_llama_server, find_gpu, memory_used  # noqa: E402
@@ -86,6 +86,13 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
         log(f"GPU {gpu.index}: {gpu.name}, compute {gpu.compute_cap}, {gpu.total_bytes / MiB:.0f} MiB ({how})")
+        built = args.work / f"build-sm{gpu.arch}" / "bin" / "llama-server"
+        if args.llama_server is None and not args.source.is_file() and not built.is_file():
+            print(f"error: no llama.cpp source at {args.source}\n"
+                  "  -> run scripts/prepare-llama-source.sh once where PyPI answers (it writes "
+                  ".gpu-check/llama.cpp-src.tar.gz, which travels with the working tree), or pass --llama-server",
+                  file=sys.stderr)
+            return 2
     args.out.mkdir(parents=True, exist_ok=True)
     report: dict = {"version": REPORT_VERSION, "mode": "dry-run" if args.dry_run else "gpu",
                     "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

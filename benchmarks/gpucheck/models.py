@@ -9,16 +9,12 @@ vocabulary; the EOS row of the output matrix is zero, so generation runs to max_
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import gguf
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
-
-from tiny_gguf import CHAT_TEMPLATE, _letters
+from tiny_gguf import CHAT_TEMPLATE, _letters  # tests/ is on the path (benchmarks/gpu_check.py puts it there)
 
 Q8_0 = gguf.GGMLQuantizationType.Q8_0
 F16 = gguf.GGMLQuantizationType.F16
