@@ -9,7 +9,10 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PYTHON:-$ROOT/.venv/bin/python}
 [ -x "$PY" ] || PY=python3
-if ! "$PY" -c 'import llmctl.app.cli, gguf, pydantic_settings' >/dev/null 2>&1; then
+# the console script's entry point, as pyproject declares it (module:function)
+ENTRY=$("$PY" -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["scripts"]["llmctl"])' \
+  "$ROOT/pyproject.toml")
+if ! "$PY" -c "import ${ENTRY%%:*}, gguf, pydantic_settings" >/dev/null 2>&1; then
   SITE=$ROOT/.gpu-check/site
   if [ ! -d "$ROOT/.gpu-check/wheels" ]; then
     echo "error: $PY cannot import llmctl and its packages, and there is no .gpu-check/wheels" >&2
@@ -22,7 +25,8 @@ if ! "$PY" -c 'import llmctl.app.cli, gguf, pydantic_settings' >/dev/null 2>&1; 
   fi
   ln -sfn "$ROOT" "$SITE/llmctl"  # the package llmctl is this tree's root (pyproject: package-dir)
   mkdir -p "$SITE/bin"
-  printf '#!%s\nfrom llmctl.app.cli import main\nmain()\n' "$(command -v "$PY")" > "$SITE/bin/llmctl"
+  printf '#!%s\nfrom %s import %s\n%s()\n' "$(command -v "$PY")" "${ENTRY%%:*}" "${ENTRY##*:}" "${ENTRY##*:}" \
+    > "$SITE/bin/llmctl"
   chmod +x "$SITE/bin/llmctl"
   export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH} PATH=$SITE/bin:$PATH
 fi
