@@ -21,7 +21,12 @@ PY=${PYTHON:-$ROOT/.venv/bin/python}
 [ -x "$PY" ] || PY=python3
 OUT_DIR=$ROOT/.gpu-check
 OUT=$OUT_DIR/llama.cpp-src.tar.gz
-VER=${XLLAMACPP_VERSION:-$("$PY" -c 'import importlib.metadata as m; print(m.version("xllamacpp"))')}
+VER=${XLLAMACPP_VERSION:-$("$PY" -c 'import importlib.metadata as m; print(m.version("xllamacpp"))' 2>/dev/null || true)}
+if [ -z "$VER" ]; then
+  echo "error: no xllamacpp installed for $PY to take the version from" >&2
+  echo "  -> make the venv (scripts/venv.sh) or set XLLAMACPP_VERSION" >&2
+  exit 2
+fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
