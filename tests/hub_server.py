@@ -39,6 +39,7 @@ class HubServer:
     api_status: int | None = None  # answer the listing API (model info) with this status
     status_times: int | None = None  # ...only this many times, then serve normally (None: always)
     retry_after: str | None = None  # the Retry-After header sent with a switched status
+    controller_secret: str | None = None  # set by as_controller: it answers the controller's hello
     commit: str = COMMIT  # the commit the info route names (a hostile mirror lies here)
     lie_sha256: str | None = None  # list this as every LFS file's sha256
     oversize: int = 0  # append this many junk bytes to every body (Content-Length included)
@@ -192,7 +193,19 @@ class HubServer:
             raise web.HTTPNotFound()
         return await self._send(request, data, {"ETag": f'"{sha}"'})
 
+    def as_controller(self, paths) -> HubServer:
+        """Also stand in for the controller of ``paths``' state folder (its hello proof is never switched), so the
+        CLI's requests after the handshake meet the switches."""
+        from stand_in import claim
+
+        self.controller_secret = claim(paths, self.port)
+        return self
+
     async def _other(self, request: web.Request) -> web.StreamResponse:
+        if self.controller_secret is not None and request.path == "/llmctl/v1/hello":
+            from stand_in import hello_answer
+
+            return web.json_response(hello_answer(self.controller_secret, request.headers))
         if request.path.startswith("/api/"):  # huggingface_hub's side requests (e.g. /api/agent-harnesses)
             return web.json_response({"error": "not here"}, status=404)
         self._log(request)

@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import threading
 from dataclasses import dataclass, field
 
-import psutil
 from aiohttp import web
-
-from llmctl.app.handshake import HELLO_PATH, NONCE_HEADER, new_secret, proof, write_state
+from stand_in import HELLO_PATH, claim, hello_answer
 
 
 @dataclass
@@ -72,16 +69,11 @@ class FakeOpenAI:
         """Proves it is the controller its state file names (``as_controller``), as the real one does."""
         if self.secret is None:
             return web.json_response({"error": {"message": "not a controller"}}, status=404)
-        return web.json_response({"proof": proof(self.secret, request.headers.get(NONCE_HEADER, ""))})
+        return web.json_response(hello_answer(self.secret, request.headers))
 
     def as_controller(self, paths) -> FakeOpenAI:
-        """Stand in for the controller of ``paths``' state folder: its state file names this server (and this test
-        process, alive, as its pid) with a secret this server proves it holds, so the CLI will talk to it."""
-        self.secret = new_secret()
-        write_state(paths.controller_state, {
-            "pid": os.getpid(), "create_time": psutil.Process().create_time(), "url": f"http://127.0.0.1:{self.port}",
-            "host": "127.0.0.1", "port": self.port, "secret": self.secret,
-        })
+        """Stand in for the controller of ``paths``' state folder, so the CLI will talk to it."""
+        self.secret = claim(paths, self.port)
         return self
 
     def _serve(self) -> None:
