@@ -39,7 +39,6 @@ from llmctl.runtimes.base import (
     Launch,
     PlansLaunch,
     PortInUseError,
-    ServesClientProtocols,
     ServesOnSocket,
     log_file_name,
 )
@@ -181,11 +180,6 @@ class Backend(Settles):
     def auth_headers(self) -> dict[str, str]:
         """What the gateway sends to reach this backend: its per-launch key."""
         return {"Authorization": f"Bearer {self.spec.api_key}"} if self.spec.api_key else {}
-
-    @property
-    def client_protocols(self) -> frozenset[str]:
-        """The client protocols its engine serves itself (``ServesClientProtocols``)."""
-        return self.engine.client_protocols if isinstance(self.engine, ServesClientProtocols) else frozenset()
 
     @property
     def upstream_model(self) -> str | None:
