@@ -256,6 +256,12 @@ async def test_count_tokens_and_errors_in_anthropic_shape(gateway) -> None:
     with pytest.raises(anthropic.NotFoundError) as err:
         await client.messages.create(model="nope", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
     assert err.value.body["type"] == "error" and "nope" in err.value.body["error"]["message"]
+    # a base URL without /v1 reaches the same routes, errors in the same shape
+    async with httpx.AsyncClient(base_url=c.url) as http:
+        r = await http.post("/messages", json={"model": "tiny", "messages": []}, headers={"x-api-key": KEYS["bob"]})
+        assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+        r = await http.post("/responses", json={"model": "tiny", "input": "hi"}, headers={"x-api-key": "wrong"})
+        assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"  # OpenAI's shape there
     image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
     with pytest.raises(anthropic.BadRequestError) as err:
         await client.messages.create(model="tiny", max_tokens=5,

@@ -30,6 +30,7 @@ from llmctl.runtimes.base import ANTHROPIC_MESSAGES, VISION
 
 _CHAT = "/v1/chat/completions"
 _COUNT = "/v1/messages/count_tokens"
+_ANTHROPIC = ("/v1/messages", "/messages")  # the routes whose errors are in Anthropic's shape
 log = logging.getLogger("llmctl.controller")
 
 
@@ -80,13 +81,16 @@ class ProtocolRoutes:
             log.warning("%s; said once", message)
 
     def routes(self) -> list[web.AbstractRouteDef]:
-        return [
-            web.post("/v1/responses", self.create_response),
-            web.get("/v1/responses/{id}", self.get_response),
-            web.delete("/v1/responses/{id}", self.delete_response),
-            web.post("/v1/messages", self.create_message),  # ?beta=true (Claude Code) lands here too
-            web.post(_COUNT, self.count_tokens),
-        ]
+        out = []
+        for prefix in ("/v1", ""):  # as the gateway's: clients given a base URL without /v1
+            out += [
+                web.post(prefix + "/responses", self.create_response),
+                web.get(prefix + "/responses/{id}", self.get_response),
+                web.delete(prefix + "/responses/{id}", self.delete_response),
+                web.post(prefix + "/messages", self.create_message),  # ?beta=true (Claude Code) lands here too
+                web.post(prefix + "/messages/count_tokens", self.count_tokens),
+            ]
+        return out
 
     async def _caps(self, model) -> frozenset[str]:
         if not isinstance(model, str) or not model.strip():
@@ -164,7 +168,7 @@ class ProtocolRoutes:
 async def anthropic_errors(request: web.Request, handler) -> web.StreamResponse:
     """Errors on Anthropic's routes in Anthropic's shape: ``{"type": "error", "error": {"type", "message"}}``."""
     response = await handler(request)
-    if not request.path.startswith("/v1/messages") or response.status < 400 or not isinstance(response, web.Response):
+    if not request.path.startswith(_ANTHROPIC) or response.status < 400 or not isinstance(response, web.Response):
         return response
     try:
         body = json.loads(response.body)  # type: ignore[arg-type]
