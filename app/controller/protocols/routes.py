@@ -6,7 +6,9 @@ chat stream is what the meter reads), request records, on-demand load and failov
 chat) apply exactly as to chat; the events that leave are llmctl's own, checked against the SDKs' types, whatever
 the engine's version emits; and ``previous_response_id`` needs the conversation llmctl keeps anyway (llama-server
 keeps none). An engine's own implementation would add a second set of shapes to keep right and nothing a client
-sees.
+sees. The one request passed through as it came is ``count_tokens``, to an engine that declares Anthropic's
+protocol (``ANTHROPIC_MESSAGES`` in its native capabilities): no stream, no state, nothing to meter, and the engine
+counts without evaluating the prompt.
 
 Errors on ``/v1/messages*`` leave in Anthropic's shape (``anthropic_errors``, outermost middleware), whoever raised
 them: the key check, the body limit, the gateway's policy, or the engine.
