@@ -44,7 +44,10 @@ def _host_name(host_header: str) -> str:
     return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
 
 
-def build_middlewares(server: ServerSettings, keys: Keys) -> list:
+def build_middlewares(server: ServerSettings, keys: Keys,
+                      reshape: Callable[[web.Request, web.StreamResponse], web.StreamResponse] | None = None) -> list:
+    """``reshape``: given every error response (the guards' own included), returns it in the shape of the route's
+    protocol."""
     check_host = is_loopback(server.host)
     allowed = {h.lower() for h in server.allowed_hosts}
     origins = set(server.cors_origins)
@@ -53,24 +56,27 @@ def build_middlewares(server: ServerSettings, keys: Keys) -> list:
     @web.middleware
     async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
-            return await handler(request)
+            response = await handler(request)
         except ApiError as exc:
-            return exc.response()
+            response = exc.response()
         except web.HTTPRequestEntityTooLarge:
-            return error_response(413, f"request body is larger than {server.max_body_bytes} bytes",
-                                  code="request_too_large")
+            response = error_response(413, f"request body is larger than {server.max_body_bytes} bytes",
+                                      code="request_too_large")
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            return unknown_route(request, exc) or error_response(exc.status, exc.reason or "request failed")
+            response = unknown_route(request, exc) or error_response(exc.status, exc.reason or "request failed")
         except (asyncio.CancelledError, ConnectionResetError):
             raise  # the client went away: nothing to answer
         except Exception as exc:
             log.exception("unexpected error in %s %s", request.method, request.path)
             if request.get(STARTED_KEY):
                 raise  # a stream already sent its headers: aiohttp closes the connection
-            return error_response(500, f"internal error in llmctl ({type(exc).__name__}: {exc}); the controller "
-                                  "logged the traceback; please report it", code="internal_error")
+            response = error_response(500, f"internal error in llmctl ({type(exc).__name__}: {exc}); the "
+                                      "controller logged the traceback; please report it", code="internal_error")
+        if response.status >= 400 and reshape is not None:
+            return reshape(request, response)  # an error of a route whose protocol has its own error shape
+        return response
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -281,7 +281,7 @@ class Controller:
 
     def build_app(self) -> web.Application:
         app = web.Application(
-            middlewares=[anthropic_errors, *build_middlewares(self.settings.server, self.keys)],
+            middlewares=build_middlewares(self.settings.server, self.keys, reshape=anthropic_errors),
             client_max_size=self.settings.server.max_body_bytes,
             handler_args={"access_log": None},
         )

@@ -10,8 +10,9 @@ sees. The one request passed through as it came is ``count_tokens``, to an engin
 protocol (``ANTHROPIC_MESSAGES`` in its native capabilities): no stream, no state, nothing to meter, and the engine
 counts without evaluating the prompt.
 
-Errors on ``/v1/messages*`` leave in Anthropic's shape (``anthropic_errors``, outermost middleware), whoever raised
-them: the key check, the body limit, the gateway's policy, or the engine.
+Errors on ``/v1/messages*`` leave in Anthropic's shape (``anthropic_errors``, the error middleware's ``reshape``, so
+the chat routes pay for no extra middleware), whoever raised them: the key check, the body limit, the gateway's
+policy, or the engine.
 """
 
 from __future__ import annotations
@@ -166,11 +167,10 @@ class ProtocolRoutes:
         return await self.gateway._forward(request, _CHAT, check_chat, body=chat, shape=_Count())
 
 
-@web.middleware
-async def anthropic_errors(request: web.Request, handler) -> web.StreamResponse:
-    """Errors on Anthropic's routes in Anthropic's shape: ``{"type": "error", "error": {"type", "message"}}``."""
-    response = await handler(request)
-    if not request.path.startswith(_ANTHROPIC) or response.status < 400 or not isinstance(response, web.Response):
+def anthropic_errors(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+    """An error on Anthropic's routes in Anthropic's shape: ``{"type": "error", "error": {"type", "message"}}``
+    (``build_middlewares``' ``reshape``: it sees every error response, the guards' own included)."""
+    if not request.path.startswith(_ANTHROPIC) or not isinstance(response, web.Response):
         return response
     try:
         body = json.loads(response.body)  # type: ignore[arg-type]
