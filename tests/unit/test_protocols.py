@@ -26,7 +26,8 @@ from llmctl.catalog.store import ModelStore
 from llmctl.runtimes.process import free_port
 
 REPLAY = Path(__file__).parent.parent / "replay_engine.py"
-KEYS = {"alice": "alice-secret-1", "bob": "bob-secret-22"}
+KEYS = {"alice": "alice-secret-1", "bob": "bob-secret-22"}  # inference keys: the routes here are theirs
+ADMIN = "ops-secret-333"
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 OPENAI_EVENTS: TypeAdapter = TypeAdapter(ResponseStreamEvent)
 ANTHROPIC_EVENTS: TypeAdapter = TypeAdapter(RawMessageStreamEvent)
@@ -47,7 +48,8 @@ async def gateway(tmp_path: Path, tiny_gguf: Path):
     paths = resolve_paths()
     ModelStore(paths.data_dir).import_file(tiny_gguf, "tiny")
     ModelStore(paths.data_dir).import_file(tiny_gguf, "seeing", projector=tiny_gguf)  # a model with a projector
-    keys = "".join(f'[[server.keys]]\nname = "{n}"\nkey = "{k}"\n' for n, k in KEYS.items())
+    keys = "".join(f'[[server.keys]]\nname = "{n}"\nkey = "{k}"\n' for n, k in KEYS.items()) \
+        + f'[[server.keys]]\nname = "ops"\nkey = "{ADMIN}"\nrole = "admin"\n'  # reads the records
     paths.config_file.parent.mkdir(parents=True, exist_ok=True)
     paths.config_file.write_text(f'[backends]\nengine = "llama-server"\nllama_server = "{wrapper}"\n'
                                  f'[engines.ollama]\nmode = "off"\n{keys}')
@@ -290,7 +292,7 @@ async def test_new_routes_are_metered_and_recorded_like_chat(gateway) -> None:
     await oai(c).responses.create(model="tiny", input="hi")
     await claude(c, KEYS["bob"]).messages.create(model="tiny", max_tokens=8,
                                                  messages=[{"role": "user", "content": "hi"}])
-    async with httpx.AsyncClient(base_url=c.url, headers={"Authorization": f"Bearer {KEYS['alice']}"}) as http:
+    async with httpx.AsyncClient(base_url=c.url, headers={"Authorization": f"Bearer {ADMIN}"}) as http:
         recent = (await http.get("/llmctl/v1/requests")).json()["requests"]
         keys = {k["name"]: k for k in (await http.get("/llmctl/v1/keys")).json()["keys"]}
     by_endpoint = {r["endpoint"]: r for r in recent}
