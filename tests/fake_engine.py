@@ -178,7 +178,10 @@ def llama_server_shim(folder: Path) -> Path:
     """An executable named ``llama-server`` that runs this fake with llama-server's flags (the ones it does not
     know are ignored), so a real controller configured with ``engines.llama_server`` supervises the fake."""
     shim = folder / "llama-server"
-    shim.write_text(f"#!/bin/sh\nexec {sys.executable} {Path(__file__).resolve()} --llama-server \"$@\"\n")
+    # a Python script of its own (not a shell exec of this file): its command line is the launch's argv behind its
+    # interpreter, which is what the controller's reaping checks before it signals a leftover engine
+    shim.write_text(f"#!{sys.executable}\nimport runpy, sys\nsys.argv.insert(1, '--llama-server')\n"
+                    f"runpy.run_path({str(Path(__file__).resolve())!r}, run_name='__main__')\n")
     shim.chmod(0o755)
     return shim
 
