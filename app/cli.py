@@ -270,16 +270,18 @@ def models_info(ctx: Context, name: str, as_json: bool) -> None:
             click.echo(f"  {printable(key):<17}{printable(value)}")  # a model's metadata: shown, never obeyed
         return
     report = probe(ctx.paths.models_dir)
-    req = entry_request(ctx.settings, entry)
-    est = estimate(facts_from_gguf(read_gguf(Path(entry.path))), req,
-                   machine_budget(report.gpus, report.ram_available, ctx.settings))
+    facts = facts_from_gguf(read_gguf(Path(entry.path)))
+    budget = machine_budget(report.gpus, report.ram_available, ctx.settings)
+    req, context = entry_request(ctx.settings, entry, facts, budget)
+    est = estimate(facts, req, budget)
     if as_json:
-        emit_json({**entry.to_json(), "fit": est.to_json()})
+        emit_json({**entry.to_json(), "fit": est.to_json(), "context": context.to_json()})
         return
     click.echo(f"{entry.name}\n  file     {printable(entry.path)} ({size(entry.size)})")
     for key, value in entry.facts.items():
         click.echo(f"  {printable(key):<17}{printable(value)}")
-    click.echo(f"  needs    {size(est.total_bytes)} at context {req.ctx} x {req.parallel} ({est.runtime}); "
+    click.echo(f"  context  {context.detail}; one KV pool shared by {req.parallel} slot(s)")
+    click.echo(f"  needs    {size(est.total_bytes)} at context {req.ctx} ({est.runtime}); "
                f"fits: {est.fits} - {est.reason}")
 
 
@@ -401,6 +403,9 @@ def ps(ctx: Context, as_json: bool) -> None:
         why = b.get("error") or b.get("stop_reason")
         if why:
             click.echo(f"{b['model']}: {b['state']} ({printable(why)})")
+    for b in backends:
+        if b.get("context"):
+            click.echo(f"{b['model']}: context {b['context']['detail']}; shared by {b.get('parallel')} slot(s)")
     for b in backends:
         if b["state"] == "failed" and b.get("last_log_lines"):
             click.echo(f"\n{b['model']} failed; its last log lines:")

@@ -237,11 +237,12 @@ class ControllerClient:
     async def remove_model(self, name: str) -> ModelEntry:
         return await self._request("DELETE", f"/llmctl/v1/models/{_seg(name)}")
 
-    async def catalog(self, ctx: int = 8192) -> Catalog:
-        return await self._request("GET", "/llmctl/v1/catalog", params={"ctx": ctx})
+    async def catalog(self, ctx: int | str = 8192) -> Catalog:
+        # ``auto`` (backends.ctx_size's default) judges catalog models at the controller's default context
+        return await self._request("GET", "/llmctl/v1/catalog", params={"ctx": ctx} if ctx != "auto" else {})
 
-    async def recommend(self, ctx: int = 8192, gpu: str | None = None) -> Recommendation:
-        params: dict[str, Any] = {"ctx": ctx}
+    async def recommend(self, ctx: int | str = 8192, gpu: str | None = None) -> Recommendation:
+        params: dict[str, Any] = {"ctx": ctx} if ctx != "auto" else {}
         if gpu:
             params["gpu"] = gpu
         return await self._request("GET", "/llmctl/v1/recommend", params=params, timeout=60.0)

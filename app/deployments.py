@@ -1,18 +1,22 @@
 """From settings and a registered model to what will be launched: the engine and the deployment's settings.
 
 One place, so `serve`, `fit`, `models info`, the TUI's fit badges and automatic offload all plan the same launch.
-Precedence: ``[models.NAME]`` over ``[backends]`` over the engine's defaults. The global default context is
-capped at the model's trained length; a per-model ``ctx-size`` is honoured as given (llama.cpp warns).
+Precedence: ``[models.NAME]`` over ``[backends]`` over the engine's defaults. The context is the KV pool the
+slots share; a per-model ``ctx-size`` is honoured as given (llama.cpp warns), a global number is capped at the
+model's trained length, and ``auto`` (the default) is the trained length until ``LaunchPlan.settle`` caps it by
+the memory at hand (``catalog.context``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from llmctl.app.settings import ModelProfile, Settings
+from llmctl.catalog.context import UNKNOWN_TRAINED, ContextChoice, auto_context, fixed_context
 from llmctl.catalog.errors import ConfigError, LlmctlError
-from llmctl.catalog.estimate import FitRequest
+from llmctl.catalog.estimate import Budget, FitRequest
+from llmctl.catalog.facts import ModelFacts
 from llmctl.catalog.store import ModelEntry, ModelStore
 from llmctl.runtimes.base import ChecksArgs, Deployment, Engine, EngineUnavailable
 from llmctl.runtimes.llama_cpp import template_family
@@ -45,6 +49,16 @@ class LaunchPlan:
     pipeline_parallel: int = 1
     gpu_memory_utilization: float | None = None
     speculative_ngram: bool = False
+    context: ContextChoice | None = None  # why ctx_size is what it is; None only for plans made by hand
+    ctx_auto: bool = False  # ctx_size is the trained length, to be capped by memory (``settle``)
+
+    def settle(self, facts: ModelFacts, budget: Budget, **overrides) -> LaunchPlan:
+        """This plan with an ``auto`` context decided against ``budget`` (what the ledger can give the model, or
+        the machine's free memory for `fit`): the trained length, or less where memory is short."""
+        if not self.ctx_auto:
+            return self
+        choice = auto_context(facts, self.fit_request(**overrides), budget, self.ctx_size)
+        return replace(self, ctx_size=choice.ctx, context=choice, ctx_auto=False)
 
     def fit_request(self, **overrides) -> FitRequest:
         """The estimator's input for exactly this launch."""
@@ -71,7 +85,7 @@ class LaunchPlan:
             draft_model=self.draft_model, embeddings=self.embeddings, pooling=self.pooling, mmproj=self.mmproj,
             api_key=api_key, extra_args=self.extra_args, tensor_parallel=self.tensor_parallel,
             pipeline_parallel=self.pipeline_parallel, gpu_memory_utilization=self.gpu_memory_utilization,
-            speculative_ngram=self.speculative_ngram, run_dir=run_dir,
+            speculative_ngram=self.speculative_ngram, run_dir=run_dir, context=self.context,
         )
 
 
@@ -103,12 +117,18 @@ def launch_plan(settings: Settings, entry: ModelEntry | None = None, *, fmt: str
     multi_slot = engine.memory_profile().multi_slot
     notes: list[str] = []
     trained = entry.facts.get("context_length") if entry else ctx_train
+    trained = trained if isinstance(trained, int) and trained > 0 else None
     if prof.ctx_size is not None:
-        ctx = prof.ctx_size
-        if isinstance(trained, int) and 0 < trained < ctx:
-            notes.append(f"ctx-size {ctx} is above the {trained} tokens it was trained on (set in [models])")
+        context = fixed_context(prof.ctx_size, trained, profile=True)
+        if trained and trained < prof.ctx_size:
+            notes.append(f"ctx-size {prof.ctx_size} is above the {trained} tokens it was trained on (set in [models])")
+    elif b.ctx_size != "auto":
+        context = fixed_context(b.ctx_size, trained, profile=False)
     else:
-        ctx = min(b.ctx_size, trained) if isinstance(trained, int) and trained > 0 else b.ctx_size
+        top = trained or UNKNOWN_TRAINED
+        context = ContextChoice(top, "trained", f"{top:,}: the model's trained length" if trained else
+                                f"{top:,}: the model does not say its trained length")
+    ctx = context.ctx
     kv_k = prof.cache_type_k or b.kv_type
     kv_v = prof.cache_type_v or b.kv_type
     draft = _resolve_draft(prof.model_draft, store) if prof.model_draft else None
@@ -133,6 +153,8 @@ def launch_plan(settings: Settings, entry: ModelEntry | None = None, *, fmt: str
         pipeline_parallel=prof.pipeline_parallel or 1,
         gpu_memory_utilization=prof.gpu_memory_utilization,
         speculative_ngram=prof.speculative == "ngram",
+        context=context,
+        ctx_auto=prof.ctx_size is None and b.ctx_size == "auto",
     )
 
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 from llmctl.app.deployments import launch_plan
 from llmctl.app.settings import Settings
+from llmctl.catalog.context import UNKNOWN_TRAINED, ContextChoice, auto_context, fixed_context
 from llmctl.catalog.estimate import Budget, FitRequest
+from llmctl.catalog.facts import ModelFacts
 from llmctl.runtimes.base import EngineUnavailable
 from llmctl.runtimes.hardware import GpuInfo
 from llmctl.runtimes.registry import fit_family, process_baseline
@@ -85,12 +88,30 @@ def serving_request(settings: Settings, ctx: int, *, runtime: str | None = None,
     return plan.fit_request(ctx=ctx, **overrides)
 
 
-def entry_request(settings: Settings, entry, **overrides: Any) -> FitRequest:
-    """What `serve` would launch for a registered model (its [models.NAME] profile included)."""
+def entry_request(settings: Settings, entry, facts: ModelFacts, budget: Budget,
+                  **overrides: Any) -> tuple[FitRequest, ContextChoice]:
+    """What `serve` would launch for a registered model (its [models.NAME] profile included) with ``budget`` at
+    hand, and the context it would get and why (``LaunchPlan.settle``)."""
     try:
-        return launch_plan(settings, entry).fit_request(**overrides)
+        plan = launch_plan(settings, entry).settle(facts, budget, **overrides)
+        assert plan.context is not None  # launch_plan always says why
+        return plan.fit_request(**overrides), plan.context
     except EngineUnavailable:
-        return serving_request(settings, settings.backends.ctx_size, **overrides)
+        return serving_context(settings, facts, budget, entry.facts.get("context_length"), **overrides)
+
+
+def serving_context(settings: Settings, facts: ModelFacts, budget: Budget, trained: int | None = None, *,
+                    runtime: str | None = None, **overrides: Any) -> tuple[FitRequest, ContextChoice]:
+    """What `serve` would launch for a model of these facts with ``budget`` at hand, without a registered entry
+    (`llmctl fit` of a file or a catalog model): the launch at the context ``backends.ctx_size`` gives it."""
+    trained = trained if isinstance(trained, int) and trained > 0 else (facts.ctx_train or None)
+    asked = settings.backends.ctx_size
+    if asked != "auto":
+        choice = fixed_context(asked, trained, profile=False)
+        return serving_request(settings, choice.ctx, runtime=runtime, **overrides), choice
+    req = serving_request(settings, trained or UNKNOWN_TRAINED, runtime=runtime, **overrides)
+    choice = auto_context(facts, req, budget, trained)
+    return replace(req, ctx=choice.ctx), choice
 
 
 @functools.lru_cache(maxsize=8)

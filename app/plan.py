@@ -275,7 +275,9 @@ def plan_options(f):
 
 @click.command()
 @click.argument("target")
-@click.option("--ctx", "ctx_len", default=8192, show_default=True, help="Context length per request slot.")
+@click.option("--ctx", "ctx_len", type=int, default=None,
+              help="Context (the KV pool the slots share). Default: what serve gives it (backends.ctx_size; auto: "
+                   "the trained length, capped by the memory here).")
 @click.option("--kv-type", type=click.Choice(["f16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0"]), default=None,
               help="KV cache type (default: backends.kv_type, f16); what serve launches with the same setting.")
 @click.option("--parallel", type=int, default=None, help="Concurrent request slots (default: backends.parallel).")
@@ -288,7 +290,8 @@ def plan_options(f):
 def fit(ctx: Context, target: str, **kw: Any) -> None:
     """How much memory TARGET needs here: a catalog MODEL[:QUANT], a Hub repo id, a PATH.gguf, a registered
     model, or a Hugging Face model FOLDER (estimated for vLLM, which serves those)."""
-    from llmctl.app.fitting import serving_request
+    from llmctl.app.fitting import serving_context, serving_request
+    from llmctl.catalog.context import fixed_context
     from llmctl.catalog.estimate import estimate
 
     measured = None  # Ollama's own in-memory size of an Ollama model that is loaded
@@ -303,15 +306,20 @@ def fit(ctx: Context, target: str, **kw: Any) -> None:
     overrides = {k: kw[k] for k in ("kv_type", "parallel") if kw[k] is not None}
     if layers is not None:
         overrides["gpu_layers"] = None if layers == "auto" else int(layers)
-    req = serving_request(ctx.settings, kw["ctx_len"], runtime=kw["runtime"], **overrides)
+    if kw["ctx_len"] is not None:
+        req = serving_request(ctx.settings, kw["ctx_len"], runtime=kw["runtime"], **overrides)
+        context = fixed_context(kw["ctx_len"], None, profile=False)
+    else:
+        req, context = serving_context(ctx.settings, facts, budget, runtime=kw["runtime"], **overrides)
     req = replace(req, baseline_bytes=_measured_baseline(req))
     est = estimate(facts, req, budget)
     if kw["as_json"]:
-        emit_json({"model": label, "plan": where, **est.to_json(),
+        emit_json({"model": label, "plan": where, **est.to_json(), "context": context.to_json(),
                    **({"ollama_size_bytes": measured} if target.startswith(("ollama/", "ollama:")) else {})})
         return
     click.echo(f"{label}\n{where}; runtime {est.runtime}, "
-               f"context {req.ctx} x {req.parallel}, KV {req.kv_type}\n")
+               f"context {req.ctx} shared by {req.parallel} slot(s), KV {req.kv_type}\n"
+               + ("" if kw["ctx_len"] is not None else f"context {context.detail}\n"))
     rows = [("weights", est.weights_bytes), ("weights repacked for the CPU", est.repack_bytes),
             ("KV cache", est.kv_cache_bytes), ("compute buffers", est.compute_bytes),
             ("output buffer", est.output_bytes), ("runtime overhead", est.overhead_bytes), ("total", est.total_bytes)]

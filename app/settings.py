@@ -22,6 +22,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from llmctl.app.paths import Paths
@@ -174,6 +175,9 @@ EngineChoice = Literal["auto", "xllamacpp", "llama-server", "llama-cpp-python", 
 KvType = Literal["f32", "f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0"]
 
 
+MIN_CTX, MAX_CTX = 256, 1 << 20
+
+
 class BackendSettings(BaseModel):
     engine: EngineChoice = "auto"
     """The engine for GGUF models (safetensors folders run on vLLM). ``auto``: a native ``llama-server`` you
@@ -181,10 +185,13 @@ class BackendSettings(BaseModel):
     ``xllamacpp`` wheel, else llama-cpp-python."""
     llama_server: str | None = None
     """Path (or name on PATH) of a native ``llama-server``; found on PATH when unset."""
-    ctx_size: int = Field(4096, ge=256, le=1 << 20)
-    """Context length per request slot (capped at the model's trained length unless set per model)."""
-    parallel: int = Field(2, ge=1, le=64)
-    """Concurrent request slots, batched together (llama-cpp-python serves one at a time)."""
+    ctx_size: int | Literal["auto"] = "auto"
+    """The context: one KV pool the slots share, so any one request may use all of it. ``auto``: the model's
+    trained length, capped by what fits in the memory models may use with the margin kept free (`llmctl ps`
+    says which). A number is capped at the trained length unless set per model."""
+    parallel: int = Field(4, ge=1, le=64)
+    """Concurrent request slots, batched together, sharing the context (llama-cpp-python serves one at a
+    time)."""
     kv_type: KvType = "f16"
     """KV cache type (llama.cpp ``--cache-type-k``/``-v``); a quantized V cache turns flash attention on."""
     flash_attn: Literal["auto", "on", "off"] = "auto"
@@ -193,6 +200,24 @@ class BackendSettings(BaseModel):
     """CPU threads; default: the number of physical cores."""
     n_gpu_layers: int | None = Field(None, ge=-1)
     """Layers offloaded to the GPU (-1 = all). Unset: as many as `llmctl fit` says fit in the free VRAM."""
+    @field_validator("ctx_size", mode="before")
+    @classmethod
+    def _ctx_size(cls, value: object) -> int | str:
+        """``auto`` or a whole number of tokens in range, with one error naming both (a plain union of the two
+        would report each branch's complaint)."""
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        try:
+            if isinstance(value, bool):
+                raise TypeError
+            n = int(value)  # type: ignore[call-overload]
+        except (TypeError, ValueError):
+            raise PydanticCustomError("ctx_size", "Input should be auto or a whole number of tokens") from None
+        if not MIN_CTX <= n <= MAX_CTX:
+            raise PydanticCustomError("ctx_size", "Input should be greater than or equal to {lo} and at most {hi}, "
+                                      "or auto", {"lo": MIN_CTX, "hi": MAX_CTX})
+        return n
+
     prompt_cache_mib: int = Field(1024, ge=0)
     """RAM llama-server may use to keep recent prompts for reuse (its own default is 8 GiB, which a soak test
     watched it fill); counted by `llmctl fit`. 0 turns the cache off."""
@@ -235,7 +260,8 @@ class ModelProfile(BaseModel):
 
     engine: EngineChoice | None = None
     ctx_size: int | None = Field(None, ge=256, le=1 << 20, validation_alias=AliasChoices("ctx_size", "ctx-size"))
-    """Context per slot; unlike the global default it may exceed the trained length (llama.cpp warns)."""
+    """The context (the KV pool the slots share); wins over ``auto``, and unlike the global default it may
+    exceed the trained length (llama.cpp warns)."""
     parallel: int | None = Field(None, ge=1, le=64)
     n_gpu_layers: int | None = Field(None, ge=-1, validation_alias=AliasChoices("n_gpu_layers", "n-gpu-layers"))
     cache_type_k: KvType | None = Field(None, validation_alias=AliasChoices("cache_type_k", "cache-type-k"))

@@ -111,12 +111,24 @@ class _Listed(ModelEntry):
     fit: FitEstimate | None
 
 
+class ContextInfo(TypedDict):
+    """The context a deployment got (the KV pool its slots share) and why: ``why`` is ``trained`` (the model's
+    trained length), ``memory`` (capped by what fits), ``profile`` (its ctx-size) or ``setting``
+    (backends.ctx_size); ``detail`` says it in words."""
+
+    ctx: int
+    why: str
+    detail: str
+
+
 class LocalModel(_Listed, total=False):
     """A registered model with its state and its fit on this machine, as the model list answers; ``problem``
-    says why there is no fit. (``total=False`` rather than ``NotRequired``: Python 3.11 does not see a
-    ``NotRequired`` under postponed annotations.)"""
+    says why there is no fit; ``context`` the context it runs with (or would, launched now) and why.
+    (``total=False`` rather than ``NotRequired``: Python 3.11 does not see a ``NotRequired`` under postponed
+    annotations.)"""
 
     problem: str
+    context: ContextInfo
 
 
 class CatalogQuant(TypedDict):
@@ -268,6 +280,7 @@ class BackendStatus(_Backend, total=False):
     figures; ``engine_metrics`` comes with ``?engine_metrics=1``."""
 
     idle_for: float
+    context: ContextInfo | None  # the context it got and why (None for engines that decide it themselves)
     socket: str | None  # the Unix socket it serves on instead of a port (vLLM; ``port`` is then None)
     engine_metrics: dict[str, float]
     engine_url: str

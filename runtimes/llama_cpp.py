@@ -125,18 +125,19 @@ def slots_decoding(slots: object) -> int:
 def slots_kv_usage(slots: object) -> float | None:
     """The share of the context (KV cells) held by the requests being processed, from llama.cpp's ``/slots``.
     Like vLLM's ``kv_cache_usage_perc`` it leaves out what idle slots keep for prompt-cache reuse (a new request
-    may take those cells). Assumes one cache per slot (llmctl never passes ``--kv-unified``): the total is the sum
-    of the slots' ``n_ctx``. None for an answer of another shape."""
+    may take those cells). llmctl launches with ``--kv-unified``: every slot reports the one shared pool as its
+    ``n_ctx``, so the pool is counted once (the largest ``n_ctx``) and the busy slots' tokens are summed into it.
+    None for an answer of another shape."""
     if not isinstance(slots, list) or not slots:
         return None
     total = held = 0
     for slot in slots:
         if not isinstance(slot, dict) or not _int(slot.get("n_ctx")):
             return None
-        total += slot["n_ctx"]
+        total = max(total, slot["n_ctx"])
         if slot.get("is_processing") is True:
             held += min(slot["n_ctx"], _slot_tokens(slot))
-    return held / total
+    return min(1.0, held / total)
 
 
 def slots_context(slots: object) -> int | None:
@@ -182,15 +183,17 @@ def server_flags(d: Deployment) -> list[str]:
 
     Each default that would change the launch behind llmctl's back is set explicitly: ``--fit off`` (llama.cpp's
     own fitting may shrink the context or move layers; llmctl's estimate planned this launch), the GPU layers,
-    the prompt-cache cap, flash attention, warm-up. llama-server splits ``--ctx-size`` across its slots, so every
-    slot gets the full context asked for."""
+    the prompt-cache cap, flash attention, warm-up. ``--kv-unified``: one KV pool of ``--ctx-size`` cells shared by
+    the slots (without it llama-server splits the context into a fixed share per slot), so any one request may
+    use the whole context while the other slots are idle."""
     argv = [
         "--model", str(d.model_path),
         "--alias", d.model_name,
         "--host", d.host,
         "--port", str(d.port),
-        "--ctx-size", str(d.ctx_size * d.parallel),
+        "--ctx-size", str(d.ctx_size),
         "--parallel", str(d.parallel),
+        "--kv-unified",
         "--threads", str(d.threads),
         "--threads-batch", str(d.threads),
         "--n-gpu-layers", str(d.n_gpu_layers),

@@ -276,6 +276,7 @@ class Backend(Settles):
             "capabilities": sorted(self.spec.capabilities),
             "ctx_size": self.spec.ctx_size,
             "parallel": self.spec.parallel,
+            "context": self.spec.context.to_json() if self.spec.context is not None else None,
             "state": state.value,
             "pid": self.pid if self.state not in (BackendState.STOPPED, BackendState.FAILED) else None,
             "port": None if self.socket_path else self.spec.port,

@@ -9,7 +9,8 @@
 - The KV cache holds the model's dtype (``--kv-cache-dtype auto``); llama.cpp's quantized cache types do not exist
   in vLLM and are refused before launch (``fp8`` can be passed in the model's ``args``).
 - On CPU the KV space is ``--kv-cache-memory-bytes``: the deployment's ``kv_cache_bytes`` when the plan gives one,
-  else ``ctx_size × parallel`` tokens in whole 128-token blocks plus vLLM's null block — the same figure
+  else a pool of ``ctx_size`` tokens in whole 128-token blocks plus vLLM's null block, shared by the
+  ``--max-num-seqs`` (= ``parallel``) sequences as llama.cpp's unified pool is — the same figure
   ``llmctl fit`` and the controller's ledger use (``catalog.estimate.vllm_cpu_kv_bytes``). On a GPU,
   ``--gpu-memory-utilization`` from the plan.
 - Speculative decoding: the profile's draft model (a Hugging Face folder) or n-grams of the prompt.
@@ -126,7 +127,7 @@ class VllmEngine:
             run_dir=d.run_dir, device="cpu" if cpu else "gpu", host=d.host, max_model_len=d.ctx_size,
             dtype=launch_dtype(model), gpu_memory_utilization=d.gpu_memory_utilization, kv_cache_bytes=kv_bytes,
             tensor_parallel=d.tensor_parallel, pipeline_parallel=d.pipeline_parallel, speculative=spec,
-            cpu_ids=tuple(range(max(d.threads, ranks))) if cpu and ranks > 1 else (),
+            max_num_seqs=d.parallel, cpu_ids=tuple(range(max(d.threads, ranks))) if cpu and ranks > 1 else (),
             extra_args=tuple(d.extra_args), uds=self.socket_path(d),
         )
 

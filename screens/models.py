@@ -183,7 +183,8 @@ class ModelsScreen(LlmctlScreen):
                 "needs": fit.get("total_bytes"),
                 "fits": fit.get("fits"), "state": m.get("state", "stopped"), "estimate": fit,
                 "detail": Content.from_markup(
-                    "[b]$name[/]  $arch $quant, $params parameters, context $ctx\n[dim]$path[/]",
+                    "[b]$name[/]  $arch $quant, $params parameters, context $ctx\n[dim]$path[/]\nruns at context $got",
+                    got=(m.get("context") or {}).get("detail", "unknown"),
                     name=m["name"], arch=str(m["facts"].get("architecture")), quant=str(m["facts"].get("quant")),
                     params=f"{(m['facts'].get('parameter_count') or 0) / 1e6:,.0f}M",
                     ctx=str(m["facts"].get("context_length")), path=m["path"]),

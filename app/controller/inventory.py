@@ -31,6 +31,7 @@ from llmctl.catalog.facts import ModelFacts, facts_from_gguf
 from llmctl.catalog.gguf import read_gguf, split_parts
 from llmctl.catalog.store import ModelEntry
 from llmctl.runtimes.hardware import probe
+from llmctl.runtimes.process import Backend
 
 if TYPE_CHECKING:
     from llmctl.app.controller.server import Controller
@@ -61,8 +62,8 @@ class InventoryApi:
         self._facts: dict[str, tuple[FileKey, ModelFacts | LlmctlError]] = {}
         self._estimates: dict[str, tuple[tuple, dict]] = {}
 
-    def _fit(self, entry: ModelEntry, req: FitRequest, budget: Budget) -> dict:
-        """The entry's fit estimate, from cached header facts while its files are unchanged."""
+    def _model_facts(self, entry: ModelEntry) -> ModelFacts:
+        """The entry's header facts, cached while its files are unchanged."""
         key = _file_key(entry)
         cached = self._facts.get(entry.path)
         if cached is None or cached[0] != key:
@@ -73,10 +74,15 @@ class InventoryApi:
             self._facts[entry.path] = cached = (key, facts)
         if isinstance(cached[1], LlmctlError):
             raise cached[1]
-        wanted = (key, req, budget)
+        return cached[1]
+
+    def _fit(self, entry: ModelEntry, req: FitRequest, budget: Budget) -> dict:
+        """The entry's fit estimate, from cached header facts while its files are unchanged."""
+        facts = self._model_facts(entry)
+        wanted = (_file_key(entry), req, budget)
         hit = self._estimates.get(entry.path)
         if hit is None or hit[0] != wanted:
-            hit = self._estimates[entry.path] = (wanted, estimate(cached[1], req, budget).to_json())
+            hit = self._estimates[entry.path] = (wanted, estimate(facts, req, budget).to_json())
         return hit[1]
 
     def routes(self) -> list[web.AbstractRouteDef]:
@@ -132,7 +138,11 @@ class InventoryApi:
                                           f"`llmctl fit {entry.name}` estimates the GGUF behind it")
                     if entry.format != "gguf":
                         raise LlmctlError(f"{entry.format} folder", "served by vLLM, not estimated here")
-                    item["fit"] = self._fit(entry, entry_request(self.c.settings, entry), budget)
+                    req, context = entry_request(self.c.settings, entry, self._model_facts(entry), budget)
+                    item["fit"] = self._fit(entry, req, budget)
+                    # the context it gets and why: a running deployment's own, else what a launch now would get
+                    running = backend.spec.context if isinstance(backend, Backend) else None
+                    item["context"] = (running or context).to_json()
                 except LlmctlError as exc:
                     item["fit"] = None
                     item["problem"] = f"{exc.title}: {exc.message}"

@@ -43,6 +43,7 @@ from llmctl.app.handshake import new_secret, write_state
 from llmctl.app.paths import Paths
 from llmctl.app.settings import UNNAMED_KEY, Settings, is_loopback
 from llmctl.catalog.errors import ConfigError, LlmctlError, StoreError
+from llmctl.catalog.estimate import Budget
 from llmctl.catalog.store import ModelEntry, ModelStore
 from llmctl.runtimes.base import CHAT, COMPLETIONS, EMBEDDINGS, VISION, ChecksDeployment, PortInUseError, ServesNative
 from llmctl.runtimes.hardware import GpuProbe
@@ -147,7 +148,7 @@ class Controller:
             hosted.unified = await asyncio.to_thread(self._unified)
             return hosted
         plan = await asyncio.to_thread(self._plan, entry)  # may ask an engine's python its version
-        est = await asyncio.to_thread(self._estimate, entry, plan)
+        plan, est = await asyncio.to_thread(self._estimate, entry, plan)
         layers = plan.n_gpu_layers if plan.n_gpu_layers is not None else (est.gpu_layers if est else 0)
         port = free_port()
         deployment = plan.deployment(entry.name, Path(entry.path), port=port, n_gpu_layers=layers,
@@ -201,10 +202,12 @@ class Controller:
         return known
 
     def _estimate(self, entry: ModelEntry, plan: LaunchPlan):
-        """The estimate of this launch (its memory per device, and as many GPU layers as fit in the first GPU's
-        free VRAM when the plan leaves them to llmctl); None when the file cannot be estimated (the engine will
-        say why it cannot load it). Blocking: reads the GGUF header and asks the GPU."""
-        from llmctl.app.fitting import machine_budget
+        """(the plan with its ``auto`` context decided, the estimate of that launch): its memory per device, and as
+        many GPU layers as fit in the first GPU's free VRAM when the plan leaves them to llmctl. The context is
+        the trained length capped by what the ledger can give the model beside the live deployments, keeping
+        the margin free. The estimate is None when the file cannot be read (the engine will say why it cannot
+        load it; the plan keeps the trained length). Blocking: reads the GGUF header and asks the GPU."""
+        from llmctl.app.fitting import engine_baseline, machine_budget
         from llmctl.catalog.estimate import estimate
         from llmctl.catalog.facts import facts_from_gguf
         from llmctl.catalog.gguf import read_gguf
@@ -212,17 +215,26 @@ class Controller:
 
         gpus, _status, _detail = self.gpu_probe.read()
         budget = machine_budget(gpus, self.host.memory()[1], self.settings)
-        from llmctl.app.fitting import engine_baseline
-
-        req = plan.fit_request(baseline_bytes=engine_baseline(plan.engine.memory_profile()))
+        overrides = {"baseline_bytes": engine_baseline(plan.engine.memory_profile())}
         if not gpus:
-            req = replace(req, gpu_layers=0)
+            overrides["gpu_layers"] = 0
         try:
             path = Path(entry.path)
             facts = facts_from_model_dir(path) if entry.format == "safetensors" else facts_from_gguf(read_gguf(path))
-            return estimate(facts, req, budget)
+            plan = plan.settle(facts, self._room(entry.name, budget), **overrides)
+            return plan, estimate(facts, plan.fit_request(**overrides), budget)
         except (LlmctlError, OSError, ValueError):
-            return None
+            return plan, None
+
+    def _room(self, name: str, budget: Budget) -> Budget:
+        """What the ledger can give model ``name`` now: per device what models may use in all, less what the
+        other live deployments hold (``ledger``); the margin stays the budget's. Blocking (reads RAM and GPUs)."""
+        others = [b for b in self.scheduler.backends.values() if b.alive and b.name != name]
+        capacity = self._capacity(holding_now(others))
+        free = {dev: cap - sum(b.footprint.held().get(dev, 0) for b in others) for dev, cap in capacity.items()}
+        host = UNIFIED if UNIFIED in free else "ram"
+        gpus = tuple(max(0, free[f"gpu{i}"]) for i in range(len(budget.vram_free)) if f"gpu{i}" in free)
+        return replace(budget, ram_available=max(0, free[host]), vram_free=gpus or budget.vram_free)
 
     def ledger(self) -> dict:
         """Per device: what models may use in all, what every live deployment reserved (its estimate), measured

@@ -61,9 +61,13 @@ def test_fit_on_a_planned_m2_pro_32gb(monkeypatch, llmctl_home: Path) -> None:
 
 def test_fit_on_the_recorded_mac_uses_its_pool(monkeypatch, llmctl_home: Path) -> None:
     data = json.loads(run(monkeypatch, "macbook-pro-m2-pro-32gb", "fit", "qwen2.5-32b-instruct:Q4_K_M",
-                          "--json").output)
+                          "--ctx", "16384", "--json").output)
     assert data["memory"] == "unified" and "unified 32 GiB, GPU limit 21.3 GiB" in data["plan"]
     assert data["fits"] == "no"  # 19 GiB of weights + KV: over 21.4 GiB free of the pool, whatever the split
+    # left to auto, the context is cut to what the pool holds, never below llama.cpp's --fit floor of 4096
+    auto = json.loads(run(monkeypatch, "macbook-pro-m2-pro-32gb", "fit", "qwen2.5-32b-instruct:Q4_K_M",
+                          "--json").output)
+    assert auto["context"]["why"] == "memory" and auto["context"]["ctx"] == 4096 and auto["fits"] != "yes"
 
 
 def test_recommend_on_the_recorded_64gb_mac(monkeypatch, llmctl_home: Path) -> None:

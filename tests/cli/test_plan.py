@@ -43,8 +43,8 @@ def test_fit_fields_for_a_file(tiny_gguf: Path) -> None:
         assert key in data
     assert data["kv_cache_bytes"] == 2 * 2048 * 32 * 2 * 2  # 2 layers x 2048 cells x (2 KV heads x 16) x K+V x f16
     assert data["fits"] == "yes" and data["gpu_layers"] == 0
-    # by default fit plans serve's launch: backends.parallel (2) slots of the full context each
-    assert _json("fit", str(tiny_gguf), "--ctx", "2048")["kv_cache_bytes"] == 2 * data["kv_cache_bytes"]
+    # by default fit plans serve's launch: backends.parallel (4) slots sharing one pool, counted once
+    assert _json("fit", str(tiny_gguf), "--ctx", "2048")["kv_cache_bytes"] == data["kv_cache_bytes"]
 
 
 def test_fit_plans_for_a_3090() -> None:

@@ -70,7 +70,8 @@ def test_on_a_3090_a_32b_at_q4_k_m_ranks_above_its_q3_k_m(runner: CliRunner) -> 
 
 
 def test_a_smaller_margin_turns_tight_into_yes(runner: CliRunner, llmctl_home) -> None:
-    args = ["fit", "qwen2.5-32b-instruct:Q4_K_M", *RTX_3090, "--ctx", "8192", "--gpu-layers", "99", "--json"]
+    # a pool of 16384 tokens, which the 4 slots share (counted once)
+    args = ["fit", "qwen2.5-32b-instruct:Q4_K_M", *RTX_3090, "--ctx", "16384", "--gpu-layers", "99", "--json"]
     assert _json(runner, args)["fits"] == "yes"  # 1.2 GiB left, over the default 1 GiB margin
     (llmctl_home / "config").mkdir(parents=True, exist_ok=True)
     (llmctl_home / "config" / "config.toml").write_text('[backends]\nmemory_margin = "2GiB"\n')

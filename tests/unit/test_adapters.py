@@ -17,9 +17,11 @@ from llmctl.runtimes.registry import describe_engines, pick_engine
 D = Deployment(model_name="tiny", model_path=Path("/models/tiny.gguf"), port=40001, ctx_size=2048,
                n_gpu_layers=0, threads=2, parallel=4, api_key="s3cret")
 
+# --ctx-size is the one KV pool the 4 slots share (--kv-unified), not 4 × 2048 split into fixed shares
 FLAGS = [
     "--model", "/models/tiny.gguf", "--alias", "tiny", "--host", "127.0.0.1", "--port", "40001",
-    "--ctx-size", "8192", "--parallel", "4", "--threads", "2", "--threads-batch", "2", "--n-gpu-layers", "0",
+    "--ctx-size", "2048", "--parallel", "4", "--kv-unified", "--threads", "2", "--threads-batch", "2",
+    "--n-gpu-layers", "0",
     "--cache-type-k", "f16", "--cache-type-v", "f16", "--flash-attn", "auto", "--fit", "off", "--metrics",
     "--jinja", "--no-webui",
 ]
@@ -79,7 +81,7 @@ def test_the_launcher_maps_every_flag_onto_xllamacpp() -> None:
                    embeddings=True, pooling="mean", chat_template="gemma")
     p = xllamacpp_server.build_params(XLlamaCpp("py").build_command(d)[3:], "k")
     assert (p.model.path, p.model_alias, p.port, p.hostnames) == ("/m.gguf", {"m"}, 4321, ["127.0.0.1"])
-    assert (p.n_ctx, p.n_parallel, p.cpuparams.n_threads, p.n_gpu_layers) == (3072, 3, 2, 0)
+    assert (p.n_ctx, p.n_parallel, p.kv_unified, p.cpuparams.n_threads, p.n_gpu_layers) == (1024, 3, True, 2, 0)
     assert (p.cache_type_k, p.cache_type_v) == (x.ggml_type.GGML_TYPE_Q8_0, x.ggml_type.GGML_TYPE_Q4_0)
     assert p.flash_attn_type == x.llama_flash_attn_type.LLAMA_FLASH_ATTN_TYPE_ENABLED
     assert (p.fit_params, p.cache_ram_mib, p.endpoint_metrics, p.embedding) == (False, 256, True, True)

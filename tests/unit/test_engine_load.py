@@ -29,9 +29,12 @@ def slots(name: str) -> object:
 
 
 def test_llama_cpp_busy() -> None:
-    load = llama_load(scrape(FIXTURES / "llamacpp" / "metrics-busy.txt"), {"/slots": slots("slots-busy.json")})
+    load = llama_load(scrape(FIXTURES / "llamacpp" / "metrics-busy.txt"),
+                      {"/slots": slots("slots-busy-unified.json")})
     assert load == EngineLoad(requests_running=2, requests_waiting=1,
-                              kv_cache_usage=(92 + 92) / (512 + 512),  # two busy slots of 512, 92 tokens each
+                              # two busy slots holding 39 and 40 tokens of the one 1024-cell pool they share
+                              # (--kv-unified: each reports the whole pool as its n_ctx, counted once)
+                              kv_cache_usage=(39 + 40) / 1024,
                               prefix_cache_hits=152, prefix_cache_queries=91 + 152,  # processed + reused
                               preemptions=None,  # llama.cpp defers, never preempts
                               tokens_prompt=243,
@@ -63,7 +66,8 @@ def test_llama_cpp_without_slots_reports_no_kv_rather_than_zero() -> None:
     assert llama_load(series, {}).kv_cache_usage is None
     older = {**series, "llamacpp:kv_cache_usage_ratio": [0.25]}  # a build from before the series was dropped
     assert llama_load(older, {}).kv_cache_usage == 0.25
-    assert llama_load(older, {"/slots": slots("slots-busy.json")}).kv_cache_usage == pytest.approx(184 / 1024)
+    assert llama_load(older, {"/slots": slots("slots-busy-unified.json")}).kv_cache_usage == \
+        pytest.approx(79 / 1024)
 
 
 @pytest.mark.parametrize("answer", [None, {}, [], "x", [{"id": 0}], [{"n_ctx": "512"}], [{"n_ctx": 0}],
@@ -76,7 +80,9 @@ def test_an_odd_slots_answer_is_no_figure_or_a_bounded_one(answer) -> None:
 def test_a_slot_never_counts_more_than_its_context() -> None:
     slot = {"n_ctx": 100, "is_processing": True, "n_prompt_tokens": 90,
             "next_token": [{"n_decoded": 40}], "n_prompt_tokens_processed": 90}  # a build counting prompt only
-    assert slots_kv_usage([slot, {"n_ctx": 100, "is_processing": False, "n_prompt_tokens": 80}]) == 0.5
+    # one pool of 100 shared by both slots: the busy one holds all of it, not 130 tokens
+    assert slots_kv_usage([slot, {"n_ctx": 100, "is_processing": False, "n_prompt_tokens": 80}]) == 1.0
+    assert slots_kv_usage([slot, slot]) == 1.0  # the pool is counted once, and the share never passes 1
 
 
 def test_vllm() -> None:
@@ -121,10 +127,10 @@ class Backend:
 
 def test_figures_or_why_not() -> None:
     families = list(text_string_to_metric_families((FIXTURES / "llamacpp" / "metrics-busy.txt").read_text()))
-    pages = {"/slots": slots("slots-busy.json")}
+    pages = {"/slots": slots("slots-busy-unified.json")}
     ready = _model_load(Backend("tiny", XLlamaCpp()), families, pages)
     assert ready.note is None and ready.load.requests_running == 2
-    assert ready.to_json()["figures"]["kv_cache_usage"] == pytest.approx(0.1797, abs=1e-4)
+    assert ready.to_json()["figures"]["kv_cache_usage"] == pytest.approx(79 / 1024, abs=1e-4)
     hosted = _model_load(Backend("ollama/qwen3:0.6b"), None, {})  # an Ollama deployment has no engine of its own
     assert (hosted.load, hosted.note, hosted.to_json()["figures"]) == (None, NO_METRICS, None)
     assert _model_load(Backend("slow", XLlamaCpp()), [], {}).note == NO_ANSWER

@@ -47,9 +47,10 @@ def test_kv_cache_formula(tiny_facts) -> None:
     req = FitRequest(ctx=8192)
     assert kv_cache_bytes(tiny_facts, req) == 4 * 8192 * 64 * 2 * 2
     assert kv_cache_bytes(tiny_facts, replace(req, kv_type="q8_0")) == int(4 * 8192 * 128 * 34 / 32)
-    # llama.cpp pads to 256 cells; slots split the cache
-    assert kv_cells(tiny_facts, replace(req, ctx=1000)) == (1024, 1024, 1)
-    assert kv_cells(tiny_facts, replace(req, ctx=1000, parallel=3)) == (1024, 1024, 3)
+    # llama.cpp pads to 256 cells; the slots share one pool (--kv-unified), counted once whatever their number
+    assert kv_cells(tiny_facts, replace(req, ctx=1000)) == (1024, 1024)
+    assert kv_cells(tiny_facts, replace(req, ctx=1000, parallel=3)) == (1024, 1024)
+    assert kv_cache_bytes(tiny_facts, replace(req, parallel=4)) == kv_cache_bytes(tiny_facts, req)
 
 
 def test_sliding_window_layers_are_capped() -> None:
@@ -58,9 +59,12 @@ def test_sliding_window_layers_are_capped() -> None:
     assert facts.swa_layers == swa_layout("gemma3", 62, 1024)
     assert sum(facts.swa_layers) == 52  # every sixth layer is global
     native = kv_cells(facts, FitRequest(ctx=32768))
-    assert native == (32768, 1536, 1)  # 1024 + ubatch 512, padded to 256
+    assert native == (32768, 1536)  # 1024 + ubatch 512, padded to 256
+    # in the unified pool the window is kept for each slot's sequence: 4 × 1024 + 512 (llama-kv-cache-iswa.cpp;
+    # Gemma 3 270M at 8192 × 4 slots allocates 2,560 SWA cells = 4 × 512 + 512, measured)
+    assert kv_cells(facts, FitRequest(ctx=32768, parallel=4)) == (32768, 4608)
     python = kv_cells(facts, FitRequest(ctx=32768, profile=LlamaCppPython().memory_profile()))
-    assert python == (32768, 32768, 1)  # llama-cpp-python asks for the full-size SWA cache
+    assert python == (32768, 32768)  # llama-cpp-python asks for the full-size SWA cache
 
 
 def test_an_explicit_context_above_the_trained_one_is_honoured_with_a_note(tiny_facts) -> None:

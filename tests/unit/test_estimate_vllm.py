@@ -54,12 +54,12 @@ def test_a_context_that_is_not_a_whole_number_of_blocks(tmp_path: Path) -> None:
     assert estimate(facts, replace(req, kv_cache_bytes=48 * MiB), RAM).kv_cells == 48000
 
 
-def test_default_kv_space_holds_exactly_the_slots_asked_for(tmp_path: Path) -> None:
+def test_default_kv_space_is_one_pool_of_the_context_the_sequences_share(tmp_path: Path) -> None:
     facts = facts_from_model_dir(write_tiny_hf_llama(tmp_path / "tiny"))
     req = FitRequest(ctx=1000, parallel=3, profile=VLLM_PROFILE, kv_type="f32")
-    # 3 requests x 8 blocks, and the null block vLLM's block pool keeps aside
-    assert vllm_cpu_kv_bytes(facts, req) == (3 * 8 + 1) * 128 * 1024
-    assert estimate(facts, req, RAM).kv_cells == 3125  # what vLLM logs: 25 blocks / 8 per request x 1000
+    # one request's 8 blocks, whatever the number of sequences, and the null block vLLM's block pool keeps aside
+    assert vllm_cpu_kv_bytes(facts, req) == (8 + 1) * 128 * 1024 == vllm_cpu_kv_bytes(facts, replace(req, parallel=1))
+    assert estimate(facts, req, RAM).kv_cells == 1125  # what vLLM logs: 9 blocks / 8 per request x 1000
 
 
 def test_the_kv_cache_holds_the_models_own_dtype(tmp_path: Path) -> None:

@@ -57,13 +57,15 @@ def _d(model: Path, tmp_path: Path, **kw) -> Deployment:
 # argv / env ----------------------------------------------------------------------------------------------------
 def test_deployment_argv_golden(tiny: Path, tmp_path: Path) -> None:
     d = _d(tiny, tmp_path)
-    kv = (2 * 8 + 1) * 128 * (2 * 2 * 2 * 32 * 4)  # 2 requests x 8 blocks + the null block; 2 layers, 2 KV heads
+    # one pool of 1024 tokens (8 blocks) the 2 sequences share, + the null block; 2 layers, 2 KV heads
+    kv = (8 + 1) * 128 * (2 * 2 * 2 * 32 * 4)
     assert ENGINE.build_command(d) == [
         "/e/bin/python", "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(tiny), "--served-model-name", "tiny",
         "--uds", str(tmp_path / "run" / "sock" / "vllm.sock"),  # a socket in the launch's folder, never a port
         "--max-model-len", "1024", "--dtype", "float32",  # the checkpoint's own: auto would downcast to bf16
         "--load-format", "safetensors",  # never a pickle
+        "--max-num-seqs", "2",  # the deployment's slots
         "--kv-cache-memory-bytes", str(kv),
         "--enable-prefix-caching", "--enforce-eager", "--disable-uvicorn-access-log",
     ]
