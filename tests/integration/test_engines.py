@@ -5,6 +5,7 @@ and `llmctl runtimes`."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -129,3 +130,21 @@ def test_the_engine_metrics_route_reports_running_requests_and_kv_cache(controll
     assert after["memory_bytes"] > 0
     assert 'llmctl_engine_requests_running{model="tiny"} 0.0' in prom
     assert 'llmctl_engine_kv_cache_usage_ratio{model="tiny"} 0.0' in prom
+
+
+def test_one_request_may_use_the_whole_pool_the_slots_share(controller) -> None:
+    """On default settings the tiny model (trained on 2,048 tokens) gets one KV pool of 2,048 cells shared by 4
+    slots (--kv-unified), not 4 fixed shares of 512: a single 1,500-token prompt is served, and llama.cpp
+    allocated the pool once (n_ctx 2048, not 4 × 2048)."""
+    proc = controller(LLMCTL_BACKENDS__CTX_SIZE="auto")  # the default (the harness pins 2048 for other tests)
+    prompt = [1 + (i * 7) % 500 for i in range(1500)]  # token ids: more than a quarter of the pool, less than all
+    with proc.client() as c:
+        r = c.post("/v1/completions", json={"model": "tiny", "prompt": prompt, "max_tokens": 4, "temperature": 0})
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["prompt_tokens"] == 1500
+    backend = proc.backend("tiny")
+    assert (backend["ctx_size"], backend["parallel"]) == (2048, 4)
+    assert backend["context"]["why"] == "trained"  # what `llmctl ps` shows: the trained length, memory allowing
+    log = (proc.home / "state" / "logs" / "tiny.log").read_text()
+    assert "--ctx-size 2048 --parallel 4 --kv-unified" in log.splitlines()[0]
+    assert re.search(r"n_ctx\s+= 2048\n", log) and re.search(r"kv_unified\s+= true", log), log[-3000:]
