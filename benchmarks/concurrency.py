@@ -1,9 +1,11 @@
 """Does the default engine batch? One stream's tokens/s against N concurrent streams' aggregate, through llmctl.
 
     .venv/bin/python benchmarks/concurrency.py [--model PATH.gguf] [--streams 8] [--tokens 64] [--rounds 3]
+                                               [--parallel N] [--ctx-size N]
 
-Serves Gemma 3 270M Q4_K_M (from its PyPI package; or --model) with `llmctl serve --parallel N` on the default
-engine, then, per round: one streamed chat completion alone, and N at once. Tokens are the server's own count
+Serves Gemma 3 270M Q4_K_M (from its PyPI package; or --model) with `llmctl serve` on the default engine and its
+default settings (4 slots sharing one KV pool, context auto) unless --parallel / --ctx-size say otherwise, then,
+per round: one streamed chat completion alone, and N at once. Tokens are the server's own count
 (`usage` of the stream). Prints tokens/s for one stream, the aggregate of N, and their ratio (issue 9 target:
 8 streams >= 1.6x one). Numbers, not a pass/fail: these machines are shared.
 """
@@ -61,6 +63,8 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--parallel", type=int, help="slots (default: llmctl's default, backends.parallel)")
+    ap.add_argument("--ctx-size", help="context (default: llmctl's default, backends.ctx_size = auto)")
     args = ap.parse_args()
     model = args.model
     if model is None:
@@ -71,9 +75,12 @@ def main() -> None:
         home = Path(tmp) / "home"
         ModelStore(home / "data").import_file(model, "bench")
         port = free_port()
-        env = {**os.environ, "LLMCTL_HOME": str(home), "LLMCTL_BACKENDS__CTX_SIZE": "1024"}
-        proc = subprocess.Popen([sys.executable, "-m", "llmctl", "serve", "--port", str(port), "--parallel",
-                                 str(args.streams), "--threads", str(args.threads), "bench"],
+        env = {**os.environ, "LLMCTL_HOME": str(home)}
+        if args.ctx_size:
+            env["LLMCTL_BACKENDS__CTX_SIZE"] = args.ctx_size
+        chosen = ["--parallel", str(args.parallel)] if args.parallel else []
+        proc = subprocess.Popen([sys.executable, "-m", "llmctl", "serve", "--port", str(port), *chosen,
+                                 "--threads", str(args.threads), "bench"],
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         url = f"http://127.0.0.1:{port}"
         try:
@@ -90,7 +97,8 @@ def main() -> None:
             proc.terminate()
             proc.wait(30)
     one_s, agg = statistics.median(singles), statistics.median(aggregates)
-    print(f"engine {backend['runtime']}, {backend['parallel']} slots, {args.threads} threads, model {model.name}")
+    print(f"engine {backend['runtime']}, {backend['parallel']} slots sharing a context of {backend['ctx_size']} "
+          f"({(backend.get('context') or {}).get('why')}), {args.threads} threads, model {model.name}")
     print(f"1 stream:   {one_s:7.1f} tok/s   (rounds: {', '.join(f'{s:.1f}' for s in singles)})")
     print(f"{args.streams} streams: {agg:7.1f} tok/s aggregate   (rounds: {', '.join(f'{a:.1f}' for a in aggregates)})")
     print(f"ratio {agg / one_s:.2f}x   (target >= 1.6x)")

@@ -60,7 +60,7 @@ def main() -> None:
     errors = [abs(r.error) for r in rows]
     worst_under = min(r.error for r in rows)
     print(f"\n{len(rows)} cases: median |error| {statistics.median(errors):.2%}, max |error| {max(errors):.2%}, "
-          f"worst under-estimate {worst_under:+.2%}   (targets: median <= 5 %, no under-estimate beyond -5 %); "
+          f"worst under-estimate {worst_under:+.2%}   (target: every case within +/-5 %); "
           f"{sum(r.m.seconds for r in rows):.0f} s of launches")
 
 

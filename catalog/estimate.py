@@ -24,9 +24,11 @@ KV_TYPE_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q5_1": 2
 # Each llama.cpp engine names its own in its MemoryProfile (runtimes/llama_cpp.py).
 VLLM_BASELINE = 2 * GiB
 # Beyond its baseline and llama.cpp's buffers, a llama.cpp server holding Gemma 3 270M (262,144 tokens) measured
-# 44-46 MiB (RSS after a first token, xllamacpp 2026.10, 1-4 slots), one with a 512-token vocabulary 4.3 MiB:
-CONTEXT_HEAP = 5 * MiB  # what every model adds: llama_context's allocations (graph metadata, threads, slots) and
-# the engine's code paged in once it runs
+# 44-46 MiB (RSS after a first token, xllamacpp 2026.10, 1-4 slots), later 28-39 MiB against a measured baseline
+# of 33 MiB (benchmarks/fit_accuracy.py, --kv-unified launches); one with a 512-token vocabulary shows none beyond
+# its buffers (RSS 5.7 MiB above the baseline with 6.0 MiB of buffers):
+CONTEXT_HEAP = 1 * MiB  # what every model adds: llama_context's allocations (graph metadata, threads, slots) and
+# the engine's code paged in once it runs (5 MiB before: over by 9-13 % on the smallest models, 2 MiB: +5.2 %)
 VOCAB_BYTES_PER_TOKEN = 168  # the rest scales with the vocabulary: token texts, scores, lookup maps, the
 # token-to-piece and special-token caches, the samplers' candidate arrays
 CUDA_CONTEXT = 400 * MiB  # CUDA context + cuBLAS workspace per GPU; nvidia-smi shows 300-500 MiB for an idle server

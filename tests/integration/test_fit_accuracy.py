@@ -1,5 +1,5 @@
 """`llmctl fit` against the launch `llmctl serve` makes on the default engine (xllamacpp; tests/fit_probe.py):
-the estimate within 5 % (median) of what the process measured, never under by more than 5 %, never below the
+the estimate within 5 % of what the process measured on every case, never below the
 process's RSS after a first token, and each llama.cpp term within rounding of llama.cpp's own line."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def test_the_estimate_matches_the_process(rows) -> None:
     table = "\n".join(f"{r.case} ({r.engine}): {r.error:+.1%}, RSS {r.m.rss / MiB:.1f} MiB, estimate "
                       f"{r.estimate_now / MiB:.1f} MiB" for r in rows)
     assert statistics.median(abs(e) for e in errors) <= 0.05, table
-    assert min(errors) >= -0.05, table
+    assert all(abs(e) <= 0.05 for e in errors), table  # every case, the q8_0 8k and past-trained ones included
     for r in rows:
         assert r.m.rss <= r.estimate_now, f"{r.case}: RSS {r.m.rss / MiB:.1f} MiB above the estimate\n{table}"
         # what `llmctl fit` prints for the launch counts the prompt cache's cap on top
