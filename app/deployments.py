@@ -89,8 +89,11 @@ class LaunchPlan:
         )
 
 
+_NO_PROFILE = ModelProfile()  # read-only: made once, not per request (the gateway asks on every one)
+
+
 def profile_for(settings: Settings, name: str | None) -> ModelProfile:
-    return settings.models.get(name or "", ModelProfile())
+    return settings.models.get(name or "") or _NO_PROFILE
 
 
 def vllm_where(settings: Settings, data_dir: Path | None = None) -> VllmWhere:

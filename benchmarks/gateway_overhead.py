@@ -1,16 +1,22 @@
-"""What the gateway costs: the same requests sent straight to an engine and through llmctl, alternating.
+"""What the gateway costs: the same requests sent straight to the gateway's own backend and through llmctl, alternating.
 
     .venv/bin/python benchmarks/gateway_overhead.py [--engine xllamacpp|llama-server] [--requests 300] [--streams 30]
+                                                   [--baseline-tree DIR]
 
-Starts a real controller (`llmctl serve`) on a tiny random-weight GGUF and lets it start its backend; since that
-backend only answers the gateway (its key is per launch and never leaves the controller), a twin engine process
-is started with the same flags and a key this script knows, for the direct side. Then it alternates direct and
-gateway requests (the order flips every pair, so drift hits both sides). Prints:
+Starts a real controller (`llmctl serve`) on a tiny random-weight GGUF and lets it start its backend. The direct
+side talks to that same backend process, with its per-launch key read where the engine reads it (the backend
+process's environment, ``LLAMA_API_KEY``: the key the gateway sends as ``Authorization: Bearer``), so the
+difference is the gateway's alone (no twin engine, whose own noise would count as the gateway's). Direct and
+gateway requests alternate (the order flips every pair, so drift hits both sides). Prints:
 - added latency of a non-streamed 1-token completion: p50 and p99 of (through - direct), per pair;
 - streamed tokens/s through / direct (ratio of medians) and TTFT through - direct (median of pair differences).
-Targets (issue 2): <= 0.5 ms p50, <= 2 ms p99, ratio >= 0.98, TTFT <= +1 ms. Numbers, not a pass/fail.
-The tiny model streams ~8k tokens/s, a stress case where the per-token relay cost shows (and on 2 cores the
-client, the gateway and the backend compete for CPU); `--model` with a real GGUF gives the everyday figure.
+
+``--baseline-tree DIR``: a second controller runs from another source tree (a checkout of llmctl, e.g.
+``git archive main | tar -x -C DIR/llmctl``; DIR goes first on its PYTHONPATH), on a backend of its own, and its
+pairs are interleaved with this tree's in the same run, so "before" and "after" share the machine's load.
+Targets (issue 22): <= 0.5 ms p50, <= 2 ms p99, ratio >= 0.98, TTFT <= +1 ms. Numbers, not a pass/fail.
+The tiny model streams thousands of tokens/s, a stress case where the per-token relay cost shows (and on 2 cores
+the client, the gateway and the backend compete for CPU); `--model` with a real GGUF gives the everyday figure.
 """
 
 from __future__ import annotations
@@ -23,9 +29,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -33,8 +41,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from tiny_gguf import write_tiny_llama  # noqa: E402
 
 from llmctl.catalog.store import ModelStore  # noqa: E402
-from llmctl.runtimes.base import Deployment  # noqa: E402
-from llmctl.runtimes.llama_cpp import LlamaServer, XLlamaCpp  # noqa: E402
+from llmctl.runtimes.llama_cpp import API_KEY_ENV  # noqa: E402
 from llmctl.runtimes.process import free_port  # noqa: E402
 
 
@@ -83,91 +90,130 @@ def _streamed(client: httpx.Client, url: str, tokens: int) -> tuple[float, float
     return first - t0, (n - 1) / (last - first), n
 
 
+@dataclass
+class Side:
+    """One controller and its backend: the gateway's URL, the backend's, and the figures gathered."""
+
+    label: str
+    proc: subprocess.Popen
+    gateway: str
+    direct: str = ""
+    key: str = ""
+    runtime: str = ""
+    diffs: list[float] = field(default_factory=list)
+    d_lat: list[float] = field(default_factory=list)
+    g_lat: list[float] = field(default_factory=list)
+    ttft_diffs: list[float] = field(default_factory=list)
+    d_rates: list[float] = field(default_factory=list)
+    g_rates: list[float] = field(default_factory=list)
+
+
+def start(label: str, home: Path, model: Path, args, pythonpath: str | None = None) -> Side:
+    ModelStore(home / "data").import_file(model, "bench")
+    port = free_port()
+    env = {**os.environ, "LLMCTL_HOME": str(home), "LLMCTL_BACKENDS__THREADS": "1",
+           "LLMCTL_BACKENDS__PARALLEL": "1"}
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath + os.pathsep + env.get("PYTHONPATH", "")
+    argv = [sys.executable, "-m", "llmctl", "serve", "--port", str(port), "--engine", args.engine, "bench"]
+    if args.engine == "llama-server":
+        argv += ["--llama-server", args.llama_server]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return Side(label, proc, f"http://127.0.0.1:{port}")
+
+
+def attach(side: Side, client: httpx.Client) -> None:
+    """Wait for the side's backend, then find its address and read its key where the engine reads it."""
+    for _ in range(600):
+        try:
+            if client.post(side.gateway + "/llmctl/v1/backends/bench/load", json={}).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    backend = client.get(side.gateway + "/llmctl/v1/backends").json()["backends"][0]
+    side.runtime = f"{backend['runtime']} (pid {backend['pid']})"
+    side.direct = f"http://127.0.0.1:{backend['port']}"
+    side.key = psutil.Process(backend["pid"]).environ()[API_KEY_ENV]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     native = os.environ.get("LLMCTL_TEST_LLAMA_SERVER") or shutil.which("llama-server")
     ap.add_argument("--engine", default="xllamacpp", choices=("xllamacpp", "llama-server"))
     ap.add_argument("--llama-server", default=native, help="native llama-server, for --engine llama-server")
-    ap.add_argument("--model", type=Path, help="a GGUF to serve (default: a tiny random-weight llama, ~8k tok/s)")
+    ap.add_argument("--model", type=Path, help="a GGUF to serve (default: a tiny random-weight llama)")
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--streams", type=int, default=30)
     ap.add_argument("--stream-tokens", type=int, default=200)
+    ap.add_argument("--baseline-tree", type=Path, help="also measure a controller run from this source tree")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        home = Path(tmp) / "home"
         model = args.model or write_tiny_llama(Path(tmp) / "bench.gguf", n_layers=2, n_embd=64)
-        entry = ModelStore(home / "data").import_file(model, "bench")
-        port = free_port()
-        env = {**os.environ, "LLMCTL_HOME": str(home), "LLMCTL_BACKENDS__THREADS": "1",
-               "LLMCTL_BACKENDS__PARALLEL": "1"}
-        argv = [sys.executable, "-m", "llmctl", "serve", "--port", str(port), "--engine", args.engine, "bench"]
-        engine = XLlamaCpp()
-        if args.engine == "llama-server":
-            argv += ["--llama-server", args.llama_server]
-            engine = LlamaServer(args.llama_server)
-        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        gateway = f"http://127.0.0.1:{port}"
-        twin = Deployment("bench", model, free_port(), ctx_size=min(4096, entry.facts["context_length"]), parallel=1,
-                          threads=1, prompt_cache_mib=1024, api_key="bench-key")
-        twin_proc = subprocess.Popen(engine.build_command(twin), env={**os.environ, **engine.build_env(twin)},
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        sides = [start("this tree", Path(tmp) / "home", model, args)]
+        if args.baseline_tree:
+            sides.append(start(f"baseline {args.baseline_tree}", Path(tmp) / "home-base", model, args,
+                               str(args.baseline_tree.resolve())))
         try:
-            with httpx.Client(timeout=60) as client, \
-                    httpx.Client(timeout=60, headers={"Authorization": "Bearer bench-key"}) as direct_client:
-                for _ in range(200):
-                    try:
-                        if client.post(gateway + "/llmctl/v1/backends/bench/load", json={}).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    time.sleep(0.1)
-                backend = client.get(gateway + "/llmctl/v1/backends").json()["backends"][0]
-                direct = f"http://127.0.0.1:{twin.port}"
-                while direct_client.get(direct + "/health").status_code != 200:
-                    time.sleep(0.1)
-                print(f"backend: {backend['runtime']} (pid {backend['pid']}), gateway {gateway}, twin {direct}")
-                for _ in range(20):  # warm both paths
-                    unary(direct_client, direct)
-                    unary(client, gateway)
-
-                diffs, d_lat, g_lat = [], [], []
+            with httpx.Client(timeout=60) as client:
+                for side in sides:
+                    attach(side, client)
+                    print(f"{side.label}: backend {side.runtime} at {side.direct}, gateway {side.gateway}")
+                clients = {s.label: httpx.Client(timeout=60, headers={"Authorization": f"Bearer {s.key}"})
+                           for s in sides}
+                for side in sides:
+                    for _ in range(20):  # warm both paths
+                        unary(clients[side.label], side.direct)
+                        unary(client, side.gateway)
                 for i in range(args.requests):
-                    if i % 2:
-                        g, d = unary(client, gateway), unary(direct_client, direct)
-                    else:
-                        d, g = unary(direct_client, direct), unary(client, gateway)
-                    diffs.append(g - d)
-                    d_lat.append(d)
-                    g_lat.append(g)
-
-                ttft_diffs, d_rates, g_rates = [], [], []
+                    for side in (sides if i % 2 else sides[::-1]):
+                        direct_client = clients[side.label]
+                        if i % 2:
+                            g, d = unary(client, side.gateway), unary(direct_client, side.direct)
+                        else:
+                            d, g = unary(direct_client, side.direct), unary(client, side.gateway)
+                        side.diffs.append(g - d)
+                        side.d_lat.append(d)
+                        side.g_lat.append(g)
                 for i in range(args.streams):
-                    pair = [(direct_client, direct, d_rates), (client, gateway, g_rates)]
-                    if i % 2:
-                        pair.reverse()
-                    ttfts = {}
-                    for http, url, rates in pair:
-                        ttft, rate, _n = streamed(http, url, args.stream_tokens)
-                        rates.append(rate)
-                        ttfts[url] = ttft
-                    ttft_diffs.append(ttfts[gateway] - ttfts[direct])
+                    for side in (sides if i % 2 else sides[::-1]):
+                        pair = [(clients[side.label], side.direct, side.d_rates), (client, side.gateway, side.g_rates)]
+                        if i % 2:
+                            pair.reverse()
+                        ttfts = {}
+                        for http, url, rates in pair:
+                            ttft, rate, _n = streamed(http, url, args.stream_tokens)
+                            rates.append(rate)
+                            ttfts[url] = ttft
+                        side.ttft_diffs.append(ttfts[side.gateway] - ttfts[side.direct])
+                for c in clients.values():
+                    c.close()
         finally:
-            for p in (proc, twin_proc):
-                p.terminate()
-                p.wait(30)
+            for side in sides:
+                side.proc.terminate()
+                side.proc.wait(30)
 
-    ms = 1000
-    print(f"\nnon-streamed 1-token completion, {args.requests} alternating pairs")
-    print(f"  direct  p50 {statistics.median(d_lat) * ms:7.3f} ms   p99 {percentile(d_lat, 99) * ms:7.3f} ms")
-    print(f"  gateway p50 {statistics.median(g_lat) * ms:7.3f} ms   p99 {percentile(g_lat, 99) * ms:7.3f} ms")
-    print(f"  added   p50 {statistics.median(diffs) * ms:7.3f} ms   p99 {percentile(diffs, 99) * ms:7.3f} ms"
-          "   (target <= 0.5 / <= 2 ms)")
-    print(f"\nstreamed chat, {args.stream_tokens} tokens, {args.streams} alternating pairs")
-    print(f"  tokens/s direct {statistics.median(d_rates):8.1f}   gateway {statistics.median(g_rates):8.1f}"
-          f"   ratio {statistics.median(g_rates) / statistics.median(d_rates):.3f}   (target >= 0.98)")
-    print(f"  TTFT added p50 {statistics.median(ttft_diffs) * ms:+.3f} ms   (target <= +1 ms)")
+    for side in sides:
+        report(side, args)
 
+
+def report(side: Side, args) -> None:
+    def p50(v: list[float]) -> str:
+        return f"{statistics.median(v) * 1000:7.3f} ms"
+
+    def p99(v: list[float]) -> str:
+        return f"{percentile(v, 99) * 1000:7.3f} ms"
+
+    print(f"\n== {side.label}")
+    print(f"non-streamed 1-token completion, {args.requests} alternating pairs")
+    print(f"  direct  p50 {p50(side.d_lat)}   p99 {p99(side.d_lat)}")
+    print(f"  gateway p50 {p50(side.g_lat)}   p99 {p99(side.g_lat)}")
+    print(f"  added   p50 {p50(side.diffs)}   p99 {p99(side.diffs)}   (target <= 0.5 / <= 2 ms)")
+    print(f"streamed chat, {args.stream_tokens} tokens, {args.streams} alternating pairs")
+    d, g = statistics.median(side.d_rates), statistics.median(side.g_rates)
+    print(f"  tokens/s direct {d:8.1f}   gateway {g:8.1f}   ratio {g / d:.3f}   (target >= 0.98)")
+    print(f"  TTFT added p50 {statistics.median(side.ttft_diffs) * 1000:+.3f} ms   (target <= +1 ms)")
 
 if __name__ == "__main__":
     main()

@@ -76,7 +76,8 @@ class Scheduler:
     def _usable(self, backend: Backend | None, entry: ModelEntry) -> bool:
         """Launched for this file and not on its way out (stopping, or chosen as a victim)."""
         return (backend is not None and backend.alive and id(backend) not in self._evicting
-                and backend.state is not BackendState.STOPPING and backend.spec.model_path == Path(entry.path))
+                and backend.state is not BackendState.STOPPING
+                and (str(backend.spec.model_path) == entry.path or backend.spec.model_path == Path(entry.path)))
 
     # placement ---------------------------------------------------------------------------------------------
     def _others(self, backend: Backend) -> list[Backend]:

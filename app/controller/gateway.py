@@ -279,7 +279,7 @@ class Gateway:
             except LlmctlError as exc:
                 raise ApiError(400, f"keep_alive: {exc.message}", code="invalid_value", param="keep_alive") from None
         stream = bool(body.get("stream"))
-        candidates = [entry, *await self._fallbacks(entry, path)]
+        candidates = [entry, *await self._fallbacks(entry, path)] if entry.name in self.fallbacks else [entry]
         rec = self.metrics.begin(entry.name, shape.endpoint if shape is not None else path, stream)
         rec.key = key.name if key is not None else None
         rec.count, rec.request_id = count, request.get(REQUEST_ID)
@@ -469,12 +469,7 @@ class Gateway:
                             "see `llmctl logs`", code="backend_error") from None
         if fail_over and status in _DOWN:
             raise _UpstreamDown(status)
-        usage = None
-        if status == 200:
-            try:
-                usage = json.loads(data).get("usage")
-            except (ValueError, AttributeError):
-                usage = None
+        usage = _usage(data) if status == 200 else None
         return web.Response(body=data, status=status, headers={"Content-Type": ctype, **headers}), status, usage
 
     @staticmethod
@@ -627,6 +622,8 @@ MAX_ANSWER_BYTES = 64 << 20  # a whole (non-streamed) answer; a remote or an eng
 
 async def _within(seconds: float | None, step):
     """Await ``step``; ``_Stalled`` if it takes longer than ``seconds`` (None: no bound)."""
+    if seconds is None:  # a local engine's requests are not timed: no timeout scope per request and per chunk
+        return await step
     scope = asyncio.timeout(seconds)
     try:
         async with scope:
@@ -639,12 +636,16 @@ async def _within(seconds: float | None, step):
 
 async def _next(chunks, seconds: float | None) -> bytes | None:
     """The next chunk of an answer (None at its end), waited for at most ``seconds``."""
+    if seconds is None:
+        return await anext(chunks, None)
     return await _within(seconds, anext(chunks, None))
 
 
 async def _bounded(up: aiohttp.ClientResponse, idle: float | None = None) -> bytes:
     """A whole answer, read with a bound (RELIABILITY 3): an upstream that sends more gets the request a 502; one
     that sends nothing for ``idle`` seconds raises ``_Stalled``."""
+    if idle is None and up.content_length is not None and up.content_length <= MAX_ANSWER_BYTES:
+        return await up.read()  # a local engine's whole answer of a length it declared: one read
     chunks, size = [], 0
     parts = up.content.iter_chunked(1 << 16)
     while (chunk := await _next(parts, idle)) is not None:
@@ -654,3 +655,24 @@ async def _bounded(up: aiohttp.ClientResponse, idle: float | None = None) -> byt
                            code="backend_error")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+# the hot path's small helpers -----------------------------------------------------------------------------------
+_DECODER = json.JSONDecoder()
+
+
+def _usage(data: bytes) -> dict | None:
+    """The ``usage`` object of a whole answer, parsed alone rather than the whole body: in JSON text the bytes
+    ``"usage"`` can only be a key or a bare string (a quote inside a string is escaped), and engines put it last.
+    None when there is none or it is not an object."""
+    at = data.rfind(b'"usage"')
+    if at < 0:
+        return None
+    colon = data.find(b":", at + 7)
+    if colon < 0 or data[at + 7:colon].strip():
+        return None
+    try:
+        usage, _end = _DECODER.raw_decode(data[colon + 1:].decode("utf-8").lstrip())
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return usage if isinstance(usage, dict) else None

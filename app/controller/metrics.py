@@ -13,6 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -112,6 +113,7 @@ class Metrics:
 
     def __init__(self, recent: int = 500) -> None:
         self.registry = CollectorRegistry()
+        self._children: dict[tuple, Any] = {}  # (metric, labels) -> its labelled child (``_child``)
         self.requests = Counter(
             "llmctl_requests", "Gateway requests", ["model", "endpoint", "status"], registry=self.registry
         )
@@ -169,15 +171,23 @@ class Metrics:
             rec.ttft_ms = rec.duration_ms  # nothing arrives before the whole answer
             if rec.completion_tokens:
                 rec.tokens_per_s = round(rec.completion_tokens / max(end - meter.t0, 1e-9), 2)
-        self.requests.labels(rec.model, rec.endpoint, str(status)).inc(rec.count)
-        self.duration.labels(rec.model, rec.endpoint).observe(end - meter.t0)
+        self._child(self.requests, rec.model, rec.endpoint, str(status)).inc(rec.count)
+        self._child(self.duration, rec.model, rec.endpoint).observe(end - meter.t0)
         if rec.ttft_ms is not None:
-            self.ttft.labels(rec.model).observe(rec.ttft_ms / 1000)
+            self._child(self.ttft, rec.model).observe(rec.ttft_ms / 1000)
         if rec.prompt_tokens:
-            self.tokens.labels(rec.model, "prompt").inc(rec.prompt_tokens)
+            self._child(self.tokens, rec.model, "prompt").inc(rec.prompt_tokens)
         if rec.completion_tokens:
-            self.tokens.labels(rec.model, "completion").inc(rec.completion_tokens)
+            self._child(self.tokens, rec.model, "completion").inc(rec.completion_tokens)
         self.recent.append(rec)
+
+    def _child(self, metric, *labels: str):
+        """``metric.labels(*labels)``, looked up once per label set rather than on every request."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def watch(self, collect: Callable[[], Iterable]) -> None:
         """Export series read live from elsewhere (``collect`` yields metric families) on every scrape."""
@@ -185,7 +195,7 @@ class Metrics:
 
     def observe_gaps(self, model: str, gaps: list[float]) -> None:
         if gaps:
-            child = self.itl.labels(model)
+            child = self._child(self.itl, model)
             for gap in gaps:
                 child.observe(gap)
 

@@ -50,6 +50,7 @@ def build_middlewares(server: ServerSettings, keys: Keys,
     protocol."""
     check_host = is_loopback(server.host)
     allowed = {h.lower() for h in server.allowed_hosts}
+    hosts_ok: set[str] = set()  # Host headers already found loopback or allowed (parsed once, not per request)
     origins = set(server.cors_origins)
     bodies = BodyGate(server)
 
@@ -80,11 +81,13 @@ def build_middlewares(server: ServerSettings, keys: Keys,
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if check_host:
-            name = _host_name(request.headers.get("Host", "")).lower()
+        if check_host and (host := request.headers.get("Host", "")) not in hosts_ok:
+            name = _host_name(host).lower()
             if not is_loopback(name) and name not in allowed:
                 return error_response(403, "Host header not allowed: the endpoint is bound to loopback "
                                       "(add the name to server.allowed_hosts if this is intended)", code="bad_host")
+            if len(hosts_ok) < 64:  # bounded: a client inventing Host headers cannot grow it
+                hosts_ok.add(host)
         origin = request.headers.get("Origin")
         if origin is not None:
             if origin not in origins:
