@@ -64,15 +64,15 @@ def unary(client: httpx.Client, url: str) -> float:
     raise RuntimeError(f"{url} keeps dropping connections")
 
 
-def streamed(client: httpx.Client, url: str, tokens: int) -> tuple[float, float, int]:
-    """(ttft seconds, tokens/s after the first, tokens)"""
+def streamed(client: httpx.Client, url: str, tokens: int) -> tuple[float, float, int, float]:
+    """(ttft seconds, tokens/s after the first, tokens, tokens/s from sending the request to the stream's end)"""
     try:
         return _streamed(client, url, tokens)
     except httpx.RemoteProtocolError:
         return _streamed(client, url, tokens)
 
 
-def _streamed(client: httpx.Client, url: str, tokens: int) -> tuple[float, float, int]:
+def _streamed(client: httpx.Client, url: str, tokens: int) -> tuple[float, float, int, float]:
     body = {"model": "bench", "messages": [{"role": "user", "content": "Tell me a story"}], "max_tokens": tokens,
             "temperature": 0, "stream": True}
     t0 = time.perf_counter()
@@ -86,8 +86,9 @@ def _streamed(client: httpx.Client, url: str, tokens: int) -> tuple[float, float
                 first = first or now
                 last = now
                 n += 1
+    end = time.perf_counter()
     assert first is not None and last is not None and n > 1
-    return first - t0, (n - 1) / (last - first), n
+    return first - t0, (n - 1) / (last - first), n, n / (end - t0)
 
 
 @dataclass
@@ -106,6 +107,7 @@ class Side:
     ttft_diffs: list[float] = field(default_factory=list)
     d_rates: list[float] = field(default_factory=list)
     g_rates: list[float] = field(default_factory=list)
+    whole: dict[str, list[float]] = field(default_factory=dict)  # URL -> tokens/s over each whole stream
 
 
 def start(label: str, home: Path, model: Path, args, pythonpath: str | None = None) -> Side:
@@ -183,8 +185,9 @@ def main() -> None:
                             pair.reverse()
                         ttfts = {}
                         for http, url, rates in pair:
-                            ttft, rate, _n = streamed(http, url, args.stream_tokens)
+                            ttft, rate, _n, overall = streamed(http, url, args.stream_tokens)
                             rates.append(rate)
+                            side.whole.setdefault(url, []).append(overall)
                             ttfts[url] = ttft
                         side.ttft_diffs.append(ttfts[side.gateway] - ttfts[side.direct])
                 for c in clients.values():
@@ -213,6 +216,8 @@ def report(side: Side, args) -> None:
     print(f"streamed chat, {args.stream_tokens} tokens, {args.streams} alternating pairs")
     d, g = statistics.median(side.d_rates), statistics.median(side.g_rates)
     print(f"  tokens/s direct {d:8.1f}   gateway {g:8.1f}   ratio {g / d:.3f}   (target >= 0.98)")
+    wd, wg = statistics.median(side.whole[side.direct]), statistics.median(side.whole[side.gateway])
+    print(f"  whole stream (request to end) tokens/s direct {wd:8.1f}   gateway {wg:8.1f}   ratio {wg / wd:.3f}")
     print(f"  TTFT added p50 {statistics.median(side.ttft_diffs) * 1000:+.3f} ms   (target <= +1 ms)")
 
 if __name__ == "__main__":
