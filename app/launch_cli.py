@@ -88,13 +88,15 @@ def _plan_context(ctx: Context, name: str, agent_key: str, need: int) -> Target:
                           f"llmctl models config {name} ctx-size={need}.")
     report = probe(ctx.paths.models_dir)
     budget = machine_budget(report.gpus, report.ram_available, ctx.settings)
-    fit = largest_context(facts, entry_request(ctx.settings, entry), budget, upper=trained or need)
+    fit = largest_context(facts, entry_request(ctx.settings, entry, facts, budget)[0], budget, upper=trained or need)
     if fit is None or fit < need:
         raise LlmctlError(f"{name} does not fit here with the {need} tokens of context {agent_key} needs",
                           f"at most {fit or 0} tokens fit (`llmctl fit {name}` shows the memory); stop other "
                           "models, pick a smaller model, or a smaller KV cache type (cache-type-k=q8_0).")
     target.ctx = fit
-    planned = launch_plan(ctx.settings, entry, store=ctx.store(), data_dir=ctx.paths.data_dir).ctx_size
+    # what serve would give it now (an auto context settled against the same memory)
+    planned = launch_plan(ctx.settings, entry, store=ctx.store(), data_dir=ctx.paths.data_dir).settle(
+        facts, budget).ctx_size
     if fit != planned:
         target.write_profile = True
         target.notes.append(f"set ctx-size = {fit} in [models.{name}] of {ctx.paths.config_file}: the largest "

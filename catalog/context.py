@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from llmctl.catalog.estimate import KV_PAD, Budget, FitRequest, estimate
+from llmctl.catalog.context_fit import largest_context
+from llmctl.catalog.estimate import Budget, FitRequest, estimate
 from llmctl.catalog.facts import ModelFacts
 
 AUTO_FLOOR = 4096  # llama.cpp's --fit never shrinks the context below --fit-ctx (4096): nor does auto
@@ -59,23 +60,15 @@ def auto_context(facts: ModelFacts, req: FitRequest, budget: Budget, trained: in
     if req.gpu_layers is None and at_floor.gpu_layers:
         req = replace(req, gpu_layers=at_floor.gpu_layers)
 
-    def fits(ctx: int) -> bool:
-        return estimate(facts, replace(req, ctx=ctx), budget).fits == "yes"
-
-    if fits(top):
+    got = largest_context(facts, req, budget, upper=top, lower=floor)
+    if got == top:
         return ContextChoice(top, "trained", f"{top:,}: the model's trained length")
     margin = _gib(budget.margin)
-    if not fits(floor):
+    if got is None:
         return ContextChoice(floor, "memory", f"{floor:,}: the floor; less than the {margin} margin would be left "
                                               "even at this context")
-    lo, hi = floor, top  # lo fits, hi does not; search on whole KV pads (llama.cpp pads the pool to 256)
-    while hi - lo > KV_PAD:
-        mid = (lo + hi) // 2 // KV_PAD * KV_PAD
-        if mid <= lo:
-            break
-        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
-    return ContextChoice(lo, "memory", f"{lo:,} of the trained {top:,}: the most that fits in the memory "
-                                       f"models may use, keeping the {margin} margin free")
+    return ContextChoice(got, "memory", f"{got:,} of the trained {top:,}: the most that fits in the memory "
+                                        f"models may use, keeping the {margin} margin free")
 
 
 def _gib(n: int) -> str:

@@ -38,8 +38,8 @@ def test_llama_cpp_busy() -> None:
                               prefix_cache_hits=152, prefix_cache_queries=91 + 152,  # processed + reused
                               preemptions=None,  # llama.cpp defers, never preempts
                               tokens_prompt=243,
-                              tokens_generated=716 + 55 + 55,  # finished requests' plus the running ones' so far
-                              context_per_slot=512)  # what each slot serves, read from /slots
+                              tokens_generated=716 + 0 + 1,  # finished requests' plus the running ones' so far
+                              context_per_slot=1024)  # what one request may fill: the whole pool, from /slots
     assert load.prefix_cache_hit_rate == pytest.approx(152 / 243)
     assert load.to_json()["prefix_cache_hit_rate"] == pytest.approx(0.6255, abs=1e-4)
 
