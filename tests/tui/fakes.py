@@ -30,6 +30,7 @@ from llmctl.app.shapes import (
     CatalogQuant,
     ChatPart,
     ChatTurn,
+    ContextInfo,
     Cpu,
     EngineFigures,
     EngineMetrics,
@@ -74,8 +75,10 @@ ESTIMATE = FitEstimate(
 
 def local_model(name: str, path: str, size: int, facts: dict[str, Any], state: str = "stopped",
                 fit: FitEstimate | None = ESTIMATE) -> LocalModel:
+    trained = facts.get("context_length") or 4096
     return LocalModel(name=name, path=path, format="gguf", size=size, added_at=0.0, facts=facts, projector=None,
-                      state=state, fit=fit)
+                      state=state, fit=fit, context=ContextInfo(ctx=trained, why="trained",
+                                                                detail=f"{trained:,}: the model's trained length"))
 
 
 MODELS = [
@@ -266,7 +269,7 @@ class FakeClient:
         self._answer("models")
         return self.model_list
 
-    async def catalog(self, ctx: int = 8192) -> Catalog:
+    async def catalog(self, ctx: int | str = 8192) -> Catalog:
         self._answer("catalog")
         return CATALOG
 
@@ -343,7 +346,7 @@ class FakeClient:
         self.records.append(record(len(self.records) + 1, model))
         yield turn
 
-    async def recommend(self, ctx: int = 8192, gpu: str | None = None) -> Recommendation:
+    async def recommend(self, ctx: int | str = 8192, gpu: str | None = None) -> Recommendation:
         self.calls.append(("recommend", ctx, gpu))
         self._answer("recommend")
         return recommendation(gpu)
