@@ -20,6 +20,12 @@ T = TypeVar("T")
 WATCH_EVERY = 0.2  # seconds between looks at the client's connection
 
 
+# set on a request once its streamed answer has begun: from then on the stream's own writes see a departed client
+# (and end it as 499), and a client that leaves after reading the end must not turn a whole answer (or the error
+# event that ended it) into a cancelled one
+ANSWERING = "llmctl.answering"
+
+
 class ClientGone(Exception):
     """The client closed its connection before its answer was complete."""
 
@@ -37,7 +43,7 @@ async def while_present(request: web.Request, step: Awaitable[T]) -> T:
             done, _ = await asyncio.wait({task}, timeout=WATCH_EVERY)
             if done:
                 return task.result()
-            if gone(request):
+            if gone(request) and not request.get(ANSWERING, False):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task

@@ -34,7 +34,7 @@ from aiohttp import web
 
 from llmctl.app.controller.cache import ResponseCache, cache_key, cacheable
 from llmctl.app.controller.charging import charged
-from llmctl.app.controller.departure import ClientGone, gone, while_present
+from llmctl.app.controller.departure import ANSWERING, ClientGone, gone, while_present
 from llmctl.app.controller.directory import ModelDirectory
 from llmctl.app.controller.errors import ApiError, error_body
 from llmctl.app.controller.limits import Keys, ModelQueue
@@ -348,7 +348,9 @@ class Gateway:
             status, error = 503, exc.message
             raise ApiError(503, f"{exc.title}: {exc.message}", code="backend_unavailable") from None
         finally:
-            if status != 200 and gone(request):  # whatever broke after the client left, nobody was answered
+            if status != 200 and gone(request) and not request.get(ANSWERING, False):
+                # whatever broke after the client left, nobody was answered (a stream that began was answered up to
+                # its end or its error event, and says itself whether its client left)
                 status, error = 499, "the client went away"
             if admitted:
                 queue.leave(count)
@@ -479,6 +481,7 @@ class Gateway:
         if shape is not None:
             response.content_type = shape.content_type
         await response.prepare(request)
+        request[ANSWERING] = True
         return response
 
     @staticmethod

@@ -93,7 +93,8 @@ def test_a_cut_stream_is_charged_its_prompt(tmp_path: Path, tiny_gguf: Path) -> 
     """Streams with long prompts cut after a few events used to charge nothing against tokens_per_minute."""
     home = tmp_path / "home"
     ModelStore(home / "data").import_file(tiny_gguf, "tiny")
-    (home / "keys.toml").write_text('[[server.keys]]\nname = "app"\nkey = "app-secret-1"\ntokens_per_minute = 300\n')
+    (home / "keys.toml").write_text('[[server.keys]]\nname = "app"\nkey = "app-secret-1"\ntokens_per_minute = 300\n'
+                                    '[[server.keys]]\nname = "owner"\nkey = "owner-secret-1"\nrole = "admin"\n')
     proc = ControllerProcess(home, LLMCTL_CONFIG=str(home / "keys.toml")).start()
     auth = {"Authorization": "Bearer app-secret-1"}
     try:
@@ -106,11 +107,12 @@ def test_a_cut_stream_is_charged_its_prompt(tmp_path: Path, tiny_gguf: Path) -> 
                 events += line.startswith("data: ")
                 if events == 3:
                     break  # cut: the client hangs up after three events
-        with proc.client(headers=auth) as c:
-            _until("the stream was let go", lambda: c.get("/llmctl/v1/requests").json()["in_flight"] == 0)
-            app = c.get("/llmctl/v1/keys").json()["keys"][0]
+        with proc.client(headers={"Authorization": "Bearer owner-secret-1"}) as admin:  # the control API is admin's
+            _until("the stream was let go", lambda: admin.get("/llmctl/v1/requests").json()["in_flight"] == 0)
+            app = next(k for k in admin.get("/llmctl/v1/keys").json()["keys"] if k["name"] == "app")
             assert app["prompt_tokens"] >= 379, app
             assert app["remaining_tokens"] == 0
+        with proc.client(headers=auth) as c:
             refused = c.post("/v1/chat/completions", json={**LONG, "max_tokens": 2})
             assert refused.status_code == 429 and refused.json()["error"]["type"] == "tokens", refused.text
     finally:
