@@ -16,9 +16,9 @@ from textual.content import Content
 from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
-from llmctl.app.client import ControllerClient
+from llmctl.app.client.api import ControllerClient
+from llmctl.app.client.wire import ControllerUnavailable
 from llmctl.app.settings import Settings
-from llmctl.app.shapes import ControllerUnavailable
 from llmctl.catalog.errors import LlmctlError
 from llmctl.screens.base import ControllerBanner, LlmctlScreen
 from llmctl.screens.dashboard import DashboardScreen

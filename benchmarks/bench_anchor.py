@@ -16,7 +16,7 @@ its own calibration to that total). Prints each figure's mean over the rounds an
 pass/fail: 2 shared cores; from run to run a figure moves by 10-30 %.
 
 What each tool measures (vLLM 0.32 `vllm/benchmarks/serve.py`, `lib/endpoint_request_func.py`,
-`datasets/datasets.py`; llmctl `app/bench_runner.py`, `app/benchmark.py`), and what the anchor found:
+`datasets/datasets.py`; llmctl `app/bench/runner.py`, `app/bench/results.py`), and what the anchor found:
 - Token events. vLLM's server sends one chunk per token; a byte-level token that ends inside a UTF-8 character
   goes out with `content: ""` (the detokenizer holds the bytes back), and about half of this model's random
   tokens do. vLLM's client times every chunk that has `choices`. llmctl used to time only chunks with non-empty
@@ -72,7 +72,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from tiny_hf import write_tiny_hf_llama  # noqa: E402
 
-from llmctl.app.bench_runner import LoadSpec, Runner, Target  # noqa: E402
+from llmctl.app.bench.runner import LoadSpec, Runner, Target  # noqa: E402
 from llmctl.runtimes.process import free_port  # noqa: E402
 
 MODEL = "anchor"

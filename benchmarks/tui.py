@@ -73,7 +73,7 @@ async def chat_cpu(seconds: float, rate: float) -> float:
         """Yields tokens on a schedule of `rate` per second (sleeping only when ahead, so the pace is exact)."""
 
         async def stream_chat(self, model, messages, **params):
-            from llmctl.app.client import ChatTurn
+            from llmctl.app.client.api import ChatTurn
 
             start = time.perf_counter()
             turn = ChatTurn(ttft_s=0.0)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, replace
 
-from llmctl.catalog.catalog import QUANT_QUALITY, CatalogModel, facts_for, load_catalog
 from llmctl.catalog.estimate import Budget, Estimate, FitRequest, estimate
 from llmctl.catalog.facts import ModelFacts
+from llmctl.catalog.known import QUANT_QUALITY, CatalogModel, facts_for, load_catalog
 
 GPU_EFFICIENCY = 0.7  # share of peak bandwidth llama.cpp's decode reaches on a GPU
 CPU_EFFICIENCY = 0.6

@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from llmctl.catalog.catalog import default_quant, find_model
 from llmctl.catalog.downloads import HubDownloader, PullPlan, repo_folder, safetensors_files
 from llmctl.catalog.errors import LlmctlError, StoreError
+from llmctl.catalog.known import default_quant, find_model
 from llmctl.catalog.selectors import SPLIT_RE, GgufChoice, choose_gguf
 from llmctl.catalog.store import ModelEntry, ModelStore, name_from_path, validate_name
 

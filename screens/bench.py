@@ -15,7 +15,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Label, Select, Sta
 from textual.worker import Worker, WorkerState
 from textual_plotext import PlotextPlot
 
-from llmctl.app.benchmark import Calibrated, LevelFinished, LevelStarted, Note, RequestFinished
+from llmctl.app.bench.events import Calibrated, LevelFinished, LevelStarted, Note, RequestFinished
 from llmctl.screens.base import LlmctlScreen
 from llmctl.screens.format import cell, plain
 

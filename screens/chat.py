@@ -15,7 +15,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.content import Content
 from textual.widgets import Footer, Header, Input, Label, Markdown, Select, Static
 
-from llmctl.app.shapes import ChatTurn, Reasoning, stats_line
+from llmctl.app.client.wire import ChatTurn, Reasoning, stats_line
 from llmctl.screens.base import LlmctlScreen
 from llmctl.screens.format import plain
 

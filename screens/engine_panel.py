@@ -14,7 +14,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Label
 from textual_plotext import PlotextPlot
 
-from llmctl.app.shapes import EngineFigures, EngineMetrics
+from llmctl.app.client.wire import EngineFigures, EngineMetrics
 from llmctl.screens.format import cell, plain, size
 from llmctl.screens.series import WINDOW, Series
 

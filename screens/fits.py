@@ -12,7 +12,7 @@ from textual.containers import Horizontal
 from textual.content import Content
 from textual.widgets import DataTable, Footer, Header, Select, Static
 
-from llmctl.app.shapes import FitOption, Recommendation
+from llmctl.app.client.wire import FitOption, Recommendation
 from llmctl.screens.base import LlmctlScreen
 from llmctl.screens.format import FIT_STYLE, badge, cell, size
 

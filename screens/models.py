@@ -14,7 +14,7 @@ from textual.content import Content
 from textual.message import Message
 from textual.widgets import DataTable, Footer, Header, Input, Label, ProgressBar, Static
 
-from llmctl.app.shapes import PullEvent, PullStatus
+from llmctl.app.client.wire import PullEvent, PullStatus
 from llmctl.catalog.errors import LlmctlError
 from llmctl.screens.base import LlmctlScreen
 from llmctl.screens.format import badge, badge_cell, breakdown, cell, size

@@ -15,7 +15,7 @@ from textual.timer import Timer
 from textual.widgets import Footer, Header, Label, TabbedContent, TabPane
 from textual_plotext import PlotextPlot
 
-from llmctl.app.shapes import ControllerError
+from llmctl.app.client.wire import ControllerError
 from llmctl.screens.base import LlmctlScreen
 from llmctl.screens.engine_panel import EnginePanel
 from llmctl.screens.series import WINDOW, Series

@@ -9,7 +9,7 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Footer, Header, Label, RichLog
 
-from llmctl.app.shapes import ControllerError
+from llmctl.app.client.wire import ControllerError
 from llmctl.screens.base import LlmctlScreen
 from llmctl.screens.format import cell, duration, listens_on, plain, size
 

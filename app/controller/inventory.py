@@ -23,12 +23,12 @@ import psutil
 from aiohttp import web
 
 from llmctl.app.controller.errors import ApiError
-from llmctl.app.fitting import entry_request, machine_budget, serving_request
-from llmctl.catalog.catalog import facts_for, load_catalog
+from llmctl.app.fit_inputs import entry_request, machine_budget, serving_request
 from llmctl.catalog.errors import LlmctlError
 from llmctl.catalog.estimate import Budget, FitRequest, estimate
 from llmctl.catalog.facts import ModelFacts, facts_from_gguf
 from llmctl.catalog.gguf import read_gguf, split_parts
+from llmctl.catalog.known import facts_for, load_catalog
 from llmctl.catalog.store import ModelEntry
 from llmctl.runtimes.hardware import probe
 from llmctl.runtimes.process import Backend
@@ -98,7 +98,7 @@ class InventoryApi:
     def _report(self):
         from dataclasses import replace
 
-        from llmctl.app.fitting import fill_vram_from_table
+        from llmctl.app.fit_inputs import fill_vram_from_table
 
         report = probe(self.c.paths.models_dir, self.c.gpu_probe, self.c.host)
         return replace(report, gpus=tuple(fill_vram_from_table(report.gpus)))
@@ -202,7 +202,7 @@ class InventoryApi:
         return web.json_response({"ctx": ctx, "models": await asyncio.to_thread(build)})
 
     async def recommend(self, request: web.Request) -> web.Response:
-        from llmctl.catalog.catalog import find_gpu, find_model, load_gpus
+        from llmctl.catalog.known import find_gpu, find_model, load_gpus
         from llmctl.catalog.recommend import recommend as rank
 
         try:

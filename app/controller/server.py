@@ -80,7 +80,7 @@ class Controller:
         gpu_probe: GpuProbe | None = None,
     ) -> None:
         self.settings = settings
-        from llmctl.app.fitting import host_and_probe
+        from llmctl.app.fit_inputs import host_and_probe
 
         self.host, default_probe = host_and_probe()
         self.gpu_probe = gpu_probe or default_probe
@@ -207,7 +207,7 @@ class Controller:
         the trained length capped by what the ledger can give the model beside the live deployments, keeping
         the margin free. The estimate is None when the file cannot be read (the engine will say why it cannot
         load it; the plan keeps the trained length). Blocking: reads the GGUF header and asks the GPU."""
-        from llmctl.app.fitting import engine_baseline, machine_budget
+        from llmctl.app.fit_inputs import engine_baseline, machine_budget
         from llmctl.catalog.estimate import estimate
         from llmctl.catalog.facts import facts_from_gguf
         from llmctl.catalog.gguf import read_gguf

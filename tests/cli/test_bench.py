@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from click.testing import CliRunner
 
-from llmctl.app.cli import cli
+from llmctl.app.cli.root import cli
 
 TEMPLATE_TOKENS = 7  # the fake's "chat template"
 

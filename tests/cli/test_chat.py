@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 from fake_openai import FakeOpenAI, Reply
 
-from llmctl.app.cli import cli
+from llmctl.app.cli.root import cli
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from llmctl.app.cli import cli, main
+from llmctl.app.cli.root import cli, main
 
 
 @pytest.fixture
@@ -79,7 +79,7 @@ def test_a_bad_flag_is_named_as_a_flag(monkeypatch, capsys) -> None:
 
 
 def test_help_does_not_import_heavy_modules() -> None:
-    code = ("import sys\nfrom llmctl.app.cli import main\nsys.argv=['llmctl','--help']\n"
+    code = ("import sys\nfrom llmctl.app.cli.root import main\nsys.argv=['llmctl','--help']\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\n"
             "heavy=[m for m in ('textual','httpx','aiohttp','llama_cpp','rich','pydantic','psutil') "
             "if m in sys.modules]\nprint('HEAVY', heavy)")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from llmctl.app.cli import cli
+from llmctl.app.cli.root import cli
 
 KEYED = '# mine\n[server]\napi_key = "a-long-secret-key"\n\n[[server.keys]]\nname = "app"\nkey = "app-key-123"\n'
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from llmctl.app.cli import cli
+from llmctl.app.cli.root import cli
 from llmctl.catalog.errors import LlmctlError
 
 UPDATE = bool(os.environ.get("LLMCTL_UPDATE_GOLDEN"))  # read at import: the autouse fixture clears LLMCTL_*

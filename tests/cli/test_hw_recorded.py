@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from llmctl.app.cli import cli
+from llmctl.app.cli.root import cli
 
 HW = Path(__file__).parent.parent / "fixtures" / "hw"
 GiB, MiB = 1 << 30, 1 << 20

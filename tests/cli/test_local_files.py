@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from tiny_gguf import write_tiny_llama
 
-from llmctl.app.cli import cli
+from llmctl.app.cli.root import cli
 from llmctl.catalog.errors import ModelFileError
 from llmctl.catalog.facts import facts_from_gguf
 from llmctl.catalog.gguf import read_gguf

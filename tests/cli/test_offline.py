@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from tiny_gguf import write_tiny_llama
 
-from llmctl.app.cli import main
+from llmctl.app.cli.root import main
 
 REPO = "org/m-GGUF"
 FILE = "m-Q8_0.gguf"
@@ -168,7 +168,7 @@ def test_controller_commands_against_a_failing_server(hub, args, switch, monkeyp
     hub.as_controller(resolve_paths())
     err = _one_clear_error(_main(args, monkeypatch, capsys))
     if switch == "cut":
-        # the controller client names what it lost (app/client.py maps every transport error to a sentence)
+        # the controller client names what it lost (app/client/api.py maps every transport error to a sentence)
         assert f"lost the connection to the controller at http://127.0.0.1:{hub.port}" in err
     else:
         assert f"({switch})" in err

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from harness import run_cli
 from ollama_fixture import RECORDED_NAME, OllamaFixture
 
-from llmctl.app.cli import cli
+from llmctl.app.cli.root import cli
 from llmctl.catalog.errors import LlmctlError
 
 

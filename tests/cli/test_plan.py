@@ -7,7 +7,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from llmctl.app.cli import cli
+from llmctl.app.cli.root import cli
 
 GiB = 1 << 30
 

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from tiny_gguf import write_tiny_llama
 
-from llmctl.app.cli import cli
+from llmctl.app.cli.root import cli
 
 REPO = "org/tiny-GGUF"
 

@@ -8,11 +8,11 @@ import re
 import pytest
 from click.testing import CliRunner
 
-from llmctl.app.cli import cli
-from llmctl.app.fitting import serving_request
+from llmctl.app.cli.root import cli
+from llmctl.app.fit_inputs import serving_request
 from llmctl.app.settings import Settings
-from llmctl.catalog.catalog import find_model
 from llmctl.catalog.estimate import Budget
+from llmctl.catalog.known import find_model
 from llmctl.catalog.recommend import quant_options
 
 GiB = 1 << 30

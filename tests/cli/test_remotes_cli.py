@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 from fake_remote import FakeRemote
 
-from llmctl.app.cli import cli
+from llmctl.app.cli.root import cli
 from llmctl.app.paths import resolve_paths
 
 

@@ -20,7 +20,7 @@ import pytest
 from click.testing import CliRunner
 from tiny_hf import write_tiny_hf_llama
 
-from llmctl.app.cli import cli
+from llmctl.app.cli.root import cli
 from llmctl.runtimes import vllm_install
 from llmctl.runtimes.vllm import managed_venv
 

@@ -14,8 +14,8 @@ import httpx
 import pytest
 from harness import ControllerProcess
 
-from llmctl.app.background import ensure_controller
-from llmctl.app.client import running_controller
+from llmctl.app.client.api import running_controller
+from llmctl.app.client.background import ensure_controller
 from llmctl.app.paths import resolve_paths
 from llmctl.app.settings import load_settings
 from llmctl.catalog.store import ModelStore

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from tiny_gguf import write_tiny_llama
 
-from llmctl.app import shapes
-from llmctl.app.client import ControllerClient, ControllerError
+from llmctl.app.client import wire
+from llmctl.app.client.api import ControllerClient, ControllerError
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tui"))
 from shape_check import problems
@@ -33,7 +33,7 @@ async def test_a_pull_through_the_controller_cancels_resumes_and_registers(contr
     async with ControllerClient(proc.url) as client:
         started = await client.start_pull(f"{REPO}:{FILE}")
         assert started["state"] == "downloading" and not started["joined"]
-        assert problems(started, shapes.StartedPull) == []
+        assert problems(started, wire.StartedPull) == []
         assert started["files"][0]["name"] == FILE and started["total_bytes"] == len(data)
         joined = await client.start_pull(f"{REPO}:{FILE}")  # the same ref again joins the running pull
         assert joined["joined"] and joined["id"] == started["id"]
@@ -59,13 +59,13 @@ async def test_a_pull_through_the_controller_cancels_resumes_and_registers(contr
         resumed = await client.start_pull(f"{REPO}:{FILE}", name="big")
         events = await _events(client, resumed["id"])
         kinds = [e["type"] for e in events]
-        assert [problems(e, shapes.PullEvent) for e in events + seen] == [[]] * len(events + seen)
+        assert [problems(e, wire.PullEvent) for e in events + seen] == [[]] * len(events + seen)
         start = next(e for e in events if e["type"] == "started")
         assert start["resumed_from"] == kept  # resumed, not started over
         assert kinds[-2:] == ["registered", "done"] and events[-1]["model"] == "big"
         assert events[-1]["total_done"] == events[-1]["total"] == len(data)
         listed = await client.pulls()
-        assert problems(listed, list[shapes.PullStatus]) == []
+        assert problems(listed, list[wire.PullStatus]) == []
         pulls = {p["id"]: p for p in listed}
         assert pulls[resumed["id"]]["state"] == "done" and pulls[started["id"]]["state"] == "cancelled"
         assert pulls[resumed["id"]]["files"][0]["state"] == "verified"

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from llmctl.app.client import ControllerClient, ControllerError
+from llmctl.app.client.api import ControllerClient, ControllerError
 
 EVIL = "https://evil.example"
 CHAT = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}

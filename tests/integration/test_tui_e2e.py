@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from textual.widgets import Input, Markdown, Select
 
-from llmctl.app.client import ControllerClient
+from llmctl.app.client.api import ControllerClient
 from llmctl.app.paths import resolve_paths
 from llmctl.app.settings import load_settings
 

@@ -3,7 +3,7 @@ by the end-to-end test against a real controller). Every answer is fixed, so scr
 
 It cannot drift from the real client: ``test_fake_client.py`` checks that every public method of
 ``ControllerClient`` is here with the same signature (annotations included), and that what the fake answers and what
-a real controller answers both have the shapes of ``llmctl.app.shapes``. Any method can be made to raise:
+a real controller answers both have the shapes of ``llmctl.app.client.wire``. Any method can be made to raise:
 ``FakeClient(fail={"load": ControllerError(...)})``, or ``client.fail["models"] = ...`` later.
 """
 
@@ -14,8 +14,7 @@ import copy
 from collections.abc import AsyncIterator
 from typing import Any
 
-from llmctl.app.benchmark import (
-    SCHEMA,
+from llmctl.app.bench.events import (
     BenchEvent,
     Calibrated,
     LevelFinished,
@@ -23,7 +22,8 @@ from llmctl.app.benchmark import (
     Note,
     RequestFinished,
 )
-from llmctl.app.shapes import (
+from llmctl.app.bench.results import SCHEMA
+from llmctl.app.client.wire import (
     BackendStatus,
     Catalog,
     CatalogModel,
@@ -165,7 +165,7 @@ LOG_LINES = ["--- llmctl: starting llama-server --model x.gguf", "main: server i
 
 
 def recommendation(gpu: str | None = None) -> Recommendation:
-    from llmctl.app.shapes import FitDevice, FitOption
+    from llmctl.app.client.wire import FitDevice, FitOption
 
     memory = 24 * GiB if gpu else 18 * GiB
     label = f"{gpu} (24 GiB) with this machine's RAM" if gpu else "this machine: NVIDIA GeForce RTX 3090"

@@ -1,4 +1,4 @@
-"""Check a JSON value against the TypedDicts of ``llmctl.app.shapes`` (keys, nesting and value types)."""
+"""Check a JSON value against the TypedDicts of ``llmctl.app.client.wire`` (keys, nesting and value types)."""
 
 from __future__ import annotations
 

@@ -9,9 +9,9 @@ import httpx
 from fakes import FakeClient
 from textual.widgets import DataTable, Input, Label, Static
 
-from llmctl.app.benchmark import Calibrated, LevelFinished, LevelStarted, Note, RequestFinished
-from llmctl.app.client import ControllerClient
-from llmctl.app.shapes import ControllerError
+from llmctl.app.bench.events import Calibrated, LevelFinished, LevelStarted, Note, RequestFinished
+from llmctl.app.client.api import ControllerClient
+from llmctl.app.client.wire import ControllerError
 from llmctl.screens.bench import BenchScreen, parse_levels, top_throughput
 
 

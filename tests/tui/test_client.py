@@ -8,8 +8,8 @@ import json
 import httpx
 import pytest
 
-from llmctl.app.client import ControllerClient, ControllerError, ControllerUnavailable
-from llmctl.app.shapes import ChatTurn, Reasoning
+from llmctl.app.client.api import ControllerClient, ControllerError, ControllerUnavailable
+from llmctl.app.client.wire import ChatTurn, Reasoning
 
 
 def client_for(handler) -> ControllerClient:

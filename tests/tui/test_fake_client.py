@@ -1,5 +1,5 @@
 """The fake client cannot drift from the real one: same public methods with the same signatures, and what the fake
-answers has the shapes of ``llmctl.app.shapes`` -- the same shapes a real controller's answers are checked against
+answers has the shapes of ``llmctl.app.client.wire`` -- the same shapes a real controller's answers are checked against
 here (in-process, no model server needed)."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from aiohttp.test_utils import TestServer
 from fakes import FakeClient
 from shape_check import problems
 
-from llmctl.app import shapes
-from llmctl.app.client import ControllerClient, ControllerError
+from llmctl.app.client import wire
+from llmctl.app.client.api import ControllerClient, ControllerError
 from llmctl.app.paths import resolve_paths
 from llmctl.app.settings import load_settings
 
@@ -40,7 +40,7 @@ def test_the_fake_has_every_method_of_the_real_client_with_the_same_signature() 
 
 def test_the_signature_check_catches_a_drifted_fake() -> None:
     class Drifted(FakeClient):
-        async def load(self, model: str, wait: bool = True) -> shapes.BackendStatus:  # no timeout
+        async def load(self, model: str, wait: bool = True) -> wire.BackendStatus:  # no timeout
             return await super().load(model, wait)
 
     assert inspect.signature(Drifted.load) != inspect.signature(ControllerClient.load)
@@ -102,14 +102,14 @@ async def test_a_real_controllers_answers_have_the_same_shapes(tiny_gguf) -> Non
                 await client.unload("tiny")
             assert refused.value.status == 404
             backend = await controller._make_backend(controller.store.get("tiny"))
-            assert problems(backend.status(), shapes.BackendStatus) == []
+            assert problems(backend.status(), wire.BackendStatus) == []
             assert problems(await client.remove_model("tiny"), returns("remove_model")) == []
     finally:
         await server.close()
 
 
 async def test_the_fakes_pull_events_have_the_real_clients_shapes() -> None:
-    from llmctl.app.shapes import PullEvent
+    from llmctl.app.client.wire import PullEvent
 
     client = FakeClient()
     pull = await client.start_pull("qwen2.5-7b-instruct:Q4_K_M")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from fakes import BACKENDS, FakeClient, local_model
 from textual.widgets import DataTable, RichLog, Static
 
-from llmctl.app.shapes import BackendStatus, ControllerError
+from llmctl.app.client.wire import BackendStatus, ControllerError
 
 NAME = "[@click=app.quit]x"  # as markup: a live "quit" action on the letter x
 PATH = "/models/[bold]weights.gguf"  # as markup: a style, and the path shown without its brackets

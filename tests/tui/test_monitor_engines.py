@@ -11,7 +11,7 @@ from test_markup import alive
 from test_worker_errors import AWAY, errors, settle
 from textual.widgets import DataTable, Label, TabbedContent
 
-from llmctl.app.shapes import ControllerError
+from llmctl.app.client.wire import ControllerError
 from llmctl.screens.engine_panel import EnginePanel
 
 LLAMA, OLLAMA = ENGINE_METRICS[0]["model"], ENGINE_METRICS[1]["model"]

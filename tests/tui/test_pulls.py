@@ -6,7 +6,7 @@ from __future__ import annotations
 from fakes import FakeClient
 from textual.widgets import DataTable, ProgressBar, Select
 
-from llmctl.app.shapes import ControllerError, ControllerUnavailable
+from llmctl.app.client.wire import ControllerError, ControllerUnavailable
 from llmctl.screens.models import PullUpdated, PullView
 
 QWEN = "qwen2.5-7b-instruct:Q4_K_M"

@@ -112,7 +112,7 @@ def test_controller_down_banner(snap_compare, make_app) -> None:
     """The Dashboard at 80x24 with no controller: the banner under the header, ctrl+s in the footer."""
     from fakes import FakeClient
 
-    from llmctl.app.shapes import ControllerUnavailable
+    from llmctl.app.client.wire import ControllerUnavailable
 
     client = FakeClient()
 

@@ -14,7 +14,7 @@ import pytest
 from fakes import FakeClient
 from test_markup import alive
 
-from llmctl.app.shapes import ControllerError, ControllerUnavailable
+from llmctl.app.client.wire import ControllerError, ControllerUnavailable
 
 NOT_RUNNING = ControllerError("the controller refused (404)", "'tiny' is not running", status=404)
 LOADING = ControllerError("the controller refused (503)", "tiny did not become ready: out of memory", status=503)

@@ -1,11 +1,11 @@
-"""Each agent's argv, environment and files for a model llmctl serves, exactly (app/agents.py)."""
+"""Each agent's argv, environment and files for a model llmctl serves, exactly (app/cli/agents.py)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from llmctl.app.agents import AGENTS, Served
+from llmctl.app.cli.agents import AGENTS, Served
 
 BASE = "http://127.0.0.1:7878"
 FOLDER = Path("/data/agents")
@@ -88,7 +88,7 @@ def test_every_agent_needs_at_least_what_codex_and_claude_code_were_measured_to_
 def test_the_model_is_the_one_named_else_the_one_loaded_else_the_only_one() -> None:
     import pytest
 
-    from llmctl.app.launch_cli import _pick_model
+    from llmctl.app.cli.launch import _pick_model
     from llmctl.catalog.errors import LlmctlError
 
     listed = [{"name": "coder"}, {"name": "chat"}]

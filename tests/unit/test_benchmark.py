@@ -10,10 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from llmctl.app.bench_cli import _spread_goodput
-from llmctl.app.bench_display import LEVEL_COLS, fit_columns
-from llmctl.app.bench_runner import LoadSpec, Runner, Target, is_token_chunk
-from llmctl.app.benchmark import (
+from llmctl.app.bench.results import (
     BenchError,
     RequestSample,
     compare_runs,
@@ -28,6 +25,9 @@ from llmctl.app.benchmark import (
     std,
     summarize,
 )
+from llmctl.app.bench.runner import LoadSpec, Runner, Target, is_token_chunk
+from llmctl.app.cli.bench import _spread_goodput
+from llmctl.app.cli.bench_display import LEVEL_COLS, fit_columns
 
 VLLM_KEYS = {"completed", "failed", "request_throughput", "output_throughput", "total_token_throughput",
              "request_goodput"} | {f"{s}_{m}_ms" for s in ("mean", "median", "std", "p50", "p90", "p95", "p99")

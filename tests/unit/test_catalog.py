@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from llmctl.catalog.catalog import (
+from llmctl.catalog.errors import LlmctlError
+from llmctl.catalog.estimate import Budget
+from llmctl.catalog.known import (
     QUANT_BITS,
     QUANT_QUALITY,
     facts_for,
@@ -13,8 +15,6 @@ from llmctl.catalog.catalog import (
     load_catalog,
     load_gpus,
 )
-from llmctl.catalog.errors import LlmctlError
-from llmctl.catalog.estimate import Budget
 from llmctl.catalog.recommend import recommend
 
 GiB = 1 << 30

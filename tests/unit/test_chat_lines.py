@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from llmctl.app.chat_cli import LineReader
+from llmctl.app.cli.chat import LineReader
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ from tiny_gguf import write_tiny_llama
 
 from llmctl.app.deployments import launch_plan
 from llmctl.app.settings import BackendSettings, ModelProfile, Settings
-from llmctl.catalog.catalog import facts_for, find_model
 from llmctl.catalog.context import AUTO_FLOOR, auto_context, fixed_context
 from llmctl.catalog.estimate import KV_PAD, Budget, FitRequest, estimate
+from llmctl.catalog.known import facts_for, find_model
 from llmctl.catalog.store import ModelStore
 
 GiB = 1 << 30

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from llmctl.catalog.catalog import facts_for, find_model
 from llmctl.catalog.context_fit import STEP, fits_at, largest_context
 from llmctl.catalog.estimate import Budget, FitRequest, estimate
+from llmctl.catalog.known import facts_for, find_model
 
 GiB = 1 << 30
 

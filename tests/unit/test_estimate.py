@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from tiny_gguf import write_tiny_llama
 
-from llmctl.catalog.catalog import facts_for, find_model
 from llmctl.catalog.estimate import (
     VLLM_PROFILE,
     Budget,
@@ -20,6 +19,7 @@ from llmctl.catalog.estimate import (
 )
 from llmctl.catalog.facts import facts_from_gguf, swa_layout
 from llmctl.catalog.gguf import read_gguf
+from llmctl.catalog.known import facts_for, find_model
 from llmctl.runtimes.llama_cpp import LlamaCppPython
 
 GiB = 1 << 30
@@ -121,7 +121,7 @@ def test_verdicts_on_the_cpu(ram: int, fits: str) -> None:
 
 
 def test_vllm_needs_room_for_the_cache() -> None:
-    from llmctl.catalog.catalog import facts_for_safetensors
+    from llmctl.catalog.known import facts_for_safetensors
 
     model, _ = find_model("qwen2.5-7b-instruct")
     facts = facts_for_safetensors(model, "awq")

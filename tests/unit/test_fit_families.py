@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from llmctl.app import fitting
-from llmctl.app.fitting import serving_request
+from llmctl.app import fit_inputs
+from llmctl.app.fit_inputs import serving_request
 from llmctl.app.settings import Settings
 from llmctl.catalog.estimate import VLLM_PROFILE, FitRequest
 from llmctl.runtimes.base import EngineUnavailable
@@ -36,7 +36,7 @@ def test_with_no_llama_cpp_engine_the_default_engines_rules_apply_and_overrides_
     settings = Settings(backends={"kv_type": "q8_0", "parallel": 3, "prompt_cache_mib": 256,
                                   "engine": "llama-server", "llama_server": str(tmp_path / "missing-llama-server")})
     with pytest.raises(EngineUnavailable):
-        fitting.launch_plan(settings)
+        fit_inputs.launch_plan(settings)
     default = FitRequest(ctx=2048, parallel=3, kv_type="q8_0", profile=XLlamaCpp().memory_profile(),
                          prompt_cache_bytes=256 << 20)
     assert serving_request(settings, 2048) == default

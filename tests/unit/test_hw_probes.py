@@ -8,9 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from llmctl.app.fitting import machine_budget
-from llmctl.catalog.catalog import facts_for, find_gpu, find_model
+from llmctl.app.fit_inputs import machine_budget
 from llmctl.catalog.estimate import Budget, FitRequest, estimate
+from llmctl.catalog.known import facts_for, find_gpu, find_model
 from llmctl.catalog.recommend import recommend
 from llmctl.runtimes.hardware import AllProbes, AmdProbe, IntelProbe, probe, probes_for
 from llmctl.runtimes.hardware.amd import parse_amd_smi, parse_rocm_smi

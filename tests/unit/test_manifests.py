@@ -14,12 +14,12 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llmctl.catalog.catalog import facts_for_safetensors, find_model
-from llmctl.catalog.deploy_plan import DeployRequest, GiB, plan_vllm
 from llmctl.catalog.errors import LlmctlError
 from llmctl.catalog.estimate import VLLM_PROFILE, Budget, FitRequest, estimate_vllm
-from llmctl.catalog.manifests import compose_manifest, k8s_manifest, slug
-from llmctl.catalog.yaml_emit import Note, emit, plain
+from llmctl.catalog.known import facts_for_safetensors, find_model
+from llmctl.deploy.manifests import compose_manifest, k8s_manifest, slug
+from llmctl.deploy.plan import DeployRequest, GiB, plan_vllm
+from llmctl.deploy.yaml_emit import Note, emit, plain
 
 K8S_VERSION = "1.33"
 LWS = "leaderworkerset.x-k8s.io/v1"

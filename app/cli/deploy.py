@@ -1,5 +1,5 @@
 """`llmctl deploy export`: a catalog model's profile and fit plan as vLLM manifests for Kubernetes or Compose.
-The plan and the documents are catalog's (``catalog.deploy_plan``, ``catalog.manifests``); this module only
+The plan and the documents are the deploy room's (``llmctl.deploy.plan``, ``llmctl.deploy.manifests``); this module only
 merges flags with the ``[models.NAME]`` profile and writes files."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from llmctl.app.cli_context import Context, pass_ctx
+from llmctl.app.cli.context import Context, pass_ctx
 
 DEFAULT_GPU = "A100 80GB"
 
@@ -46,9 +46,9 @@ def export(ctx: Context, model: str, target: str, tp: int, pp: int, replicas: in
     """Write vLLM manifests for MODEL (a catalog name or Hub repo id; its [models.NAME] profile applies).
 
     Nothing is applied or verified on a cluster: the files say so, and every value carries a comment."""
-    from llmctl.catalog.catalog import find_gpu, find_model
-    from llmctl.catalog.deploy_plan import VLLM_IMAGE, DeployRequest, plan_vllm
-    from llmctl.catalog.manifests import compose_manifest, k8s_manifest
+    from llmctl.catalog.known import find_gpu, find_model
+    from llmctl.deploy.manifests import compose_manifest, k8s_manifest
+    from llmctl.deploy.plan import VLLM_IMAGE, DeployRequest, plan_vllm
 
     catalog_model, _quant = find_model(model)
     profile = ctx.settings.models.get(model) or ctx.settings.models.get(catalog_model.name)

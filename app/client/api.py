@@ -9,6 +9,7 @@ live controller it talks to nobody, and says so, naming whatever else holds the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -18,11 +19,8 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from llmctl.app.benchmark import BenchEvent, Note
-from llmctl.app.handshake import HELLO_PATH, NONCE_HEADER, live_state, new_nonce, proves
-from llmctl.app.paths import Paths
-from llmctl.app.settings import Settings
-from llmctl.app.shapes import (
+from llmctl.app.bench.events import BenchEvent, Note
+from llmctl.app.client.wire import (
     BackendStatus,
     Catalog,
     ChatPart,
@@ -44,6 +42,9 @@ from llmctl.app.shapes import (
     Shutdown,
     StartedPull,
 )
+from llmctl.app.handshake import HELLO_PATH, NONCE_HEADER, live_state, new_nonce, proves
+from llmctl.app.paths import Paths
+from llmctl.app.settings import Settings
 
 
 def running_controller(paths: Paths) -> dict | None:
@@ -347,65 +348,31 @@ class ControllerClient:
     async def bench(self, model: str, concurrency: list[int], prompt_tokens: int = 128, max_tokens: int = 64,
                     requests: int | None = None, save: bool = False) -> AsyncIterator[BenchEvent]:
         """Benchmark ``model`` through the controller's own endpoint, one concurrent level per value, and yield
-        the runner's progress events as they happen (``bench_runner.py``). With ``save`` (and a ``bench_dir``), the
-        finished run is saved as ``llmctl bench --save`` does and a last ``Note`` names it. Closing the iterator
+        the runner's progress events as they happen (``app/bench/runner.py``). With ``save`` (and a ``bench_dir``),
+        the finished run is saved as ``llmctl bench --save`` does and a last ``Note`` names it. Closing the iterator
         (a cancelled worker) stops the requests in flight."""
-        from llmctl.app.bench_runner import LoadSpec, Runner, Target, openai_base
+        from llmctl.app.bench.results import controller_run, save_run
+        from llmctl.app.bench.runner import LoadSpec, Target, openai_base, stream_run
 
         await self._prove()
         spec = LoadSpec(profile="concurrent", concurrency=list(concurrency), requests=requests,
                         prompt_tokens=prompt_tokens, max_tokens=max_tokens)
         target = Target(openai_base(self.base_url), model, self._api_key)
-        queue: asyncio.Queue[BenchEvent | None] = asyncio.Queue()
         done: dict[str, Any] = {}
-
-        async def drive() -> None:
-            try:
-                async with Runner(target, spec, on_event=queue.put_nowait, transport=self._transport) as runner:
-                    await runner.calibrate()
-                    done["levels"] = await runner.run()
-                    done["calibration"] = runner.calibration
-            finally:
-                queue.put_nowait(None)
-
-        task = asyncio.ensure_future(drive())
         try:
-            while (event := await queue.get()) is not None:
-                yield event
-            await task  # raises what the run raised
+            # aclosing: closing this iterator closes the run's at once, which cancels the requests in flight
+            async with contextlib.aclosing(stream_run(target, spec, done, transport=self._transport)) as events:
+                async for event in events:
+                    yield event
         except httpx.ConnectError:
             raise _unavailable(self.base_url) from None
-        finally:
-            if not task.done():
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
         if save and self.bench_dir is not None:
-            yield Note(f"saved as {await self._save_bench(target, spec, done)}")
-
-    async def _save_bench(self, target: Any, spec: Any, done: dict[str, Any]) -> str:
-        """The run as ``llmctl bench --save`` writes it (engine from the controller's backends, its machine)."""
-        from llmctl.app.benchmark import machine_summary, new_run, save_run
-
-        model = target.model
-        info: dict[str, Any] = {"url": target.base_url, "via": "llmctl", "model": model, "quant": None,
-                                "format": None, "engine": None, "ctx_size": None, "parallel": None}
-        for b in await self.backends():
-            if b.get("model") == model:
-                info.update(engine=b.get("engine") or b.get("runtime"), runtime=b.get("runtime"),
-                            ctx_size=b.get("ctx_size"), parallel=b.get("parallel"))
-        machine = {**machine_summary(dict(await self.hardware())), "role": "server"}
-        settings = {"profile": "concurrent", "concurrency": spec.concurrency, "rates": None,
-                    "requests": spec.requests, "prompt_tokens": spec.prompt_tokens, "max_tokens": spec.max_tokens,
-                    "goodput": None, "ignore_eos": spec.ignore_eos, "temperature": 0, "seed": spec.seed,
-                    "prompt_calibration": done["calibration"], "repetitions": None}
-        run = new_run(info, settings, machine)
-        run["levels"] = done["levels"]
-        assert self.bench_dir is not None
-        return (await asyncio.to_thread(save_run, self.bench_dir, run)).stem
+            run = controller_run(target, spec, done, await self.backends(), dict(await self.hardware()))
+            yield Note(f"saved as {(await asyncio.to_thread(save_run, self.bench_dir, run)).stem}")
 
     async def bench_history(self) -> list[dict]:
         """Saved benchmark runs (``llmctl bench --save`` and the TUI's), oldest first; none without a bench_dir."""
-        from llmctl.app.benchmark import list_runs
+        from llmctl.app.bench.results import list_runs
 
         if self.bench_dir is None:
             return []

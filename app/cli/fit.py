@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from llmctl.app.cli_context import Context, emit_json, pass_ctx
+from llmctl.app.cli.context import Context, emit_json, pass_ctx
 from llmctl.app.format import size
 from llmctl.runtimes.registry import FIT_RUNTIMES
 
@@ -30,7 +30,7 @@ UNKNOWN_BANDWIDTH = 500.0  # GB/s assumed for a GPU the table does not list (a m
 def _probe(ctx: Context):
     """This machine (or the recorded one ``LLMCTL_HW_RECORDING`` names), GPUs without a memory reading filled
     from the bundled table."""
-    from llmctl.app.fitting import fill_vram_from_table, host_and_probe
+    from llmctl.app.fit_inputs import fill_vram_from_table, host_and_probe
     from llmctl.runtimes.hardware import probe
 
     host, gpu_probe = host_and_probe()
@@ -59,10 +59,10 @@ def _planned_mac(spec, ram: str | None):
 def _budget(ctx: Context, gpu: str | None, vram: str | None, ram: str | None):
     """(budget, GPU bandwidth GB/s, description): this machine's memory, or the machine described by --gpu /
     --vram / --ram (RAM not given is this machine's total when planning for another GPU)."""
-    from llmctl.app.fitting import machine_budget
-    from llmctl.catalog.catalog import find_gpu
+    from llmctl.app.fit_inputs import machine_budget
     from llmctl.catalog.errors import LlmctlError
     from llmctl.catalog.estimate import Budget
+    from llmctl.catalog.known import find_gpu
 
     if gpu or vram:
         if gpu:
@@ -201,10 +201,10 @@ def _resolve_facts(ctx: Context, target: str, runtime: str):
     """(facts, label, runtime) for a .gguf path, a Hugging Face model folder, a registered model, or a catalog
     name / repo id. A model folder (or a registered one) is estimated for the engines that serve safetensors
     (vLLM); a catalog model in the format of the ``runtime`` family."""
-    from llmctl.catalog.catalog import default_quant, facts_for, facts_for_safetensors, find_model
     from llmctl.catalog.errors import LlmctlError
     from llmctl.catalog.facts import facts_from_gguf
     from llmctl.catalog.gguf import read_gguf
+    from llmctl.catalog.known import default_quant, facts_for, facts_for_safetensors, find_model
     from llmctl.catalog.safetensors_dir import facts_from_model_dir
     from llmctl.catalog.store import ModelStore
     from llmctl.runtimes.registry import fit_family
@@ -255,7 +255,7 @@ def _ollama_facts(ctx: Context, target: str):
 
 def _measured_baseline(req) -> int | None:
     """A Python-hosted engine's baseline varies with installed packages: measure it (about a second)."""
-    from llmctl.app.fitting import engine_baseline
+    from llmctl.app.fit_inputs import engine_baseline
 
     return engine_baseline(req.profile)
 
@@ -290,7 +290,7 @@ def plan_options(f):
 def fit(ctx: Context, target: str, **kw: Any) -> None:
     """How much memory TARGET needs here: a catalog MODEL[:QUANT], a Hub repo id, a PATH.gguf, a registered
     model, or a Hugging Face model FOLDER (estimated for vLLM, which serves those)."""
-    from llmctl.app.fitting import serving_context, serving_request
+    from llmctl.app.fit_inputs import serving_context, serving_request
     from llmctl.catalog.context import fixed_context
     from llmctl.catalog.estimate import estimate
 
@@ -348,7 +348,7 @@ def fit(ctx: Context, target: str, **kw: Any) -> None:
 @pass_ctx
 def recommend(ctx: Context, use: str | None, **kw: Any) -> None:
     """The best models for this machine (or --gpu / --vram / --ram), best quality that fits first."""
-    from llmctl.app.fitting import serving_request
+    from llmctl.app.fit_inputs import serving_request
     from llmctl.catalog.recommend import recommend as rank
 
     budget, bandwidth, where = _budget(ctx, kw["gpu"], kw["vram"], kw["ram"])
@@ -362,7 +362,7 @@ def recommend(ctx: Context, use: str | None, **kw: Any) -> None:
     click.echo(f"{where}; context {kw['ctx_len']}\n")
     if not options:
         click.echo("nothing in the catalog fits; try a smaller --ctx")
-    from llmctl.app.tables import Col, print_table
+    from llmctl.app.cli.tables import Col, print_table
 
     cols = [Col("#", justify="right"), Col("MODEL", shrink=True, min_width=30), Col("QUANT"), Col("GPU", drop=2),
             Col("NEEDS", drop=1, justify="right"), Col("FREE", drop=4, justify="right"),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from llmctl.app.cli_context import Context, emit_json, pass_ctx
+from llmctl.app.cli.context import Context, emit_json, pass_ctx
 
 
 @click.command()
@@ -25,7 +25,7 @@ def pull(ctx: Context, target: str, revision: str, name: str | None, force: bool
     vision model with its projector (mmproj). Resumes after an interruption; verifies size and checksum.
     ollama:NAME:TAG pulls into Ollama through Ollama's own registry client (served as ollama/NAME:TAG)."""
     if target.startswith(("ollama:", "ollama/")):
-        from llmctl.app.ollama_cli import pull_ollama
+        from llmctl.app.cli.ollama import pull_ollama
 
         if as_json:
             raise click.UsageError("--json is for Hugging Face pulls; Ollama pulls report through Ollama")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import click
 
-from llmctl.app.cli_context import Context, emit_json, pass_ctx
+from llmctl.app.cli.context import Context, emit_json, pass_ctx
 
 
 @click.group()
@@ -77,7 +77,7 @@ def remotes_list(ctx: Context, as_json: bool) -> None:
     Skipped ones (offline mode, a missing key, disabled) are not contacted; the note says why."""
     import asyncio
 
-    from llmctl.app.client import running_controller
+    from llmctl.app.client.api import running_controller
     from llmctl.app.remotes import probe
 
     settings = ctx.settings

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from llmctl.app.benchmark import level_label
+from llmctl.app.bench.results import level_label
 from llmctl.app.format import size
 
 
@@ -155,7 +155,7 @@ class Display:
         """A live bar per level on stderr; yields the runner's ``on_event``."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-        from llmctl.app.bench_runner import Calibrated, LevelFinished, LevelStarted, Note, RequestFinished
+        from llmctl.app.bench.events import Calibrated, LevelFinished, LevelStarted, Note, RequestFinished
 
         progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=24),
                             MofNCompleteColumn(), TimeElapsedColumn(), console=self.err,

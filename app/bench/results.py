@@ -1,7 +1,7 @@
 """Benchmark results: per-request samples -> the statistics vLLM's serving benchmark reports, under its key names
 (CONVENTIONS.md "Benchmark results"); llama-bench's pp/tg view; saved runs and the comparison of two of them.
 
-No click, no rich, no HTTP here (the runner is ``bench_runner.py``, the command ``bench_cli.py``).
+No click, no rich, no HTTP here (the runner is ``runner.py``, the command ``app/cli/bench.py``).
 
 Definitions, as vLLM's ``vllm bench serve`` computes them (``vllm/benchmarks/serve.py`` ``calculate_metrics``):
 
@@ -70,41 +70,6 @@ class RequestSample:
         """This stream's own output tokens/s after the first token (what `llmctl chat` shows)."""
         tpot = self.tpot
         return 1.0 / tpot if tpot else None
-
-
-# progress events (the runner reports through these; here, not in the runner, so screens may import them) --
-@dataclass(frozen=True, slots=True)
-class Calibrated:
-    method: str  # "probe" | "approximation"
-    detail: str
-
-
-@dataclass(frozen=True, slots=True)
-class LevelStarted:
-    label: str
-    total: int
-
-
-@dataclass(frozen=True, slots=True)
-class RequestFinished:
-    label: str
-    done: int
-    total: int
-    ok: bool
-
-
-@dataclass(frozen=True, slots=True)
-class LevelFinished:
-    label: str
-    result: dict
-
-
-@dataclass(frozen=True, slots=True)
-class Note:
-    text: str
-
-
-BenchEvent = Calibrated | LevelStarted | RequestFinished | LevelFinished | Note
 
 
 # statistics --------------------------------------------------------------------------------------------------
@@ -218,6 +183,26 @@ def new_run(target: dict, settings: dict, machine: dict) -> dict[str, Any]:
     model = re.sub(r"[^A-Za-z0-9._-]+", "-", str(target.get("model") or "model")).strip("-")[:60] or "model"
     return {"schema": SCHEMA, "id": time.strftime("%Y%m%d-%H%M%S", time.localtime(now)) + f"-{model}",
             "created_at": now, "target": target, "settings": settings, "machine": machine, "levels": []}
+
+
+def controller_run(target: Any, spec: Any, done: dict[str, Any], backends: list[dict], hardware: dict) -> dict:
+    """A run made through the controller (the TUI's Bench screen) as ``llmctl bench --save`` records one: the
+    engine and its settings from the controller's ``backends``, the machine from its ``hardware``."""
+    model = target.model
+    info: dict[str, Any] = {"url": target.base_url, "via": "llmctl", "model": model, "quant": None,
+                            "format": None, "engine": None, "ctx_size": None, "parallel": None}
+    for b in backends:
+        if b.get("model") == model:
+            info.update(engine=b.get("engine") or b.get("runtime"), runtime=b.get("runtime"),
+                        ctx_size=b.get("ctx_size"), parallel=b.get("parallel"))
+    machine = {**machine_summary(hardware), "role": "server"}
+    settings = {"profile": "concurrent", "concurrency": spec.concurrency, "rates": None,
+                "requests": spec.requests, "prompt_tokens": spec.prompt_tokens, "max_tokens": spec.max_tokens,
+                "goodput": None, "ignore_eos": spec.ignore_eos, "temperature": 0, "seed": spec.seed,
+                "prompt_calibration": done["calibration"], "repetitions": None}
+    run = new_run(info, settings, machine)
+    run["levels"] = done["levels"]
+    return run
 
 
 def level_label(level: dict) -> str:

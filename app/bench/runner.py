@@ -24,21 +24,15 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
-# the progress events live in benchmark.py (no HTTP there), so screens may import them too
-from llmctl.app.benchmark import (
+from llmctl.app.bench.events import BenchEvent, Calibrated, LevelFinished, LevelStarted, Note, RequestFinished
+from llmctl.app.bench.results import (
     BenchError,
-    BenchEvent,
-    Calibrated,
-    LevelFinished,
-    LevelStarted,
-    Note,
-    RequestFinished,
     RequestSample,
     level_label,
     llama_bench_entry,
@@ -366,6 +360,33 @@ class Runner:
             tg.append(rate)
             self.on_event(RequestFinished(label, i + 1, repetitions, True))
         return [llama_bench_entry(f"pp{n_prompt}", n_prompt, 0, pp), llama_bench_entry(f"tg{n_gen}", 0, n_gen, tg)]
+
+
+async def stream_run(target: Target, spec: LoadSpec, done: dict[str, Any],
+                     transport: httpx.AsyncBaseTransport | None = None) -> AsyncIterator[BenchEvent]:
+    """Calibrate, then run every level of ``spec`` against ``target``, yielding the progress events as they happen;
+    ``done`` receives the ``levels`` and the ``calibration``. Closing the iterator (a cancelled TUI worker) stops the
+    requests in flight; an error of the run is raised after the events that preceded it."""
+    queue: asyncio.Queue[BenchEvent | None] = asyncio.Queue()
+
+    async def drive() -> None:
+        try:
+            async with Runner(target, spec, on_event=queue.put_nowait, transport=transport) as runner:
+                await runner.calibrate()
+                done["levels"] = await runner.run()
+                done["calibration"] = runner.calibration
+        finally:
+            queue.put_nowait(None)
+
+    task = asyncio.ensure_future(drive())
+    try:
+        while (event := await queue.get()) is not None:
+            yield event
+        await task  # raises what the run raised
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
 
 async def first_model(http: httpx.AsyncClient) -> tuple[str, dict]:

@@ -50,8 +50,8 @@ def fill_vram_from_table(gpus: Iterable[GpuInfo]) -> list[GpuInfo]:
     and says so."""
     from dataclasses import replace
 
-    from llmctl.catalog.catalog import find_gpu
     from llmctl.catalog.errors import LlmctlError
+    from llmctl.catalog.known import find_gpu
 
     out = []
     for g in gpus:

@@ -40,7 +40,7 @@ class Context:
     def client(self):
         """The client of this state folder's controller: it must prove itself before any key is sent, and the key
         is then its owner key (admin); see ``app.handshake``."""
-        from llmctl.app.client import local_client
+        from llmctl.app.client.api import local_client
 
         return local_client(self.settings, self.paths, bench_dir=self.paths.data_dir / "benchmarks",
                             chats_dir=self.paths.data_dir / "chats")

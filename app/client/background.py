@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from llmctl.app.client import controller_url, running_controller
+from llmctl.app.client.api import controller_url, running_controller
 from llmctl.app.paths import Paths
 from llmctl.app.settings import Settings
 from llmctl.catalog.errors import LlmctlError

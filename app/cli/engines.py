@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from llmctl.app.cli_context import Context, emit_json, pass_ctx
+from llmctl.app.cli.context import Context, emit_json, pass_ctx
 
 
 @click.group(invoke_without_command=True)
@@ -35,7 +35,7 @@ def runtimes(click_ctx: click.Context, ctx: Context, as_json: bool) -> None:
     from rich.console import Console
     from rich.text import Text
 
-    from llmctl.app.tables import Col, print_table
+    from llmctl.app.cli.tables import Col, print_table
 
     console = Console()
     cols = [Col("ENGINE", shrink=True, min_width=18), Col("FOUND"), Col("VERSION", drop=1, shrink=True, min_width=10),

@@ -21,7 +21,7 @@ from typing import Any
 
 import click
 
-from llmctl.app.cli_context import Context, emit_json, pass_ctx
+from llmctl.app.cli.context import Context, emit_json, pass_ctx
 from llmctl.catalog.errors import ConfigError, LlmctlError
 
 
@@ -55,7 +55,7 @@ def _plan_context(ctx: Context, name: str, agent_key: str, need: int) -> Target:
     """The context to serve ``name`` at for an agent needing ``need`` tokens (blocking: reads the model's header and
     the machine's memory)."""
     from llmctl.app.deployments import launch_plan
-    from llmctl.app.fitting import entry_request, machine_budget
+    from llmctl.app.fit_inputs import entry_request, machine_budget
     from llmctl.catalog.context_fit import largest_context
     from llmctl.catalog.facts import facts_from_gguf
     from llmctl.catalog.gguf import read_gguf
@@ -146,10 +146,10 @@ def launch(ctx: Context, agent: str, model: str | None, agent_args: tuple[str, .
     llmctl launch codex qwen-coder --print      what would run, with the context the engine serves
     The model gets at least the context the agent needs: without a ctx-size of yours, the largest that fits.
     """
-    from llmctl.app.agents import AGENTS, Served
-    from llmctl.app.background import ensure_controller
-    from llmctl.app.client import controller_url
-    from llmctl.app.model_config import update
+    from llmctl.app.cli.agents import AGENTS, Served
+    from llmctl.app.cli.models_config import update
+    from llmctl.app.client.api import controller_url
+    from llmctl.app.client.background import ensure_controller
 
     spec = AGENTS.get(agent.lower())
     if spec is None:

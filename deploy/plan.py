@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
-from llmctl.catalog.catalog import CatalogModel, facts_for_safetensors
 from llmctl.catalog.errors import LlmctlError
 from llmctl.catalog.estimate import (
     CUDA_CONTEXT,
@@ -27,6 +26,7 @@ from llmctl.catalog.estimate import (
     estimate_vllm,
 )
 from llmctl.catalog.facts import ModelFacts
+from llmctl.catalog.known import CatalogModel, facts_for_safetensors
 
 MiB = 1 << 20
 GiB = 1 << 30

@@ -10,8 +10,8 @@ import re
 import shlex
 from dataclasses import dataclass
 
-from llmctl.catalog.deploy_plan import GiB, VllmPlan, gib, memory_math
-from llmctl.catalog.yaml_emit import Note, emit, emit_all, plain
+from llmctl.deploy.plan import GiB, VllmPlan, gib, memory_math
+from llmctl.deploy.yaml_emit import Note, emit, emit_all, plain
 
 PORT = 8000  # vLLM's default port
 HF_HOME = "/root/.cache/huggingface"  # the image runs as root; HF_HOME is set explicitly all the same
@@ -53,7 +53,7 @@ def _header(plan: VllmPlan, command: str, target: str) -> str:
         UNVERIFIED[target],
         f"Made by: {command}",
         "",
-        "Memory math (llmctl's estimator, catalog/deploy_plan.py): " + memory_math(plan),
+        "Memory math (llmctl's estimator, deploy/plan.py): " + memory_math(plan),
         f"Fit: {plan.estimate.fits} - {plan.estimate.reason} per GPU.",
     ]
     lines += [f"Note: {n}" for n in plan.notes]

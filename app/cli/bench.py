@@ -1,5 +1,5 @@
 """`llmctl bench`: how fast a model serves here, as vLLM's serving benchmark and llama-bench report it; saved runs,
-their history and the change between two. The figures come from ``bench_runner.py`` and ``benchmark.py``."""
+their history and the change between two. The figures come from ``app/bench/runner.py`` and ``app/bench/results.py``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from llmctl.app.cli_context import Context, emit_json, pass_ctx
+from llmctl.app.cli.context import Context, emit_json, pass_ctx
 
 
 class BenchGroup(click.Group):
@@ -115,8 +115,8 @@ def run(ctx: Context, model: str | None, as_json: bool, save: bool, **opts: Any)
     """
     import asyncio
 
-    from llmctl.app.bench_runner import LoadSpec
-    from llmctl.app.benchmark import new_run, parse_goodput, save_run
+    from llmctl.app.bench.results import new_run, parse_goodput, save_run
+    from llmctl.app.bench.runner import LoadSpec
 
     lb = opts["llama_bench"]
     spec = LoadSpec(
@@ -130,7 +130,7 @@ def run(ctx: Context, model: str | None, as_json: bool, save: bool, **opts: Any)
     if opts["url"] and not opts["url"].startswith(("http://", "https://")):
         raise click.BadParameter("give a URL such as http://127.0.0.1:8000/v1", param_hint="--url")
 
-    from llmctl.app.bench_display import Display
+    from llmctl.app.cli.bench_display import Display
 
     display = Display(quiet=as_json)
     result = asyncio.run(_run(ctx, model, spec, opts, display))
@@ -152,7 +152,7 @@ def run(ctx: Context, model: str | None, as_json: bool, save: bool, **opts: Any)
 async def _run(ctx: Context, model: str | None, spec, opts: dict, display) -> tuple[dict, dict, list, list | None]:
     import httpx
 
-    from llmctl.app.bench_runner import Runner, Target, describe_model, first_model, openai_base
+    from llmctl.app.bench.runner import Runner, Target, describe_model, first_model, openai_base
 
     through_llmctl = not opts["url"]
     if through_llmctl:
@@ -166,7 +166,7 @@ async def _run(ctx: Context, model: str | None, spec, opts: dict, display) -> tu
         try:
             listed = await (first_model(http) if model is None else describe_model(http, model))
         except httpx.ConnectError:
-            from llmctl.app.benchmark import BenchError
+            from llmctl.app.bench.results import BenchError
 
             hint = "start it with `llmctl serve` (or `llmctl serve --demo`)" if through_llmctl else "check --url"
             raise BenchError(f"nothing answers at {base}", hint) from None
@@ -214,7 +214,7 @@ async def _target_info(ctx: Context, through_llmctl: bool, base: str, model: str
 
 def _machine(ctx: Context, target: dict) -> dict:
     """CPU, RAM and GPUs of this machine (the server's when benchmarking llmctl; the client's for a --url)."""
-    from llmctl.app.benchmark import machine_summary
+    from llmctl.app.bench.results import machine_summary
     from llmctl.runtimes.hardware import probe
 
     out = machine_summary(probe(ctx.paths.models_dir).to_json())
@@ -227,7 +227,7 @@ def _machine(ctx: Context, target: dict) -> dict:
 @pass_ctx
 def history(ctx: Context, as_json: bool) -> None:
     """Saved runs (llmctl bench --save), oldest first; # numbers work with `compare` (-1 = newest)."""
-    from llmctl.app.benchmark import list_runs
+    from llmctl.app.bench.results import list_runs
 
     runs = list_runs(ctx.paths.data_dir / "benchmarks")
     if as_json:
@@ -236,7 +236,7 @@ def history(ctx: Context, as_json: bool) -> None:
     if not runs:
         click.echo("no saved benchmarks yet: llmctl bench MODEL --save")
         return
-    from llmctl.app.bench_display import Display
+    from llmctl.app.cli.bench_display import Display
 
     Display().history(runs)
 
@@ -249,7 +249,7 @@ def history(ctx: Context, as_json: bool) -> None:
 def compare(ctx: Context, a: str | None, b: str | None, as_json: bool) -> None:
     """What changed from saved run A to B, per level and metric (default: the two newest). A and B are ids, id
     prefixes, history numbers (-1 = newest) or saved JSON files."""
-    from llmctl.app.benchmark import compare_runs, find_run, setting_changes
+    from llmctl.app.bench.results import compare_runs, find_run, setting_changes
 
     folder = ctx.paths.data_dir / "benchmarks"
     if b is None:
@@ -260,6 +260,6 @@ def compare(ctx: Context, a: str | None, b: str | None, as_json: bool) -> None:
         emit_json({"a": run_a["id"], "b": run_b["id"], "deltas": [d.to_json() for d in deltas],
                    "changed": [{"key": k, "a": va, "b": vb} for k, va, vb in changes]})
         return
-    from llmctl.app.bench_display import Display
+    from llmctl.app.cli.bench_display import Display
 
     Display().compare(run_a, run_b, deltas, changes)

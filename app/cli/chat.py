@@ -23,8 +23,8 @@ from typing import Any
 
 import click
 
-from llmctl.app.client import ControllerClient
-from llmctl.app.shapes import ChatTurn, Reasoning, stats_line
+from llmctl.app.client.api import ControllerClient
+from llmctl.app.client.wire import ChatTurn, Reasoning, stats_line
 from llmctl.catalog.errors import LlmctlError
 from llmctl.catalog.text import printable
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from llmctl.app.cli_context import Context, emit_json, pass_ctx
+from llmctl.app.cli.context import Context, emit_json, pass_ctx
 from llmctl.catalog.errors import ConfigError
 
 

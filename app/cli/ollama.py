@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from llmctl.app.cli_context import Context, emit_json
+from llmctl.app.cli.context import Context, emit_json
 from llmctl.catalog.text import printable
 
 
