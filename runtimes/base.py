@@ -23,7 +23,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -267,6 +267,14 @@ class ServesNative(Protocol):
 
 
 @runtime_checkable
+class DropsInheritedEnv(Protocol):
+    """An engine whose process must not inherit some of the controller's variables (a user's ``OLLAMA_*`` would
+    point a private ``ollama serve`` at their own models and port)."""
+
+    env_drop_prefixes: tuple[str, ...]
+
+
+@runtime_checkable
 class ChecksDeployment(Protocol):
     """An engine that can tell before launch that a deployment cannot run here."""
 
@@ -326,4 +334,109 @@ class ReportsLoad(Protocol):
     def read_load(self, series: Series, pages: Mapping[str, object]) -> EngineLoad | None:
         """The figures in one scrape (``pages``: path -> decoded JSON, for the paths that answered); None when
         the scrape holds none of this engine's series (it did not answer in time)."""
+        ...
+
+
+# running deployments ---------------------------------------------------------------------------------------------
+@dataclass(slots=True)
+class Footprint:
+    """Bytes per device: ``reserved`` is the estimate made before launch, ``measured`` what it uses now."""
+
+    reserved: dict[str, int] = field(default_factory=dict)
+    measured: dict[str, int] = field(default_factory=dict)
+
+    def held(self) -> dict[str, int]:
+        """What placement counts: per device, the larger of the estimate and the measurement."""
+        return {d: max(self.reserved.get(d, 0), self.measured.get(d, 0)) for d in {*self.reserved, *self.measured}}
+
+    def to_json(self) -> dict:
+        return {"reserved": dict(self.reserved), "measured": dict(self.measured), "held": self.held()}
+
+
+class RunningDeployment(Protocol):
+    """One model being served, whichever kind serves it: a process llmctl supervises (``process.Backend``), a model an
+    Ollama server hosts (``ollama_engine.OllamaDeployment``) or a model on another machine
+    (``remote.RemoteDeployment``). The scheduler, the gateway and the control API use only what is declared here, so
+    none of them asks which kind it holds."""
+
+    spec: Deployment
+    state: BackendState
+    error: str | None  # why it failed or is restarting; None when all is well
+    failed_at: float | None  # monotonic time of the last failure (the scheduler retries after a while)
+    restarts: int
+    stop_reason: str | None  # why it last stopped: shown in ps and the TUI
+    tail: Sequence[str]  # its log's last lines
+    log_path: Path
+    on_change: Callable[..., None] | None  # called with the deployment after each change of state
+    # placement: memory per device, unified memory, idle TTL, pin; requests in flight and the last one's time
+    footprint: Footprint
+    unified: bool
+    pinned: bool
+    ttl: float | None
+    keep_alive: float | None
+    in_flight: int
+    last_used: float
+    socket_path: str | None  # the Unix socket its requests go over; None: over TCP to ``base_url``
+
+    @property
+    def remote(self) -> bool:
+        """On another machine: holds no memory here (never placed, evicted or counted against ``max_loaded``), its
+        metrics are its operator's (not scraped), and a 401/403 from it is about llmctl's key, not the client's."""
+        ...
+
+    @property
+    def timeouts(self) -> RequestTimeouts | None:
+        """Bounds on one proxied request (a remote's); None: unbounded (a local process is watched instead)."""
+        ...
+
+    @property
+    def load_reporter(self) -> ReportsLoad | None:
+        """The engine that reports this deployment's load from its ``/metrics``; None when none does (a model an
+        Ollama server hosts, a remote's)."""
+        ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def base_url(self) -> str:
+        """The URL of its requests (and their Host header)."""
+        ...
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        """What the gateway sends to reach it (a per-launch key, a remote's key)."""
+        ...
+
+    @property
+    def upstream_model(self) -> str | None:
+        """The name its server knows the model by, when the gateway must put it in the forwarded body (a server
+        hosting many models); None: the body goes as it came."""
+        ...
+
+    @property
+    def alive(self) -> bool: ...
+
+    @property
+    def idle_ttl(self) -> float | None:
+        """Seconds of idleness after which it is unloaded (a request's keep_alive wins); None: never."""
+        ...
+
+    def start(self) -> None:
+        """Begin loading (idempotent while alive); returns at once."""
+        ...
+
+    async def stop(self, reason: str | None = None) -> None: ...
+
+    async def wait_ready(self, timeout: float) -> None:
+        """Wait until ready; BackendFailed if it failed, TimeoutError if still loading."""
+        ...
+
+    def memory_bytes(self) -> int | None: ...
+
+    def status(self) -> dict: ...
+
+    def connection_refused(self) -> None:
+        """The gateway could not connect to it. A remote is marked down at once rather than at its next check; a
+        supervised process notices its own death, so for it this does nothing."""
         ...

@@ -7,14 +7,20 @@ from __future__ import annotations
 import contextlib
 import time
 
-from llmctl.runtimes.base import BackendState
+from llmctl.runtimes.base import BackendState, ReportsLoad, RequestTimeouts
 
 
 class HostedState:
-    """A mixin; the class provides ``name``, ``state``, ``error``, ``failed_at``, ``tail``, ``log_path`` and
-    ``on_change``."""
+    """A mixin for a ``RunningDeployment`` that owns no process; the class provides ``name``, ``state``, ``error``,
+    ``failed_at``, ``tail``, ``log_path`` and ``on_change``."""
 
     socket_path: str | None = None  # reached over HTTP at its URL, never over a Unix socket of llmctl's
+    remote = False
+    timeouts: RequestTimeouts | None = None
+    load_reporter: ReportsLoad | None = None  # its server's /metrics are not per model (Ollama has none)
+
+    def connection_refused(self) -> None:
+        """Nothing by default: the server's own poller notices it is down."""
 
     def _fail(self, reason: str) -> None:
         self.error = reason

@@ -13,10 +13,9 @@ first. Pinned, loading and busy deployments are never victims.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Protocol
 
-from llmctl.runtimes.base import RuntimeFailure
+from llmctl.runtimes.base import Footprint, RuntimeFailure
 
 GiB = 1 << 30
 UNIFIED = "unified"  # the one device of a unified-memory machine (Apple Silicon): RAM and GPU memory as one pool
@@ -48,21 +47,6 @@ class DoesNotFit(RuntimeFailure):
     def __init__(self, title: str, message: str, busy: tuple[str, ...] = ()) -> None:
         super().__init__(title, message)
         self.busy = busy
-
-
-@dataclass(slots=True)
-class Footprint:
-    """Bytes per device: ``reserved`` is the estimate made before launch, ``measured`` what it uses now."""
-
-    reserved: dict[str, int] = field(default_factory=dict)
-    measured: dict[str, int] = field(default_factory=dict)
-
-    def held(self) -> dict[str, int]:
-        """What placement counts: per device, the larger of the estimate and the measurement."""
-        return {d: max(self.reserved.get(d, 0), self.measured.get(d, 0)) for d in {*self.reserved, *self.measured}}
-
-    def to_json(self) -> dict:
-        return {"reserved": dict(self.reserved), "measured": dict(self.measured), "held": self.held()}
 
 
 class Holder(Protocol):

@@ -44,10 +44,11 @@ from llmctl.runtimes.base import (
     BackendState,
     Deployment,
     EngineInfo,
+    Footprint,
     log_file_name,
 )
 from llmctl.runtimes.hosted import HostedState
-from llmctl.runtimes.ledger import Footprint, device_bytes
+from llmctl.runtimes.ledger import device_bytes
 from llmctl.runtimes.ollama import OllamaApi, serve_command
 from llmctl.runtimes.ollama_wire import OllamaError, OllamaLoaded, OllamaModel, OllamaModelInfo, valid_name
 from llmctl.runtimes.process import LOG_TAIL_LINES, Backend, RestartPolicy, Settles, free_port

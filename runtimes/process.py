@@ -35,14 +35,18 @@ from llmctl.runtimes.base import (
     BackendState,
     ChecksReadiness,
     Deployment,
+    DropsInheritedEnv,
     Engine,
+    Footprint,
     Launch,
     PlansLaunch,
     PortInUseError,
+    ReportsLoad,
+    RequestTimeouts,
     ServesOnSocket,
     log_file_name,
 )
-from llmctl.runtimes.ledger import UNIFIED, Footprint
+from llmctl.runtimes.ledger import UNIFIED
 from llmctl.runtimes.load_watch import runaway
 from llmctl.runtimes.sockets import describe_port_owner as describe_port_owner
 from llmctl.runtimes.sockets import free_port as free_port
@@ -83,7 +87,7 @@ def launch_env(engine: Engine, spec: Deployment, environ: Mapping[str, str], lau
     """The environment a deployment's process gets: the controller's, minus the variables the engine says must
     not be inherited (``env_drop_prefixes``, e.g. a user's ``OLLAMA_*`` for a private ``ollama serve``), plus the
     engine's own (from ``launch`` when this start's plan is at hand)."""
-    drop = tuple(getattr(engine, "env_drop_prefixes", ()))
+    drop = engine.env_drop_prefixes if isinstance(engine, DropsInheritedEnv) else ()
     base = {k: v for k, v in environ.items() if not (drop and k.startswith(drop))}
     return {**base, **(launch.env if launch is not None else engine.build_env(spec))}
 
@@ -121,7 +125,11 @@ class Settles:
 
 
 class Backend(Settles):
-    """A supervised deployment. ``start()`` launches it and returns at once; ``wait_ready()`` waits."""
+    """A supervised deployment (a ``RunningDeployment``). ``start()`` launches it and returns at once;
+    ``wait_ready()`` waits."""
+
+    remote = False  # on this machine: placed, counted and scraped
+    timeouts: RequestTimeouts | None = None  # its process is watched instead: a death is noticed, not timed out
 
     def __init__(
         self,
@@ -190,6 +198,13 @@ class Backend(Settles):
     @property
     def alive(self) -> bool:
         return self._task is not None and not self._task.done()
+
+    @property
+    def load_reporter(self) -> ReportsLoad | None:
+        return self.engine if isinstance(self.engine, ReportsLoad) else None
+
+    def connection_refused(self) -> None:
+        """Nothing to do: the supervisor notices its process's death by itself."""
 
     def start(self) -> None:
         """Launch (idempotent while alive). Raises PortInUseError before spawning if the port is taken."""

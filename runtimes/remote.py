@@ -41,11 +41,11 @@ from llmctl.runtimes.base import (
     BackendFailed,
     BackendState,
     Deployment,
+    Footprint,
     RequestTimeouts,
     log_file_name,
 )
 from llmctl.runtimes.hosted import HostedState
-from llmctl.runtimes.ledger import Footprint
 from llmctl.runtimes.process import LOG_TAIL_LINES
 
 SOURCE = "remote"
@@ -377,7 +377,7 @@ class RemoteDeployment(HostedState):
     """One model of a remote, with the surface of ``process.Backend`` that the scheduler, gateway and control API
     use. It holds no memory here and is never unloaded by TTL or eviction."""
 
-    remote = True  # the scheduler leaves it out of placement and max_loaded
+    remote = True  # the scheduler leaves it out of placement and max_loaded; the engine scrape leaves it out
 
     def __init__(self, server: RemoteServer, entry: ModelEntry, *, log_dir: Path,
                  on_change: Callable[[RemoteDeployment], None] | None = None) -> None:
@@ -472,7 +472,7 @@ class RemoteDeployment(HostedState):
         if self.state is not BackendState.STARTING:
             self._settled.set()
 
-    def refused(self) -> None:
+    def connection_refused(self) -> None:
         """The gateway could not connect (refused, unreachable, timed out): the remote is down, told at once rather
         than at the next check."""
         self.server.reported_down("the gateway could not connect to it")

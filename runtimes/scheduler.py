@@ -1,8 +1,9 @@
 """Which model runs where: on-demand start, bounded waits, placement by memory, idle unloads.
 
-The scheduler owns every ``Backend``. A request ``use``s the backend of its model for its whole length. The
-path of a request to a ready model takes no lock at all. Starting a model takes that model's own lock only, so
-concurrent first requests start it once and one model's slow start or swap never delays another model.
+The scheduler owns every running deployment (``runtimes.base.RunningDeployment``, whichever kind serves it). A
+request ``use``s the deployment of its model for its whole length. The path of a request to a ready model takes no
+lock at all. Starting a model takes that model's own lock only, so concurrent first requests start it once and one
+model's slow start or swap never delays another model.
 
 Placement (``runtimes.ledger``): a deployment reserves its estimated memory per device before launch; it starts
 when it fits beside what is loaded with a margin; otherwise idle deployments are stopped, least recently used
@@ -25,14 +26,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from llmctl.catalog.store import ModelEntry
-from llmctl.runtimes.base import BackendFailed, BackendState, RuntimeFailure
+from llmctl.runtimes.base import BackendFailed, BackendState, RunningDeployment, RuntimeFailure
 from llmctl.runtimes.ledger import holding_now, place
-from llmctl.runtimes.process import Backend
-
-
-def _remote(backend: Backend) -> bool:
-    """A deployment on another machine (``remote = True``): no memory here, never placed, evicted or counted."""
-    return bool(getattr(backend, "remote", False))
 
 
 class ModelLoading(TimeoutError):
@@ -47,7 +42,7 @@ class ModelLoading(TimeoutError):
 class Scheduler:
     def __init__(
         self,
-        make_backend: Callable[[ModelEntry], Awaitable[Backend]],
+        make_backend: Callable[[ModelEntry], Awaitable[RunningDeployment]],
         *,
         max_loaded: int | None = None,
         load_wait: float = 120.0,
@@ -63,30 +58,30 @@ class Scheduler:
         # GPUs: run on a thread); None: no memory placement
         self.capacity = capacity
         self.margin = margin
-        self.backends: dict[str, Backend] = {}
+        self.backends: dict[str, RunningDeployment] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._starting: set[str] = set()  # models being started: they count as loaded for placement
         self._evicting: set[int] = set()  # id() of backends chosen as victims and being stopped
         self._unloads: set[asyncio.Task] = set()
         self.closing = False  # set when the controller stops: nothing new is started after it
 
-    def get(self, name: str) -> Backend | None:
+    def get(self, name: str) -> RunningDeployment | None:
         return self.backends.get(name)
 
-    def _usable(self, backend: Backend | None, entry: ModelEntry) -> bool:
+    def _usable(self, backend: RunningDeployment | None, entry: ModelEntry) -> bool:
         """Launched for this file and not on its way out (stopping, or chosen as a victim)."""
         return (backend is not None and backend.alive and id(backend) not in self._evicting
                 and backend.state is not BackendState.STOPPING
                 and (str(backend.spec.model_path) == entry.path or backend.spec.model_path == Path(entry.path)))
 
     # placement ---------------------------------------------------------------------------------------------
-    def _others(self, backend: Backend) -> list[Backend]:
+    def _others(self, backend: RunningDeployment) -> list[RunningDeployment]:
         """The deployments placement counts beside ``backend``: local ones (a remote's hold nothing here)."""
         return [b for b in self.backends.values()
                 if b is not backend and id(b) not in self._evicting and (b.alive or b.name in self._starting)
-                and not _remote(b)]
+                and not b.remote]
 
-    async def _capacity(self, backend: Backend) -> dict[str, int] | None:
+    async def _capacity(self, backend: RunningDeployment) -> dict[str, int] | None:
         if self.capacity is None:
             return None
         others = self._others(backend)
@@ -94,12 +89,12 @@ class Scheduler:
             b.memory_bytes()  # refresh what the ready ones measure
         return await asyncio.to_thread(self.capacity, holding_now(others))
 
-    def _victims_for(self, backend: Backend, capacity: dict[str, int] | None) -> list[Backend]:
+    def _victims_for(self, backend: RunningDeployment, capacity: dict[str, int] | None) -> list[RunningDeployment]:
         """Backends to stop so that ``backend`` fits: by memory (the ledger) and by count (``max_loaded``).
         Synchronous, so no other task can pick the same victims or slip in between counting and choosing."""
         others = self._others(backend)
         idle = {b.name for b in others if b.alive and b.state is BackendState.READY and b.name not in self._starting}
-        victims: list[Backend] = []
+        victims: list[RunningDeployment] = []
         if capacity is not None:
             victims = place(backend.footprint.reserved, capacity, others, margin=self.margin, name=backend.name,
                             evictable=idle)
@@ -112,14 +107,14 @@ class Scheduler:
         self._evicting.update(id(v) for v in victims)
         return victims
 
-    async def _evict(self, victims: list[Backend], why: str) -> None:
+    async def _evict(self, victims: list[RunningDeployment], why: str) -> None:
         try:
             await asyncio.gather(*(v.stop(f"evicted to make room for {why}") for v in victims),
                                  return_exceptions=True)
         finally:
             self._evicting.difference_update(id(v) for v in victims)
 
-    async def start(self, entry: ModelEntry, *, force: bool = False) -> Backend:
+    async def start(self, entry: ModelEntry, *, force: bool = False) -> RunningDeployment:
         """Make sure the model's backend is launched (not necessarily ready). ``force`` retries a failed one."""
         backend = self.backends.get(entry.name)
         if self._usable(backend, entry):
@@ -147,7 +142,7 @@ class Scheduler:
             if backend is None or backend.spec.model_path != Path(entry.path) or force:
                 backend = await self._make_backend(entry)  # a fresh plan: settings or the file may have changed
                 self.backends[entry.name] = backend
-            local = not _remote(backend)  # a remote's deployment takes no room and makes none
+            local = not backend.remote  # a remote's deployment takes no room and makes none
             capacity = await self._capacity(backend) if local else None
             self._starting.add(entry.name)
             try:
@@ -158,13 +153,13 @@ class Scheduler:
                 self._starting.discard(entry.name)
             return backend
 
-    async def ensure_ready(self, entry: ModelEntry, wait: float | None = None) -> Backend:
+    async def ensure_ready(self, entry: ModelEntry, wait: float | None = None) -> RunningDeployment:
         async with self.use(entry, wait) as backend:
             return backend
 
     @contextlib.asynccontextmanager
     async def use(self, entry: ModelEntry, wait: float | None = None, *,
-                  keep_alive: float | None = None) -> AsyncIterator[Backend]:
+                  keep_alive: float | None = None) -> AsyncIterator[RunningDeployment]:
         """Hold the model's ready backend for the length of one request. The request counts as in flight from
         the moment it waits for the model, so a model loading for a waiting client is never evicted.
         ``keep_alive`` (seconds; 0: unload after this request; negative: never) replaces the model's TTL."""
@@ -188,12 +183,12 @@ class Scheduler:
                 self._unload_later(backend, "keep_alive 0: unloaded after its request")
 
     # idle unloads ------------------------------------------------------------------------------------------
-    def _unload_later(self, backend: Backend, reason: str) -> None:
+    def _unload_later(self, backend: RunningDeployment, reason: str) -> None:
         task = asyncio.get_running_loop().create_task(self._unload_if_idle(backend, reason))
         self._unloads.add(task)
         task.add_done_callback(self._unloads.discard)
 
-    async def _unload_if_idle(self, backend: Backend, reason: str) -> None:
+    async def _unload_if_idle(self, backend: RunningDeployment, reason: str) -> None:
         if backend.in_flight == 0 and backend.alive and backend.state is BackendState.READY \
                 and id(backend) not in self._evicting and not backend.pinned:
             await backend.stop(reason)
@@ -214,13 +209,13 @@ class Scheduler:
             await asyncio.sleep(every)
             self.unload_idle()
 
-    async def stop(self, name: str, reason: str = "stopped by request") -> Backend | None:
+    async def stop(self, name: str, reason: str = "stopped by request") -> RunningDeployment | None:
         backend = self.backends.get(name)
         if backend is not None:
             await backend.stop(reason)
         return backend
 
-    async def retire(self, name: str, reason: str = "its model was removed") -> Backend | None:
+    async def retire(self, name: str, reason: str = "its model was removed") -> RunningDeployment | None:
         """Stop a model's backend and forget it, once any start of it under way has launched, so that no start
         racing the model's removal leaves a deployment running for a model that no longer exists."""
         async with self._locks.setdefault(name, asyncio.Lock()):

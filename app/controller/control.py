@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,15 +19,39 @@ from llmctl.runtimes.base import BackendFailed, log_file_name
 from llmctl.runtimes.scheduler import ModelLoading
 
 if TYPE_CHECKING:
-    from llmctl.app.controller.server import Controller
+    from llmctl.app.controller.cache import ResponseCache
+    from llmctl.app.controller.directory import ModelDirectory
+    from llmctl.app.controller.gateway import Gateway
+    from llmctl.app.controller.limits import Keys
+    from llmctl.app.controller.metrics import Metrics
+    from llmctl.runtimes.remote import RemoteServer
+    from llmctl.runtimes.scheduler import Scheduler
 
 PREFIX = "/llmctl/v1"
 MAX_LOG_LINES = 5000
 
 
 class ControlApi:
-    def __init__(self, controller: Controller) -> None:
-        self.c = controller
+    """Given what it reads: the scheduler's deployments, the model directory, the gateway (its queues, failovers and
+    engine sessions), the request metrics, the keys and the response cache; the controller's own description, memory
+    ledger and shutdown come as functions, so this module never imports the controller."""
+
+    def __init__(self, scheduler: Scheduler, models: ModelDirectory, gateway: Gateway, metrics: Metrics, keys: Keys,
+                 *, remotes: list[RemoteServer], response_cache: ResponseCache | None, logs_dir: Path,
+                 ready_timeout: float, describe: Callable[[], dict], ledger: Callable[[], dict],
+                 request_shutdown: Callable[[], None]) -> None:
+        self.scheduler = scheduler
+        self.models = models
+        self.gateway = gateway
+        self.metrics = metrics
+        self.api_keys = keys
+        self.remote_servers = remotes
+        self.response_cache = response_cache
+        self.logs_dir = logs_dir
+        self.ready_timeout = ready_timeout
+        self.describe = describe
+        self.ledger = ledger
+        self.request_shutdown = request_shutdown
 
     def routes(self) -> list[web.AbstractRouteDef]:
         return [
@@ -51,7 +76,7 @@ class ControlApi:
 
     async def ready(self, request: web.Request) -> web.Response:
         """200 when at least one model is ready (``?model=NAME``: that one), else 503 with what is there."""
-        ready = sorted(b.name for b in self.c.scheduler.backends.values() if b.state.value == "ready")
+        ready = sorted(b.name for b in self.scheduler.backends.values() if b.state.value == "ready")
         wanted = request.query.get("model")
         ok = (wanted.lower() in ready) if wanted else bool(ready)
         return web.json_response({"status": "ready" if ok else "not ready", "ready": ready}, status=200 if ok else 503)
@@ -60,29 +85,29 @@ class ControlApi:
         """llmctl's own series (with ``llmctl_engine_*``: what engines report, under one name), then every ready
         engine's own (``llamacpp:*``, ``vllm:*``) labelled by model."""
         scraped, loads = await self._collect()
-        body = self.c.metrics.exposition(gauge_families(loads) + relabel(scraped))
+        body = self.metrics.exposition(gauge_families(loads) + relabel(scraped))
         return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
     async def _collect(self):
-        upstreams = self.c.gateway.upstreams
+        upstreams = self.gateway.upstreams
         return await collect(upstreams.session if upstreams.opened else None,
-                             list(self.c.scheduler.backends.values()))
+                             list(self.scheduler.backends.values()))
 
     async def engine_metrics(self, request: web.Request) -> web.Response:
         """Each deployment's load as its engine reports it (requests running and waiting, KV cache use, prefix-cache
         hits, preemptions), under engine-neutral names; ``figures`` is null with a ``note`` saying why when its
         engine reports nothing (Ollama, llama-cpp-python), it is not ready, or it did not answer in time."""
-        await self.c.models.refresh()  # engines hosting their own models (Ollama): their /api/ps, now
+        await self.models.refresh()  # engines hosting their own models (Ollama): their /api/ps, now
         _scraped, loads = await self._collect()
         return web.json_response({"models": [m.to_json() for m in loads]})
 
     async def status(self, request: web.Request) -> web.Response:
-        return web.json_response({**self.c.describe(), "memory": await asyncio.to_thread(self.c.ledger)})
+        return web.json_response({**self.describe(), "memory": await asyncio.to_thread(self.ledger)})
 
     async def backends(self, request: web.Request) -> web.Response:
         """Every backend's state; ``?engine_metrics=1`` adds what its engine reports (slots busy, queue, KV use)."""
-        await self.c.models.refresh()  # engines hosting their own models (Ollama): their /api/ps, now
-        out = [b.status() for b in self.c.scheduler.backends.values()]
+        await self.models.refresh()  # engines hosting their own models (Ollama): their /api/ps, now
+        out = [b.status() for b in self.scheduler.backends.values()]
         if request.query.get("engine_metrics") in ("1", "true"):
             _scraped, loads = await self._collect()
             figures = {m.model: m.load.to_json() if m.load else {} for m in loads}
@@ -93,7 +118,7 @@ class ControlApi:
     async def _entry(self, request: web.Request):
         name = request.match_info["model"]
         try:
-            entry = await self.c.models.get(name)
+            entry = await self.models.get(name)
         except LlmctlError as exc:
             raise ApiError(400, f"{exc.title}: {exc.message}", code="invalid_model") from None
         if entry is None:
@@ -109,9 +134,9 @@ class ControlApi:
         if request.query.get("profile") == "reload":
             await self._reload_profile(entry.name)
         try:
-            backend = await self.c.scheduler.start(entry, force=True)
+            backend = await self.scheduler.start(entry, force=True)
             if wait:
-                await backend.wait_ready(self.c.settings.backends.ready_timeout)
+                await backend.wait_ready(self.ready_timeout)
         except (BackendFailed, ModelLoading, TimeoutError) as exc:
             tail = getattr(exc, "log_tail", [])
             raise ApiError(503, f"{entry.name} did not become ready: {exc}"
@@ -135,7 +160,7 @@ class ControlApi:
 
     async def unload(self, request: web.Request) -> web.Response:
         name = request.match_info["model"]
-        backend = await self.c.scheduler.stop(name) or await self.c.scheduler.stop(name.lower())
+        backend = await self.scheduler.stop(name) or await self.scheduler.stop(name.lower())
         if backend is None:
             raise ApiError(404, f"'{name}' is not running", code="not_running")
         return web.json_response(backend.status())
@@ -144,14 +169,14 @@ class ControlApi:
         """``?tail=N``: the last N lines. ``?since=K``: what was written after byte K (``next`` is the new K),
         for ``logs -f``. Read from the log file, so it works for stopped models too."""
         name = request.match_info["model"]
-        name = name if self.c.scheduler.get(name) is not None else name.lower()
+        name = name if self.scheduler.get(name) is not None else name.lower()
         try:
             tail = max(0, min(int(request.query.get("tail", "100")), MAX_LOG_LINES))
             since = max(0, int(request.query["since"])) if "since" in request.query else None
         except ValueError:
             raise ApiError(400, "tail and since must be whole numbers", code="invalid_value") from None
-        backend = self.c.scheduler.get(name)
-        logs_dir = self.c.paths.logs_dir
+        backend = self.scheduler.get(name)
+        logs_dir = self.logs_dir
         fallback = logs_dir / log_file_name(name)
         path = backend.log_path if backend is not None else fallback
 
@@ -172,17 +197,17 @@ class ControlApi:
             limit = max(0, min(int(request.query.get("limit", "50")), 500))
         except ValueError:
             raise ApiError(400, "limit must be a whole number", code="invalid_value") from None
-        recent = list(self.c.metrics.recent)[-limit:] if limit else []
-        return web.json_response({"requests": [r.to_json() for r in recent], "in_flight": self.c.metrics.active})
+        recent = list(self.metrics.recent)[-limit:] if limit else []
+        return web.json_response({"requests": [r.to_json() for r in recent], "in_flight": self.metrics.active})
 
     async def keys(self, request: web.Request) -> web.Response:
         """Every API key by name (never its secret): its limits, what is left of them, its usage; the response
         cache's counts and each model's queue."""
-        cache = self.c.response_cache
+        cache = self.response_cache
         queues = {name: {"inside": q.inside, "max_queue": q.max_queue, "max_concurrent": q.max_concurrent,
-                         "rejected": q.rejected} for name, q in self.c.gateway.queues.items()}
+                         "rejected": q.rejected} for name, q in self.gateway.queues.items()}
         return web.json_response({
-            "keys": self.c.keys.snapshot(),
+            "keys": self.api_keys.snapshot(),
             "response_cache": None if cache is None else {
                 "entries": len(cache), "bytes": cache.bytes, "max_entries": cache.max_entries,
                 "max_bytes": cache.max_bytes, "hits": cache.hits, "misses": cache.misses,
@@ -192,11 +217,11 @@ class ControlApi:
 
     async def remotes(self, request: web.Request) -> web.Response:
         """Each remote's health (ready, failed with why, skipped with why), and the latest failovers."""
-        failovers = [{"asked": a, "failed": f, "served_by": n, "why": w} for a, f, n, w in self.c.gateway.failovers]
-        return web.json_response({"remotes": [r.status() for r in self.c.remotes], "failovers": failovers[-20:]})
+        failovers = [{"asked": a, "failed": f, "served_by": n, "why": w} for a, f, n, w in self.gateway.failovers]
+        return web.json_response({"remotes": [r.status() for r in self.remote_servers], "failovers": failovers[-20:]})
 
     async def shutdown(self, request: web.Request) -> web.Response:
-        self.c.request_shutdown()
+        self.request_shutdown()
         return web.json_response({"status": "stopping"})
 
 

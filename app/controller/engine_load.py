@@ -20,7 +20,7 @@ import aiohttp
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from llmctl.app.controller.engine_metrics import get_page, scrape
-from llmctl.runtimes.base import EngineLoad, ReportsLoad
+from llmctl.runtimes.base import EngineLoad, RunningDeployment
 
 NO_METRICS = "engine reports no metrics"
 NO_ANSWER = "the engine's /metrics did not answer"
@@ -60,13 +60,8 @@ def series_of(families: Iterable[Metric]) -> dict[str, list[float]]:
     return out
 
 
-def _reporter(backend) -> ReportsLoad | None:
-    engine = getattr(backend, "engine", None)  # a deployment hosted by a shared server (Ollama) has none
-    return engine if isinstance(engine, ReportsLoad) else None
-
-
-def _scraped(backend) -> bool:
-    return backend.state.value == "ready" and not getattr(backend, "remote", False)
+def _scraped(backend: RunningDeployment) -> bool:
+    return backend.state.value == "ready" and not backend.remote
 
 
 async def _page(session_for: Callable[[object], aiohttp.ClientSession], backend, path: str,
@@ -83,7 +78,8 @@ async def _page(session_for: Callable[[object], aiohttp.ClientSession], backend,
 async def _pages(session_for: Callable[[object], aiohttp.ClientSession], backends: list,
                  ) -> dict[str, dict[str, object]]:
     """model name -> {path: decoded JSON} for every ready backend whose engine asks for routes beside /metrics."""
-    wanted = [(b, path) for b in backends if _scraped(b) and (e := _reporter(b)) is not None for path in e.load_paths]
+    wanted = [(b, path) for b in backends if _scraped(b) and (e := b.load_reporter) is not None
+              for path in e.load_paths]
     answers = await asyncio.gather(*(_page(session_for, b, path) for b, path in wanted))
     out: dict[str, dict[str, object]] = {}
     for (b, _path), answer in zip(wanted, answers, strict=True):
@@ -95,9 +91,9 @@ async def _pages(session_for: Callable[[object], aiohttp.ClientSession], backend
 def _model_load(backend, families: list[Metric] | None, pages: dict[str, object]) -> ModelLoad:
     status = backend.status()
     load, note = None, None
-    if getattr(backend, "remote", False):
+    if backend.remote:
         note = REMOTE
-    elif (engine := _reporter(backend)) is None:
+    elif (engine := backend.load_reporter) is None:
         note = NO_METRICS
     elif backend.state.value != "ready":
         note = f"the model is {backend.state.value}"

@@ -61,7 +61,7 @@ async def scrape(session_for: Callable[[object], aiohttp.ClientSession], backend
     through ``session_for(backend)`` (over its Unix socket when it serves on one). A remote's deployments are left
     out: its ``/metrics`` (if any) is its own operator's, and scraping it costs a round trip over the network on
     every scrape of ours."""
-    ready = [b for b in backends if b.state.value == "ready" and not getattr(b, "remote", False)]
+    ready = [b for b in backends if b.state.value == "ready" and not b.remote]
     return dict(await asyncio.gather(*(_fetch(session_for, b) for b in ready)))
 
 

@@ -404,7 +404,7 @@ class Gateway:
                     session = self.upstreams.session(backend)  # over its Unix socket, if it serves on one
                     sent = _renamed(raw, body, backend.upstream_model)
                     headers = {"X-Llmctl-Served-By": entry.name}
-                    limits = getattr(backend, "timeouts", None) or _UNBOUNDED  # a remote's; none for a local one
+                    limits = backend.timeouts or _UNBOUNDED  # a remote's; none for a local one
                     meter.sent = True
                     if stream:
                         response, status, error = await self._stream(request, session, url, auth, sent, meter,
@@ -414,7 +414,7 @@ class Gateway:
                         response, status, usage = await self._unary(session, url, auth, sent, headers, fail_over,
                                                                     limits, request)
                         error = None
-                    if status in (401, 403) and getattr(backend, "remote", False):
+                    if status in (401, 403) and backend.remote:
                         # the remote refused llmctl's key: not the client's key, so not the client's 401
                         raise ApiError(502, f"the remote serving '{entry.name}' refused llmctl's key ({status}); "
                                        "check its key_env or keyring (`llmctl remotes list`)",
@@ -424,9 +424,7 @@ class Gateway:
                 # it died before a byte was sent back: inference has no side effects, so once the supervisor
                 # has noticed (and restarts it), the request goes again, invisibly. A deployment with no process
                 # to watch (a remote) is told instead.
-                refused = getattr(backend, "refused", None)
-                if refused is not None:
-                    refused()
+                backend.connection_refused()
                 if attempt == 2:
                     raise _Refused(entry.name) from None
                 await _noticed(backend)
@@ -459,7 +457,7 @@ class Gateway:
                      headers: dict[str, str], fail_over: bool = False, limits: RequestTimeouts = _UNBOUNDED,
                      request: web.Request | None = None) -> tuple[web.Response, int, dict | None]:
         try:
-            up = await _within(limits.first_byte, self._post(session, url, auth, raw, limits, request))
+            up = await _await_at_most(limits.first_byte, self._post(session, url, auth, raw, limits, request))
             async with up:
                 data = await _bounded(up, limits.between_chunks)
                 status, ctype = up.status, up.headers.get("Content-Type", "application/json")
@@ -485,7 +483,7 @@ class Gateway:
         return response
 
     @staticmethod
-    async def _cut(request: web.Request, response: web.StreamResponse, exc: BaseException,
+    async def _end_broken_stream(request: web.Request, response: web.StreamResponse, exc: BaseException,
                    model: str) -> tuple[web.StreamResponse, int, str | None]:
         """End a stream the model server broke off after its headers went back: an error event, then the end."""
         if request.transport is None or request.transport.is_closing():
@@ -517,7 +515,7 @@ class Gateway:
         # still take the request (a remote that accepts and then stalls is failed over like one that refuses)
         first_byte = asyncio.get_running_loop().time() + limits.first_byte if limits.first_byte else None
         try:
-            upstream = await _within(limits.first_byte, self._post(session, url, auth, raw, limits, request))
+            upstream = await _await_at_most(limits.first_byte, self._post(session, url, auth, raw, limits, request))
         except _Stalled as exc:
             raise _NoAnswer(504, f"the model server accepted the request, then {exc}; see `llmctl remotes list`",
                             code="backend_timeout") from None
@@ -547,13 +545,13 @@ class Gateway:
             response = None if fail_over or first_byte is not None else await self._open(request, headers)
             chunks = upstream.content.iter_any()
             try:
-                chunk = await _next(chunks, None if first_byte is None else
+                chunk = await _next_chunk(chunks, None if first_byte is None else
                                     max(0.0, first_byte - asyncio.get_running_loop().time()))
                 if chunk is None:
                     raise _Empty("the model server ended its stream without sending anything")
             except (_Stalled, _Empty, *_UPSTREAM_ERRORS) as exc:
                 if response is not None:
-                    return await self._cut(request, response, exc, model)
+                    return await self._end_broken_stream(request, response, exc, model)
                 if isinstance(exc, _Stalled):
                     raise _NoAnswer(504, f"the model server accepted the request, then sent nothing for "
                                     f"{limits.first_byte:g} s; see `llmctl remotes list`",
@@ -576,13 +574,14 @@ class Gateway:
                         # whole: a remote keeping its body open after [DONE] is not waited on (a local engine's end
                         # of body follows at once, and reading it keeps the connection for the next request)
                         break
-                    chunk = await _next(chunks, limits.between_chunks)
+                    chunk = await _next_chunk(chunks, limits.between_chunks)
             except (_Stalled, *_UPSTREAM_ERRORS) as exc:
-                return await self._cut(request, response, exc, model)
+                return await self._end_broken_stream(request, response, exc, model)
             if not meter.done:
                 # the body ended without the protocol's closing event: the engine died (a connection closed
                 # between two chunks reads as a clean end), so the client is told rather than handed a short answer
-                return await self._cut(request, response, _Unfinished("ended without its closing [DONE]"), model)
+                return await self._end_broken_stream(request, response, _Unfinished("ended without its closing [DONE]"),
+                                                     model)
             finished = True
             # clients (the openai SDK among them) may hang up as soon as they read [DONE]; the stream was whole
             with contextlib.suppress(*_UPSTREAM_ERRORS):
@@ -623,7 +622,7 @@ def _renamed(raw: bytes, body: dict, upstream: str | None) -> bytes:
 MAX_ANSWER_BYTES = 64 << 20  # a whole (non-streamed) answer; a remote or an engine sending more is refused
 
 
-async def _within(seconds: float | None, step):
+async def _await_at_most(seconds: float | None, step):
     """Await ``step``; ``_Stalled`` if it takes longer than ``seconds`` (None: no bound)."""
     if seconds is None:  # a local engine's requests are not timed: no timeout scope per request and per chunk
         return await step
@@ -637,11 +636,11 @@ async def _within(seconds: float | None, step):
         raise
 
 
-async def _next(chunks, seconds: float | None) -> bytes | None:
+async def _next_chunk(chunks, seconds: float | None) -> bytes | None:
     """The next chunk of an answer (None at its end), waited for at most ``seconds``."""
     if seconds is None:
         return await anext(chunks, None)
-    return await _within(seconds, anext(chunks, None))
+    return await _await_at_most(seconds, anext(chunks, None))
 
 
 async def _bounded(up: aiohttp.ClientResponse, idle: float | None = None) -> bytes:
@@ -651,7 +650,7 @@ async def _bounded(up: aiohttp.ClientResponse, idle: float | None = None) -> byt
         return await up.read()  # a local engine's whole answer of a length it declared: one read
     chunks, size = [], 0
     parts = up.content.iter_chunked(1 << 16)
-    while (chunk := await _next(parts, idle)) is not None:
+    while (chunk := await _next_chunk(parts, idle)) is not None:
         size += len(chunk)
         if size > MAX_ANSWER_BYTES:
             raise ApiError(502, f"the model server's answer is larger than {MAX_ANSWER_BYTES >> 20} MiB; refused",

@@ -31,10 +31,13 @@ from llmctl.catalog.gguf import read_gguf, split_parts
 from llmctl.catalog.known import facts_for, load_catalog
 from llmctl.catalog.store import ModelEntry
 from llmctl.runtimes.hardware import probe
-from llmctl.runtimes.process import Backend
 
 if TYPE_CHECKING:
-    from llmctl.app.controller.server import Controller
+    from llmctl.app.controller.directory import ModelDirectory
+    from llmctl.app.settings import Settings
+    from llmctl.catalog.store import ModelStore
+    from llmctl.runtimes.hardware import GpuProbe, Host
+    from llmctl.runtimes.scheduler import Scheduler
 
 PREFIX = "/llmctl/v1"
 
@@ -56,8 +59,17 @@ def _file_key(entry: ModelEntry) -> FileKey:
 
 
 class InventoryApi:
-    def __init__(self, controller: Controller) -> None:
-        self.c = controller
+    """``/llmctl/v1`` hardware, models (with their fit here), import, remove and the catalog's recommendations."""
+
+    def __init__(self, settings: Settings, store: ModelStore, models: ModelDirectory, scheduler: Scheduler, *,
+                 models_dir: Path, gpu_probe: GpuProbe, host: Host) -> None:
+        self.settings = settings
+        self.store = store
+        self.models_dir = models_dir
+        self.directory = models
+        self.scheduler = scheduler
+        self.gpu_probe = gpu_probe
+        self.host = host
         # model path -> (file key, facts or the error reading them); (file key, request, budget) -> estimate JSON
         self._facts: dict[str, tuple[FileKey, ModelFacts | LlmctlError]] = {}
         self._estimates: dict[str, tuple[tuple, dict]] = {}
@@ -100,14 +112,14 @@ class InventoryApi:
 
         from llmctl.app.fit_inputs import fill_vram_from_table
 
-        report = probe(self.c.paths.models_dir, self.c.gpu_probe, self.c.host)
+        report = probe(self.models_dir, self.gpu_probe, self.host)
         return replace(report, gpus=tuple(fill_vram_from_table(report.gpus)))
 
     def _budget(self, report) -> Budget:
-        return machine_budget(report.gpus, report.ram_available, self.c.settings)
+        return machine_budget(report.gpus, report.ram_available, self.settings)
 
     def _request(self, ctx: int) -> FitRequest:
-        return serving_request(self.c.settings, ctx)
+        return serving_request(self.settings, ctx)
 
     async def hardware(self, request: web.Request) -> web.Response:
         report = await asyncio.to_thread(self._report)
@@ -116,7 +128,7 @@ class InventoryApi:
         return web.json_response(data)
 
     async def models(self, request: web.Request) -> web.Response:
-        entries = await self.c.models.list()
+        entries = await self.directory.list()
 
         def build() -> list[dict]:
             report = self._report()
@@ -127,7 +139,7 @@ class InventoryApi:
                 self._estimates.pop(gone, None)
             for entry in entries:
                 item = entry.to_json()
-                backend = self.c.scheduler.get(entry.name)
+                backend = self.scheduler.get(entry.name)
                 item["state"] = backend.state.value if backend else "stopped"
                 try:
                     if entry.facts.get("remote"):
@@ -138,10 +150,10 @@ class InventoryApi:
                                           f"`llmctl fit {entry.name}` estimates the GGUF behind it")
                     if entry.format != "gguf":
                         raise LlmctlError(f"{entry.format} folder", "served by vLLM, not estimated here")
-                    req, context = entry_request(self.c.settings, entry, self._model_facts(entry), budget)
+                    req, context = entry_request(self.settings, entry, self._model_facts(entry), budget)
                     item["fit"] = self._fit(entry, req, budget)
                     # the context it gets and why: a running deployment's own, else what a launch now would get
-                    running = backend.spec.context if isinstance(backend, Backend) else None
+                    running = backend.spec.context if backend is not None else None  # a hosted or remote one has none
                     item["context"] = (running or context).to_json()
                 except LlmctlError as exc:
                     item["fit"] = None
@@ -160,7 +172,7 @@ class InventoryApi:
         except (ValueError, KeyError, TypeError):
             raise ApiError(400, 'send {"path": "/path/to/model.gguf", "name": optional}', code="invalid_json") from None
         try:
-            entry = await asyncio.to_thread(self.c.store.import_file, Path(path), name)
+            entry = await asyncio.to_thread(self.store.import_file, Path(path), name)
         except LlmctlError as exc:
             raise ApiError(400, f"{exc.title}: {exc.message}", code="import_failed") from None
         return web.json_response(entry.to_json())
@@ -171,10 +183,10 @@ class InventoryApi:
             # the store's file lock may be held by a CLI import or pull, and the index is fsynced: off the loop.
             # Unregistered first: a request arriving while this waits is served by the model as it is; one arriving
             # after gets a 404, so the backend stopped below is never started again.
-            entry = await asyncio.to_thread(self.c.store.remove, name)
+            entry = await asyncio.to_thread(self.store.remove, name)
         except LlmctlError as exc:
             raise ApiError(404, f"{exc.title}: {exc.message}", code="model_not_found") from None
-        await self.c.scheduler.retire(entry.name)
+        await self.scheduler.retire(entry.name)
         return web.json_response(entry.to_json())
 
     async def catalog(self, request: web.Request) -> web.Response:

@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from llmctl.app.controller.errors import ApiError
-from llmctl.app.settings import offline
+from llmctl.app.settings import Settings, offline
 from llmctl.catalog.downloads import DownloadError, FileFinished, FileProgressed, FileStarted, FileWaiting
 from llmctl.catalog.errors import LlmctlError, StoreError
+from llmctl.catalog.store import ModelStore
 
 if TYPE_CHECKING:
-    from llmctl.app.controller.server import Controller
     from llmctl.catalog.downloads import Event, HubDownloader
     from llmctl.catalog.references import ResolvedPull
 
@@ -146,8 +146,11 @@ class Pull:
 
 
 class PullsApi:
-    def __init__(self, controller: Controller) -> None:
-        self.c = controller
+    """``/llmctl/v1/pulls``: downloads from the Hugging Face Hub into the model store, watched by their events."""
+
+    def __init__(self, settings: Settings, store: ModelStore) -> None:
+        self.settings = settings
+        self.store = store
         self.pulls: dict[str, Pull] = {}
         self._counter = 0
         self._lock = asyncio.Lock()
@@ -164,7 +167,7 @@ class PullsApi:
 
     # the downloader ----------------------------------------------------------------------------------------
     def _offline(self) -> bool:
-        return offline(self.c.settings)
+        return offline(self.settings)
 
     def _downloader(self) -> HubDownloader:
         from huggingface_hub import get_token
@@ -249,7 +252,7 @@ class PullsApi:
         key = (ref, name, revision, force)
         pending = self._resolving.get(key)
         if pending is None:
-            pending = asyncio.ensure_future(asyncio.to_thread(resolve, downloader, self.c.store, ref, name=name,
+            pending = asyncio.ensure_future(asyncio.to_thread(resolve, downloader, self.store, ref, name=name,
                                                               revision=revision, force=force))
             self._resolving[key] = pending
 
@@ -320,7 +323,7 @@ class PullsApi:
             pull.state = "registering"
             from llmctl.catalog.references import register
 
-            entry = await asyncio.to_thread(register, self.c.store, pull.resolved, pull.paths)
+            entry = await asyncio.to_thread(register, self.store, pull.resolved, pull.paths)
             if entry is not None:
                 pull.emit("registered", model=entry.name)
             pull.finish("done", model=entry.name if entry else None)

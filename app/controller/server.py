@@ -45,7 +45,16 @@ from llmctl.app.settings import UNNAMED_KEY, Settings, is_loopback
 from llmctl.catalog.errors import ConfigError, LlmctlError, StoreError
 from llmctl.catalog.estimate import Budget
 from llmctl.catalog.store import ModelEntry, ModelStore
-from llmctl.runtimes.base import CHAT, COMPLETIONS, EMBEDDINGS, VISION, ChecksDeployment, PortInUseError, ServesNative
+from llmctl.runtimes.base import (
+    CHAT,
+    COMPLETIONS,
+    EMBEDDINGS,
+    VISION,
+    ChecksDeployment,
+    PortInUseError,
+    RunningDeployment,
+    ServesNative,
+)
 from llmctl.runtimes.hardware import GpuProbe
 from llmctl.runtimes.ledger import UNIFIED, device_bytes, holding_now
 from llmctl.runtimes.process import Backend, RestartPolicy, describe_port_owner, free_port, port_is_free
@@ -119,9 +128,13 @@ class Controller:
             cache = self.response_cache
             self.metrics.watch(lambda: cache_families(cache.hits, cache.misses, cache.evictions, len(cache),
                                                       cache.bytes))
-        self.control = ControlApi(self)
-        self.inventory = InventoryApi(self)
-        self.pulls = PullsApi(self)
+        self.control = ControlApi(
+            self.scheduler, self.models, self.gateway, self.metrics, self.keys, remotes=self.remotes,
+            response_cache=self.response_cache, logs_dir=paths.logs_dir, ready_timeout=b.ready_timeout,
+            describe=self.describe, ledger=self.ledger, request_shutdown=self.request_shutdown)
+        self.inventory = InventoryApi(settings, self.store, self.models, self.scheduler, models_dir=paths.models_dir,
+                                      gpu_probe=self.gpu_probe, host=self.host)
+        self.pulls = PullsApi(settings, self.store)
         self.ollama_api = OllamaApi(self.gateway, self.pulls)  # the Ollama API over every engine
         self.protocols = ProtocolRoutes(self.gateway)  # OpenAI Responses and Anthropic Messages, through the gateway
         self.engine_routes = EngineRoutes(self.gateway)  # /tokenize, /props, /v1/rerank, … routed by model
@@ -134,7 +147,7 @@ class Controller:
         self._natives: dict[str, frozenset[str]] = {}  # model name -> its engine's own routes (``_native``)
 
     # composition -------------------------------------------------------------------------------------------
-    async def _make_backend(self, entry: ModelEntry) -> Backend:
+    async def _make_backend(self, entry: ModelEntry) -> RunningDeployment:
         """The deployment for a model. One of an engine that hosts its own models (Ollama) comes from that
         engine. A registered model gets its launch plan (engine, settings), this launch's port and secret key,
         and, when unset, as many GPU layers as the estimate says fit (read off the thread: it parses the GGUF
@@ -286,7 +299,7 @@ class Controller:
             self.on_event(ControllerEvent("remote", f"{remote.name} at {remote.base_url}: {remote.state} "
                                                     f"({remote.error})"))
 
-    def _backend_changed(self, backend: Backend) -> None:
+    def _backend_changed(self, backend: RunningDeployment) -> None:
         self.gateway.backend_changed(backend)
         detail = f" ({backend.error})" if backend.error else ""
         self.on_event(ControllerEvent("backend", f"{backend.name}: {backend.state.value}{detail}"))

@@ -115,6 +115,8 @@ def test_which_engines_report_load() -> None:
 # the controller's side ------------------------------------------------------------------------------------------
 @dataclass
 class Backend:
+    """A stand-in for a RunningDeployment: what the engine-load scrape reads of one."""
+
     name: str
     engine: object = None
     state: BackendState = BackendState.READY
@@ -123,6 +125,10 @@ class Backend:
 
     def status(self) -> dict:
         return {"engine": getattr(self.engine, "key", "ollama"), "state": self.state.value, "memory_bytes": 1 << 20}
+
+    @property
+    def load_reporter(self) -> ReportsLoad | None:  # as process.Backend's: its engine, when that engine reports load
+        return self.engine if isinstance(self.engine, ReportsLoad) else None
 
 
 def test_figures_or_why_not() -> None:

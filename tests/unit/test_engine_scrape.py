@@ -16,7 +16,7 @@ from aiohttp import web
 from llmctl.app.controller.engine_load import NO_ANSWER, collect
 from llmctl.app.controller.engine_metrics import scrape
 from llmctl.app.controller.upstream import Upstreams
-from llmctl.runtimes.base import BackendState
+from llmctl.runtimes.base import BackendState, ReportsLoad
 from llmctl.runtimes.llama_cpp import XLlamaCpp
 from llmctl.runtimes.process import free_port
 
@@ -28,11 +28,18 @@ PADDING = 4000  # ~85 bytes a family: about 340 KB, as a vLLM with many series
 
 @dataclass
 class Backend:
+    """A stand-in for a RunningDeployment on this machine: what the scrape reads of one."""
+
     name: str
     port: int
     engine: object = field(default_factory=XLlamaCpp)
     state: BackendState = BackendState.READY
     socket_path: str | None = None
+    remote: bool = False
+
+    @property
+    def load_reporter(self) -> ReportsLoad | None:  # as process.Backend's: its engine, when that engine reports load
+        return self.engine if isinstance(self.engine, ReportsLoad) else None
 
     @property
     def base_url(self) -> str:
