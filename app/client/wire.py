@@ -8,10 +8,13 @@ No HTTP here: screens import this module, and screens may not import httpx, even
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict, get_origin, get_type_hints
 
 from llmctl.catalog.errors import LlmctlError
+from llmctl.catalog.estimate import Estimate
+from llmctl.catalog.recommend import Option
 
 
 class ControllerUnavailable(LlmctlError):
@@ -69,25 +72,18 @@ class Hardware(TypedDict):
     cpu_percent: float
 
 
-class FitEstimate(TypedDict):
-    weights_bytes: int
-    repack_bytes: int
-    kv_cache_bytes: int
-    compute_bytes: int
-    output_bytes: int
-    overhead_bytes: int
-    total_bytes: int
-    gpu_bytes: int
-    cpu_bytes: int
-    gpu_layers: int
-    n_layers: int
-    kv_cells: int
-    fits: str
-    reason: str
-    runtime: str
-    notes: list[str]
-    memory: str  # discrete | unified (gpu_bytes and cpu_bytes are parts of one pool)
-    headroom_bytes: int  # left on the tightest device the model uses
+def _json_shape(cls: type, name: str, **beside: Any) -> Any:
+    """The TypedDict of what ``cls.to_json()`` (``dataclasses.asdict``) writes: every field of the catalog's
+    dataclass under its own name, a ``Literal`` as ``str``; ``beside`` adds the keys the controller writes next to
+    them. Derived, not restated, so a field added to the estimator reaches the wire and the fake client's checks
+    (``tests/tui/test_wire_shapes.py`` pins the result)."""
+    hints = get_type_hints(cls)
+    keys = {f.name: str if get_origin(hints[f.name]) is Literal else hints[f.name] for f in dataclasses.fields(cls)}
+    return TypedDict(name, {**keys, **beside})
+
+
+FitEstimate = _json_shape(Estimate, "FitEstimate")
+"""``catalog.estimate.Estimate`` as JSON: bytes per part, where they go, whether it fits and why."""
 
 
 class _Entry(TypedDict):
@@ -223,24 +219,8 @@ class FitDevice(TypedDict):
     kind: str  # gpu | ram
 
 
-class FitOption(TypedDict):
-    model: str
-    quant: str
-    ctx: int
-    runtime: str
-    fits: str
-    gpu_layers: int
-    n_layers: int
-    total_bytes: int
-    gpu_bytes: int
-    cpu_bytes: int
-    headroom_bytes: int
-    tokens_per_s: float
-    score: float
-    license: str
-    why: list[str]
-    ref: str
-    estimate: FitEstimate
+FitOption = _json_shape(Option, "FitOption", ref=str, estimate=FitEstimate)
+"""``catalog.recommend.Option`` as JSON, with the reference ``llmctl pull`` takes and the whole estimate."""
 
 
 class Recommendation(TypedDict):
