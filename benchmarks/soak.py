@@ -1,4 +1,4 @@
-"""A bounded soak (RELIABILITY 20-21): concurrent streams through the gateway for a few minutes while the
+"""A bounded soak (no stream lost, no memory growth): concurrent streams through the gateway for a few minutes while the
 anonymous resident memory (RssAnon) of the controller and its backend is sampled.
 
     .venv/bin/python benchmarks/soak.py [--minutes 3] [--streams 8] [--llama-server PATH]

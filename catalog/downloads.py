@@ -115,7 +115,7 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 def safetensors_files(name: str) -> bool:
     """What vLLM needs from an AWQ/GPTQ/FP8 repo: configs, tokenizer, safetensors weights. Never pickles
-    (RELIABILITY 4: llmctl does not fetch or load anything that unpickles)."""
+    (loading a pickle runs whatever code it holds: llmctl fetches and loads nothing that unpickles)."""
     lowered = name.lower()
     if lowered.endswith(PICKLE_SUFFIXES) or lowered.endswith(".gguf"):
         return False
@@ -363,7 +363,8 @@ class HubDownloader:
         return partial.stat().st_size if partial.exists() else 0
 
     def _headers(self, url: str) -> dict[str, str]:
-        """Credentials only for the configured Hub host, never for a redirect elsewhere (RELIABILITY 3)."""
+        """Credentials only for the configured Hub host, never for a redirect elsewhere: a
+        mirror that redirects must not collect the user's token."""
         there, hub = urlsplit(url), urlsplit(self.endpoint)
         if self.token and (there.scheme, there.netloc) == (hub.scheme, hub.netloc):  # no downgrade to http
             return {"Authorization": f"Bearer {self.token}"}

@@ -8,7 +8,8 @@ the file is mapped, not loaded, so a 40 GB model costs no memory. Any malformati
 A split model (``NAME-00001-of-0000N.gguf``, written by llama.cpp's ``gguf-split``) is read as one: the first
 part holds the metadata, every part holds a share of the tensors, and each part carries ``split.no``,
 ``split.count`` and ``split.tensors.count``. ``read_gguf`` on any part reads every part's header (bounded the
-same way) and returns the whole model: all tensors, the total size, every file (RELIABILITY 27).
+same way) and returns the whole model: all tensors, the total size, every file, so an estimate
+or a prune never counts one shard as the whole model.
 
 Layout (https://github.com/ggml-org/ggml/blob/master/docs/gguf.md): magic ``GGUF``, version (2 or 3),
 tensor count (u64), metadata kv count (u64), the kv pairs, the tensor infos, padding to

@@ -5,8 +5,8 @@ parts still find each other), is written to a hidden ``*.partial`` folder first 
 step; an existing folder is never replaced. Any failure removes the partial folder: nothing half-copied is left,
 and no other model's file is touched (issue 8 item 5).
 
-Prune counts every file of every registered model as used: split parts, projectors, a folder model's files
-(RELIABILITY 27).
+Prune counts every file of every registered model as used: split parts, projectors, a folder model's files:
+nothing that belongs to a registered model is pruned.
 """
 
 from __future__ import annotations

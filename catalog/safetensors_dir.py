@@ -1,6 +1,7 @@
 """Facts of a Hugging Face model directory (AWQ/GPTQ/FP8 safetensors, served by vLLM), read with bounds:
 ``config.json`` (at most 1 MiB) and each ``.safetensors`` header (8-byte length, at most 64 MiB of JSON).
-Pickle weights (``.bin``, ``.pt``...) are never read; a directory with only those is refused (RELIABILITY 4)."""
+Pickle weights (``.bin``, ``.pt``...) are never read; a directory with only those is refused: unpickling
+runs whatever code the file holds."""
 
 from __future__ import annotations
 

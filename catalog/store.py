@@ -4,8 +4,9 @@ Small on purpose: a JSON file (``models.json``) in the data directory, written a
 several CLI processes and the controller can share it. ``llmctl import`` registers a GGUF by reference (the
 file stays where it is); the downloads issue grows this into a blob store.
 
-Names become URL parts, file names and OpenAI ``model`` values, so they are validated up front
-(RELIABILITY 1): lowercase letters, digits and ``. _ - :``, starting with a letter or digit, at most 128.
+Names become URL parts, file names and OpenAI ``model`` values, so they are validated up front (a name with
+``..`` or a slash would write outside the store): lowercase letters, digits and ``. _ - :``, starting with a letter
+or digit, at most 128.
 """
 
 from __future__ import annotations

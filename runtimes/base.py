@@ -1,4 +1,4 @@
-"""Engines and deployments: the two nouns of the runtime layer (DESIGN.md, "The runtime layer").
+"""Engines and deployments: the two nouns of the runtime layer, and the running deployment the controller holds.
 
 - An **engine** serves models over HTTP. Its module knows everything engine-specific: the argv and environment
   of a deployment (pure, golden-tested), its readiness path, how to read its log for a load failure, its version,
@@ -79,7 +79,7 @@ class BackendState(enum.StrEnum):
     FAILED = "failed"
 
 
-# The capabilities an engine or a deployment can have (CONVENTIONS.md: modalities plus tools/embeddings/rerank).
+# The capabilities an engine or a deployment can have: what it may be asked (modalities, tools, embeddings, rerank).
 CHAT, COMPLETIONS, EMBEDDINGS, RERANK, VISION, TOOLS = "chat", "completions", "embeddings", "rerank", "vision", "tools"
 # an engine's own routes beyond the OpenAI ones, and several answers from one request (``n`` > 1, prompt lists)
 TOKENIZE, DETOKENIZE, APPLY_TEMPLATE, PROPS, INFILL, MULTI = (
@@ -97,7 +97,7 @@ class Deployment:
     """One model on one engine, with its settings and this launch's port and secret.
 
     Host is loopback: only the gateway faces clients. ``api_key`` is generated per launch and known only to the
-    gateway, so the engine's private port is no side door (RELIABILITY 22); engines receive it through their
+    gateway, so the engine's private port is no side door around the gateway's keys; engines receive it through their
     environment, never their argv (which every local user can read in ``ps``). An engine whose key leaves routes
     open (vLLM) serves on a Unix socket in a private folder instead of ``port`` (``ServesOnSocket``).
     """

@@ -1,7 +1,7 @@
 """Ollama: its native API through the official ``ollama`` client, and the facts llmctl needs to attach or spawn.
 
-What lives here (engine facts, DESIGN.md): where a running Ollama is (``OLLAMA_HOST`` as Ollama parses it),
-whether ``ollama`` is on PATH, the argv/env that spawns a private ``ollama serve`` (pure), ``keep_alive`` as
+What lives here (engine facts stay in the engine's module): where a running Ollama is (``OLLAMA_HOST`` as Ollama
+parses it), whether ``ollama`` is on PATH, the argv/env that spawns a private ``ollama serve`` (pure), ``keep_alive`` as
 Ollama means it, and ``OllamaApi`` — version, tags, show, ps, load/unload, pull, blobs, create, delete —
 with every answer validated before use and every failure turned into an ``OllamaError`` that says what to do
 (the answer types, their checks, the size caps and the error mapping are ``runtimes.ollama_wire``).

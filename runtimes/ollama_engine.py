@@ -1,6 +1,6 @@
-"""Ollama as an engine: one server, attached or spawned, hosting many deployments (DESIGN.md, "engines and
-deployments"). The protocol client is ``runtimes.ollama``; this module is what the scheduler, gateway and control
-API see.
+"""Ollama as an engine: one server, attached or spawned, hosting many deployments (each a
+``RunningDeployment``). The protocol client is ``runtimes.ollama``; this module is what the scheduler, gateway and
+control API see.
 
 - ``OllamaServe``: the ``Engine`` of a private ``ollama serve`` (argv/env from ``serve_command``, readiness
   ``/api/version``), run by the ordinary supervisor (``process.Backend``) in its own process group, so a stop

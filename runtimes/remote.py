@@ -1,6 +1,7 @@
 """Remote engines: an OpenAI-compatible server elsewhere (another llmctl, vLLM, TGI, a cloud API) as a source of
-models behind the same gateway (DESIGN.md, "Scale-out"). The composition (settings, the key from the environment or
-the keyring, offline mode) is ``app.remotes``; this module is what the model directory, scheduler and gateway see.
+models behind the same gateway (how one llmctl reaches models on other machines). The composition (settings, the
+key from the environment or the keyring, offline mode) is ``app.remotes``; this module is what the model directory,
+scheduler and gateway see.
 
 - ``RemoteServer``: one remote. It owns the name prefix ``REMOTE/``, lists its models (given, or read from its
   ``/v1/models``: a bounded read, every id validated before it becomes a name), and checks its health in the

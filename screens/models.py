@@ -24,7 +24,8 @@ ENDED = ("done", "failed", "cancelled")
 
 
 class PullUpdated(Message):
-    """A pull moved on: its whole status after the event. A flood of these collapses to the latest (STYLE 5)."""
+    """A pull moved on: its whole status after the event. A flood of these collapses to the latest
+    (``can_replace``), so a fast download cannot swamp the screen."""
 
     def __init__(self, status: PullStatus, event: str, notify: bool = True) -> None:
         super().__init__()

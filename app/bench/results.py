@@ -1,5 +1,6 @@
 """Benchmark results: per-request samples -> the statistics vLLM's serving benchmark reports, under its key names
-(CONVENTIONS.md "Benchmark results"); llama-bench's pp/tg view; saved runs and the comparison of two of them.
+(so a run compares with a ``vllm bench serve`` run directly); llama-bench's pp/tg view; saved runs and the
+comparison of two of them.
 
 No click, no rich, no HTTP here (the runner is ``runner.py``, the command ``app/cli/bench.py``).
 

@@ -25,7 +25,7 @@ from llmctl.runtimes.base import EngineLoad, RunningDeployment
 NO_METRICS = "engine reports no metrics"
 NO_ANSWER = "the engine's /metrics did not answer"
 REMOTE = "a remote model: its metrics are its own server's"
-# llmctl's own gauges (CONVENTIONS.md: the autoscaling signals, base units, one prefix)
+# llmctl's own gauges: the signals an autoscaler reads (running, waiting, KV cache use), in base units, one prefix
 GAUGES = (
     ("requests_running", "llmctl_engine_requests_running", "Requests the engine is running, as it reports them"),
     ("requests_waiting", "llmctl_engine_requests_waiting", "Requests queued inside the engine, as it reports them"),

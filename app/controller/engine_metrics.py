@@ -1,5 +1,6 @@
 """Engines' own Prometheus series, passed through on llmctl's ``/metrics`` under their own names (``llamacpp:*``,
-``vllm:*``) with a ``model`` label added (CONVENTIONS.md), and a few of them summarised for the control API.
+``vllm:*``) with a ``model`` label added (one series per engine metric, a label per model, as Prometheus
+prefers), and a few of them summarised for the control API.
 
 Each ready backend's ``/metrics`` is fetched with its per-launch key, concurrently, with a short timeout and a
 size bound; a backend that does not answer in time is left out of that scrape, never waited for. The text is

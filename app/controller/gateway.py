@@ -2,7 +2,8 @@
 
 A request is checked, routed by its ``model`` to that model's backend (started on demand, waited for within a
 bound), and forwarded as the bytes it came in. Streams go back chunk by chunk as they arrive, never buffered
-(RELIABILITY 12); a backend that dies mid-stream ends the client's stream with an error event (RELIABILITY 13).
+(through the gateway the first token comes as soon as it would directly); a backend that dies mid-stream ends the
+client's stream with an error event, never a hang.
 
 Policy, in the order a request meets it: its API key's per-minute limits (``limits.Keys``: 429 with OpenAI's
 ``x-ratelimit-*`` headers, which successful answers carry too), the response cache (``cache``: an exact-match hit
@@ -644,7 +645,8 @@ async def _next_chunk(chunks, seconds: float | None) -> bytes | None:
 
 
 async def _bounded(up: aiohttp.ClientResponse, idle: float | None = None) -> bytes:
-    """A whole answer, read with a bound (RELIABILITY 3): an upstream that sends more gets the request a 502; one
+    """A whole answer, read with a bound (a hostile or broken upstream cannot fill the controller's
+    memory): an upstream that sends more gets the request a 502; one
     that sends nothing for ``idle`` seconds raises ``_Stalled``."""
     if idle is None and up.content_length is not None and up.content_length <= MAX_ANSWER_BYTES:
         return await up.read()  # a local engine's whole answer of a length it declared: one read

@@ -1,4 +1,4 @@
-"""One controller per state directory (RELIABILITY 25).
+"""One controller per state directory; a second start says which one runs and where, and leaves it alone.
 
 Two controllers sharing a state directory would reap each other's live backends at start-up and overwrite each
 other's ``backends.json`` and ``controller.json``. The first one takes an exclusive ``flock`` on

@@ -1,4 +1,5 @@
-"""The gateway's guards, applied to every route (RELIABILITY 8-10).
+"""The gateway's guards, applied to every route: a local endpoint must not be reachable by a web page or another
+user's process just because it listens on 127.0.0.1.
 
 - Host header: when bound to loopback only loopback names (plus ``allowed_hosts``) are accepted, which stops
   DNS rebinding: a web page cannot reach the endpoint through a name that resolves to 127.0.0.1.
@@ -6,7 +7,7 @@
   compared with every secret in constant time, and the request carries which key it was (``KEY_STATE``) for the
   gateway's limits and usage. A key whose role does not cover the route gets 403 naming the scope needed
   (``controller.scopes``).
-- Origin (RELIABILITY 22): a request with an ``Origin`` header comes from a web page; unless that origin is in
+- Origin: a request with an ``Origin`` header comes from a web page; unless that origin is in
   ``server.cors_origins`` it is refused with 403 before it does anything. CORS headers go to listed origins only;
   backends' own headers are never forwarded.
 - Content type: POST, PUT, PATCH and DELETE need ``Content-Type: application/json``. A page can send a ``text/plain``

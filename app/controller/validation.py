@@ -1,4 +1,5 @@
-"""Request checks made before anything reaches a backend (RELIABILITY 11).
+"""Request checks made before anything reaches a backend, so a malformed or out-of-range field is a 400 in
+OpenAI's error shape rather than an engine crash.
 
 Types and ranges of the OpenAI fields the backends act on; unknown fields pass through untouched (clients
 send vendor extensions). Each failure names the field and what is allowed.

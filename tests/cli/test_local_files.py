@@ -1,4 +1,4 @@
-"""Split GGUFs (RELIABILITY 27) and `import --copy` (issue 8 items 4, 5), as a user runs them."""
+"""Split GGUFs (every shard counts as the model's) and `import --copy` (issue 8 items 4, 5), as a user runs them."""
 
 from __future__ import annotations
 

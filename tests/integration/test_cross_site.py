@@ -1,4 +1,4 @@
-"""RELIABILITY 22: a web page in the user's browser cannot drive the controller. Real controller, no model load."""
+"""A web page in the user's browser cannot drive the controller. Real controller, no model load."""
 
 from __future__ import annotations
 

@@ -110,7 +110,7 @@ def test_stream_headers(shared_controller) -> None:
 
 
 def test_concurrent_streams_all_complete_in_order(shared_controller) -> None:
-    """RELIABILITY 20: eight streams at once, every one complete and identical to its plain twin."""
+    """Eight streams at once, every one complete and identical to its plain twin."""
     client = openai.AsyncOpenAI(base_url=shared_controller.url + "/v1", api_key="x", max_retries=0, timeout=120)
 
     async def one(i: int) -> tuple[str, str]:

@@ -1,5 +1,6 @@
-"""RELIABILITY 25: one controller per state directory. Real controller processes; no model is loaded: a
-stand-in process recorded in backends.json plays the first controller's live backend."""
+"""One controller per state directory: a second start names the first and leaves it alone. Real controller
+processes; no model is loaded: a stand-in process recorded in backends.json plays the first controller's live
+backend."""
 
 from __future__ import annotations
 

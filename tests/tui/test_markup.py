@@ -1,5 +1,6 @@
 """Text that is not the UI's own is shown as plain text, never parsed as markup nor bound to actions
-(RELIABILITY 24): model names, paths, GGUF metadata, log lines, chat input and replies, the controller's errors."""
+(so a model name with [brackets] cannot restyle the UI or bind an action): model names, paths, GGUF metadata, log
+lines, chat input and replies, the controller's errors."""
 
 from __future__ import annotations
 

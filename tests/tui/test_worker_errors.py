@@ -1,4 +1,4 @@
-"""A TUI action that fails becomes a notification; the app never exits on an ordinary error (RELIABILITY 26).
+"""A TUI action that fails becomes a notification; the app never exits on an ordinary error.
 
 Each action is driven through its key against a client that raises what the real one raises (a 404 or 503 from the
 controller, no controller, a lost connection), or a raw ``httpx`` error as if one slipped past the client; then the

@@ -146,7 +146,7 @@ def test_split_files_download_concurrently_and_a_failure_keeps_partials(hub, tmp
     assert [p for p in _blobs(fresh) if p.name.endswith(".incomplete")]
 
 
-# a hostile mirror (HF_ENDPOINT is user-set; RELIABILITY 1, 3, 23) -------------------------------------------
+# a hostile mirror (HF_ENDPOINT is user-set: its names, digests, sizes and redirects are hostile) ---------------
 def _files_under(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file() or p.is_symlink()]
 
