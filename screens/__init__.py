@@ -1,1 +1,1 @@
-"""Textual screens and widgets (the TUI lands with the TUI issue)."""
+"""Textual screens and widgets of the TUI. They reach the controller only through ``self.app.client``."""
