@@ -138,7 +138,7 @@ class ControlApi:
             if wait:
                 await backend.wait_ready(self.ready_timeout)
         except (BackendFailed, ModelLoading, TimeoutError) as exc:
-            tail = getattr(exc, "log_tail", [])
+            tail = exc.log_tail if isinstance(exc, BackendFailed) else []
             raise ApiError(503, f"{entry.name} did not become ready: {exc}"
                            + ("\nlast log lines:\n" + "\n".join(tail[-10:]) if tail else ""),
                            code="backend_failed") from None
