@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from llmctl.app.controller.gateway import Gateway
     from llmctl.app.controller.limits import Keys
     from llmctl.app.controller.metrics import Metrics
+    from llmctl.app.settings import ModelProfile, Settings
     from llmctl.runtimes.remote import RemoteServer
     from llmctl.runtimes.scheduler import Scheduler
 
@@ -34,12 +35,13 @@ MAX_LOG_LINES = 5000
 class ControlApi:
     """Given what it reads: the scheduler's deployments, the model directory, the gateway (its queues, failovers and
     engine sessions), the request metrics, the keys and the response cache; the controller's own description, memory
-    ledger and shutdown come as functions, so this module never imports the controller."""
+    ledger, shutdown and config reading come as functions, so this module never imports the controller."""
 
     def __init__(self, scheduler: Scheduler, models: ModelDirectory, gateway: Gateway, metrics: Metrics, keys: Keys,
                  *, remotes: list[RemoteServer], response_cache: ResponseCache | None, logs_dir: Path,
-                 ready_timeout: float, describe: Callable[[], dict], ledger: Callable[[], dict],
-                 request_shutdown: Callable[[], None]) -> None:
+                 ready_timeout: float, profiles: dict[str, ModelProfile], read_config: Callable[[], Settings],
+                 describe: Callable[[], dict], ledger: Callable[[], dict], request_shutdown: Callable[[], None],
+                 ) -> None:
         self.scheduler = scheduler
         self.models = models
         self.gateway = gateway
@@ -49,6 +51,8 @@ class ControlApi:
         self.response_cache = response_cache
         self.logs_dir = logs_dir
         self.ready_timeout = ready_timeout
+        self.profiles = profiles  # the controller's [models.NAME] profiles, which a reload replaces one by one
+        self.read_config = read_config  # the settings as the config file says now (blocking)
         self.describe = describe
         self.ledger = ledger
         self.request_shutdown = request_shutdown
@@ -147,16 +151,14 @@ class ControlApi:
         return web.json_response(backend.status())
 
     async def _reload_profile(self, name: str) -> None:
-        from llmctl.app.settings import load_settings
-
         try:
-            fresh = await asyncio.to_thread(load_settings, self.c.paths)
+            fresh = await asyncio.to_thread(self.read_config)
         except LlmctlError as exc:
             raise ApiError(400, f"{exc.title}: {exc.message}", code="invalid_config") from None
         if name in fresh.models:
-            self.c.settings.models[name] = fresh.models[name]
+            self.profiles[name] = fresh.models[name]
         else:
-            self.c.settings.models.pop(name, None)
+            self.profiles.pop(name, None)
 
     async def unload(self, request: web.Request) -> web.Response:
         name = request.match_info["model"]

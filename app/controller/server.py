@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import secrets
@@ -41,7 +42,7 @@ from llmctl.app.controller.security import add_cors_headers, build_middlewares
 from llmctl.app.deployments import LaunchPlan, launch_plan, profile_for
 from llmctl.app.handshake import new_secret, write_state
 from llmctl.app.paths import Paths
-from llmctl.app.settings import UNNAMED_KEY, Settings, is_loopback
+from llmctl.app.settings import UNNAMED_KEY, Settings, is_loopback, load_settings
 from llmctl.catalog.errors import ConfigError, LlmctlError, StoreError
 from llmctl.catalog.estimate import Budget
 from llmctl.catalog.store import ModelEntry, ModelStore
@@ -131,7 +132,8 @@ class Controller:
         self.control = ControlApi(
             self.scheduler, self.models, self.gateway, self.metrics, self.keys, remotes=self.remotes,
             response_cache=self.response_cache, logs_dir=paths.logs_dir, ready_timeout=b.ready_timeout,
-            describe=self.describe, ledger=self.ledger, request_shutdown=self.request_shutdown)
+            profiles=settings.models, read_config=functools.partial(load_settings, paths), describe=self.describe,
+            ledger=self.ledger, request_shutdown=self.request_shutdown)
         self.inventory = InventoryApi(settings, self.store, self.models, self.scheduler, models_dir=paths.models_dir,
                                       gpu_probe=self.gpu_probe, host=self.host)
         self.pulls = PullsApi(settings, self.store)
