@@ -44,7 +44,7 @@ from llmctl.app.controller.native_fields import DROPPED_HEADER, dropped_header, 
 from llmctl.app.controller.protocols.fanout import check_fanout, check_served
 from llmctl.app.controller.protocols.requests import REQUEST_ID
 from llmctl.app.controller.protocols.shape import SHAPE, AnswerShape
-from llmctl.app.controller.security import EXTRA_HEADERS, KEY_STATE
+from llmctl.app.controller.request_keys import EXTRA_HEADERS, KEY_STATE
 from llmctl.app.controller.upstream import Upstreams
 from llmctl.app.controller.validation import check_chat, check_completion, check_embeddings
 from llmctl.catalog.errors import LlmctlError

@@ -27,8 +27,9 @@ from aiohttp import web
 from llmctl.app.controller import scopes
 from llmctl.app.controller.bodies import BodyGate
 from llmctl.app.controller.errors import ApiError, error_response
-from llmctl.app.controller.limits import Keys, KeyState
+from llmctl.app.controller.limits import Keys
 from llmctl.app.controller.protocols.requests import request_ids, unknown_route
+from llmctl.app.controller.request_keys import EXTRA_HEADERS, KEY_STATE
 from llmctl.app.handshake import HELLO_PATH
 from llmctl.app.settings import ServerSettings, is_loopback
 
@@ -123,8 +124,6 @@ def build_middlewares(server: ServerSettings, keys: Keys,
 
 CORS_KEY = web.RequestKey("cors_origin", str)
 STARTED_KEY = web.RequestKey("response_started", bool)
-KEY_STATE = web.RequestKey("api_key", KeyState)
-EXTRA_HEADERS = web.RequestKey("extra_headers", dict)  # set by a handler, added to whatever response leaves
 
 
 async def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:

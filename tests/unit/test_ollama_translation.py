@@ -14,7 +14,8 @@ from llmctl.app.controller.errors import ApiError
 from llmctl.app.controller.protocols import ollama_requests as req
 from llmctl.app.controller.protocols.fanout import check_fanout, fanout
 from llmctl.app.controller.protocols.ollama_answers import ChatShape, EmbedShape, GenerateShape
-from llmctl.app.controller.protocols.ollama_api import pull_ref, tagged
+from llmctl.app.controller.protocols.ollama_api import tagged
+from llmctl.app.controller.protocols.ollama_requests import pull_ref
 from llmctl.app.controller.protocols.requests import request_id
 
 

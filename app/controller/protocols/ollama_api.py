@@ -29,7 +29,7 @@ from llmctl.app.controller.protocols.ollama_answers import (
     created_at,
     json_answer,
 )
-from llmctl.app.controller.security import EXTRA_HEADERS
+from llmctl.app.controller.request_keys import EXTRA_HEADERS
 from llmctl.app.controller.validation import check_chat, check_completion, check_embeddings
 from llmctl.catalog.errors import LlmctlError
 from llmctl.catalog.store import ModelEntry
@@ -46,15 +46,6 @@ _FAR = 4102444800.0  # 2100-01-01: a model kept loaded for ever
 def tagged(name: str) -> str:
     """llmctl's name as Ollama shows names: ``NAME:TAG``, ``:latest`` when it has no tag."""
     return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
-
-
-def pull_ref(name: str) -> str:
-    """An Ollama model name as llmctl's pull reference: ``hf.co/ORG/REPO:QUANT`` → ``ORG/REPO:QUANT``; a
-    ``:latest`` tag dropped."""
-    for prefix in ("hf.co/", "huggingface.co/", "https://huggingface.co/"):
-        if name.startswith(prefix):
-            name = name[len(prefix):]
-    return name[: -len(":latest")] if name.endswith(":latest") else name
 
 
 def _stamp(t: float) -> str:

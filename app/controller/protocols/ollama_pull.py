@@ -13,6 +13,7 @@ from aiohttp import web
 
 from llmctl.app.controller.errors import ApiError
 from llmctl.app.controller.protocols.ollama_answers import NDJSON, json_answer
+from llmctl.app.controller.protocols.ollama_requests import pull_ref
 
 _FILE_EVENTS = ("waiting", "started", "progress", "verified")
 _HEARTBEAT = 15.0
@@ -23,8 +24,6 @@ def _line(obj: dict) -> bytes:
 
 
 async def pull(api, request: web.Request, body: dict) -> web.StreamResponse:
-    from llmctl.app.controller.protocols.ollama_api import pull_ref
-
     name = body.get("model") or body.get("name")
     if not isinstance(name, str) or not name.strip():
         raise ApiError(400, "model is required")

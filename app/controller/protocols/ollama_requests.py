@@ -171,3 +171,12 @@ def embed_body(body: dict, model: str, key: str = "input") -> dict:
     if body.get("keep_alive") is not None:
         out["keep_alive"] = body["keep_alive"]
     return out
+
+
+def pull_ref(name: str) -> str:
+    """An Ollama model name as llmctl's pull reference: ``hf.co/ORG/REPO:QUANT`` → ``ORG/REPO:QUANT``; a
+    ``:latest`` tag dropped."""
+    for prefix in ("hf.co/", "huggingface.co/", "https://huggingface.co/"):
+        if name.startswith(prefix):
+            name = name[len(prefix):]
+    return name[: -len(":latest")] if name.endswith(":latest") else name
