@@ -381,27 +381,27 @@ class ControllerClient:
     async def hub_search(self, query: str) -> list[dict]:
         """Hugging Face Hub repos matching ``query`` that llmctl can pull, each with its quants and their sizes
         (``hub_search.py``; the Hub or ``HF_ENDPOINT``). Pull one as ``REPO:QUANT``."""
-        from llmctl.app import hub_search
+        from llmctl.app.client import hub_search
 
         return [r.to_json() for r in await asyncio.to_thread(hub_search.search, query)]
 
     # the chat history (local files, ``chat_history.py``: the screens never touch files themselves) ---------------
     async def chat_history(self, model: str) -> list[dict[str, str]]:
         """The saved conversation with ``model``, oldest first (none without a chats_dir)."""
-        from llmctl.app import chat_history
+        from llmctl.app.client import chat_history
 
         if self.chats_dir is None:
             return []
         return await asyncio.to_thread(chat_history.load, self.chats_dir, model)
 
     async def save_chat_history(self, model: str, messages: list[dict[str, str]]) -> None:
-        from llmctl.app import chat_history
+        from llmctl.app.client import chat_history
 
         if self.chats_dir is not None:
             await asyncio.to_thread(chat_history.save, self.chats_dir, model, messages)
 
     async def clear_chat_history(self, model: str) -> None:
-        from llmctl.app import chat_history
+        from llmctl.app.client import chat_history
 
         if self.chats_dir is not None:
             await asyncio.to_thread(chat_history.clear, self.chats_dir, model)

@@ -122,16 +122,15 @@ class _Quiet:
 _quiet: dict[str, _Quiet] = {}  # model name -> its engine's last answer, taken while it was idle
 
 
-def _mark(backend) -> tuple | None:
+def _mark(backend: RunningDeployment) -> tuple | None:
     """What changes when a request goes through ``backend`` (None: it does not say, so it is always asked)."""
-    in_flight, last_used = getattr(backend, "in_flight", None), getattr(backend, "last_used", None)
-    if in_flight is None or last_used is None:
+    if backend.in_flight is None or backend.last_used is None:
         return None
-    return in_flight, last_used
+    return backend.in_flight, backend.last_used
 
 
-def _idle(families: list[Metric], pages: dict[str, object], backend) -> bool:
-    engine = _reporter(backend)
+def _idle(families: list[Metric], pages: dict[str, object], backend: RunningDeployment) -> bool:
+    engine = backend.load_reporter
     load = engine.read_load(series_of(families), pages) if engine is not None and families else None
     return load is not None and not load.requests_running and not load.requests_waiting
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from llmctl.app import chat_history
+from llmctl.app.client import chat_history
 
 
 def test_a_history_round_trips_per_model_and_clear_forgets_it(tmp_path) -> None:

@@ -36,6 +36,8 @@ class Backend:
     state: BackendState = BackendState.READY
     socket_path: str | None = None
     remote: bool = False
+    in_flight: int | None = None  # None: this stand-in does not say, so the scrape always asks it
+    last_used: float | None = None
 
     @property
     def load_reporter(self) -> ReportsLoad | None:  # as process.Backend's: its engine, when that engine reports load
@@ -154,7 +156,7 @@ async def test_an_idle_engine_is_not_asked_again_until_a_request_goes_through_it
     app = engine(idle_metrics, idle_slots)
     app.middlewares.append(count)
     backend = Backend("quiet", free_port())
-    backend.in_flight, backend.last_used = 0, 1.0  # type: ignore[attr-defined]
+    backend.in_flight, backend.last_used = 0, 1.0
     runner = await start(app, backend.port)
     upstreams = Upstreams()
     upstreams.open()
@@ -166,10 +168,10 @@ async def test_an_idle_engine_is_not_asked_again_until_a_request_goes_through_it
             again = await collect(upstreams.session, [backend])
         assert len(hits) == asked  # not asked: nothing went through it
         assert again[1][0].load == first[1][0].load and again[0]["quiet"]
-        backend.last_used = 2.0  # type: ignore[attr-defined]  # a request went through it
+        backend.last_used = 2.0  # a request went through it
         await collect(upstreams.session, [backend])
         assert len(hits) == 2 * asked
-        backend.in_flight = 1  # type: ignore[attr-defined]  # one is running: asked every time
+        backend.in_flight = 1  # one is running: asked every time
         await collect(upstreams.session, [backend])
         await collect(upstreams.session, [backend])
         assert len(hits) == 4 * asked

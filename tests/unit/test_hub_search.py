@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmctl.app import hub_search
+from llmctl.app.client import hub_search
 
 
 @pytest.fixture
