@@ -27,7 +27,7 @@ from llmctl.app.controller.gateway import Gateway
 from llmctl.app.controller.protocols import messages, responses
 from llmctl.app.controller.protocols.store import ResponseStore
 from llmctl.app.controller.protocols.stream import TranslatedShape, chat_of, kept_headers
-from llmctl.app.controller.security import KEY_STATE
+from llmctl.app.controller.request_keys import KEY_STATE
 from llmctl.app.controller.validation import check_chat
 from llmctl.runtimes.base import ANTHROPIC_MESSAGES, VISION
 
