@@ -128,6 +128,9 @@ def serve(port: int, load_delay: float, fail_load: bool, die_on_first_request: b
             self.send_header("Content-Type", "text/event-stream")
             self.send_header("Connection", "close")
             self.end_headers()
+            if hold and os.environ.get("FAKE_ENGINE_HOLD_PREFILL"):  # headers, then nothing until the signal
+                self.wfile.flush()
+                _wait_for_file(Path(hold), 120)
             for i, piece in enumerate(("o", "k", "!")):
                 chunk = {"choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
                 self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())

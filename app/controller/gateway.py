@@ -480,7 +480,6 @@ class Gateway:
         if shape is not None:
             response.content_type = shape.content_type
         await response.prepare(request)
-        request[ANSWERING] = True
         return response
 
     @staticmethod
@@ -562,6 +561,9 @@ class Gateway:
                                 code="backend_error") from None
             if response is None:
                 response = await self._open(request, headers)
+            # the first chunk is here: from now on the stream's own writes see a client that leaves (until now,
+            # prefill included, the departure watch could still cancel the request)
+            request[ANSWERING] = True
             shape = request.get(SHAPE)
             try:
                 while chunk is not None:

@@ -117,3 +117,31 @@ def test_a_cut_stream_is_charged_its_prompt(tmp_path: Path, tiny_gguf: Path) -> 
             assert refused.status_code == 429 and refused.json()["error"]["type"] == "tokens", refused.text
     finally:
         proc.kill_everything()
+
+
+def test_a_stream_left_during_prefill_is_cancelled_before_its_first_token(tmp_path: Path, tiny_gguf: Path) -> None:
+    """The engine sends its headers before prefill (llama-server does): a client that leaves then is seen by the
+    departure watch, not only at the first write, so a long prefill does not run for nobody. A fake engine (run as
+    a configured llama-server) holds the prefill until the test's signal."""
+    from fake_engine import llama_server_shim
+
+    home = tmp_path / "home"
+    ModelStore(home / "data").import_file(tiny_gguf, "tiny")
+    release = tmp_path / "release"
+    proc = ControllerProcess(home, FAKE_ENGINE_HOLD=str(release), FAKE_ENGINE_HOLD_PREFILL="1",
+                             LLMCTL_BACKENDS__LLAMA_SERVER=str(llama_server_shim(tmp_path))).start()
+    try:
+        with proc.client() as c:
+            assert c.post("/v1/chat/completions", json={**LONG, "max_tokens": 2}).status_code == 200  # loaded
+        with httpx.stream("POST", proc.url + "/v1/chat/completions", json={**LONG, "stream": True},
+                          timeout=60) as r:
+            assert r.status_code == 200  # the engine's headers are through; its first chunk is held
+        with proc.client() as c:
+            rec = _until("the stream was let go", lambda: next(
+                (x for x in c.get("/llmctl/v1/requests").json()["requests"] if x.get("stream")), None)
+                if c.get("/llmctl/v1/requests").json()["in_flight"] == 0 else None)
+        assert rec["status"] == 499, rec
+        assert not release.exists()  # let go while the engine was still in prefill
+    finally:
+        release.touch()
+        proc.kill_everything()
