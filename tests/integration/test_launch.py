@@ -39,6 +39,7 @@ def test_codex_and_claude_get_the_context_the_engine_serves(home: Path, controll
     assert tomllib.loads((home / "config" / "config.toml").read_text())["models"]["coder"] == {"ctx-size": 16384}
     assert any(n.startswith("set ctx-size = 16384 in [models.coder]") for n in shown["notes"])
     assert any("has no tool calling" in n for n in shown["notes"])  # the tiny model's template reads no tools
+    assert not any("no inference key" in n for n in shown["notes"])  # no keys at all: nothing to warn of
     assert shown["installed"] is False
 
     r = run_cli(home, "launch", "claude", "coder", "--print", LLMCTL_SERVER__PORT=port, timeout=120)
@@ -55,6 +56,20 @@ def test_codex_and_claude_get_the_context_the_engine_serves(home: Path, controll
     assert r.returncode == 1 and "ctx-size 4096 in [models.coder] is below the 8192 tokens codex needs" in r.stderr
     r = run_cli(home, "launch", "codex", "tiny", "--print", LLMCTL_SERVER__PORT=port)
     assert r.returncode == 1 and "tiny was trained on 2048 tokens of context; codex needs at least 8192" in r.stderr
+
+
+def test_an_agent_given_the_admin_key_is_told_so(home: Path, controller, tmp_path: Path) -> None:
+    """An agent runs what its model chooses: with only the admin api_key configured, launch says the agent gets it
+    and how to give it an inference key instead."""
+    ModelStore(home / "data").import_file(write_tiny_llama(tmp_path / "coder.gguf", ctx=16384), "coder")
+    env = {"LLMCTL_SERVER__API_KEY": "admin-secret-123"}
+    proc = controller(**env)
+    r = run_cli(home, "launch", "codex", "coder", "--print", "--json", LLMCTL_SERVER__PORT=str(proc.port), timeout=120,
+                **env)
+    assert r.returncode == 0, r.stderr + proc.output
+    shown = json.loads(r.stdout)
+    assert any("no inference key is configured, so the agent gets an admin key" in n for n in shown["notes"])
+    assert "admin-secret-123" not in r.stdout  # the key itself is never printed
 
 
 def test_an_agent_that_is_not_installed_says_how_to_install_it(home: Path) -> None:
