@@ -6,6 +6,21 @@ from fakes import FakeClient
 from textual.widgets import DataTable, Input, Markdown, Select, Static
 
 
+async def _palette_offers(pilot, app, text: str) -> None:
+    """Wait until the command palette's highlighted hit names ``text`` (its search runs in the background: a fixed
+    pause is too short on a loaded machine), so Enter runs that command."""
+    from textual.command import CommandList, CommandPalette
+
+    for _ in range(500):
+        await pilot.pause(0.02)
+        if isinstance(app.screen, CommandPalette):
+            hits = app.screen.query_one(CommandList)
+            index = hits.highlighted
+            if index is not None and hits.option_count and text.lower() in str(hits.get_option_at_index(index).prompt).lower():
+                return
+    raise AssertionError(f"the palette never offered {text!r}")
+
+
 async def test_dashboard_shows_machine_servers_and_endpoint(make_app) -> None:
     app = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
@@ -152,14 +167,14 @@ async def test_palette_has_every_model_verb(make_app) -> None:
         await pilot.press("ctrl+p")
         await pilot.pause()
         await pilot.press(*"stop tiny")
-        await pilot.pause(0.5)
+        await _palette_offers(pilot, app, "stop tiny")
         await pilot.press("enter")
         await pilot.pause()
         await app.workers.wait_for_complete()
         assert ("unload", "tiny") in client.calls
         await pilot.press("ctrl+p")
         await pilot.press(*"chat with tiny")
-        await pilot.pause(0.5)
+        await _palette_offers(pilot, app, "chat with tiny")
         await pilot.press("enter")
         await pilot.pause()
         await app.workers.wait_for_complete()
@@ -203,7 +218,7 @@ async def test_palette_pulls_a_catalog_model_and_opens_bench_with_a_model(make_a
         await pilot.press("ctrl+p")
         await pilot.pause()
         await pilot.press(*"pull qwen2.5-7b-instruct:F16")
-        await pilot.pause(0.5)
+        await _palette_offers(pilot, app, "qwen2.5-7b-instruct:F16")
         await pilot.press("enter")
         for _ in range(100):
             await pilot.pause()
@@ -215,7 +230,7 @@ async def test_palette_pulls_a_catalog_model_and_opens_bench_with_a_model(make_a
         await pilot.press("ctrl+p")
         await pilot.pause()
         await pilot.press(*"bench tiny")
-        await pilot.pause(0.5)
+        await _palette_offers(pilot, app, "bench tiny")
         await pilot.press("enter")
         await pilot.pause()
         await app.workers.wait_for_complete()
