@@ -23,7 +23,7 @@ WATCH_EVERY = 0.2  # seconds between looks at the client's connection
 # set on a request once its streamed answer has begun: from then on the stream's own writes see a departed client
 # (and end it as 499), and a client that leaves after reading the end must not turn a whole answer (or the error
 # event that ended it) into a cancelled one
-ANSWERING = "llmctl.answering"
+ANSWERING = web.RequestKey("answering", bool)
 
 
 class ClientGone(Exception):

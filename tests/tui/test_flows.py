@@ -16,7 +16,8 @@ async def _palette_offers(pilot, app, text: str) -> None:
         if isinstance(app.screen, CommandPalette):
             hits = app.screen.query_one(CommandList)
             index = hits.highlighted
-            if index is not None and hits.option_count and text.lower() in str(hits.get_option_at_index(index).prompt).lower():
+            hit = str(hits.get_option_at_index(index).prompt) if index is not None and hits.option_count else ""
+            if text.lower() in hit.lower():
                 return
     raise AssertionError(f"the palette never offered {text!r}")
 
