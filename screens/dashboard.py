@@ -1,4 +1,5 @@
-"""Dashboard: the machine (CPU, RAM, disk, GPUs with VRAM bars), running model servers, and the endpoint."""
+"""Dashboard: the machine (CPU, RAM, disk, GPUs with VRAM bars), running model servers, the endpoint, and the
+controller's pulls (running ones with their progress, stopped ones whose partial files a pull resumes)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.widgets import DataTable, Footer, Header, Label, ProgressBar, Static
 
+from llmctl.app.client.wire import PullStatus
 from llmctl.screens.base import LlmctlScreen
 from llmctl.screens.format import cell, duration, listens_on, plain, size
+from llmctl.screens.pull_state import ENDED, RESUME_HINT, summary, worth_showing
 
 REFRESH_EVERY = 2.0  # seconds
 
@@ -45,6 +48,11 @@ class DashboardScreen(LlmctlScreen):
                 yield Static("", id="endpoint")
                 yield Static("", id="snippet")
                 yield Static("", id="snippet-short")
+        # pulls the controller runs or can resume: one line each, shown only when there is one (a pull outlives the
+        # Models screen that started it, and the CLI's pulls run here too)
+        with Vertical(id="pulls-box"):
+            yield Label("Pulls", classes="section-title", id="pulls-title")
+            yield Static("", id="pulls-lines")
         # the servers span the whole width: at 80 columns, next to the machine, their MEMORY column was cut
         with Vertical(id="servers-box"):
             yield Label("Model servers", classes="section-title")
@@ -53,6 +61,7 @@ class DashboardScreen(LlmctlScreen):
 
     def on_mount(self) -> None:
         table = self.query_one("#backends", DataTable)
+        self.query_one("#pulls-box").display = False
         table.add_columns("MODEL", "STATE", "MEMORY", "UPTIME", "PORT")  # what matters first: 80 columns cut the right
         url = self.app.client.base_url + "/v1"
         self.query_one("#endpoint", Static).update(Content.from_markup("[b]$url[/]", url=url))
@@ -70,8 +79,10 @@ class DashboardScreen(LlmctlScreen):
         hw = await self.app.client.hardware()
         backends = await self.app.client.backends()
         models = await self.app.client.models()
+        pulls = await self.app.client.pulls()
         self._show_hardware(hw)
         self._show_backends(backends)
+        self._show_pulls(pulls)
         model = next((b["model"] for b in backends if b["state"] == "ready"), None)
         model = model or (models[0]["name"] if models else "MODEL")
         snippet = SNIPPET.format(url=self.app.client.base_url + "/v1", model=model)
@@ -111,3 +122,10 @@ class DashboardScreen(LlmctlScreen):
                           cell(listens_on(b)))
         if not backends:
             table.add_row(cell("none yet: models start on their first request", "dim"), "", "", "", "")
+
+    def _show_pulls(self, pulls: list[PullStatus]) -> None:
+        shown = worth_showing(pulls)
+        self.query_one("#pulls-box").display = bool(shown)
+        partial = any(s["state"] in ENDED for s in shown)
+        self.query_one("#pulls-title", Label).update(f"Pulls ({RESUME_HINT})" if partial else "Pulls")
+        self.query_one("#pulls-lines", Static).update(Content("\n").join(summary(s) for s in shown))

@@ -19,8 +19,7 @@ from llmctl.catalog.errors import LlmctlError
 from llmctl.screens.base import LlmctlScreen
 from llmctl.screens.format import badge, badge_cell, breakdown, cell, size
 from llmctl.screens.modals import ConfirmRemoveModal, ImportModelModal
-
-ENDED = ("done", "failed", "cancelled")
+from llmctl.screens.pull_state import ENDED, row_state
 
 
 class PullUpdated(Message):
@@ -222,8 +221,7 @@ class ModelsScreen(LlmctlScreen):
             state = r["state"]
             pull = pulling.get(r.get("ref", ""))
             if pull is not None:  # a pull of this row, running or ended here
-                done = 100 * pull["done_bytes"] // max(1, pull["total_bytes"])
-                state = f"pulling {done}%" if pull["state"] not in ENDED else pull["state"]
+                state = row_state(pull)
             table.add_row(cell(r["name"]), cell(r["quant"]), badge_cell(r["fits"]), cell(size(r["needs"])),
                           cell(state), cell(r["where"]), key=key)
         if table.row_count == 0:  # nothing matches: no details of a row that is not shown

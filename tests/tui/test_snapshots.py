@@ -76,6 +76,29 @@ def test_pull_progress(snap_compare, make_app) -> None:
     assert snap_compare(make_app(client, mode="models"), terminal_size=(80, 24), run_before=run_before)
 
 
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_dashboard_pulls(snap_compare, make_app, size: tuple[int, int]) -> None:
+    """The Dashboard's Pulls lines: one pull running at a third, one cancelled with a quarter kept (partial)."""
+    from fakes import FakeClient
+
+    client = FakeClient()
+
+    async def run_before(pilot) -> None:
+        for ref, events, cancel in (("qwen2.5-7b-instruct:Q4_K_M", 3, False), ("llama3.2-3b-instruct:Q4_K_M", 2, True)):
+            pull = await client.start_pull(ref)
+            stream = client.pull_events(pull["id"])
+            for _ in range(events):
+                await anext(stream)
+            if cancel:
+                await client.cancel_pull(pull["id"])
+                await anext(stream)
+            await stream.aclose()
+        await pilot.press("r")
+        await _settle(pilot)
+
+    assert snap_compare(make_app(client, mode="dashboard"), terminal_size=size, run_before=run_before)
+
+
 def test_monitor_engines(snap_compare, make_app) -> None:
     """The Monitor's Engines tab: a llama.cpp model's figures (no preemptions: n/a) with its first sample plotted, and
     an Ollama model whose engine reports no metrics."""
