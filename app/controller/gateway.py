@@ -41,6 +41,7 @@ from llmctl.app.controller.errors import ApiError, error_body
 from llmctl.app.controller.limits import Keys, ModelQueue
 from llmctl.app.controller.metrics import Metrics, StreamMeter, queue_families
 from llmctl.app.controller.native_fields import DROPPED_HEADER, dropped_header, screen
+from llmctl.app.controller.protocols.admitted import check_keep_alive
 from llmctl.app.controller.protocols.fanout import check_fanout, check_served
 from llmctl.app.controller.protocols.requests import REQUEST_ID
 from llmctl.app.controller.protocols.shape import SHAPE, AnswerShape
@@ -279,6 +280,7 @@ class Gateway:
                 keep_alive = keep_alive_seconds(body["keep_alive"])
             except LlmctlError as exc:
                 raise ApiError(400, f"keep_alive: {exc.message}", code="invalid_value", param="keep_alive") from None
+            check_keep_alive(request, keep_alive)  # for ever: the admin scope's
         stream = bool(body.get("stream"))
         candidates = [entry, *await self._fallbacks(entry, path)] if entry.name in self.fallbacks else [entry]
         rec = self.metrics.begin(entry.name, shape.endpoint if shape is not None else path, stream)
