@@ -111,6 +111,18 @@ def test_errors_are_ollamas_shape() -> None:
     assert ollama.EmbedResponse(**json.loads(embed.body)).embeddings == [[1.0], [2.0]]
 
 
+def test_nothing_follows_an_error_line() -> None:
+    # an engine's in-stream error, then its [DONE]: the client reads the error last, never a done line after it
+    for shape in (ChatShape("m"), GenerateShape("m", raw=True)):
+        out = shape.feed(_sse({"choices": [{"delta": {"content": "a"}, "text": "a"}]}))
+        out += shape.feed(_sse({"error": {"message": "slot died"}}) + b"data: [DONE]\n\n")
+        out += shape.feed(_sse({"choices": [{"delta": {"content": "b"}, "text": "b"}]}))
+        out += shape.end()
+        assert _lines(out)[-1] == {"error": "slot died"}, shape
+        assert shape.error("again") == b""  # the gateway's own error after it: one error line is all
+        assert not any(line.get("done") for line in _lines(out))
+
+
 def test_names_and_references() -> None:
     assert (tagged("tiny"), tagged("ollama/smollm2:135m"), tagged("a:q4")) == ("tiny:latest", "ollama/smollm2:135m",
                                                                                 "a:q4")
