@@ -85,6 +85,11 @@ def test_a_huge_prompt_list_is_refused_naming_the_cap(ctl) -> None:
     assert err.value.body["code"] == "fanout_too_large" and "server.max_fanout = 8" in err.value.body["message"]
     assert "5000" in err.value.body["message"]
     with pytest.raises(openai.BadRequestError) as err:
+        oai.embeddings.create(model="tiny", input=["a"] * 10_000)  # inputs count in batches of 32: 313 > 8
+    assert err.value.body["code"] == "fanout_too_large" and err.value.body["param"] == "input"
+    docs = _post(ctl, "/v1/rerank", {"model": "tiny", "query": "q", "documents": ["d"] * 10_000})
+    assert docs.status_code == 400 and docs.json()["error"]["param"] == "documents"
+    with pytest.raises(openai.BadRequestError) as err:
         oai.chat.completions.create(model="tiny", messages=HI, n=9, max_tokens=1)
     assert err.value.body["code"] == "fanout_too_large" and err.value.body["param"] == "n"
 

@@ -140,6 +140,18 @@ def test_fanout_counts_and_cap() -> None:
     assert err.value.status == 400 and "server.max_fanout = 8" in err.value.message
 
 
+def test_embedding_inputs_and_rerank_documents_count_in_batches_of_32() -> None:
+    assert check_fanout("/v1/embeddings", {"input": ["a"] * 32}, 8) == 1
+    assert check_fanout("/v1/embeddings", {"input": ["a"] * 100}, 8) == 4  # a usual batch passes, counted 4
+    assert check_fanout("/v1/embeddings", {"input": [1, 2, 3]}, 8) == 1  # one input of token ids
+    assert check_fanout("/v1/rerank", {"query": "q", "documents": ["d"] * 256}, 8) == 8
+    for path, body, param in (("/v1/embeddings", {"input": ["a"] * 10_000}, "input"),
+                              ("/v1/rerank", {"query": "q", "documents": ["d"] * 257}, "documents")):
+        with pytest.raises(ApiError) as err:
+            check_fanout(path, body, 8)
+        assert err.value.status == 400 and err.value.param == param and "at most 256" in err.value.message
+
+
 def test_request_ids() -> None:
     assert request_id("abc-123") == "abc-123"
     for bad in ("", "has space", "x" * 129, "tab\t", "é"):
