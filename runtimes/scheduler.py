@@ -188,6 +188,11 @@ class Scheduler:
         self._unloads.add(task)
         task.add_done_callback(self._unloads.discard)
 
+    async def unloads_done(self) -> None:
+        """Return once the unloads under way (each a task: ``keep_alive 0``, TTL) have finished, so that an answer
+        saying "unloaded" is true when it leaves."""
+        await asyncio.gather(*list(self._unloads), return_exceptions=True)
+
     async def _unload_if_idle(self, backend: RunningDeployment, reason: str) -> None:
         if backend.in_flight == 0 and backend.alive and backend.state is BackendState.READY \
                 and id(backend) not in self._evicting and not backend.pinned:

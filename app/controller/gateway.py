@@ -41,7 +41,8 @@ from llmctl.app.controller.errors import ApiError, error_body
 from llmctl.app.controller.limits import Keys, ModelQueue
 from llmctl.app.controller.metrics import Metrics, StreamMeter, queue_families
 from llmctl.app.controller.native_fields import DROPPED_HEADER, dropped_header, screen
-from llmctl.app.controller.protocols.fanout import check_fanout, check_served
+from llmctl.app.controller.protocols.admitted import check_keep_alive
+from llmctl.app.controller.protocols.fanout import check_fanout, check_served, fanout
 from llmctl.app.controller.protocols.requests import REQUEST_ID
 from llmctl.app.controller.protocols.shape import SHAPE, AnswerShape
 from llmctl.app.controller.request_keys import EXTRA_HEADERS, KEY_STATE
@@ -272,13 +273,14 @@ class Gateway:
                 hint = "its engine does not serve this route (llama.cpp's engines do)"
             raise ApiError(400, f"'{entry.name}' does not serve {path} ({', '.join(sorted(caps))} only): {hint}",
                            code="unsupported_capability", param="model")
-        check_served(entry.name, count, caps, "n" if "n" in body else "prompt")
+        check_served(entry.name, fanout(path, body), caps, "n" if "n" in body else "prompt")  # answers, not inputs
         keep_alive = None
         if body.get("keep_alive") is not None:
             try:
                 keep_alive = keep_alive_seconds(body["keep_alive"])
             except LlmctlError as exc:
                 raise ApiError(400, f"keep_alive: {exc.message}", code="invalid_value", param="keep_alive") from None
+            check_keep_alive(request, keep_alive)  # for ever: the admin scope's
         stream = bool(body.get("stream"))
         candidates = [entry, *await self._fallbacks(entry, path)] if entry.name in self.fallbacks else [entry]
         rec = self.metrics.begin(entry.name, shape.endpoint if shape is not None else path, stream)

@@ -179,6 +179,10 @@ NATIVE: dict[str, tuple[Callable[[str, Any], Any] | None, str]] = {
 # fields an engine's own route takes as its own, though vLLM's chat reads a field of the same name
 ROUTE_OWN = frozenset({"documents"})  # rerank's documents
 
+# OpenAI's fields an engine's own route also reads (llama.cpp takes max_tokens as n_predict on /infill): checked
+# there as ``validation`` checks them on the chat routes, same bounds
+OPENAI_ON_NATIVE = {"max_tokens": _TOKENS, "max_completion_tokens": _TOKENS, "top_logprobs": _int(0, 20)}
+
 
 def _cap_to_max_tokens(body: dict, name: str) -> None:
     """An engine-native length never goes above the OpenAI one the request also gives."""
@@ -197,6 +201,8 @@ def screen(raw: bytes, body: dict, *, openai: bool = True) -> tuple[bytes, dict,
     kept: dict = {}
     for name, value in body.items():
         if name in OPENAI or (not openai and (name not in NATIVE or name in ROUTE_OWN)):
+            if not openai and name in OPENAI_ON_NATIVE and value is not None:
+                OPENAI_ON_NATIVE[name](name, value)
             kept[name] = value
             continue
         check, _why = NATIVE.get(name, (DROP, ""))

@@ -40,3 +40,12 @@ def test_an_engines_own_routes_keep_their_fields_within_the_same_bounds(shared_c
     r = httpx.post(url + "/infill", json={"model": "tiny", "input_prefix": "a", "input_suffix": "b",
                                           "n_predict": 100_000_000}, timeout=30)
     assert r.status_code == 400 and r.json()["error"]["param"] == "n_predict", r.text
+    # OpenAI's length and probability fields on an engine's own route: the chat routes' bounds (llama.cpp reads
+    # max_tokens as n_predict on /infill)
+    for field, value in (("max_tokens", 1_000_000_000), ("max_completion_tokens", 0), ("top_logprobs", 1_000_000),
+                         ("n_probs", 1_000_000)):
+        r = httpx.post(url + "/infill", json={"model": "tiny", "input_prefix": "a", "input_suffix": "b",
+                                              field: value}, timeout=30)
+        assert r.status_code == 400 and r.json()["error"]["param"] == field, (field, r.text)
+    r = httpx.post(url + "/tokenize", json={"model": "tiny", "content": "a", "max_tokens": 1e9}, timeout=30)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "max_tokens", r.text

@@ -14,8 +14,16 @@ from harness import ControllerProcess
 
 from llmctl.catalog.store import ModelStore
 
-METER, SMALL, FREE = "meter-secret-1", "small-secret-2", "free-secret-3"
+METER, SMALL, FREE, APP, PLAIN = "meter-secret-1", "small-secret-2", "free-secret-3", "app-secret-4", "plain-secret-5"
 CONFIG = f"""
+[[server.keys]]
+name = "plain"
+key = "{PLAIN}"
+[[server.keys]]
+name = "app"
+key = "{APP}"
+requests_per_minute = 3
+
 [[server.keys]]
 name = "free"
 key = "{FREE}"
@@ -76,6 +84,11 @@ def test_a_huge_prompt_list_is_refused_naming_the_cap(ctl) -> None:
         oai.completions.create(model="tiny", prompt=["a"] * 5000, max_tokens=1)
     assert err.value.body["code"] == "fanout_too_large" and "server.max_fanout = 8" in err.value.body["message"]
     assert "5000" in err.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as err:
+        oai.embeddings.create(model="tiny", input=["a"] * 10_000)  # inputs count in batches of 32: 313 > 8
+    assert err.value.body["code"] == "fanout_too_large" and err.value.body["param"] == "input"
+    docs = _post(ctl, "/v1/rerank", {"model": "tiny", "query": "q", "documents": ["d"] * 10_000})
+    assert docs.status_code == 400 and docs.json()["error"]["param"] == "documents"
     with pytest.raises(openai.BadRequestError) as err:
         oai.chat.completions.create(model="tiny", messages=HI, n=9, max_tokens=1)
     assert err.value.body["code"] == "fanout_too_large" and err.value.body["param"] == "n"
@@ -159,3 +172,49 @@ def test_request_ids_are_kept_or_made_returned_and_recorded(ctl) -> None:
     rec = next(r for r in recs if r["request_id"] == "client-id-42")
     assert rec["count"] == 2 and rec["endpoint"] == "/v1/completions"
     assert any(r["request_id"] == made.headers["x-request-id"] for r in recs)
+
+
+def _records(ctl) -> list[dict]:
+    return httpx.get(ctl.url + "/llmctl/v1/requests", headers={"Authorization": f"Bearer {FREE}"}).json()["requests"]
+
+
+def test_an_app_key_loads_models_only_as_requests_it_is_counted_for(ctl) -> None:
+    # the load-only Ollama request and GET /props: admitted under the key's rate limit and recorded
+    load = _post(ctl, "/api/generate", {"model": "tiny", "keep_alive": "5m"}, APP)
+    assert load.status_code == 200 and load.json()["done_reason"] == "load"
+    props = httpx.get(ctl.url + "/props", params={"model": "tiny"}, headers={"Authorization": f"Bearer {APP}"})
+    assert props.status_code == 200 and props.json()["model_path"] == "tiny"  # no path on the owner's disk
+    assert props.headers["x-ratelimit-remaining-requests"] in ("1", "2")
+    chat = _post(ctl, "/api/chat", {"model": "tiny"}, APP)
+    assert chat.status_code == 200 and chat.json()["done_reason"] == "load"
+    refused = _post(ctl, "/api/chat", {"model": "tiny"}, APP)
+    assert refused.status_code == 429 and "requests" in refused.json()["error"]
+    mine = [r for r in _records(ctl) if r["key"] == "app"]
+    assert {r["endpoint"] for r in mine} >= {"/api/generate", "/props", "/api/chat"}
+    show = _post(ctl, "/api/show", {"model": "tiny"}, FREE)
+    assert show.json()["modelfile"].endswith("FROM tiny\n")  # the name, not the file's absolute path
+
+
+def test_an_app_key_may_not_pin_or_unload_a_model(ctl) -> None:
+    for body in ({"model": "tiny", "keep_alive": -1}, {"model": "tiny", "keep_alive": 0},
+                 {"model": "tiny", "prompt": "a", "keep_alive": "-1m", "options": {"num_predict": 1}}):
+        r = _post(ctl, "/api/generate", body, PLAIN)
+        assert r.status_code == 403 and "admin scope" in r.json()["error"] and "'plain'" in r.json()["error"]
+    pinned = _post(ctl, "/v1/chat/completions", {"model": "tiny", "messages": HI, "max_tokens": 1,
+                                                  "keep_alive": -1}, PLAIN)
+    assert pinned.status_code == 403 and pinned.json()["error"]["code"] == "insufficient_scope"
+
+
+def test_an_unload_waits_for_the_requests_in_flight(ctl) -> None:
+    assert _post(ctl, "/api/generate", {"model": "tiny", "keep_alive": "5m"}).status_code == 200
+    body = {"model": "tiny", "prompt": "a", "max_tokens": 1500, "stream": True, "ignore_eos": True}
+    with httpx.stream("POST", ctl.url + "/v1/completions", json=body, timeout=120,
+                      headers={"Authorization": f"Bearer {FREE}"}) as stream:
+        lines = stream.iter_lines()
+        first = next(line for line in lines if line.startswith("data: "))
+        assert first.startswith("data: {")  # the request is in flight
+        unloaded = _post(ctl, "/api/generate", {"model": "tiny", "keep_alive": 0})
+        assert unloaded.status_code == 200 and unloaded.json()["done_reason"] == "unload"
+        rest = [line for line in lines if line.startswith("data: ")]
+    # not killed by the unload: every token came, then the end
+    assert rest[-1] == "data: [DONE]" and '"finish_reason":"length"' in rest[-2].replace(" ", "")

@@ -138,3 +138,57 @@ def test_which_scope_each_route_needs() -> None:
     for path in ("/llmctl/v1/shutdown", "/llmctl/v1/backends/{model}/load", "/llmctl/v1/status", "/metrics",
                  "/api/pull", "/api/delete", "/api/create", "/api/copy", "/api/push"):
         assert scope_needed(path) == "admin", path
+
+
+SPENT = "spent-secret-4444"
+CHANGES_STATE = ("load", "unload", "stop", "pin", "pull", "delete", "register", "shutdown", "create", "copy", "push",
+                 "models/{")
+
+
+@pytest.fixture
+async def spent_controller(tiny_gguf: Path):
+    """The real controller, with an inference key allowed one request a minute."""
+    paths = resolve_paths()
+    paths.config_file.parent.mkdir(parents=True, exist_ok=True)
+    spent = f'\n[[server.keys]]\nname = "spent"\nkey = "{SPENT}"\nrequests_per_minute = 1\n'
+    paths.config_file.write_text(CONFIG + spent)
+    ModelStore(paths.data_dir).import_file(tiny_gguf, "tiny")
+    c = Controller(load_settings(paths, {"server.port": free_port()}), paths, gpu_probe=NoGpu())
+    await c.start()
+    yield c
+    await c.close()
+
+
+async def test_every_registered_route_is_scoped_and_none_open_to_an_app_key_changes_what_runs(
+        spent_controller: Controller) -> None:
+    """Walks the real app's routes (not a hand-written list): each is classified; each whose path says it changes
+    what runs or what is registered needs admin; and no route an inference key may call loads, unloads or pins a
+    model outside the key's admission (its rate limit spent: a route that starts a model for it is a hole)."""
+    from llmctl.app.controller.scopes import ADMIN, ROLES, scope_needed
+
+    app = spent_controller.build_app()
+    routes = sorted({(r.method, r.resource.canonical) for r in app.router.routes()
+                     if r.resource is not None and r.method not in ("HEAD", "OPTIONS")})
+    assert len(routes) > 30  # the whole surface, not a stub
+    open_to_apps = []
+    for method, path in routes:
+        scope = scope_needed(path)
+        assert scope in ROLES, (method, path)
+        reads_one_model = method == "GET" and path in ("/v1/models/{model}", "/models/{model}")
+        if any(word in path.lower() for word in CHANGES_STATE) and not reads_one_model:
+            assert scope == ADMIN, (method, path)
+        if scope != ADMIN:
+            open_to_apps.append((method, path))
+    async with httpx.AsyncClient(base_url=spent_controller.url, timeout=30) as http:
+        spend = await http.post("/v1/chat/completions", headers=_auth(SPENT),
+                                json={"model": "no-such", "messages": [{"role": "user", "content": "x"}]})
+        assert spend.status_code == 404 and spend.headers["x-ratelimit-remaining-requests"] == "0"
+        for method, path in open_to_apps:
+            url = path.replace("{model}", "tiny").replace("{", "").replace("}", "")
+            for body in ({"model": "tiny"}, {"model": "tiny", "keep_alive": -1}, {"model": "tiny", "keep_alive": 0}):
+                r = await http.request(method, url, params={"model": "tiny"}, headers=_auth(SPENT),
+                                       json=body if method != "GET" else None)
+                assert r.status_code != 500, (method, url, r.text)
+                assert spent_controller.scheduler.backends == {}, (method, url, body, r.status_code, r.text)
+    assert not spent_controller._stop.is_set()
+    assert [e.name for e in spent_controller.store.list()] == ["tiny"]

@@ -111,6 +111,18 @@ def test_errors_are_ollamas_shape() -> None:
     assert ollama.EmbedResponse(**json.loads(embed.body)).embeddings == [[1.0], [2.0]]
 
 
+def test_nothing_follows_an_error_line() -> None:
+    # an engine's in-stream error, then its [DONE]: the client reads the error last, never a done line after it
+    for shape in (ChatShape("m"), GenerateShape("m", raw=True)):
+        out = shape.feed(_sse({"choices": [{"delta": {"content": "a"}, "text": "a"}]}))
+        out += shape.feed(_sse({"error": {"message": "slot died"}}) + b"data: [DONE]\n\n")
+        out += shape.feed(_sse({"choices": [{"delta": {"content": "b"}, "text": "b"}]}))
+        out += shape.end()
+        assert _lines(out)[-1] == {"error": "slot died"}, shape
+        assert shape.error("again") == b""  # the gateway's own error after it: one error line is all
+        assert not any(line.get("done") for line in _lines(out))
+
+
 def test_names_and_references() -> None:
     assert (tagged("tiny"), tagged("ollama/smollm2:135m"), tagged("a:q4")) == ("tiny:latest", "ollama/smollm2:135m",
                                                                                 "a:q4")
@@ -126,6 +138,18 @@ def test_fanout_counts_and_cap() -> None:
     with pytest.raises(ApiError) as err:
         check_fanout("/v1/completions", {"prompt": ["a"] * 5000}, 8)
     assert err.value.status == 400 and "server.max_fanout = 8" in err.value.message
+
+
+def test_embedding_inputs_and_rerank_documents_count_in_batches_of_32() -> None:
+    assert check_fanout("/v1/embeddings", {"input": ["a"] * 32}, 8) == 1
+    assert check_fanout("/v1/embeddings", {"input": ["a"] * 100}, 8) == 4  # a usual batch passes, counted 4
+    assert check_fanout("/v1/embeddings", {"input": [1, 2, 3]}, 8) == 1  # one input of token ids
+    assert check_fanout("/v1/rerank", {"query": "q", "documents": ["d"] * 256}, 8) == 8
+    for path, body, param in (("/v1/embeddings", {"input": ["a"] * 10_000}, "input"),
+                              ("/v1/rerank", {"query": "q", "documents": ["d"] * 257}, "documents")):
+        with pytest.raises(ApiError) as err:
+            check_fanout(path, body, 8)
+        assert err.value.status == 400 and err.value.param == param and "at most 256" in err.value.message
 
 
 def test_request_ids() -> None:

@@ -1,8 +1,9 @@
 """An engine's own routes, routed by the request's ``model`` to a deployment whose engine serves them
 (``ServesNative``: llama.cpp's ``/tokenize``, ``/detokenize``, ``/apply-template``, ``/infill``, ``/props``,
 ``/v1/rerank``; vLLM's tokenizer and rerank routes). POSTs go through the gateway's forwarding path (limits, queue,
-records, on-demand load); ``GET /props?model=NAME`` reads the running deployment's settings. A model whose engine
-does not serve the route gets 400 naming it."""
+records, on-demand load); ``GET /props?model=NAME`` reads the deployment's settings, admitted and recorded as one
+request of the key (it may start the model), its ``model_path`` replaced by the model's name for a non-admin key.
+A model whose engine does not serve the route gets 400 naming it."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from functools import partial
 from aiohttp import web
 
 from llmctl.app.controller.errors import ApiError
-from llmctl.catalog.errors import LlmctlError
+from llmctl.app.controller.protocols.admitted import admitted
+from llmctl.app.controller.request_keys import KEY_STATE
+from llmctl.app.controller.scopes import ADMIN
 from llmctl.runtimes.base import PROPS
-from llmctl.runtimes.scheduler import ModelLoading
 
 # the routes clients call -> the engine's route they are forwarded to (llama-server answers all four rerank names)
 ROUTES = {
@@ -55,22 +57,23 @@ class EngineRoutes:
             raise ApiError(400, f"'{entry.name}' does not serve /props ({', '.join(sorted(caps))} only): its engine "
                            "does not serve this route (llama.cpp's engines do)", code="unsupported_capability",
                            param="model")
-        try:
-            async with self.gateway.scheduler.use(entry) as backend:
-                session = self.gateway.upstreams.session(backend)
-                async with session.get(backend.base_url + "/props", headers=backend.auth_headers,
-                                       allow_redirects=False) as up:
-                    data = await up.content.read(MAX_PROPS_BYTES + 1)
-                    status = up.status
-        except LlmctlError as exc:
-            raise ApiError(503, f"{exc.title}: {exc.message}", code="backend_unavailable") from None
-        except ModelLoading:
-            raise ApiError(503, f"'{entry.name}' is still loading; retry shortly", code="model_loading",
-                           retry_after=5) from None
+
+        async def read(backend) -> tuple[bytes, int]:
+            session = self.gateway.upstreams.session(backend)
+            async with session.get(backend.base_url + "/props", headers=backend.auth_headers,
+                                   allow_redirects=False) as up:
+                return await up.content.read(MAX_PROPS_BYTES + 1), up.status
+
+        # one request of the key: its rate limit, the model's queue, a record (it may start the model)
+        data, status = await admitted(self.gateway, request, entry, "/props", read)
         if len(data) > MAX_PROPS_BYTES:
             raise ApiError(502, "the engine's /props answer is larger than 1 MiB; refused", code="backend_error")
         try:
-            json.loads(data)
+            props = json.loads(data)
         except ValueError:
             raise ApiError(502, "the engine's /props answer is not JSON", code="backend_error") from None
+        key = request.get(KEY_STATE)
+        if isinstance(props, dict) and "model_path" in props and key is not None and key.role != ADMIN:
+            props["model_path"] = entry.name  # where the file lies on the owner's disk is not an app's to know
+            data = json.dumps(props).encode()
         return web.Response(body=data, status=status, content_type="application/json")

@@ -82,6 +82,7 @@ class _Ollama:
         self.pieces = 0
         self._partial = b""
         self._calls: dict[int, dict] = {}  # streamed tool calls, by index, their arguments in pieces
+        self.failed = False  # an error line was sent: the stream's last line (Ollama's clients stop on it)
 
     # answers ---------------------------------------------------------------------------------------------------
     def _line(self, **fields: Any) -> bytes:
@@ -123,9 +124,16 @@ class _Ollama:
 
     # streams ---------------------------------------------------------------------------------------------------
     def feed(self, chunk: bytes) -> bytes:
+        if self.failed:
+            return b""
         events = _EVENT_SPLIT.split(self._partial + chunk)
         self._partial = events.pop()[-(1 << 20):]
-        return b"".join(self._event(e) for e in events)
+        out = b""
+        for e in events:
+            out += self._event(e)
+            if self.failed:  # nothing after the error line, the engine's [DONE] included
+                break
+        return out
 
     def _event(self, event: bytes) -> bytes:
         data = next((line[5:].strip() for line in event.split(b"\n") if line.startswith(b"data:")), None)
@@ -169,12 +177,15 @@ class _Ollama:
             slot["function"]["arguments"] += fn.get("arguments") or ""
 
     def end(self) -> bytes:
-        return self._final()
+        return b"" if self.failed else self._final()
 
     def _final(self) -> bytes:
         raise NotImplementedError
 
     def error(self, message: str) -> bytes:
+        if self.failed:
+            return b""
+        self.failed = True
         return json.dumps({"error": message}, ensure_ascii=False).encode() + b"\n"
 
 

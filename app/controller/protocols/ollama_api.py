@@ -22,6 +22,7 @@ from aiohttp import web
 
 from llmctl.app.controller.errors import ApiError
 from llmctl.app.controller.protocols import ollama_requests as req
+from llmctl.app.controller.protocols.admitted import admitted, check_keep_alive
 from llmctl.app.controller.protocols.ollama_answers import (
     ChatShape,
     EmbedShape,
@@ -35,7 +36,6 @@ from llmctl.catalog.errors import LlmctlError
 from llmctl.catalog.store import ModelEntry
 from llmctl.runtimes.base import CHAT, COMPLETIONS, EMBEDDINGS, TOOLS, VISION, BackendState
 from llmctl.runtimes.ollama import keep_alive_seconds
-from llmctl.runtimes.scheduler import ModelLoading
 
 OLLAMA_VERSION = "0.23.0"  # the Ollama API these answers follow (its recorded transcripts)
 _CAPS = {CHAT: "completion", COMPLETIONS: "completion", EMBEDDINGS: "embedding", VISION: "vision", TOOLS: "tools",
@@ -168,7 +168,7 @@ class OllamaApi:
         template = await asyncio.to_thread(chat_template, entry)
         if "completion" in caps and "tools" in template:  # the template renders tools: the model can call them
             caps.add("tools")
-        return json_answer({"modelfile": f"# served by llmctl\nFROM {entry.path}\n", "parameters": "",
+        return json_answer({"modelfile": f"# served by llmctl\nFROM {entry.name}\n", "parameters": "",
                             "template": template,
                             "details": details(entry), "model_info": {k: v for k, v in info.items() if v is not None},
                             "capabilities": sorted(caps), "modified_at": _stamp(entry.added_at)})
@@ -210,7 +210,9 @@ class OllamaApi:
 
     async def _load(self, request: web.Request, entry: ModelEntry, asked: str, body: dict) -> web.Response:
         """A request with nothing to answer loads the model (``done_reason: "load"``), or with ``keep_alive: 0``
-        unloads it (``"unload"``), as Ollama does."""
+        unloads it (``"unload"``), as Ollama does. Either is one request of the key (``admitted``: its rate limit,
+        the model's queue, a record); an unload waits for the requests in flight, as a request's ``keep_alive 0``
+        does; pinning (``keep_alive < 0``) and unloading need the admin scope."""
         keep_alive = None
         if body.get("keep_alive") is not None:
             try:
@@ -218,19 +220,19 @@ class OllamaApi:
             except LlmctlError as exc:  # its message says what is allowed
                 raise req.bad(f"keep_alive: {exc.message}") from None
         request[EXTRA_HEADERS] = {}
+        check_keep_alive(request, keep_alive, unload=keep_alive == 0)
+
+        async def nothing(backend) -> None:
+            return None
+
         if keep_alive == 0:
-            await self.gateway.scheduler.stop(entry.name, "keep_alive 0: unloaded by request")
+            current = self.gateway.scheduler.get(entry.name)
+            if current is not None and current.alive:  # unloaded once idle: never under a request in flight
+                await admitted(self.gateway, request, entry, request.path, nothing, keep_alive=0)
+                await self.gateway.scheduler.unloads_done()  # its own, when nothing else was in flight
             reason = "unload"
         else:
-            try:
-                async with self.gateway.scheduler.use(entry, keep_alive=keep_alive):
-                    pass
-            except LlmctlError as exc:
-                raise ApiError(503, f"'{entry.name}' could not be loaded: {exc.title}: {exc.message}",
-                               code="backend_unavailable") from None
-            except ModelLoading:
-                raise ApiError(503, f"'{entry.name}' is still loading; retry shortly", code="model_loading",
-                               retry_after=5) from None
+            await admitted(self.gateway, request, entry, request.path, nothing, keep_alive=keep_alive)
             reason = "load"
         tail = {"message": {"role": "assistant", "content": ""}} if request.path == "/api/chat" else {"response": ""}
         return json_answer({"model": asked, "created_at": created_at(), **tail, "done": True, "done_reason": reason})
