@@ -33,6 +33,7 @@ def reply_parser() -> MarkdownIt:
 
 class ChatScreen(LlmctlScreen):
     TITLE = "llmctl: Chat"
+    SUB_TITLE = "F1-F6 sections (digits and ? type into the chat here)"
     BINDINGS = [
         Binding("escape", "stop", "Stop reply", id="chat-stop"),
         Binding("ctrl+y", "copy_reply", "Copy reply", id="chat-copy"),
