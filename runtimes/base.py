@@ -223,6 +223,9 @@ class Launch:
     env: dict[str, str]
     dirs: tuple[Path, ...] = ()
     notes: tuple[str, ...] = ()  # lines for the log before it starts (how it is isolated, or why not)
+    # the command line the process finally runs when ``argv`` is a wrapper that execs it in place (``unshare -rn``,
+    # then the loopback helper, for vLLM): what a later controller matches before it reaps; empty: ``argv`` itself
+    runs: tuple[str, ...] = ()
 
 
 @runtime_checkable

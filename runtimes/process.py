@@ -406,7 +406,7 @@ class Backend(Settles):
         self._proc = proc
         self.pid = proc.pid
         pump = asyncio.create_task(self._pump_output(proc))
-        self._record(proc, argv, marker)
+        self._record(proc, argv, list(launch.runs or argv), marker)
         was_ready = False
         try:
             was_ready = await self._wait_healthy(proc)
@@ -439,7 +439,7 @@ class Backend(Settles):
                 self._proc = None
             self._remove_run_dir()
 
-    def _record(self, proc: asyncio.subprocess.Process, argv: list[str], marker: str) -> None:
+    def _record(self, proc: asyncio.subprocess.Process, argv: list[str], runs: list[str], marker: str) -> None:
         """Write the running process to the state file, with this launch's marker. When that fails (a full disk, an
         unwritable state folder) the process still runs and is supervised: state and process must agree (issue 23:
         the backend was marked failed while its engine ran on, unsupervised). Only the reaping after a SIGKILLed
@@ -447,7 +447,7 @@ class Backend(Settles):
         try:
             self.state_file.put(self.name, {
                 "pid": proc.pid, "create_time": psutil.Process(proc.pid).create_time(), "port": self.spec.port,
-                "socket": self.socket_path, "argv": argv, "marker": marker})
+                "socket": self.socket_path, "argv": argv, "match_argv": runs, "marker": marker})
         except psutil.Error:
             pass  # it exited already: the supervisor sees that next
         except OSError as exc:

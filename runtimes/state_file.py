@@ -30,7 +30,8 @@ LAUNCH_MARKER_ENV = "LLMCTL_LAUNCH_MARKER"
 
 
 class StateFile:
-    """``backends.json``: name -> {pid, create_time, port, socket, argv}. Written atomically on every change."""
+    """``backends.json``: name -> {pid, create_time, port, socket, argv, match_argv, marker}. Written atomically on
+    every change."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -92,8 +93,14 @@ class StateFile:
 
 def launched_by_llmctl(pid: int, rec: dict) -> bool:
     """Whether the live process ``pid`` is the launch ``rec`` describes: its start time, its own process group,
-    its command line and the launch's marker in its environment."""
-    created, argv, marker = rec.get("create_time"), rec.get("argv"), rec.get("marker")
+    its command line and the launch's marker in its environment.
+
+    The command line matched is ``match_argv``, what the process runs after a wrapper exec'd it in place (a vLLM
+    engine in its own network namespace: ``unshare -rn -- python -c LOOPBACK_UP vllm...`` becomes ``vllm...``;
+    matching the wrapper's argv never reaped it: ``test_reap_kills_an_engine_run_in_its_own_network_namespace``);
+    a record without one (written before it existed) is matched on ``argv``."""
+    created, marker = rec.get("create_time"), rec.get("marker")
+    argv = rec.get("match_argv") or rec.get("argv")
     if (not isinstance(created, (int, float)) or not isinstance(marker, str) or len(marker) < 16
             or not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv)):
         return False

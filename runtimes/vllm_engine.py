@@ -142,7 +142,8 @@ class VllmEngine:
         planned = build_launch(self.vllm_deployment(d))
         argv, note = isolated(planned.argv)  # its worker's TCP ports unreachable: the socket is its only door
         env = planned.env if argv == planned.argv else {**planned.env, "VLLM_HOST_IP": "127.0.0.1"}  # no route out
-        planned = replace(planned, argv=argv, env=env, notes=(*planned.notes, note))
+        # after the wrapper's two execs the live command line is vLLM's own: what the state file must match
+        planned = replace(planned, argv=argv, env=env, notes=(*planned.notes, note), runs=planned.argv)
         if planned.env.get("VLLM_API_KEY"):
             return planned
         return replace(planned, env={k: v for k, v in planned.env.items() if k != "VLLM_API_KEY"})

@@ -16,6 +16,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.content import Content
 from textual.widgets import DataTable, Footer, Header, Input, Label
 
 from llmctl.catalog.errors import LlmctlError
@@ -101,7 +102,8 @@ class HubSearchScreen(LlmctlScreen):
     @on(Input.Submitted, "#hub-query")
     def submitted(self, event: Input.Submitted) -> None:
         if event.value.strip():
-            self.query_one("#hub-status", Label).update(f"searching the Hub for {event.value.strip()!r}...")
+            # the user's text shown as text: a str would be parsed as markup, and "[/x]" raises (test_markup)
+            self.query_one("#hub-status", Label).update(Content(f"searching the Hub for {event.value.strip()!r}..."))
             self.search(event.value.strip())
 
     @work(exclusive=True, group="hub", description="searching the Hub", exit_on_error=False)
@@ -118,9 +120,9 @@ class HubSearchScreen(LlmctlScreen):
                 fits = fit_cell(r["repo"], q["quant"], q["size"], self.known, self.memory)
                 table.add_row(cell(r["repo"]), cell(q["quant"]), cell(size(q["size"])), fits,
                               cell(f"{r['downloads']:,}"), key=key)
-        self.query_one("#hub-status", Label).update(
+        self.query_one("#hub-status", Label).update(Content(
             f"{len(results)} repos for {query!r}: Enter or p pulls the selected row" if results
-            else f"nothing llmctl can pull matches {query!r}")
+            else f"nothing llmctl can pull matches {query!r}"))
         if results:
             table.focus()
 

@@ -17,10 +17,12 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 STREAMS = Path(__file__).parent / "fixtures" / "llamacpp" / "streams"
+PROPS_TEMPLATE_CHARS = 200_000  # /props: a chat template this long (see ``_props``)
 
 
 def recording(body: dict) -> str:
@@ -89,8 +91,24 @@ def serve(port: int, alias: str) -> None:
                 self._send(200, {"status": "ok"})
             elif key and self.headers.get("Authorization") != f"Bearer {key}":
                 self._send(401, {"error": {"code": 401, "message": "Invalid API Key", "type": "authentication_error"}})
+            elif self.path == "/props":
+                self._props()
             else:
                 self._send(404, {"error": {"code": 404, "message": "File Not Found", "type": "not_found_error"}})
+
+        def _props(self) -> None:
+            """A large /props (a long chat template, as real models have), sent in pieces with pauses between: a
+            reader that takes what has arrived instead of reading to the end gets a part of it."""
+            data = json.dumps({"default_generation_settings": {"n_ctx": 4096}, "model_path": "/models/tiny.gguf",
+                               "chat_template": "{# a long template #}" + "x" * PROPS_TEMPLATE_CHARS}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            for at in range(0, len(data), 16384):
+                self.wfile.write(data[at:at + 16384])
+                self.wfile.flush()
+                time.sleep(0.01)
 
         def do_POST(self) -> None:
             raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))

@@ -151,6 +151,20 @@ class ControllerClient:
         self._http.headers["Authorization"] = f"Bearer {self._owner_secret}"
         self._proven = True
 
+    def _refused(self, response: httpx.Response) -> ControllerError | ControllerUnavailable:
+        """The error for an answer of 400 or more. A 401 to the owner key means the controller that proved itself
+        is gone and another now answers at its address (one restarted between two polls makes a new secret): the
+        proof is forgotten and the controller is unavailable, so the TUI's reconnect path runs and makes a client
+        from the state file again (``test_controller_restart``); a ControllerError there left the TUI stuck."""
+        if response.status_code == 401 and self._owner_secret is not None and self._proven:
+            self._proven = False
+            self._api_key = None
+            self._http.headers.pop("Authorization", None)
+            return ControllerUnavailable(
+                f"the controller at {self.base_url} no longer knows this client's owner key",
+                "it was restarted; reconnecting reads its state file again (or start it with `llmctl serve`).")
+        return _error_from(response)
+
     async def aclose(self) -> None:
         await self._http.aclose()
 
@@ -176,7 +190,7 @@ class ControllerClient:
         except httpx.TransportError as exc:
             raise _lost(self.base_url, exc) from None
         if response.status_code >= 400:
-            raise _error_from(response)
+            raise self._refused(response)
         try:
             return response.json()
         except ValueError:
@@ -269,7 +283,7 @@ class ControllerClient:
                                          timeout=httpx.Timeout(30.0, read=None)) as response:
                 if response.status_code >= 400:
                     await response.aread()
-                    raise _error_from(response)
+                    raise self._refused(response)
                 async for line in response.aiter_lines():
                     if not line.strip():
                         continue
@@ -299,7 +313,7 @@ class ControllerClient:
                                          timeout=httpx.Timeout(30.0, read=None)) as response:
                 if response.status_code >= 400:
                     await response.aread()
-                    raise _error_from(response)
+                    raise self._refused(response)
                 async for line in response.aiter_lines():
                     if not line.startswith("data:"):
                         continue

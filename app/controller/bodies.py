@@ -1,9 +1,9 @@
 """Request bodies, read with bounds before any handler sees them (issue 23, degraded transport).
 
-- In total: every body in flight reserves its size (its ``Content-Length``; a chunked one ``max_body_bytes`` while
-  it arrives, then its real size) from one budget, ``server.max_bodies_bytes``, until its request ends. A request
-  that would pass the budget gets 503 with Retry-After at once, before a byte of its body is read: forty clients
-  holding 8 MiB bodies open cannot take the controller from 170 MB to 600 MB.
+- In total: every body in flight reserves its size (its ``Content-Length``; a chunked or compressed one
+  ``max_body_bytes`` while it arrives, then its real, decompressed size) from one budget, ``server.max_bodies_bytes``,
+  until its request ends. A request that would pass the budget gets 503 with Retry-After at once, before a byte of its
+  body is read: forty clients holding 8 MiB bodies open cannot take the controller from 170 MB to 600 MB.
 - In time: the whole body must arrive within ``server.body_timeout`` seconds of the headers, else 408. (Slow
   headers are bounded by the server's keep-alive timeout, set from ``server.header_timeout``: aiohttp closes a
   connection that has not sent a whole request by then.)
@@ -59,7 +59,11 @@ class BodyGate:
         if declared is not None and declared > self.largest:
             return error_response(413, f"request body is larger than {self.largest} bytes",
                                   code="request_too_large"), 0
-        reserved = declared if declared is not None else self.largest
+        # a compressed body's Content-Length says nothing of what it holds once decompressed (the budget counts
+        # what is in memory): it reserves the largest body allowed, what aiohttp lets it decompress to
+        # (test_a_gzip_body_is_charged_its_decompressed_size)
+        encoded = request.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity")
+        reserved = declared if declared is not None and not encoded else self.largest
         budget = self.budget
         if not budget.take(reserved):
             return error_response(
@@ -78,7 +82,7 @@ class BodyGate:
         except BaseException:
             budget.give(reserved)
             raise
-        if declared is None:  # chunked: hold what it really is from now on
+        if reserved > len(body):  # chunked or compressed: hold what it really is from now on
             budget.give(reserved - len(body))
             reserved = len(body)
         return None, reserved

@@ -8,6 +8,7 @@ from fakes import BACKENDS, FakeClient, local_model
 from textual.widgets import DataTable, RichLog, Static
 
 from llmctl.app.client.wire import BackendStatus, ControllerError
+from llmctl.screens.hub import HubSearchScreen
 
 NAME = "[@click=app.quit]x"  # as markup: a live "quit" action on the letter x
 PATH = "/models/[bold]weights.gguf"  # as markup: a style, and the path shown without its brackets
@@ -136,3 +137,22 @@ async def test_palette_shows_model_verbs_as_text(make_app) -> None:
         await pilot.pause(0.5)
         assert f"Start {NAME}" in screen_text(app)
         assert alive(app)
+
+
+async def test_hub_search_shows_the_query_as_text(make_app) -> None:
+    """What the user types into Hub search is shown as typed: "[/x]" (a closing tag with nothing to close) crashed
+    the TUI with a MarkupError, "[bold]" restyled the status line."""
+    from test_worker_errors import settle  # here: that module imports this one
+
+    app = make_app(FakeClient(), "models")
+    query = "[bold]q [/x]"
+    async with app.run_test(size=(100, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("h")
+        await settle(app, pilot)
+        assert isinstance(app.screen, HubSearchScreen)
+        await pilot.press(*query, "enter")
+        await settle(app, pilot)
+        assert alive(app)
+        status = str(app.screen.query_one("#hub-status").render())
+        assert status == f"nothing llmctl can pull matches {query!r}"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 from llmctl.app.client import chat_history
 
@@ -34,3 +36,27 @@ def test_a_broken_or_foreign_file_reads_as_no_history(tmp_path) -> None:
 def test_names_cannot_leave_the_folder(tmp_path) -> None:
     assert chat_history.history_file(tmp_path, "../../etc/passwd").parent == tmp_path
     assert chat_history.history_file(tmp_path, "..").parent == tmp_path
+
+
+def test_a_history_is_private(tmp_path) -> None:
+    """Conversations are the user's alone: the folder 0700 (also one made before, 0755), each file 0600, even where
+    an old temporary file of another mode is in the way (O_CREAT keeps an existing file's mode)."""
+    folder = tmp_path / "chats"
+    old = os.umask(0o022)  # the usual umask: without care, 0755 folders and 0644 files
+    try:
+        chat_history.save(folder, "m", [{"role": "user", "content": "a secret"}])
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+        assert stat.S_IMODE(chat_history.history_file(folder, "m").stat().st_mode) == 0o600
+        folder.chmod(0o755)
+        path = chat_history.history_file(folder, "n")
+        stale = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        stale.write_text("left over")
+        stale.chmod(0o644)
+        chat_history.save(folder, "n", [{"role": "user", "content": "another"}])
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert chat_history.load(folder, "n") == [{"role": "user", "content": "another"}]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        chat_history.history_file(folder, m).name for m in ("m", "n"))  # no temporary file left behind

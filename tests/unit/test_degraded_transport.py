@@ -115,3 +115,35 @@ async def test_bodies_in_flight_share_one_budget(controller: Controller) -> None
                 break
             await asyncio.sleep(0.05)
         assert code == 404  # the handler ran: no such model
+
+
+@pytest.mark.parametrize("controller", [{"max_body_bytes": 65536, "max_bodies_bytes": 100000}], indirect=True)
+async def test_a_gzip_body_is_charged_its_decompressed_size(controller: Controller) -> None:
+    """A few hundred gzip bytes that decompress to 60 kB hold 60 kB of the controller's memory: the budget must
+    count that, not the compressed Content-Length (which let compressed bodies pass server.max_bodies_bytes)."""
+    held = await _open(controller, _head("/v1/chat/completions", 65536) + b"{")
+    big = json.dumps({"model": "nope", "messages": [{"role": "user", "content": "x" * 60000}]}).encode()
+    packed = gzip.compress(big)
+    assert len(packed) < 1000
+    async with httpx.AsyncClient(base_url=controller.url, timeout=10) as http:
+        # the held body is in the budget once a 40 kB plain body no longer fits beside it
+        plain = {"model": "nope", "messages": [{"role": "user", "content": "x" * 40000}]}
+        for _ in range(200):
+            if (r := await http.post("/v1/chat/completions", json=plain)).status_code == 503:
+                break
+            await asyncio.sleep(0.05)
+        assert r.status_code == 503, r.text
+        zipped = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+        r = await http.post("/v1/chat/completions", content=packed, headers=zipped)
+        assert r.status_code == 503, r.text  # 60 kB beside the held 64 kB passes the 100 kB budget
+        assert r.headers["Retry-After"] == "1" and r.json()["error"]["code"] == "server_busy"
+        # a plain body of the compressed one's size still fits: it is the decompressed size that counts
+        small = {"model": "nope", "messages": [{"role": "user", "content": "x" * len(packed)}]}
+        assert (await http.post("/v1/chat/completions", json=small)).status_code == 404
+        held[1].close()
+        # the held client left: the gzip body is read, and its handler runs (no such model)
+        for _ in range(200):
+            if (r := await http.post("/v1/chat/completions", content=packed, headers=zipped)).status_code != 503:
+                break
+            await asyncio.sleep(0.05)
+        assert r.status_code == 404, r.text

@@ -156,3 +156,23 @@ def test_request_ids() -> None:
     assert request_id("abc-123") == "abc-123"
     for bad in ("", "has space", "x" * 129, "tab\t", "é"):
         assert request_id(bad).startswith("req_")
+
+
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])  # llama.cpp's name, vLLM's name
+def test_thinking_comes_from_either_engines_field(field: str) -> None:
+    body = {"choices": [{"finish_reason": "stop", "message": {"role": "assistant", "content": "4", field: "2+2"}}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 3}}
+    chat = ollama.ChatResponse(**json.loads(ChatShape("m").whole(web.Response(body=json.dumps(body).encode())).body))
+    assert (chat.message.content, chat.message.thinking) == ("4", "2+2")
+    made = GenerateShape("m", raw=False).whole(web.Response(body=json.dumps(body).encode()))
+    generated = ollama.GenerateResponse(**json.loads(made.body))
+    assert (generated.response, generated.thinking) == ("4", "2+2")
+    stream = _sse({"choices": [{"index": 0, "delta": {"role": "assistant", field: "2+2"}}]},
+                  {"choices": [{"index": 0, "delta": {"content": "4"}, "finish_reason": "stop"}]}, "[DONE]")
+    shape = ChatShape("m")
+    lines = [ollama.ChatResponse(**line) for line in _lines(shape.feed(stream) + shape.end())]
+    assert "".join(x.message.thinking or "" for x in lines) == "2+2"
+    assert "".join(x.message.content for x in lines) == "4"
+    shape = GenerateShape("m", raw=False)
+    lines = [ollama.GenerateResponse(**line) for line in _lines(shape.feed(stream) + shape.end())]
+    assert ("".join(x.thinking or "" for x in lines), "".join(x.response for x in lines)) == ("2+2", "4")

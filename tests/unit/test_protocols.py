@@ -389,3 +389,17 @@ async def test_a_reasoning_models_thinking_becomes_reasoning_items_and_thinking_
     for name, data in events:
         if name != "ping":
             assert ANTHROPIC_EVENTS.validate_python(data).type == name
+
+
+async def test_props_is_read_to_its_end(gateway) -> None:
+    """GET /props: the engine's whole answer, however it arrives (in pieces here); reading only what had arrived
+    gave a part of it, then "the engine's /props answer is not JSON"."""
+    from replay_engine import PROPS_TEMPLATE_CHARS
+
+    c, _log = gateway
+    async with httpx.AsyncClient(base_url=c.url, timeout=60) as http:
+        r = await http.get("/props", params={"model": "tiny"}, headers={"Authorization": f"Bearer {ADMIN}"})
+    assert r.status_code == 200, r.text
+    props = r.json()
+    assert props["default_generation_settings"] == {"n_ctx": 4096}
+    assert len(props["chat_template"]) == len("{# a long template #}") + PROPS_TEMPLATE_CHARS

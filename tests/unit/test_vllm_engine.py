@@ -80,6 +80,7 @@ def test_deployment_argv_golden(tiny: Path, tmp_path: Path) -> None:
     assert (list(launch.argv[-len(command):]), launch.env) == (command, env)
     # where the machine allows it, vLLM's own command runs in a network namespace of its own (test_netns)
     assert launch.argv[:1] == (command[0],) or launch.argv[1:3] == ("-rn", "--")
+    assert list(launch.runs) == command  # what the live process runs after the wrapper's execs: reap matches it
     assert isinstance(ENGINE, ServesOnSocket) and ENGINE.socket_path(d) == run / "sock" / "vllm.sock"
     # the KV space is the one `fit` and the ledger plan for this launch
     req = FitRequest(ctx=1024, parallel=2, profile=VLLM_PROFILE)

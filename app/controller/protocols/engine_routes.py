@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from functools import partial
 
+import aiohttp
 from aiohttp import web
 
 from llmctl.app.controller.errors import ApiError
@@ -32,6 +33,18 @@ def check_model(body: dict) -> None:
     if not isinstance(model, str) or not model.strip():
         raise ApiError(400, "model: a model name is required to route this request (see GET /v1/models)",
                        code="missing_model", param="model")
+
+
+async def read_at_most(up: aiohttp.ClientResponse, limit: int) -> bytes:
+    """An answer read to its end, or its first ``limit + 1`` bytes when it is longer (the caller refuses it):
+    ``content.read(n)`` returns what has arrived so far, a part of an answer sent in pieces
+    (``test_props_is_read_to_its_end``)."""
+    body = bytearray()
+    async for chunk in up.content.iter_chunked(1 << 16):
+        body += chunk
+        if len(body) > limit:
+            break
+    return bytes(body[:limit + 1])
 
 
 class EngineRoutes:
@@ -62,7 +75,7 @@ class EngineRoutes:
             session = self.gateway.upstreams.session(backend)
             async with session.get(backend.base_url + "/props", headers=backend.auth_headers,
                                    allow_redirects=False) as up:
-                return await up.content.read(MAX_PROPS_BYTES + 1), up.status
+                return await read_at_most(up, MAX_PROPS_BYTES), up.status
 
         # one request of the key: its rate limit, the model's queue, a record (it may start the model)
         data, status = await admitted(self.gateway, request, entry, "/props", read)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from llmctl.app.controller.errors import ApiError
 from llmctl.app.controller.protocols.stream import sse
@@ -228,7 +228,18 @@ def _reasoning_of(message: dict) -> str | None:
     return None
 
 
-def from_chat(chat: dict, model: str) -> dict:
+def _stop(finish: object, choice: dict, stops: Sequence[str]) -> tuple[str, str | None]:
+    """Anthropic's ``stop_reason`` and ``stop_sequence`` for an engine's finish: ``stop_sequence`` and the string
+    when one of the request's ``stop_sequences`` ended it. Only an engine that says which string matched can tell:
+    vLLM puts it in the choice's ``stop_reason``; llama-server's chat answers do not say (its recorded streams end
+    with ``finish_reason: "stop"`` alone, and the matched text is cut from the answer), so there it is ``end_turn``."""
+    matched = choice.get("stop_reason")
+    if finish == "stop" and isinstance(matched, str) and matched in stops:
+        return "stop_sequence", matched
+    return _STOP.get(str(finish), "end_turn"), None
+
+
+def from_chat(chat: dict, model: str, stops: Sequence[str] = ()) -> dict:
     choices = chat.get("choices")
     choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
     message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
@@ -243,16 +254,18 @@ def from_chat(chat: dict, model: str) -> dict:
         if isinstance(fn, dict) and isinstance(fn.get("name"), str):
             content.append({"type": "tool_use", "id": str(call.get("id") or _id("toolu")), "name": fn["name"],
                             "input": _input(fn.get("arguments"))})
-    stop = _STOP.get(str(choice.get("finish_reason")), "end_turn")
+    stop, sequence = _stop(choice.get("finish_reason"), choice, stops)
     return {"id": _id("msg"), "type": "message", "role": "assistant", "model": model, "content": content,
-            "stop_reason": stop, "stop_sequence": None, "usage": _usage(chat.get("usage"))}
+            "stop_reason": stop, "stop_sequence": sequence, "usage": _usage(chat.get("usage"))}
 
 
 class MessagesStream:
     """Chat-completion chunks in, Anthropic stream events out (a ``stream.Translator``)."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, stops: Sequence[str] = ()) -> None:
         self.model = model
+        self.stops = tuple(stops)  # the request's stop_sequences
+        self.stopped_by: str | None = None  # the stop string the engine says ended it (vLLM: ``stop_reason``)
         self.index = -1  # of the open content block
         self.open: str | None = None  # "thinking" | "text" | "tool_use"
         self.call: int | None = None  # the chat tool-call index of the open tool_use block
@@ -329,6 +342,7 @@ class MessagesStream:
                                                   "delta": {"type": "input_json_delta", "partial_json": args}})
         if choice.get("finish_reason"):
             self.finish_reason = choice["finish_reason"]
+            self.stopped_by = _stop(self.finish_reason, choice, self.stops)[1]
 
     def finish(self) -> Iterable[bytes]:
         if self.finished:
@@ -342,8 +356,9 @@ class MessagesStream:
         yield from self._close()
         usage = self.usage or {"input_tokens": 0, "output_tokens": 0}
         yield sse("message_delta", {"type": "message_delta",
-                                    "delta": {"stop_reason": _STOP.get(str(self.finish_reason), "end_turn"),
-                                              "stop_sequence": None},
+                                    "delta": {"stop_reason": "stop_sequence" if self.stopped_by is not None
+                                              else _STOP.get(str(self.finish_reason), "end_turn"),
+                                              "stop_sequence": self.stopped_by},
                                     "usage": {"output_tokens": usage["output_tokens"],
                                               "input_tokens": usage["input_tokens"]}})
         yield sse("message_stop", {"type": "message_stop"})

@@ -200,8 +200,8 @@ class ChatShape(_Ollama):
     def _whole(self, choice: dict) -> dict:
         msg = choice.get("message") or {}
         out: dict[str, Any] = {"role": "assistant", "content": msg.get("content") or ""}
-        if msg.get("reasoning_content"):
-            out["thinking"] = msg["reasoning_content"]
+        if thought := reasoning_of(msg):
+            out["thinking"] = thought
         if msg.get("tool_calls"):
             out["tool_calls"] = tool_calls(msg["tool_calls"])
         return {"message": out}
@@ -210,9 +210,8 @@ class ChatShape(_Ollama):
         delta = choice.get("delta") or {}
         self._collect_calls(delta)
         out = b""
-        if delta.get("reasoning_content"):
-            out += self._line(message={"role": "assistant", "content": "", "thinking": delta["reasoning_content"]},
-                              done=False)
+        if thought := reasoning_of(delta):
+            out += self._line(message={"role": "assistant", "content": "", "thinking": thought}, done=False)
         if delta.get("content"):
             self.pieces += 1
             out += self._line(message={"role": "assistant", "content": delta["content"]}, done=False)
@@ -226,6 +225,14 @@ class ChatShape(_Ollama):
         return out + self._line(message={"role": "assistant", "content": ""}, **self._done())
 
 
+def reasoning_of(message: dict) -> str | None:
+    """A reasoning model's thinking, as llama.cpp (``reasoning_content``) or vLLM (``reasoning``) names it."""
+    for name in ("reasoning_content", "reasoning"):
+        if isinstance(message.get(name), str) and message[name]:
+            return message[name]
+    return None
+
+
 class GenerateShape(_Ollama):
     def __init__(self, model: str, raw: bool) -> None:
         super().__init__("/api/generate", model)
@@ -236,8 +243,8 @@ class GenerateShape(_Ollama):
             return {"response": choice.get("text") or ""}
         msg = choice.get("message") or {}
         out = {"response": msg.get("content") or ""}
-        if msg.get("reasoning_content"):
-            out["thinking"] = msg["reasoning_content"]
+        if thought := reasoning_of(msg):
+            out["thinking"] = thought
         return out
 
     def _piece(self, choice: dict) -> bytes:
@@ -246,7 +253,7 @@ class GenerateShape(_Ollama):
             thinking = ""
         else:
             delta = choice.get("delta") or {}
-            text, thinking = delta.get("content") or "", delta.get("reasoning_content") or ""
+            text, thinking = delta.get("content") or "", reasoning_of(delta) or ""
         out = b""
         if thinking:
             out += self._line(response="", thinking=thinking, done=False)

@@ -148,8 +148,9 @@ class ProtocolRoutes:
         vision = VISION in await self._caps(body.get("model"))
         chat = messages.to_chat(body, vision=vision, note=self._note)
         model = chat["model"]
-        translator = messages.MessagesStream(model) if chat["stream"] else None
-        shape = TranslatedShape("/v1/messages", translator, lambda whole: messages.from_chat(whole, model))
+        stops = chat.get("stop") or ()  # the request's stop_sequences: an answer says which one ended it
+        translator = messages.MessagesStream(model, stops) if chat["stream"] else None
+        shape = TranslatedShape("/v1/messages", translator, lambda whole: messages.from_chat(whole, model, stops))
         return await self.gateway._forward(request, _CHAT, check_chat, body=chat, shape=shape)
 
     async def count_tokens(self, request: web.Request) -> web.StreamResponse:
