@@ -244,6 +244,13 @@ def test_a_model_vllm_would_crash_on_is_refused_before_launch(vllm: Vllm, oai: o
     assert not (vllm.home / "state" / "logs" / "h16.log").exists()  # nothing was started
 
 
+def _last_record(vllm: Vllm) -> dict | None:
+    """The gateway's record of the last request (what it saw of a stream), for a failure's message."""
+    with vllm.ctl.client() as c:
+        recs = c.get("/llmctl/v1/requests", params={"limit": 1}).json()["requests"]
+    return recs[-1] if recs else None
+
+
 def test_a_kill_mid_stream_ends_the_stream_with_an_error_then_it_restarts(vllm: Vllm, oai: openai.OpenAI) -> None:
     before = vllm.ctl.backend(MODEL)
     group = vllm.group()
@@ -259,7 +266,9 @@ def test_a_kill_mid_stream_ends_the_stream_with_an_error_then_it_restarts(vllm: 
                     os.kill(before["pid"], signal.SIGKILL)  # the API server; the supervisor ends its group
     except openai.APIError as exc:
         error = exc
-    assert got >= 3 and error is not None and "stopped mid-stream" in str(error), (got, error)
+    assert got >= 3 and error is not None and "stopped mid-stream" in str(error), \
+        (got, error, _last_record(vllm), vllm.ctl.backend(MODEL),
+         vllm.log.read_text(errors="replace").splitlines()[-15:])
     assert all(pid_gone(p, 15) for p in group), [p for p in group if not pid_gone(p, 0)]  # no orphaned core
     t = time.monotonic()
     after = vllm.ctl.wait_state(MODEL, "ready", timeout=900, where=lambda b: b["pid"] != before["pid"])
