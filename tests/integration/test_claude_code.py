@@ -32,17 +32,17 @@ from llmctl.catalog.store import ModelStore
 pytestmark = [pytest.mark.slow]
 
 CACHE = Path.home() / ".cache" / "llmctl-ci" / "claude"
+GIVEN = os.environ.get("LLMCTL_TEST_CLAUDE")  # read at import: conftest clears LLMCTL_* per test
 ADMIN_KEY = "sk-llmctl-test-admin"
 QUIET = {"DISABLE_TELEMETRY": "1", "DISABLE_AUTOUPDATER": "1", "DISABLE_ERROR_REPORTING": "1",
          "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "NO_COLOR": "1"}
 
 
 def _claude() -> str:
-    given = os.environ.get("LLMCTL_TEST_CLAUDE")
-    if given == "skip":
+    if GIVEN == "skip":
         pytest.skip("LLMCTL_TEST_CLAUDE=skip: the Claude Code test is skipped knowingly")
-    if given:
-        return given
+    if GIVEN:
+        return GIVEN
     exe = CACHE / "node_modules" / ".bin" / "claude"
     if not exe.exists():
         if shutil.which("npm") is None or shutil.which("node") is None:
