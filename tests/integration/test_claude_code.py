@@ -8,10 +8,10 @@ user's is read or written, and Claude Code is told to send nothing but its reque
 
 The controller runs with a 2048-token context (the harness's), so launch must raise the demo's to what Claude Code
 needs (8192, the demo's trained length) and restart it. Claude Code 2.1.197's first request is ≈3k tokens of the
-demo's tokenizer (its tool schemas are left out by a chat template without tools); the demo rarely stops on its own,
-so Claude Code sees ``max_tokens``, asks it to go on, and the conversation fills the context (one request of the
-run is the engine's 400 for a prompt past it, from which Claude Code recovers). Measured on a 2-core machine: four
-requests, about twelve minutes. Marked slow.
+demo's tokenizer (its tool schemas are left out by a chat template without tools). The demo may answer at once (one
+request, two minutes on a 2-core machine) or ramble to ``max_tokens``, when Claude Code asks it to go on until the
+context is full, gets one 400 and answers after all (four requests, twelve minutes, measured once).
+Marked slow.
 """
 
 from __future__ import annotations
