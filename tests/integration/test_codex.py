@@ -25,14 +25,14 @@ from llmctl.catalog.store import ModelStore
 pytestmark = [pytest.mark.slow]
 
 CACHE = Path.home() / ".cache" / "llmctl-ci" / "codex"
+GIVEN = os.environ.get("LLMCTL_TEST_CODEX")  # read at import: conftest clears LLMCTL_* per test
 
 
 def _codex() -> str:
-    given = os.environ.get("LLMCTL_TEST_CODEX")
-    if given == "skip":
+    if GIVEN == "skip":
         pytest.skip("LLMCTL_TEST_CODEX=skip: the Codex CLI test is skipped knowingly")
-    if given:
-        return given
+    if GIVEN:
+        return GIVEN
     exe = CACHE / "node_modules" / ".bin" / "codex"
     if exe.exists():
         return str(exe)

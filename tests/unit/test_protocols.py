@@ -241,6 +241,31 @@ async def test_messages_stream_of_tool_use_checks_against_the_sdk_types(gateway)
     assert delta["delta"]["stop_reason"] == "tool_use" and delta["usage"]["output_tokens"] == 20
 
 
+async def test_messages_system_messages_within_the_conversation_join_the_turn_before(gateway) -> None:
+    """Claude Code 2.1 sends a ``system`` message after the first user turn (Anthropic's mid-conversation system
+    messages); llmctl refused it with a 400 ("messages[1].role: must be user or assistant"). It is folded into the
+    turn before it, where every chat template takes it: the system prompt, a user turn, or after tool results a user
+    message of its own; the chat then has one system message, first."""
+    c, log = gateway
+    client = claude(c)
+    await client.messages.create(model="tiny", max_tokens=16, system=[{"type": "text", "text": "Be brief."}],
+                                 messages=[{"role": "user", "content": [{"type": "text", "text": "Say hello."}]},
+                                           {"role": "system", "content": "Agents: Explore, Plan."}])
+    assert sent(log)[-1]["messages"] == [{"role": "system", "content": "Be brief."},
+                                         {"role": "user", "content": "Say hello.\n\nAgents: Explore, Plan."}]
+    history = [{"role": "system", "content": [{"type": "text", "text": "Speak French."}]},
+               {"role": "user", "content": "Weather in Paris?"},
+               {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_weather",
+                                                  "input": {"city": "Paris"}}]},
+               {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"}]},
+               {"role": "system", "content": "Answer in one line."}]
+    await client.messages.create(model="tiny", max_tokens=16, messages=history,
+                                 tools=[{"name": "get_weather", "input_schema": WEATHER}])
+    chat = sent(log)[-1]["messages"]
+    assert [m["role"] for m in chat] == ["system", "user", "assistant", "tool", "user"]
+    assert (chat[0]["content"], chat[-1]["content"]) == ("Speak French.", "Answer in one line.")
+
+
 async def test_count_tokens_and_errors_in_anthropic_shape(gateway) -> None:
     c, log = gateway
     client = claude(c)

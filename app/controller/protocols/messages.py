@@ -1,6 +1,7 @@
 """Anthropic Messages (``POST /v1/messages``) as a chat completion, and the chat answer back as a Message.
 
-The request: ``system`` (a string or text blocks) becomes the system message; ``messages`` with text, image
+The request: ``system`` (a string or text blocks) becomes the system message, and a ``system`` message within
+``messages`` is folded into the turn before it (``_fold_system``); ``messages`` with text, image
 (base64 or URL, sent as ``image_url`` to a model with a projector; a model without one gets a 400), ``tool_use`` and
 ``tool_result`` blocks become chat messages with ``tool_calls`` and ``tool`` messages; ``tools`` with an
 ``input_schema`` become function tools (Anthropic's server tools, ``web_search_*``, ``bash_*``, ``text_editor_*``,
@@ -120,6 +121,29 @@ def _message(m: dict, i: int, vision: bool, model: str) -> list[dict]:
     return out
 
 
+def _fold_system(chat: list[dict], text: str) -> None:
+    """A system message in ``messages`` (Anthropic's mid-conversation system message: instructions that apply from
+    that point on; Claude Code 2.1 sends one after the first user turn) added to the chat where every chat template
+    takes it: before any turn, to the system prompt; after a user turn, to that turn as a paragraph of its own;
+    after anything else (tool results), as a user message. Not a chat ``system`` message at its position: many
+    templates refuse a system message that is not the first (Qwen3's raises "System message must be at the
+    beginning"); nor moved up into the system prompt: that would change the prompt's start at every such message,
+    and the engine would evaluate the whole conversation again instead of reusing its cache."""
+    if not text:
+        return
+    last = chat[-1] if chat else None
+    if last is None:
+        chat.append({"role": "system", "content": text})
+    elif last["role"] == "system":  # only the system prompt so far
+        last["content"] = f"{last['content']}\n\n{text}"
+    elif last["role"] == "user" and isinstance(last.get("content"), str):
+        last["content"] = f"{last['content']}\n\n{text}" if last["content"] else text
+    elif last["role"] == "user" and isinstance(last.get("content"), list):
+        last["content"] = [*last["content"], {"type": "text", "text": text}]
+    else:
+        chat.append({"role": "user", "content": text})
+
+
 def _tools(tools, note: Callable[[str], None]) -> list[dict]:
     if tools is None:
         return []
@@ -163,7 +187,10 @@ def to_chat(body: dict, *, vision: bool, count_only: bool = False, note: Callabl
     for i, m in enumerate(messages):
         if not isinstance(m, dict):
             raise _bad(f"messages[{i}]", "must be an object")
-        chat_messages.extend(_message(m, i, vision, model))
+        if m.get("role") == "system":
+            _fold_system(chat_messages, _text(m.get("content"), f"messages[{i}].content"))
+        else:
+            chat_messages.extend(_message(m, i, vision, model))
     chat: dict = {"model": model, "messages": chat_messages}
     tools = _tools(body.get("tools"), note)
     if tools:
