@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -185,6 +186,7 @@ def launch(ctx: Context, agent: str, model: str | None, agent_args: tuple[str, .
     folder = ctx.paths.data_dir / "agents"
     inv = spec.build(Served(controller_url(ctx.settings, ctx.paths), name, served,
                             ctx.settings.server.app_key(), target.tools), folder, agent_args)
+    _keep_smaller_output_cap(inv.env, os.environ)
     shown_env = {k: ("<hidden: llmctl's API key>" if k in inv.secret_env else v) for k, v in inv.env.items()}
     if show and as_json:
         emit_json({"agent": spec.key, "model": name, "context": served, "context_source": source,
@@ -210,3 +212,12 @@ def launch(ctx: Context, agent: str, model: str | None, agent_args: tuple[str, .
         Path(path).write_text(content, encoding="utf-8")
     click.echo(f"starting {spec.title} on {name} (context {served} tokens)", err=True)
     os.execvpe(executable, list(inv.argv), {**os.environ, **inv.env})  # type: ignore[arg-type]
+
+
+def _keep_smaller_output_cap(env: dict[str, str], user: Mapping[str, str]) -> None:
+    """A smaller answer cap the user already set for Claude Code (``CLAUDE_CODE_MAX_OUTPUT_TOKENS``) is kept: the
+    one launch works out is the most the served context leaves room for, not a wish."""
+    key = "CLAUDE_CODE_MAX_OUTPUT_TOKENS"
+    mine, theirs = env.get(key), user.get(key)
+    if mine and theirs and theirs.isdigit() and 0 < int(theirs) < int(mine):
+        env[key] = theirs

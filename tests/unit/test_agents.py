@@ -101,3 +101,18 @@ def test_the_model_is_the_one_named_else_the_one_loaded_else_the_only_one() -> N
         _pick_model(None, listed, [])
     with pytest.raises(LlmctlError, match="no model named 'nope'"):
         _pick_model("nope", listed, ready)
+
+
+def test_a_smaller_answer_cap_the_user_set_for_claude_code_is_kept() -> None:
+    from llmctl.app.cli.launch import _keep_smaller_output_cap
+
+    env = {"CLAUDE_CODE_MAX_OUTPUT_TOKENS": "2048"}
+    _keep_smaller_output_cap(env, {"CLAUDE_CODE_MAX_OUTPUT_TOKENS": "128"})
+    assert env["CLAUDE_CODE_MAX_OUTPUT_TOKENS"] == "128"
+    for theirs in ("4096", "0", "lots", ""):  # larger, zero or not a number: launch's own stays
+        env = {"CLAUDE_CODE_MAX_OUTPUT_TOKENS": "2048"}
+        _keep_smaller_output_cap(env, {"CLAUDE_CODE_MAX_OUTPUT_TOKENS": theirs})
+        assert env["CLAUDE_CODE_MAX_OUTPUT_TOKENS"] == "2048"
+    env = {}  # an agent that takes no such cap gets none
+    _keep_smaller_output_cap(env, {"CLAUDE_CODE_MAX_OUTPUT_TOKENS": "128"})
+    assert env == {}
