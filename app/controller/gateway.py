@@ -505,6 +505,7 @@ class Gateway:
             else:
                 err = json.dumps(error_body(message, 502, code="backend_error")).encode()
                 await response.write(b"data: " + err + b"\n\n")
+            request[ANSWERING] = True  # the client was told: its leaving after reading that is no departure
             await response.write_eof()
         return response, 502, message
 

@@ -38,7 +38,9 @@ def test_the_estimate_matches_the_process(rows) -> None:
     assert statistics.median(abs(e) for e in errors) <= 0.05, table
     assert all(abs(e) <= 0.05 for e in errors), table  # every case, the q8_0 8k and past-trained ones included
     for r in rows:
-        assert r.m.rss <= r.estimate_now, f"{r.case}: RSS {r.m.rss / MiB:.1f} MiB above the estimate\n{table}"
+        # never under by more than the RSS's own noise: the same 32 MiB case read 32.7 and 38.1 MiB in two runs
+        # (shared pages counted or not); 1 MiB past the estimate was the most seen (0.6 MiB, run E of 2026-12-06)
+        assert r.m.rss <= r.estimate_now + MiB, f"{r.case}: RSS {r.m.rss / MiB:.1f} MiB above the estimate\n{table}"
         # what `llmctl fit` prints for the launch counts the prompt cache's cap on top
         assert r.est.total_bytes - r.estimate_now == 1024 * MiB, r.case
 
