@@ -1,7 +1,7 @@
 """The floor under the gateway's added latency: what one extra hop through a Python process costs with no work at
 all in it, on this machine.
 
-    .venv/bin/python benchmarks/relay_floor.py [--requests 300] [--mode pipe|aiohttp]
+    .venv/bin/python benchmarks/relay_floor.py [--requests 300] [--mode pipe|aiohttp|link]
 
 Starts the default engine (xllamacpp) on the tiny random-weight GGUF with a key, and a byte pipe in its own
 process (uvloop, asyncio protocols: every byte from the client goes to the engine and back, no HTTP parsing, no
@@ -80,24 +80,27 @@ class _Back(asyncio.Protocol):
         self.front.transport.close()
 
 
-def aiohttp_main(listen: int, target: int) -> None:
-    """The least an aiohttp gateway does: read the body, parse its JSON (to route), post it with aiohttp's client,
-    answer with the whole body."""
+def aiohttp_main(listen: int, target: int, link: bool = False) -> None:
+    """The least an aiohttp gateway does: read the body, parse its JSON (to route), post it with aiohttp's client
+    (``link``: with llmctl's engine link, as the gateway does for local engines), answer with the whole body."""
     import json
 
     import aiohttp
     import uvloop
     from aiohttp import web
 
+    from llmctl.app.controller.engine_link import EngineLink
+
     async def serve() -> None:
-        session = aiohttp.ClientSession(auto_decompress=False)
         url = f"http://127.0.0.1:{target}"
+        session = EngineLink(url) if link else aiohttp.ClientSession(auto_decompress=False)
 
         async def forward(request: web.Request) -> web.Response:
             raw = await request.read()
             json.loads(raw)
-            async with session.post(url + request.path, data=raw, headers={
-                    "Content-Type": "application/json", "Authorization": request.headers["Authorization"]}) as up:
+            up = await session.post(url + request.path, data=raw, headers={
+                "Content-Type": "application/json", "Authorization": request.headers["Authorization"]})
+            async with up:
                 data = await up.read()
                 return web.Response(body=data, status=up.status, content_type="application/json")
 
@@ -129,12 +132,16 @@ def pipe_main(listen: int, target: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=300)
-    ap.add_argument("--mode", choices=("pipe", "aiohttp"), default="pipe",
-                    help="pipe: bytes only; aiohttp: the least an aiohttp server + client relay does")
+    ap.add_argument("--mode", choices=("pipe", "aiohttp", "link"), default="pipe",
+                    help="pipe: bytes only; aiohttp: the least an aiohttp server + client relay does; link: the same "
+                    "with llmctl's engine link as the client")
     ap.add_argument("--serve", nargs=2, type=int, help=argparse.SUPPRESS)  # the relay's own process
     args = ap.parse_args()
     if args.serve:
-        (pipe_main if args.mode == "pipe" else aiohttp_main)(*args.serve)
+        if args.mode == "pipe":
+            pipe_main(*args.serve)
+        else:
+            aiohttp_main(*args.serve, link=args.mode == "link")
         return
     with tempfile.TemporaryDirectory() as tmp:
         model = write_tiny_llama(Path(tmp) / "bench.gguf", n_layers=2, n_embd=64)
@@ -169,8 +176,9 @@ def main() -> None:
             for proc in (pipe, backend):
                 proc.terminate()
                 proc.wait(30)
-    what = "byte pipe (uvloop protocols, no HTTP work)" if args.mode == "pipe" else \
-        "aiohttp server + client relay (read, json.loads, post, answer)"
+    what = {"pipe": "byte pipe (uvloop protocols, no HTTP work)",
+            "aiohttp": "aiohttp server + client relay (read, json.loads, post, answer)",
+            "link": "aiohttp server + llmctl's engine link relay (read, json.loads, post, answer)"}[args.mode]
     print(f"{what}, {args.requests} alternating pairs")
     print(f"  added   p50 {statistics.median(diffs) * 1000:7.3f} ms   p99 {percentile(diffs, 99) * 1000:7.3f} ms")
 

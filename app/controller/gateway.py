@@ -37,6 +37,7 @@ from llmctl.app.controller.cache import ResponseCache, cache_key, cacheable
 from llmctl.app.controller.charging import charged
 from llmctl.app.controller.departure import ANSWERING, ClientGone, gone, while_present
 from llmctl.app.controller.directory import ModelDirectory
+from llmctl.app.controller.engine_link import Dropped, EngineLink, NotConnected
 from llmctl.app.controller.errors import ApiError, error_body
 from llmctl.app.controller.limits import Keys, ModelQueue
 from llmctl.app.controller.metrics import Metrics, StreamMeter, queue_families
@@ -76,7 +77,7 @@ _STREAM_HEADERS = {
 }
 _UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError)
 # no connection was made (refused, unreachable, timed out connecting): nothing was sent, so it may go again
-_NOT_CONNECTED = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
+_NOT_CONNECTED = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError, NotConnected)
 
 
 _OPENAI_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")  # unknown fields dropped
@@ -170,9 +171,8 @@ class Gateway:
 
     def backend_changed(self, backend) -> None:
         """A backend that stopped (or crashed) leaves no session to its Unix socket behind."""
-        if backend.socket_path is not None and backend.state in (BackendState.STOPPED, BackendState.FAILED,
-                                                                 BackendState.RESTARTING):
-            self.upstreams.forget(backend.socket_path)
+        if backend.state in (BackendState.STOPPED, BackendState.FAILED, BackendState.RESTARTING):
+            self.upstreams.drop(backend)
 
     # models ------------------------------------------------------------------------------------------------
     def _model_object(self, entry: ModelEntry) -> dict:
@@ -404,7 +404,7 @@ class Gateway:
             try:
                 async with self.scheduler.use(entry, keep_alive=keep_alive) as backend:
                     url, auth = backend.base_url + path, backend.auth_headers
-                    session = self.upstreams.session(backend)  # over its Unix socket, if it serves on one
+                    session = self.upstreams.relay(backend)  # an engine here: llmctl's own pooled HTTP/1.1 client
                     sent = _renamed(raw, body, backend.upstream_model)
                     headers = {"X-Llmctl-Served-By": entry.name}
                     limits = backend.timeouts or _UNBOUNDED  # a remote's; none for a local one
@@ -434,7 +434,7 @@ class Gateway:
         raise AssertionError("unreachable")
 
     @staticmethod
-    async def _post(session: aiohttp.ClientSession, url: str, auth: dict[str, str], raw: bytes,
+    async def _post(session: aiohttp.ClientSession | EngineLink, url: str, auth: dict[str, str], raw: bytes,
                     limits: RequestTimeouts = _UNBOUNDED, request: web.Request | None = None,
                     ) -> aiohttp.ClientResponse:
         """POST to a backend. A pooled connection the backend closed between requests (llama-server's HTTP
@@ -448,7 +448,7 @@ class Gateway:
             return await session.post(url, data=raw, headers=headers, allow_redirects=False, **kw)
         except _NOT_CONNECTED:
             raise BackendGone from None
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, Dropped):
             if request is not None and gone(request):  # nobody to answer: not sent again
                 raise ClientGone from None
             try:
@@ -456,7 +456,7 @@ class Gateway:
             except _NOT_CONNECTED:
                 raise BackendGone from None
 
-    async def _unary(self, session: aiohttp.ClientSession, url: str, auth: dict[str, str], raw: bytes,
+    async def _unary(self, session: aiohttp.ClientSession | EngineLink, url: str, auth: dict[str, str], raw: bytes,
                      headers: dict[str, str], fail_over: bool = False, limits: RequestTimeouts = _UNBOUNDED,
                      request: web.Request | None = None) -> tuple[web.Response, int, dict | None]:
         try:
@@ -510,8 +510,8 @@ class Gateway:
         return response, 502, message
 
     async def _stream(
-        self, request: web.Request, session: aiohttp.ClientSession, url: str, auth: dict[str, str], raw: bytes,
-        meter: StreamMeter, model: str, headers: dict[str, str], fail_over: bool = False,
+        self, request: web.Request, session: aiohttp.ClientSession | EngineLink, url: str, auth: dict[str, str],
+        raw: bytes, meter: StreamMeter, model: str, headers: dict[str, str], fail_over: bool = False,
         limits: RequestTimeouts = _UNBOUNDED,
     ) -> tuple[web.StreamResponse, int, str | None]:
         # the first byte is the stream's first chunk: until it comes nothing has gone back, and another model may
@@ -568,14 +568,16 @@ class Gateway:
             # prefill included, the departure watch could still cancel the request)
             request[ANSWERING] = True
             shape = request.get(SHAPE)
+            gaps: list[float] = []  # observed in batches: one histogram update per token is per-token work
             try:
                 while chunk is not None:
-                    gaps = meter.feed(chunk)
+                    gaps += meter.feed(chunk)
                     out = chunk if shape is None else shape.feed(chunk)
                     if out:
                         await response.write(out)
-                    if gaps:
+                    if len(gaps) >= 64:
                         self.metrics.observe_gaps(model, gaps)
+                        gaps = []
                     if meter.done and limits.between_chunks is not None:
                         # whole: a remote keeping its body open after [DONE] is not waited on (a local engine's end
                         # of body follows at once, and reading it keeps the connection for the next request)
@@ -583,6 +585,8 @@ class Gateway:
                     chunk = await _next_chunk(chunks, limits.between_chunks)
             except (_Stalled, *_UPSTREAM_ERRORS) as exc:
                 return await self._end_broken_stream(request, response, exc, model)
+            finally:
+                self.metrics.observe_gaps(model, gaps)
             if not meter.done:
                 # the body ended without the protocol's closing event: the engine died (a connection closed
                 # between two chunks reads as a clean end), so the client is told rather than handed a short answer

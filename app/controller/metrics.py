@@ -73,11 +73,14 @@ class StreamMeter:
     def feed(self, chunk: bytes, now: float | None = None) -> list[float]:
         """Account for one forwarded chunk; returns the inter-token gaps it closed (seconds)."""
         now = time.perf_counter() if now is None else now
-        events = _EVENT_SPLIT.split(self._partial + chunk)
-        self._partial = events.pop()[-65536:]
+        if not self._partial and chunk.endswith(b"\n\n") and chunk.count(b"\n\n") == 1 and b"\r" not in chunk:
+            events = [chunk]  # the usual chunk: one whole event (no split, no copy)
+        else:
+            events = _EVENT_SPLIT.split(self._partial + chunk)
+            self._partial = events.pop()[-65536:]
         gaps = []
         for event in events:
-            if event.strip() == b"data: [DONE]":
+            if b"[DONE]" in event and event.strip() == b"data: [DONE]":
                 self.done = True
             if _TOKEN_RE.search(event) and (b'"role"' not in event or _TEXT_RE.search(event)):
                 if self.first is None:

@@ -6,6 +6,10 @@ A backend on a TCP port, and every remote, goes through one pooled session. A ba
 own, because an aiohttp connector is bound to one socket path: made at the first request, closed when the backend
 stops (``forget``) or the controller does (``close``). Requests keep ``backend.base_url`` as their URL, so the
 Host header and the logs read as before; the socket decides where the bytes go.
+
+The gateway's own requests to an engine running on this machine go over ``relay`` instead: llmctl's own pooled
+HTTP/1.1 client (``engine_link``), a fraction of aiohttp's per-request cost on the hot path. Remotes (TLS,
+timeouts, a proxy's redirects refused) keep aiohttp.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+
+from llmctl.app.controller.engine_link import EngineLink
 
 # bytes pass through exactly as the backend sent them (no decompression); no total timeout (long generations),
 # a bound on connecting only
@@ -24,6 +30,7 @@ class Upstreams:
         self._tcp: aiohttp.ClientSession | None = None
         self._unix: dict[str, aiohttp.ClientSession] = {}
         self._closing: set[asyncio.Task] = set()
+        self._links: dict[tuple, EngineLink] = {}
 
     @property
     def opened(self) -> bool:
@@ -48,6 +55,35 @@ class Upstreams:
                                                                auto_decompress=False)
         return session
 
+    def relay(self, backend) -> aiohttp.ClientSession | EngineLink:
+        """What the gateway posts a request to ``backend`` through: the engine link for an engine on this machine
+        (plain http, no per-request bounds), else its aiohttp session."""
+        base = backend.base_url
+        if backend.remote or backend.timeouts is not None or not base.startswith("http://"):
+            return self.session(backend)
+        if self._tcp is None:
+            raise RuntimeError("the upstream sessions are not open")
+        where = (base, backend.socket_path)
+        link = self._links.get(where)
+        if link is None:
+            link = self._links[where] = EngineLink(base, backend.socket_path)
+        return link
+
+    def drop(self, backend) -> None:
+        """A backend stopped: its pooled connections lead nowhere now."""
+        if backend.socket_path is not None:
+            self.forget(backend.socket_path)
+        link = self._links.pop((backend.base_url, backend.socket_path), None)
+        if link is not None:
+            link.close()
+        for where, other in list(self._links.items()):  # links to addresses whose engines have gone
+            if other.empty:
+                del self._links[where]
+
+    def linked(self) -> list[str]:
+        """The engine addresses with a link now (a socket path, else the base URL)."""
+        return [path or base for base, path in self._links]
+
     def sockets(self) -> list[str]:
         """The socket paths with a session now."""
         return list(self._unix)
@@ -61,6 +97,9 @@ class Upstreams:
             task.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
+        for link in self._links.values():
+            link.close()
+        self._links.clear()
         for path in list(self._unix):
             self.forget(path)
         if self._closing:

@@ -115,17 +115,20 @@ async def test_the_gateway_serves_a_backend_on_a_unix_socket(tmp_path: Path, tin
             assert r.status_code == 200, r.text
             assert r.json()["choices"][0]["message"]["content"] == "ok"
             backend = made[0]
-            assert backend.state is BackendState.READY and backend.socket_path in gateway.upstreams.sockets()
+            # the gateway's own requests go over its engine link, bound to the socket
+            assert backend.state is BackendState.READY and gateway.upstreams.linked() == [backend.socket_path]
             async with http.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as s:
                 assert s.headers["content-type"].startswith("text/event-stream")
                 events = [line[6:] async for line in s.aiter_lines() if line.startswith("data: ")]
             assert events[-1] == "[DONE]"
             assert "".join(json.loads(e)["choices"][0]["delta"]["content"] for e in events[:-1]) == "ok!"
-        scraped = await scrape(gateway.upstreams.session, scheduler.backends.values())
+        scraped = await scrape(gateway.upstreams.session, scheduler.backends.values())  # aiohttp's, per socket
+        assert backend.socket_path in gateway.upstreams.sockets()
         assert {s.name for fam in scraped["tiny"] for s in fam.samples} >= {"fake:requests_running",
                                                                              "fake:generation_tokens_total"}
         await scheduler.shutdown()
         assert backend.state is BackendState.STOPPED and gateway.upstreams.sockets() == []  # its session closed
+        assert gateway.upstreams.linked() == []  # and its link
     finally:
         await scheduler.shutdown()
         await gateway.close()

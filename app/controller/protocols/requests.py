@@ -5,8 +5,8 @@ langchain)."""
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -24,7 +24,7 @@ def request_id(given: str | None) -> str:
     """The client's id when it is safe to echo and log, else a new one."""
     if given is not None and _GOOD_ID.match(given):
         return given
-    return f"req_{uuid.uuid4().hex}"
+    return "req_" + os.urandom(16).hex()  # as random as a uuid4, without building one
 
 
 @web.middleware
