@@ -385,6 +385,30 @@ def test_response_store_is_bounded_by_count_and_bytes_least_recent_out() -> None
     assert len(store) == 1 and store.delete("k", "half2") and len(store) == 0 and store.bytes == 0
 
 
+def test_a_key_that_stores_many_responses_evicts_its_own_never_another_keys() -> None:
+    from llmctl.app.controller.protocols.store import ResponseStore
+
+    store = ResponseStore(max_entries=6, max_bytes=10_000)  # 3 keys below: a share of 2 entries, 3,333 bytes
+    store.put("alice", {"id": "a0"}, [])
+    store.put(None, {"id": "n0"}, [])  # no key: one shared partition of its own
+    for i in range(20):  # bob floods, past the count bound many times over
+        assert store.put("bob", {"id": f"b{i}"}, [])
+    assert store.get("alice", "a0") is not None and store.get(None, "n0") is not None
+    assert [f"b{i}" for i in range(20) if store.get("bob", f"b{i}")] == ["b16", "b17", "b18", "b19"]
+    assert len(store) == 6 and store.get("bob", "a0") is None and store.get("alice", "b19") is None  # each its own
+    store.put("alice", {"id": "a1"}, [])  # alice, within her share, takes the room from bob (over his share)
+    assert store.get("bob", "b16") is None and store.get("bob", "b17") is not None and len(store) == 6
+    for i in range(10):  # by bytes too: bob's large answers push out only bob's own
+        assert store.put("bob", {"id": f"big{i}"}, [{"content": "x" * 3_500}])
+    assert store.bytes <= 10_000 and [i for i in range(10) if store.get("bob", f"big{i}")] == [8, 9]
+    assert store.get("alice", "a0") and store.get("alice", "a1") and store.get(None, "n0")
+    # larger than its key's share while the others fill the rest: not kept, and nobody's room taken
+    assert not store.put(None, {"id": "huge"}, [{"content": "x" * 7_000}])
+    assert store.get(None, "huge") is None and store.get(None, "n0") and store.get("bob", "big8")
+    assert store.delete("bob", "big8") and store.delete("bob", "big9")  # with bob's room free, it fits
+    assert store.put(None, {"id": "huge"}, [{"content": "x" * 7_000}]) and store.get("alice", "a0")
+
+
 async def test_a_reasoning_models_thinking_becomes_reasoning_items_and_thinking_blocks(gateway) -> None:
     c, _log = gateway
     ask = [{"role": "user", "content": "think first"}]
