@@ -312,6 +312,38 @@ async def test_count_tokens_and_errors_in_anthropic_shape(gateway) -> None:
     assert oerr.value.body["code"] == "unsupported_capability" and "projector" in oerr.value.body["message"]
 
 
+async def test_image_urls_are_refused_in_each_protocols_shape_and_never_reach_the_engine(gateway) -> None:
+    """An engine given an http image URL would fetch it from this machine (an internal address, say): each route
+    refuses it in its own error shape, saying to send the image inline; inline images still go through."""
+    c, log = gateway
+    inner = "http://169.254.169.254/latest/meta-data/"
+    with pytest.raises(anthropic.BadRequestError) as err:
+        await claude(c).messages.create(model="seeing", max_tokens=5, messages=[{"role": "user", "content": [
+            {"type": "text", "text": "?"}, {"type": "image", "source": {"type": "url", "url": inner}}]}])
+    assert err.value.body["type"] == "error" and err.value.body["error"]["type"] == "invalid_request_error"
+    message = err.value.body["error"]["message"]
+    assert "messages[0].content[1].source.url" in message and inner in message and '"type": "base64"' in message
+    with pytest.raises(openai.BadRequestError) as oerr:
+        await oai(c).responses.create(model="seeing", input=[{"role": "user", "content": [
+            {"type": "input_text", "text": "?"}, {"type": "input_image", "image_url": inner, "detail": "auto"}]}])
+    assert oerr.value.body["code"] == "invalid_image_url"
+    assert oerr.value.body["param"] == "input[0].content[1].image_url"
+    assert "data:image/png;base64" in oerr.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as oerr:
+        await oai(c).chat.completions.create(model="seeing", messages=[{"role": "user", "content": [
+            {"type": "text", "text": "?"}, {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}])
+    assert oerr.value.body["code"] == "invalid_image_url"
+    assert oerr.value.body["param"] == "messages[0].content[1].image_url.url"
+    assert not log.exists() or sent(log) == []  # nothing reached the engine
+    # inline images go through: a data: URL as Anthropic's url source, as chat's image_url
+    pixel = "data:image/png;base64,iVBORw0KGgo="
+    await claude(c).messages.create(model="seeing", max_tokens=5, messages=[{"role": "user", "content": [
+        {"type": "image", "source": {"type": "url", "url": pixel}}, {"type": "text", "text": "?"}]}])
+    await oai(c).chat.completions.create(model="seeing", messages=[{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": pixel}}, {"type": "text", "text": "?"}]}])
+    assert [m["content"][0]["image_url"]["url"] for b in sent(log) for m in b["messages"]] == [pixel, pixel]
+
+
 async def test_new_routes_are_metered_and_recorded_like_chat(gateway) -> None:
     c, _log = gateway
     await oai(c).responses.create(model="tiny", input="hi")
