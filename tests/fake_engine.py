@@ -105,6 +105,7 @@ def serve(port: int, load_delay: float, fail_load: bool, die_on_first_request: b
     started = time.monotonic()
     key = os.environ.get("FAKE_ENGINE_KEY") or os.environ.get("LLAMA_API_KEY")
     hold = os.environ.get("FAKE_ENGINE_HOLD")  # a file: streams send one chunk, then wait until it exists
+    seen = os.environ.get("FAKE_ENGINE_REQUESTS")  # a file: each request's body is appended to it, one a line
     if fail_load:
         time.sleep(load_delay)
         print("error: this fake engine was told to fail", flush=True)
@@ -159,6 +160,9 @@ def serve(port: int, load_delay: float, fail_load: bool, die_on_first_request: b
             if key and self.headers.get("Authorization") != f"Bearer {key}":
                 self._send(401, {"error": {"message": "Invalid API Key"}})
                 return
+            if seen:
+                with open(seen, "ab") as f:
+                    f.write(raw.replace(b"\n", b" ") + b"\n")
             if die_on_first_request:
                 print("RuntimeError: Unsupported CPU attention configuration: head_dim=16", flush=True)
                 try:  # the client may already have gone (it has its answer or gave up): die all the same, quietly

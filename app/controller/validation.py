@@ -2,7 +2,8 @@
 OpenAI's error shape rather than an engine crash.
 
 Types and ranges of the OpenAI fields the backends act on; unknown fields pass through untouched (clients
-send vendor extensions). Each failure names the field and what is allowed.
+send vendor extensions). Each failure names the field and what is allowed. Media in chat messages must be inline
+(``media_urls``: an engine would fetch a URL itself).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from llmctl.app.controller.errors import ApiError
+from llmctl.app.controller.media_urls import check_chat_media
 
 MAX_TOKENS_LIMIT = 1 << 17
 
@@ -76,6 +78,7 @@ def check_chat(body: dict) -> None:
         content = m.get("content")
         if content is not None and not isinstance(content, (str, list)):
             raise _bad(f"messages[{i}].content", "must be a string or a list of content parts")
+    check_chat_media(messages)
 
 
 def check_completion(body: dict) -> None:

@@ -74,9 +74,11 @@ def test_an_abandoned_unary_request_stops_the_engine(long_controller: Controller
         assert (last["status"], last["error"]) == (499, "the client went away")
 
 
-def test_a_request_is_never_sent_again_for_a_client_that_left(long_controller: ControllerProcess) -> None:
+def test_an_unload_mid_answer_starts_nothing_again_for_a_client_that_left(long_controller: ControllerProcess) -> None:
     """An unload drops the engine's connection mid-answer; the gateway used to start the model again and send the
-    request anew, to answer nobody."""
+    request anew, to answer nobody. End to end on llama.cpp: the departure watch (or the upstream connection's own
+    check of the client) usually ends the request before the engine dies, so this does not pin the check before
+    each attempt; ``test_a_request_is_never_sent_again_for_a_client_that_left`` does."""
     proc = long_controller
     with proc.client() as c:
         assert c.post("/v1/chat/completions", json={**LONG, "max_tokens": 2}).status_code == 200
@@ -87,6 +89,55 @@ def test_a_request_is_never_sent_again_for_a_client_that_left(long_controller: C
         _until("the request finished", lambda: c.get("/llmctl/v1/requests").json()["in_flight"] == 0)
         assert proc.backend("tiny")["state"] == "stopped"  # not started again for nobody
         assert c.get("/llmctl/v1/requests").json()["requests"][-1]["status"] == 499
+
+
+def test_a_request_is_never_sent_again_for_a_client_that_left(tmp_path: Path, tiny_gguf: Path) -> None:
+    """The gateway checks that the client is still there before each attempt: the first, and the one after the
+    engine was found dead and restarted (one check, at the top of the attempts). Here nothing else can stop the
+    request: it waits behind another (``max_concurrent = 1``, the other held by the fake engine), its client
+    leaves while it waits, where no departure watch runs yet; when its turn comes the watch's first look is 0.2 s
+    away, the engine answers in milliseconds. Without the check it reaches the engine. (After a restart the
+    watch and the upstream connection's own check read the same closed connection within 0.2 s, so no test can
+    leave that check alone to decide there.)"""
+    from fake_engine import llama_server_shim
+
+    home = tmp_path / "home"
+    ModelStore(home / "data").import_file(tiny_gguf, "tiny")
+    config = tmp_path / "config.toml"
+    config.write_text("[models.tiny]\nmax_concurrent = 1\n")
+    release, seen = tmp_path / "release", tmp_path / "engine-requests"
+    proc = ControllerProcess(home, FAKE_ENGINE_HOLD=str(release), FAKE_ENGINE_REQUESTS=str(seen),
+                             LLMCTL_CONFIG=str(config),
+                             LLMCTL_BACKENDS__LLAMA_SERVER=str(llama_server_shim(tmp_path))).start()
+    first = {**LONG, "max_tokens": 2, "messages": [{"role": "user", "content": "the one that holds the turn"}]}
+    left = {**LONG, "max_tokens": 2, "messages": [{"role": "user", "content": "the one whose client left"}]}
+    try:
+        with proc.client() as c:
+            assert c.post("/v1/chat/completions", json={**LONG, "max_tokens": 2}).status_code == 200  # loaded
+
+            def inside() -> int:
+                return c.get("/llmctl/v1/keys").json()["queues"]["tiny"]["inside"]
+
+            with httpx.stream("POST", proc.url + "/v1/chat/completions", json={**first, "stream": True},
+                              timeout=60) as held:
+                assert held.status_code == 200  # its first chunk is through; the rest waits for the release
+                s = _send_raw(proc, left)
+                _until("the second request waits its turn", lambda: inside() == 2)
+                s.close()  # its client leaves while it waits
+                # a round trip after the close: the controller has read the closed connection by its answer
+                assert inside() == 2
+                release.touch()
+                held.read()
+            _until("both requests finished", lambda: c.get("/llmctl/v1/requests").json()["in_flight"] == 0)
+            records = c.get("/llmctl/v1/requests").json()["requests"]
+        asked = [json.loads(line)["messages"][0]["content"] for line in seen.read_text().splitlines()]
+        assert "the one whose client left" not in asked, asked  # never sent
+        assert asked[-1] == "the one that holds the turn"
+        outcomes = sorted((r["status"], r["error"] or "") for r in records[-2:])
+        assert outcomes == [(200, ""), (499, "the client went away")], records[-2:]
+    finally:
+        release.touch()
+        proc.kill_everything()
 
 
 def test_a_cut_stream_is_charged_its_prompt(tmp_path: Path, tiny_gguf: Path) -> None:

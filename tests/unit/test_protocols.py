@@ -312,6 +312,38 @@ async def test_count_tokens_and_errors_in_anthropic_shape(gateway) -> None:
     assert oerr.value.body["code"] == "unsupported_capability" and "projector" in oerr.value.body["message"]
 
 
+async def test_image_urls_are_refused_in_each_protocols_shape_and_never_reach_the_engine(gateway) -> None:
+    """An engine given an http image URL would fetch it from this machine (an internal address, say): each route
+    refuses it in its own error shape, saying to send the image inline; inline images still go through."""
+    c, log = gateway
+    inner = "http://169.254.169.254/latest/meta-data/"
+    with pytest.raises(anthropic.BadRequestError) as err:
+        await claude(c).messages.create(model="seeing", max_tokens=5, messages=[{"role": "user", "content": [
+            {"type": "text", "text": "?"}, {"type": "image", "source": {"type": "url", "url": inner}}]}])
+    assert err.value.body["type"] == "error" and err.value.body["error"]["type"] == "invalid_request_error"
+    message = err.value.body["error"]["message"]
+    assert "messages[0].content[1].source.url" in message and inner in message and '"type": "base64"' in message
+    with pytest.raises(openai.BadRequestError) as oerr:
+        await oai(c).responses.create(model="seeing", input=[{"role": "user", "content": [
+            {"type": "input_text", "text": "?"}, {"type": "input_image", "image_url": inner, "detail": "auto"}]}])
+    assert oerr.value.body["code"] == "invalid_image_url"
+    assert oerr.value.body["param"] == "input[0].content[1].image_url"
+    assert "data:image/png;base64" in oerr.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as oerr:
+        await oai(c).chat.completions.create(model="seeing", messages=[{"role": "user", "content": [
+            {"type": "text", "text": "?"}, {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}])
+    assert oerr.value.body["code"] == "invalid_image_url"
+    assert oerr.value.body["param"] == "messages[0].content[1].image_url.url"
+    assert not log.exists() or sent(log) == []  # nothing reached the engine
+    # inline images go through: a data: URL as Anthropic's url source, as chat's image_url
+    pixel = "data:image/png;base64,iVBORw0KGgo="
+    await claude(c).messages.create(model="seeing", max_tokens=5, messages=[{"role": "user", "content": [
+        {"type": "image", "source": {"type": "url", "url": pixel}}, {"type": "text", "text": "?"}]}])
+    await oai(c).chat.completions.create(model="seeing", messages=[{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": pixel}}, {"type": "text", "text": "?"}]}])
+    assert [m["content"][0]["image_url"]["url"] for b in sent(log) for m in b["messages"]] == [pixel, pixel]
+
+
 async def test_new_routes_are_metered_and_recorded_like_chat(gateway) -> None:
     c, _log = gateway
     await oai(c).responses.create(model="tiny", input="hi")
@@ -383,6 +415,30 @@ def test_response_store_is_bounded_by_count_and_bytes_least_recent_out() -> None
     store.put("k", {"id": "half2"}, [{"content": "x" * 6_000}])
     assert store.get("k", "half") is None and store.bytes <= 10_000
     assert len(store) == 1 and store.delete("k", "half2") and len(store) == 0 and store.bytes == 0
+
+
+def test_a_key_that_stores_many_responses_evicts_its_own_never_another_keys() -> None:
+    from llmctl.app.controller.protocols.store import ResponseStore
+
+    store = ResponseStore(max_entries=6, max_bytes=10_000)  # 3 keys below: a share of 2 entries, 3,333 bytes
+    store.put("alice", {"id": "a0"}, [])
+    store.put(None, {"id": "n0"}, [])  # no key: one shared partition of its own
+    for i in range(20):  # bob floods, past the count bound many times over
+        assert store.put("bob", {"id": f"b{i}"}, [])
+    assert store.get("alice", "a0") is not None and store.get(None, "n0") is not None
+    assert [f"b{i}" for i in range(20) if store.get("bob", f"b{i}")] == ["b16", "b17", "b18", "b19"]
+    assert len(store) == 6 and store.get("bob", "a0") is None and store.get("alice", "b19") is None  # each its own
+    store.put("alice", {"id": "a1"}, [])  # alice, within her share, takes the room from bob (over his share)
+    assert store.get("bob", "b16") is None and store.get("bob", "b17") is not None and len(store) == 6
+    for i in range(10):  # by bytes too: bob's large answers push out only bob's own
+        assert store.put("bob", {"id": f"big{i}"}, [{"content": "x" * 3_500}])
+    assert store.bytes <= 10_000 and [i for i in range(10) if store.get("bob", f"big{i}")] == [8, 9]
+    assert store.get("alice", "a0") and store.get("alice", "a1") and store.get(None, "n0")
+    # larger than its key's share while the others fill the rest: not kept, and nobody's room taken
+    assert not store.put(None, {"id": "huge"}, [{"content": "x" * 7_000}])
+    assert store.get(None, "huge") is None and store.get(None, "n0") and store.get("bob", "big8")
+    assert store.delete("bob", "big8") and store.delete("bob", "big9")  # with bob's room free, it fits
+    assert store.put(None, {"id": "huge"}, [{"content": "x" * 7_000}]) and store.get("alice", "a0")
 
 
 async def test_a_reasoning_models_thinking_becomes_reasoning_items_and_thinking_blocks(gateway) -> None:

@@ -43,3 +43,31 @@ def test_completion_and_embeddings() -> None:
     check_embeddings({"model": "m", "input": ["a"]})
     with pytest.raises(ApiError, match="input"):
         check_embeddings({"model": "m", "input": []})
+
+
+def _parts(*parts: dict) -> dict:
+    return {**OK, "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": list(parts)}]}
+
+
+@pytest.mark.parametrize("part", [
+    {"type": "image_url", "image_url": {"url": "http://169.254.169.254/latest/meta-data/"}},
+    {"type": "image_url", "image_url": {"url": "HTTPS://example.com/cat.png"}},
+    {"type": "image_url", "image_url": "http://10.0.0.1/cat.png"},  # the URL as a bare string
+    {"type": "image_url", "image_url": {"url": "file:///etc/passwd"}},
+    {"type": "image_url", "image_url": {}},
+    {"type": "audio_url", "audio_url": {"url": "http://127.0.0.1:8080/a.wav"}},  # vLLM fetches these too
+    {"type": "video_url", "video_url": {"url": "http://127.0.0.1:8080/v.mp4"}},
+])
+def test_chat_media_must_be_inline(part: dict) -> None:
+    """An engine would fetch a URL itself, from this machine: only data: URLs pass."""
+    with pytest.raises(ApiError) as err:
+        check_chat(_parts({"type": "text", "text": "what is this"}, part))
+    kind = part["type"]
+    assert err.value.status == 400 and err.value.code == "invalid_image_url"
+    assert err.value.param == f"messages[1].content[1].{kind}.url"
+    assert "send it inline" in err.value.message and "data:" in err.value.message
+
+
+def test_chat_inline_media_passes() -> None:
+    check_chat(_parts({"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+                      {"type": "image_url", "image_url": "DATA:image/jpeg;base64,/9j/"}, {"type": "text", "text": "?"}))

@@ -2,7 +2,8 @@
 
 The request: ``system`` (a string or text blocks) becomes the system message, and a ``system`` message within
 ``messages`` is folded into the turn before it (``_fold_system``); ``messages`` with text, image
-(base64 or URL, sent as ``image_url`` to a model with a projector; a model without one gets a 400), ``tool_use`` and
+(base64, sent as an ``image_url`` data URL to a model with a projector; a model without one gets a 400, and so
+does a URL source that is not ``data:``, as an engine would fetch it: ``media_urls``), ``tool_use`` and
 ``tool_result`` blocks become chat messages with ``tool_calls`` and ``tool`` messages; ``tools`` with an
 ``input_schema`` become function tools (Anthropic's server tools, ``web_search_*``, ``bash_*``, ``text_editor_*``,
 ... are dropped with one log line); ``tool_choice``, ``max_tokens``, ``stop_sequences``, ``temperature``, ``top_p``
@@ -25,6 +26,7 @@ import secrets
 from collections.abc import Callable, Iterable, Sequence
 
 from llmctl.app.controller.errors import ApiError
+from llmctl.app.controller.media_urls import inline_only
 from llmctl.app.controller.protocols.stream import sse
 from llmctl.app.controller.validation import MAX_TOKENS_LIMIT
 
@@ -51,6 +53,9 @@ def _bad(param: str, message: str) -> ApiError:
     return ApiError(400, f"{param}: {message}", code="invalid_value", param=param)
 
 
+_INLINE = 'a base64 source: {"type": "base64", "media_type": "image/png", "data": "..."}'
+
+
 def _image(block: dict, param: str, vision: bool, model: str) -> dict:
     if not vision:
         raise ApiError(400, f"{param}: '{model}' cannot read images: it has no vision projector (mmproj). Use a "
@@ -61,8 +66,9 @@ def _image(block: dict, param: str, vision: bool, model: str) -> dict:
         media = source.get("media_type") if isinstance(source.get("media_type"), str) else "image/png"
         return {"type": "image_url", "image_url": {"url": f"data:{media};base64,{source['data']}"}}
     if isinstance(source, dict) and source.get("type") == "url" and isinstance(source.get("url"), str):
+        inline_only(source["url"], f"{param}.source.url", _INLINE)  # an engine would fetch it (media_urls)
         return {"type": "image_url", "image_url": {"url": source["url"]}}
-    raise _bad(f"{param}.source", "an image needs a base64 source (media_type, data) or a url source")
+    raise _bad(f"{param}.source", f"an image needs {_INLINE}")
 
 
 def _text(content, param: str) -> str:

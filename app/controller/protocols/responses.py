@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from llmctl.app.controller.errors import ApiError
+from llmctl.app.controller.media_urls import DATA_URL, inline_only
 from llmctl.app.controller.protocols.stream import sse
 from llmctl.app.controller.validation import MAX_TOKENS_LIMIT
 
@@ -37,6 +38,9 @@ def _id(prefix: str) -> str:
 
 def _bad(param: str, message: str) -> ApiError:
     return ApiError(400, f"{param}: {message}", code="invalid_value", param=param)
+
+
+_INLINE = f"a base64 data: URL ({DATA_URL})"
 
 
 def _text_of(content, param: str) -> str | list:
@@ -57,8 +61,9 @@ def _text_of(content, param: str) -> str | list:
         elif kind == "input_image":
             url = part.get("image_url")
             if not isinstance(url, str):
-                raise _bad(f"{param}[{i}]", "an input_image needs an image_url (a data: URL or an http URL); "
-                           "uploaded file ids are not kept here")
+                raise _bad(f"{param}[{i}]", f"an input_image needs an image_url: {_INLINE}; uploaded file ids "
+                           "are not kept here")
+            inline_only(url, f"{param}[{i}].image_url", _INLINE)  # an engine would fetch a URL (media_urls)
             parts.append({"type": "image_url", "image_url": {"url": url}})
         else:
             raise _bad(f"{param}[{i}].type", f"{kind!r} is not supported here (input_text, input_image)")
