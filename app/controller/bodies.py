@@ -70,7 +70,8 @@ class BodyGate:
                 503, f"too many request bodies are being received at once ({budget.held} bytes of at most "
                 f"{budget.limit}, server.max_bodies_bytes); retry shortly", code="server_busy", retry_after=1), 0
         try:
-            body = await asyncio.wait_for(request.read(), self.timeout)
+            async with asyncio.timeout(self.timeout):  # a scope, not a task per request as wait_for makes
+                body = await request.read()
         except TimeoutError:
             return error_response(408, f"the request body did not arrive within {self.timeout:g} s "
                                   "(server.body_timeout)", code="request_timeout"), reserved
