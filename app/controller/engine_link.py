@@ -28,6 +28,7 @@ MAX_HEAD_BYTES = 64 << 10  # status line and headers of one answer
 HIGH_WATER = 256 << 10  # bytes of body waiting for the consumer before the connection stops reading
 LOW_WATER = 64 << 10
 IDLE_SECONDS = 60.0  # a pooled connection unused this long is closed rather than reused
+CONNECT_SECONDS = 10.0  # an engine that accepts no connection within this is not there (as aiohttp's bound was)
 MAX_IDLE = 64  # pooled connections kept per engine
 
 
@@ -40,7 +41,13 @@ class NotConnected(LinkError):
 
 
 class Dropped(LinkError):
-    """The connection closed before any byte of the answer: nothing was answered."""
+    """The connection closed before any byte of the answer: nothing was answered. Either a kept-alive connection the
+    engine had closed, or the engine died with the request: the gateway sends it once more, as it did over aiohttp
+    (inference has no side effects; a request that kills its engine is sent at most twice)."""
+
+
+class _Surplus(Exception):
+    """Bytes of a second answer came after the one asked for."""
 
 
 class BrokenAnswer(LinkError):
@@ -51,6 +58,12 @@ def _header_value(value: str) -> str:
     if "\r" in value or "\n" in value:
         raise ValueError("a header value must not contain a line break")
     return value
+
+
+def _header_name(name: str) -> str:
+    if not name or any(c in name for c in ":\r\n \t"):
+        raise ValueError(f"not a header name: {name!r}")
+    return name
 
 
 class _Connection(asyncio.Protocol):
@@ -93,8 +106,17 @@ class _Connection(asyncio.Protocol):
 
     def send(self, head: bytes, body: bytes) -> EngineResponse:
         self.answer = EngineResponse(self)
-        self.transport.write(head + body)  # one write: one segment for a small request
+        if len(body) <= 1 << 16:
+            self.transport.write(head + body)  # one write: one segment for a small request
+        else:  # no copy of a large body
+            self.transport.write(head)
+            self.transport.write(body)
         return self.answer
+
+    @property
+    def clean(self) -> bool:
+        """Nothing of the last request still waits to be sent, and it is reading: fit to carry another request."""
+        return not self.closed and not self.transport.is_closing() and self.transport.get_write_buffer_size() == 0
 
 
 class EngineResponse:
@@ -114,7 +136,8 @@ class EngineResponse:
         self._waiter: asyncio.Future | None = None
         self._started = False  # a byte of the answer has come
         self._complete = False
-        self._surplus = False  # bytes came after the answer's end
+        self._framing = 0  # bytes read since the last body bytes, the head done (chunk framing, trailers)
+        self._body_seen = 0  # body bytes so far
         self._released = False
         self._reusable = False  # the engine keeps the connection open after this answer
         self._error: BaseException | None = None
@@ -135,19 +158,19 @@ class EngineResponse:
 
     def on_message_begin(self) -> None:
         if self._complete:  # a second answer begins in the same bytes: nobody asked for it
-            self._surplus = True
+            raise _Surplus
 
     def on_headers_complete(self) -> None:
         self.status = self._parser.get_status_code()
         self._reusable = self._parser.should_keep_alive()  # read here: the parser forgets it once the answer ends
         self.headers = CIMultiDictProxy(CIMultiDict(self._fields))
         length = self.headers.get("Content-Length")
-        self.content_length = int(length) if length is not None and length.isdigit() else None
+        self.content_length = int(length) if length is not None and length.isascii() and length.isdigit() else None
         keep = self.headers.get("Keep-Alive")
         if keep is not None:  # "timeout=5, max=100": reused only well within the engine's own idle timeout
             for part in keep.split(","):
                 name, _, value = part.strip().partition("=")
-                if name.lower() == "timeout" and value.isdigit():
+                if name.lower() == "timeout" and value.isascii() and value.isdigit():
                     self._conn.keep_for = min(IDLE_SECONDS, max(0.0, int(value) - 1.0))
         if self.status < 200:
             raise BrokenAnswer(f"the engine answered {self.status}, an interim answer llmctl never asks for")
@@ -155,6 +178,7 @@ class EngineResponse:
             self._head.set_result(None)
 
     def on_body(self, body: bytes) -> None:
+        self._body_seen += len(body)
         self._chunks.append(body)
         self._buffered += len(body)
         if self._buffered > HIGH_WATER and not self._paused and self._conn.transport is not None:
@@ -172,27 +196,38 @@ class EngineResponse:
         if self._complete:  # more than the answer: the connection cannot be reused
             self._conn.close()
             return
+        body_before = self._body_seen
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:  # raised by a callback here: its own error says what
             cause = exc.__context__
+            if isinstance(cause, _Surplus):  # the answer asked for is whole; what follows it is not trusted
+                self._conn.close()
+                return
             self._fail(cause if isinstance(cause, BrokenAnswer) else BrokenAnswer(f"the engine's answer: {cause}"))
+            return
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             self._fail(BrokenAnswer(f"the engine's answer is not valid HTTP ({exc})"))
+            return
+        if self._complete:
+            return
+        if not self._head.done():  # a head still unfinished: counted by reads (one read is bounded)
+            self._head_read += len(data)
+            if self._head_read > MAX_HEAD_BYTES:
+                self._fail(BrokenAnswer(f"the engine's answer head is larger than {MAX_HEAD_BYTES >> 10} KiB"))
+        elif self._body_seen == body_before:  # no body in these bytes: framing, chunk extensions, trailers
+            self._framing += len(data)
+            if self._framing > MAX_HEAD_BYTES:  # the parser would keep growing an endless trailer line
+                self._fail(BrokenAnswer(f"the engine sent more than {MAX_HEAD_BYTES >> 10} KiB without body bytes"))
         else:
-            if not self._head.done():  # a head still unfinished: counted by reads (one read is bounded)
-                self._head_read += len(data)
-                if self._head_read > MAX_HEAD_BYTES:
-                    self._fail(BrokenAnswer(f"the engine's answer head is larger than {MAX_HEAD_BYTES >> 10} KiB"))
-            elif self._complete and self._surplus:
-                self._conn.close()  # more than the answer came: the connection cannot be reused
+            self._framing = 0
 
     def _lost(self, exc: BaseException | None) -> None:
         if self._complete:
             return
         if not self._started:
             self._fail(Dropped("the engine closed the connection before answering"))
-        elif self._head.done() and self.content_length is None and \
+        elif exc is None and self._head.done() and self.content_length is None and \
                 "chunked" not in self.headers.get("Transfer-Encoding", "").lower():
             self._complete = True  # a body that runs to the connection's end ended with it
             self._wake()
@@ -255,7 +290,7 @@ class EngineResponse:
             return
         self._released = True
         conn = self._conn
-        if self._complete and self._error is None and not conn.closed and self._reusable:
+        if self._complete and self._error is None and self._reusable and not self._paused and conn.clean:
             conn.answer = None
             conn.link._pool(conn)
         else:
@@ -286,21 +321,28 @@ class EngineLink:
         self._host_header = _header_value(parts.netloc)
         self._idle: list[_Connection] = []
         self._open: set[_Connection] = set()
+        self._connecting = 0
 
     @property
-    def empty(self) -> bool:
-        """No connection open (none pooled, none in use)."""
-        return not self._open
+    def unused(self) -> bool:
+        """No connection open (none pooled, none in use) and none being made."""
+        return not self._open and not self._connecting
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
+        self._connecting += 1
         try:
-            if self.socket_path is not None:
-                _t, conn = await loop.create_unix_connection(lambda: _Connection(self), self.socket_path)
-            else:
-                _t, conn = await loop.create_connection(lambda: _Connection(self), self.host, self.port)
+            async with asyncio.timeout(CONNECT_SECONDS):
+                if self.socket_path is not None:
+                    _t, conn = await loop.create_unix_connection(lambda: _Connection(self), self.socket_path)
+                else:
+                    _t, conn = await loop.create_connection(lambda: _Connection(self), self.host, self.port)
+        except TimeoutError:
+            raise NotConnected(f"the engine accepted no connection within {CONNECT_SECONDS:g} s") from None
         except OSError as exc:
             raise NotConnected(f"could not connect to the engine: {exc}") from None
+        finally:
+            self._connecting -= 1
         self._open.add(conn)
         return conn
 
@@ -308,7 +350,7 @@ class EngineLink:
         now = time.monotonic()
         while self._idle:
             conn = self._idle.pop()  # the most recently used: the least likely to have been closed by the engine
-            if not conn.closed and not conn.transport.is_closing() and now - conn.idle_since < conn.keep_for:
+            if conn.clean and now - conn.idle_since < conn.keep_for:
                 return conn
             conn.close()
         return None
@@ -327,20 +369,18 @@ class EngineLink:
 
     async def post(self, url: str, *, data: bytes, headers: dict[str, str], allow_redirects: bool = False,
                    ) -> EngineResponse:
-        """POST ``data`` to ``url`` (an address of this engine): the answer once its head has come."""
-        return await self.request("POST", url, data, headers)
-
-    async def request(self, method: str, url: str, data: bytes, headers: dict[str, str]) -> EngineResponse:
+        """POST ``data`` to ``url`` (an address of this engine): the answer once its head has come. Only POST:
+        an answer's framing is read as a POST's (a HEAD's answer has none)."""
         path = urlsplit(url)
         target = path.path or "/"
         if path.query:
             target += "?" + path.query
-        lines = [f"{method} {target} HTTP/1.1", f"Host: {self._host_header}", f"Content-Length: {len(data)}"]
-        lines += [f"{name}: {_header_value(value)}" for name, value in headers.items()]
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        lines = [f"POST {target} HTTP/1.1", f"Host: {self._host_header}", f"Content-Length: {len(data)}"]
+        lines += [f"{_header_name(name)}: {_header_value(value)}" for name, value in headers.items()]
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")  # as aiohttp encoded them
         conn = self._take() or await self._connect()
-        answer = conn.send(head, data)
         try:
+            answer = conn.send(head, data)
             await answer._head
         except Dropped:
             # a kept-alive connection the engine had closed (or the engine went): the other idle ones are as
@@ -352,6 +392,12 @@ class EngineLink:
             conn.close()  # cancelled, or the answer broke: the connection's state is unknown
             raise
         return answer
+
+    def close_idle(self) -> None:
+        """Close the pooled connections; those carrying a request are left to end (a dead engine's end by
+        themselves; a live one's, of another model on the same server, are answers in progress)."""
+        for conn in list(self._idle):
+            conn.close()
 
     def close(self) -> None:
         for conn in list(self._open):

@@ -13,8 +13,11 @@ from typing import Any
 
 from llmctl.app.controller.errors import ApiError
 
-# chat content parts that carry a URL an engine would open (vLLM's audio_url and video_url besides OpenAI's image)
-_URL_PARTS = ("image_url", "audio_url", "video_url")
+# keys whose value is a URL an engine would open, whatever the part's "type" says (vLLM takes a part with no type
+# but an ``image_url``, and ``input_image`` parts in chat): OpenAI's image, vLLM's audio and video
+_URL_KEYS = ("image_url", "audio_url", "video_url")
+# what a conversation holds that is not media: a tool call's arguments (a model's own text) and a tool's input
+_NOT_MEDIA = frozenset({"tool_calls", "function", "arguments", "input"})
 DATA_URL = "data:image/png;base64,..."
 
 
@@ -28,16 +31,28 @@ def inline_only(url: Any, param: str, how: str) -> None:
                    code="invalid_image_url", param=param)
 
 
-def check_chat_media(messages: list) -> None:
-    """Every media part of chat ``messages`` (already checked to be objects) inline."""
-    for i, m in enumerate(messages):
-        content = m.get("content")
-        if not isinstance(content, list):
+def check_chat_media(messages: Any, param: str = "messages",
+                     how: str = f"a base64 data: URL ({DATA_URL})") -> None:
+    """Every media URL anywhere in a conversation inline: OpenAI/vLLM parts (``image_url``, ``audio_url``,
+    ``video_url``, typed or not, nested at any depth: a tool message's content included) and Anthropic's
+    ``{"type": "url", "url": ...}`` sources (a ``tool_result``'s images included). Walked without recursion (a
+    deeply nested body is no stack risk); tool calls' arguments are the model's text, not media, and are skipped."""
+    stack: list[tuple[str, Any]] = [(param, messages)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, list):
+            stack.extend((f"{where}[{i}]", item) for i, item in enumerate(value))
             continue
-        for j, part in enumerate(content):
-            kind = part.get("type") if isinstance(part, dict) else None
-            if kind in _URL_PARTS:
-                value = part.get(kind)
-                url = value.get("url") if isinstance(value, dict) else value  # {"url": ...}, or the URL as it is
-                inline_only(url, f"messages[{i}].content[{j}].{kind}.url",
-                            f"a base64 data: URL ({DATA_URL})")
+        if not isinstance(value, dict):
+            continue
+        kind = value.get("type")
+        for key in _URL_KEYS:
+            if key in value:
+                media = value[key]
+                url = media.get("url") if isinstance(media, dict) else media  # {"url": ...}, or the URL as it is
+                if isinstance(url, str) or kind == key:
+                    inline_only(url, f"{where}.{key}.url", how)
+        if kind == "url" and "url" in value:  # an Anthropic source
+            inline_only(value["url"], f"{where}.url", how)
+        stack.extend((f"{where}.{k}", v) for k, v in value.items()
+                     if k not in _NOT_MEDIA and k not in _URL_KEYS and isinstance(v, (dict, list)))

@@ -70,14 +70,16 @@ class Upstreams:
         return link
 
     def drop(self, backend) -> None:
-        """A backend stopped: its pooled connections lead nowhere now."""
+        """A backend stopped: its pooled connections lead nowhere now. Only the idle ones are closed: one address
+        may serve several models (an Ollama server's), whose answers in progress go on; a dead process's
+        connections end by themselves. Links with nothing open are let go (an engine restarted on a new port)."""
         if backend.socket_path is not None:
             self.forget(backend.socket_path)
-        link = self._links.pop((backend.base_url, backend.socket_path), None)
+        link = self._links.get((backend.base_url, backend.socket_path))
         if link is not None:
-            link.close()
-        for where, other in list(self._links.items()):  # links to addresses whose engines have gone
-            if other.empty:
+            link.close_idle()
+        for where, other in list(self._links.items()):
+            if other.unused:
                 del self._links[where]
 
     def linked(self) -> list[str]:

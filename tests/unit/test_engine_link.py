@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+from types import SimpleNamespace
 
 import pytest
 
+from llmctl.app.controller import engine_link
 from llmctl.app.controller.engine_link import (
     HIGH_WATER,
     BrokenAnswer,
@@ -15,6 +18,7 @@ from llmctl.app.controller.engine_link import (
     EngineLink,
     NotConnected,
 )
+from llmctl.app.controller.upstream import Upstreams
 
 
 class RawServer:
@@ -201,7 +205,6 @@ async def test_bytes_past_the_answer_end_the_connection():
         link = EngineLink(server.url)
         up = await post(link, server.url)
         assert await up.read() == b"{}"
-        await asyncio.sleep(0.1)
         up.release()
         up = await post(link, server.url)
         await up.read()
@@ -218,7 +221,8 @@ async def test_a_reader_that_falls_behind_stops_the_connection_reading():
 
     async with RawServer(answer) as server:
         up = await post(EngineLink(server.url), server.url)
-        await asyncio.sleep(0.5)  # nothing consumed meanwhile
+        while not up._paused:  # nothing consumed meanwhile: it stops reading (the test times out if it never does)
+            await asyncio.sleep(0.01)
         assert HIGH_WATER <= up._buffered < HIGH_WATER + (1 << 20)  # not the 8 MiB the engine wanted to send
         assert len(await up.read()) == 8 << 20  # and reading resumes
 
@@ -239,7 +243,7 @@ async def test_a_cancelled_request_closes_its_connection_so_the_engine_stops():
         with pytest.raises(asyncio.CancelledError):
             await task
         await asyncio.wait_for(server.closed.wait(), 5)  # the engine saw its connection close
-        assert link.empty
+        assert link.unused
 
 
 async def test_a_closed_answer_mid_stream_closes_the_connection():
@@ -254,7 +258,7 @@ async def test_a_closed_answer_mid_stream_closes_the_connection():
         assert await anext(up.content.iter_any()) == b"hello"
         up.close()
         await asyncio.wait_for(server.closed.wait(), 5)
-        assert link.empty
+        assert link.unused
 
 
 async def test_nothing_listening_is_not_connected():
@@ -313,3 +317,94 @@ async def test_a_connection_is_not_reused_once_the_engine_may_have_timed_it_out(
             await up.read()
             up.release()
         assert server.connections == 2  # timeout=1 leaves no safe idle time: a new connection each time
+
+
+async def test_a_second_answer_in_the_same_bytes_is_not_mixed_into_the_first():
+    async with RawServer(lambda r, w: _write(w, whole(b'{"ok":1}') + b"HTTP/1.1 500 Oops\r\nX-Injected: 1\r\n"
+                                                  b"Content-Length: 7\r\n\r\n{\"x\":2}")) as server:
+        link = EngineLink(server.url)
+        up = await post(link, server.url)
+        assert await up.read() == b'{"ok":1}'
+        assert up.status == 200 and "X-Injected" not in up.headers
+        up.release()
+        assert link._take() is None  # the connection that carried it is not trusted again
+
+
+async def test_an_endless_trailer_is_refused_before_it_grows():
+    async def answer(request, writer):
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-Trailer: ")
+        for _ in range(64):  # 4 MiB of one trailer line, never ended
+            writer.write(b"a" * (1 << 16))
+            await writer.drain()
+        await server.generating()
+        return "close"
+
+    async with RawServer(answer) as server:
+        up = await post(EngineLink(server.url), server.url)
+        with pytest.raises(BrokenAnswer, match="without body bytes"):
+            await up.read()
+
+
+async def test_an_engine_that_accepts_no_connection_is_not_waited_on_for_ever(monkeypatch):
+    monkeypatch.setattr(engine_link, "CONNECT_SECONDS", 0.5)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)  # never accepts: once its queue is full, new connections are not answered
+    port = listener.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(4):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", port))
+            fillers.append(s)
+        with pytest.raises(NotConnected, match=r"within 0\.5 s"):
+            await post(EngineLink(f"http://127.0.0.1:{port}"), f"http://127.0.0.1:{port}")
+    finally:
+        for s in fillers:
+            s.close()
+        listener.close()
+
+
+async def test_an_answer_given_before_its_request_was_sent_whole_leaves_the_connection_out_of_the_pool():
+    async def serve(reader, writer):  # answers at once, reading only the head (its body is still on the way)
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 413 Too Large\r\nContent-Length: 2\r\n\r\n{}")
+        await writer.drain()
+        await reader.read()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        link = EngineLink(url)
+        up = await post(link, url, body=b"x" * (32 << 20))  # far more than the socket buffers hold
+        assert up.status == 413 and await up.read() == b"{}"
+        up.release()
+        assert link._take() is None  # its request's end would be read as the next request's start
+    finally:
+        server.close()
+
+
+async def test_a_stopped_model_leaves_the_answers_of_others_on_the_same_server_alone():
+    more = asyncio.Event()
+
+    async def answer(request, writer):
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\none\r\n")
+        await more.wait()
+        writer.write(b"3\r\ntwo\r\n0\r\n\r\n")
+
+    async with RawServer(answer) as server:  # one server hosting two models, as an Ollama server does
+        upstreams = Upstreams()
+        upstreams.open()
+        a, b = (SimpleNamespace(base_url=server.url, socket_path=None, remote=False, timeouts=None) for _ in "ab")
+        try:
+            link = upstreams.relay(b)
+            assert upstreams.relay(a) is link
+            up = await post(link, server.url)
+            chunks = up.content.iter_any()
+            assert await anext(chunks) == b"one"
+            upstreams.drop(a)  # model a stopped while b answers
+            more.set()
+            assert b"".join([c async for c in chunks]) == b"two"
+        finally:
+            await upstreams.close()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from llmctl.app.controller.errors import ApiError
+from llmctl.app.controller.media_urls import check_chat_media
+from llmctl.app.controller.protocols.engine_routes import check_model
 from llmctl.app.controller.validation import check_chat, check_completion, check_embeddings
 
 OK = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
@@ -71,3 +73,40 @@ def test_chat_media_must_be_inline(part: dict) -> None:
 def test_chat_inline_media_passes() -> None:
     check_chat(_parts({"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
                       {"type": "image_url", "image_url": "DATA:image/jpeg;base64,/9j/"}, {"type": "text", "text": "?"}))
+
+
+@pytest.mark.parametrize("messages, where", [
+    # no "type": vLLM still reads the image_url
+    ([{"role": "user", "content": [{"image_url": "http://169.254.169.254/"}]}], "messages[0].content[0].image_url.url"),
+    # a Responses-style part in chat (vLLM takes it)
+    ([{"role": "user", "content": [{"type": "input_image", "image_url": "http://10.0.0.1/x.png", "detail": "auto"}]}],
+     "messages[0].content[0].image_url.url"),
+    # nested deeper than a message's parts
+    ([{"role": "tool", "tool_call_id": "1", "content": [{"type": "x", "content": [
+        {"type": "image_url", "image_url": {"url": "http://10.0.0.1/y.png"}}]}]}],
+     "messages[0].content[0].content[0].image_url.url"),
+    # an Anthropic tool_result's image (count_tokens forwards such a body as it came)
+    ([{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": [
+        {"type": "image", "source": {"type": "url", "url": "http://10.0.0.1/z.png"}}]}]}],
+     "messages[0].content[0].content[0].source.url"),
+])
+def test_media_urls_are_found_wherever_a_server_would_read_them(messages, where) -> None:
+    with pytest.raises(ApiError) as err:
+        check_chat_media(messages)
+    assert err.value.code == "invalid_image_url" and err.value.param == where
+
+
+def test_a_tool_calls_arguments_are_the_models_text_not_media() -> None:
+    check_chat_media([
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "1", "type": "function", "function": {
+            "name": "fetch", "arguments": {"image_url": "http://example.com/cat.png"}}}]},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "fetch",
+                                           "input": {"image_url": "http://example.com/cat.png"}}]},
+    ])
+
+
+def test_an_engine_route_that_renders_a_conversation_checks_its_media() -> None:
+    check_model({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    with pytest.raises(ApiError, match="send it inline"):
+        check_model({"model": "m", "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "http://127.0.0.1:9/"}}]}]})

@@ -14,6 +14,7 @@ import aiohttp
 from aiohttp import web
 
 from llmctl.app.controller.errors import ApiError
+from llmctl.app.controller.media_urls import check_chat_media
 from llmctl.app.controller.protocols.admitted import admitted
 from llmctl.app.controller.request_keys import KEY_STATE
 from llmctl.app.controller.scopes import ADMIN
@@ -33,6 +34,8 @@ def check_model(body: dict) -> None:
     if not isinstance(model, str) or not model.strip():
         raise ApiError(400, "model: a model name is required to route this request (see GET /v1/models)",
                        code="missing_model", param="model")
+    if "messages" in body:  # /apply-template and /tokenize render a conversation: its media would be fetched
+        check_chat_media(body["messages"])
 
 
 async def read_at_most(up: aiohttp.ClientResponse, limit: int) -> bytes:

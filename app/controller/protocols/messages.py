@@ -53,7 +53,7 @@ def _bad(param: str, message: str) -> ApiError:
     return ApiError(400, f"{param}: {message}", code="invalid_value", param=param)
 
 
-_INLINE = 'a base64 source: {"type": "base64", "media_type": "image/png", "data": "..."}'
+INLINE = 'a base64 source: {"type": "base64", "media_type": "image/png", "data": "..."}'
 
 
 def _image(block: dict, param: str, vision: bool, model: str) -> dict:
@@ -66,9 +66,9 @@ def _image(block: dict, param: str, vision: bool, model: str) -> dict:
         media = source.get("media_type") if isinstance(source.get("media_type"), str) else "image/png"
         return {"type": "image_url", "image_url": {"url": f"data:{media};base64,{source['data']}"}}
     if isinstance(source, dict) and source.get("type") == "url" and isinstance(source.get("url"), str):
-        inline_only(source["url"], f"{param}.source.url", _INLINE)  # an engine would fetch it (media_urls)
+        inline_only(source["url"], f"{param}.source.url", INLINE)  # an engine would fetch it (media_urls)
         return {"type": "image_url", "image_url": {"url": source["url"]}}
-    raise _bad(f"{param}.source", f"an image needs {_INLINE}")
+    raise _bad(f"{param}.source", f"an image needs {INLINE}")
 
 
 def _text(content, param: str) -> str:

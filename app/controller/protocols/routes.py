@@ -24,6 +24,7 @@ from aiohttp import web
 
 from llmctl.app.controller.errors import ApiError
 from llmctl.app.controller.gateway import Gateway
+from llmctl.app.controller.media_urls import check_chat_media
 from llmctl.app.controller.protocols import messages, responses
 from llmctl.app.controller.protocols.store import ResponseStore
 from llmctl.app.controller.protocols.stream import TranslatedShape, chat_of, kept_headers
@@ -43,7 +44,9 @@ def _partition(request: web.Request) -> str | None:
 
 
 def _checked(body: dict) -> None:
-    """An Anthropic request the translation has already checked (what count_tokens sends as it came)."""
+    """An Anthropic request the translation has already checked (what count_tokens sends as it came): its media too,
+    at any depth (the translation counts only a ``tool_result``'s text, the engine would read its images)."""
+    check_chat_media(body.get("messages"), how=messages.INLINE)
 
 
 class _Count:
