@@ -416,7 +416,7 @@ class Gateway:
                     else:
                         response, status, usage = await self._unary(session, url, auth, sent, headers, fail_over,
                                                                     limits, request)
-                        error = None
+                        error = _said(response.body) if status >= 400 else None
                     if status in (401, 403) and backend.remote:
                         # the remote refused llmctl's key: not the client's key, so not the client's 401
                         raise ApiError(502, f"the remote serving '{entry.name}' refused llmctl's key ({status}); "
@@ -542,7 +542,7 @@ class Gateway:
                                     code="backend_error") from None
                 finished = True
                 return web.Response(body=data, status=upstream.status, headers={"Content-Type": ctype, **headers}), \
-                    upstream.status, None
+                    upstream.status, _said(data) if upstream.status >= 400 else None
             # headers go back at once unless another model could still take the request (a fallback, or a remote
             # whose first byte is bounded): then they wait for the first chunk, so a stall can still fail over
             response = None if fail_over or first_byte is not None else await self._open(request, headers)
@@ -672,6 +672,25 @@ async def _bounded(up: aiohttp.ClientResponse, idle: float | None = None) -> byt
 
 # the hot path's small helpers -----------------------------------------------------------------------------------
 _DECODER = json.JSONDecoder()
+
+
+def _said(data: bytes) -> str:
+    """What an engine's error answer says, for the request record (``llmctl`` requests, the TUI): its
+    ``error.message`` (OpenAI's shape; llama.cpp's and vLLM's) or ``error`` string, else its first bytes; at most
+    300 characters."""
+    text = data[:4096].decode("utf-8", "replace")
+    try:
+        body = json.loads(data) if len(data) <= 65536 else None
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        error = body.get("error", body.get("detail", body.get("message")))
+        if isinstance(error, dict):
+            error = error.get("message", error)
+        if error is not None:
+            text = error if isinstance(error, str) else json.dumps(error)
+    text = " ".join(text.split())
+    return "the model server answered: " + (text[:300] + "…" if len(text) > 300 else text)
 
 
 def _usage(data: bytes) -> dict | None:

@@ -197,12 +197,16 @@ def test_an_app_key_loads_models_only_as_requests_it_is_counted_for(ctl) -> None
 
 def test_an_app_key_may_not_pin_or_unload_a_model(ctl) -> None:
     for body in ({"model": "tiny", "keep_alive": -1}, {"model": "tiny", "keep_alive": 0},
-                 {"model": "tiny", "prompt": "a", "keep_alive": "-1m", "options": {"num_predict": 1}}):
+                 {"model": "tiny", "prompt": "a", "keep_alive": "-1m", "options": {"num_predict": 1}},
+                 {"model": "tiny", "keep_alive": "8760h"}, {"model": "tiny", "keep_alive": 1e12}):
         r = _post(ctl, "/api/generate", body, PLAIN)
         assert r.status_code == 403 and "admin scope" in r.json()["error"] and "'plain'" in r.json()["error"]
-    pinned = _post(ctl, "/v1/chat/completions", {"model": "tiny", "messages": HI, "max_tokens": 1,
-                                                  "keep_alive": -1}, PLAIN)
-    assert pinned.status_code == 403 and pinned.json()["error"]["code"] == "insufficient_scope"
+    for keep_alive in (-1, 10 ** 9):
+        pinned = _post(ctl, "/v1/chat/completions", {"model": "tiny", "messages": HI, "max_tokens": 1,
+                                                      "keep_alive": keep_alive}, PLAIN)
+        assert pinned.status_code == 403 and pinned.json()["error"]["code"] == "insufficient_scope"
+    day = _post(ctl, "/api/generate", {"model": "tiny", "keep_alive": "24h"}, PLAIN)  # a day is an app's to ask
+    assert day.status_code == 200 and day.json()["done_reason"] == "load"
 
 
 def test_an_unload_waits_for_the_requests_in_flight(ctl) -> None:
@@ -218,3 +222,12 @@ def test_an_unload_waits_for_the_requests_in_flight(ctl) -> None:
         rest = [line for line in lines if line.startswith("data: ")]
     # not killed by the unload: every token came, then the end
     assert rest[-1] == "data: [DONE]" and '"finish_reason":"length"' in rest[-2].replace(" ", "")
+
+
+def test_an_engines_refusal_is_kept_in_the_request_record(ctl) -> None:
+    # more prompt than the model's context: llama.cpp refuses it with a 400 that says why
+    r = _post(ctl, "/v1/completions", {"model": "tiny", "prompt": [1] * 40000, "max_tokens": 1}, FREE)
+    assert r.status_code == 400
+    said = r.json()["error"]["message"]
+    record = next(x for x in reversed(_records(ctl)) if x["endpoint"] == "/v1/completions" and x["status"] == 400)
+    assert record["error"] == "the model server answered: " + said  # what a user reads in `llmctl requests`

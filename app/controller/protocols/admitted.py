@@ -32,14 +32,21 @@ from llmctl.runtimes.scheduler import ModelLoading
 T = TypeVar("T")
 
 
+# the longest idle time an app key may ask a model to be kept for: longer holds the machine's memory for an app as
+# good as for ever (a pin, the admin scope's)
+MAX_APP_KEEP_ALIVE = 24 * 3600.0
+
+
 def check_keep_alive(request: web.Request, keep_alive: float | None, *, unload: bool = False) -> None:
-    """403 naming the scope when a key without the admin scope asks to pin a model for ever, or (``unload``) to
-    unload one with nothing to answer."""
+    """403 naming the scope when a key without the admin scope asks to pin a model for ever (or for longer than
+    ``MAX_APP_KEEP_ALIVE``), or (``unload``) to unload one with nothing to answer."""
     key = request.get(KEY_STATE)
     if key is None or key.role == ADMIN:
         return
     if keep_alive is not None and math.isinf(keep_alive):
         what = "keep_alive < 0 (keep the model loaded for ever)"
+    elif keep_alive is not None and keep_alive > MAX_APP_KEEP_ALIVE:
+        what = f"a keep_alive over 24h ({keep_alive:.0f} s: a pin in all but name)"
     elif unload:
         what = "keep_alive 0 with nothing to answer (unload the model)"
     else:
