@@ -8,6 +8,10 @@ context per request must be at least what the agent needs (``agents.Agent.min_co
 ``catalog.context_fit``), up to the length the model was trained on, and says so; a ``ctx-size`` the user set is
 kept as it is. The model is (re)started with its profile read again, the context is read back from the engine
 (llama.cpp's ``/slots``; else the deployment record) and the agent gets exactly that (``app.agents``).
+
+``--print`` changes nothing (tests/integration/test_launch.py::test_print_changes_nothing): it starts no controller
+and no model and writes neither the profile nor the agent's files; it reads the same state and says what launch
+would do: the ctx-size it would write and why, whether the model would be started, the files it would write.
 """
 
 from __future__ import annotations
@@ -52,9 +56,9 @@ def _pick_model(name: str | None, listed: list[dict], backends: list[dict]) -> s
                       f"name it: llmctl launch AGENT MODEL (models: {', '.join(names) or 'none; see llmctl pull'}).")
 
 
-def _plan_context(ctx: Context, name: str, agent_key: str, need: int) -> Target:
+def _plan_context(ctx: Context, name: str, agent_key: str, need: int, *, dry: bool = False) -> Target:
     """The context to serve ``name`` at for an agent needing ``need`` tokens (blocking: reads the model's header and
-    the machine's memory)."""
+    the machine's memory; writes nothing). ``dry``: the notes say what would be done (``--print``)."""
     from llmctl.app.deployments import launch_plan
     from llmctl.app.fit_inputs import entry_request, machine_budget
     from llmctl.catalog.context_fit import largest_context
@@ -100,23 +104,48 @@ def _plan_context(ctx: Context, name: str, agent_key: str, need: int) -> Target:
         facts, budget).ctx_size
     if fit != planned:
         target.write_profile = True
-        target.notes.append(f"set ctx-size = {fit} in [models.{name}] of {ctx.paths.config_file}: the largest "
+        verb = "would set" if dry else "set"
+        target.notes.append(f"{verb} ctx-size = {fit} in [models.{name}] of {ctx.paths.config_file}: the largest "
                             f"context that fits here (up to the {trained} it was trained on); "
                             f"`llmctl models config {name} --unset ctx-size` undoes it")
     return target
 
 
+def _running(backend: dict[str, Any] | None) -> bool:
+    return backend is not None and backend["state"] in ("ready", "starting")
+
+
+def _must_start(target: Target, backend: dict[str, Any] | None) -> bool:
+    """Whether the model must be (re)started: not running, its profile changes, or it runs at another context."""
+    return (target.write_profile or not _running(backend)
+            or (target.ctx is not None and backend is not None and backend.get("ctx_size") != target.ctx))
+
+
+async def _status(client, model: str) -> dict[str, Any]:
+    return next(b for b in await client.backends(engine_metrics=True) if b["model"] == model)
+
+
 async def _serve(client, target: Target) -> dict[str, Any]:
     """Start the model (again, when its context must change) and return its status as the engine reports it."""
     backend = next((b for b in await client.backends() if b["model"] == target.model), None)
-    running = backend is not None and backend["state"] in ("ready", "starting")
-    if target.write_profile or not running or (target.ctx is not None and backend["ctx_size"] != target.ctx):
-        if running:
+    if _must_start(target, backend):
+        if _running(backend):
             await client.unload(target.model)
         await client.load(target.model, reload_profile=True)
     else:
         await client.load(target.model)  # waits until it is ready
-    return next(b for b in await client.backends(engine_metrics=True) if b["model"] == target.model)
+    return await _status(client, target.model)
+
+
+def _would_serve(target: Target, backend: dict[str, Any] | None, need: int, agent_key: str) -> tuple[int, str]:
+    """For ``--print`` when the model would be (re)started: the context it would be served with, and why."""
+    if target.ctx is not None:
+        if target.write_profile:
+            return target.ctx, "would be set in its profile: the largest context that fits here"
+        return target.ctx, "would be set when it starts"
+    if backend is not None and backend.get("ctx_size"):
+        return int(backend["ctx_size"]), "from the deployment"
+    return need, f"not known until it starts (its own server decides); shown with {agent_key}'s minimum"
 
 
 def _served_context(status: dict[str, Any]) -> tuple[int, str]:
@@ -133,7 +162,8 @@ def _served_context(status: dict[str, Any]) -> tuple[int, str]:
 @click.argument("agent")
 @click.argument("model", required=False)
 @click.argument("agent_args", nargs=-1, type=click.UNPROCESSED)
-@click.option("--print", "show", is_flag=True, help="Show the command, environment and files instead of running.")
+@click.option("--print", "show", is_flag=True,
+              help="Show what would run (command, environment, files, context); change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="With --print: one JSON object.")
 @pass_ctx
 def launch(ctx: Context, agent: str, model: str | None, agent_args: tuple[str, ...], show: bool,
@@ -144,12 +174,12 @@ def launch(ctx: Context, agent: str, model: str | None, agent_args: tuple[str, .
     llmctl launch codex qwen-coder              Codex CLI on qwen-coder
     llmctl launch claude                        Claude Code on the model loaded now
     llmctl launch aider qwen-coder -- --yes     arguments after -- go to the agent
-    llmctl launch codex qwen-coder --print      what would run, with the context the engine serves
+    llmctl launch codex qwen-coder --print      what would run; starts and writes nothing
     The model gets at least the context the agent needs: without a ctx-size of yours, the largest that fits.
     """
     from llmctl.app.cli.agents import AGENTS, Served
     from llmctl.app.cli.models_config import update
-    from llmctl.app.client.api import controller_url
+    from llmctl.app.client.api import controller_url, running_controller
     from llmctl.app.client.background import ensure_controller
 
     spec = AGENTS.get(agent.lower())
@@ -159,19 +189,34 @@ def launch(ctx: Context, agent: str, model: str | None, agent_args: tuple[str, .
     if executable is None and not show:
         raise LlmctlError(f"{spec.title} is not installed: no `{spec.executable}` on PATH",
                           f"install it with: {spec.install} (`llmctl launch {spec.key} --print` shows what would run).")
-    notice = ensure_controller(ctx.settings, ctx.paths)
-    if notice:
-        click.echo(notice, err=True)
+    no_controller = show and running_controller(ctx.paths) is None
+    if no_controller:  # --print starts nothing: the model is one of the store's
+        backends: list[dict] = []
+        name = _pick_model(model, [{"name": e.name} for e in ctx.store().list()], backends)
+    else:
+        notice = ensure_controller(ctx.settings, ctx.paths)
+        if notice:
+            click.echo(notice, err=True)
 
-    async def pick(client):
-        return _pick_model(model, await client.models(), await client.backends())
+        async def pick(client):
+            backends = await client.backends()
+            return _pick_model(model, await client.models(), backends), backends
 
-    name = ctx.call(pick)
-    target = _plan_context(ctx, name, spec.key, spec.min_context)
-    if target.write_profile:
-        update(ctx.paths.config_file, name, [f"ctx-size={target.ctx}"], [])
-    status = ctx.call(lambda c: _serve(c, target))
-    served, source = _served_context(status)
+        name, backends = ctx.call(pick)
+    target = _plan_context(ctx, name, spec.key, spec.min_context, dry=show)
+    backend = next((b for b in backends if b["model"] == name), None)
+    start = no_controller or _must_start(target, backend)
+    if not show:
+        if target.write_profile:
+            update(ctx.paths.config_file, name, [f"ctx-size={target.ctx}"], [])
+        status = ctx.call(lambda c: _serve(c, target))
+        served, source = _served_context(status)
+    elif start:
+        served, source = _would_serve(target, backend, spec.min_context, spec.key)
+        if no_controller:
+            target.notes.append("no controller runs: launch would start one in the background")
+    else:
+        served, source = _served_context(ctx.call(lambda c: _status(c, name)))
     if served < spec.min_context:
         raise LlmctlError(f"{name} is served with {served} tokens of context; {spec.key} needs at least "
                           f"{spec.min_context}", "raise its context (for an Ollama model: its num_ctx).")
@@ -188,18 +233,25 @@ def launch(ctx: Context, agent: str, model: str | None, agent_args: tuple[str, .
                             ctx.settings.server.app_key(), target.tools), folder, agent_args)
     _keep_smaller_output_cap(inv.env, os.environ)
     shown_env = {k: ("<hidden: llmctl's API key>" if k in inv.secret_env else v) for k, v in inv.env.items()}
+    profile = ({"path": str(ctx.paths.config_file), "set": {"ctx-size": target.ctx}}
+               if show and target.write_profile else None)
     if show and as_json:
         emit_json({"agent": spec.key, "model": name, "context": served, "context_source": source,
                    "min_context": spec.min_context, "tools": target.tools, "argv": list(inv.argv), "env": shown_env,
-                   "files": inv.files, "notes": target.notes, "installed": executable is not None})
+                   "files": inv.files, "notes": target.notes, "installed": executable is not None,
+                   "start": start, "profile": profile})
         return
     for note in target.notes:
         click.secho(f"note: {note}", fg="yellow", err=True)
     if show:
         click.echo(f"{spec.title} on {name}: {spec.protocol}; context {served} tokens per request ({source}; "
                    f"{spec.key} needs at least {spec.min_context})")
+        if start:
+            click.echo(f"{name} would be {'restarted' if _running(backend) else 'started'} with context {served}")
+        if profile is not None:
+            click.echo(f"\nwould write to {profile['path']}:\n[models.{name}]\nctx-size = {target.ctx}")
         for path, content in inv.files.items():
-            click.echo(f"\nfile {path}:\n{content}", nl=False)
+            click.echo(f"\nwould write file {path}:\n{content}", nl=False)
         click.echo()
         if shown_env:
             click.echo(" ".join(f"{k}={shlex.quote(v)}" for k, v in shown_env.items()) + " \\")

@@ -5,6 +5,7 @@ profile; an agent that is not installed is a clear error saying how to install i
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from pathlib import Path
 
@@ -28,16 +29,27 @@ def test_codex_and_claude_get_the_context_the_engine_serves(home: Path, controll
     ModelStore(home / "data").import_file(write_tiny_llama(tmp_path / "coder.gguf", ctx=16384), "coder")
     proc = controller()
     port = str(proc.port)
+    # a stand-in `codex` (the real one is not installed here) that records the arguments launch hands it
+    bin_dir, seen = tmp_path / "bin", tmp_path / "codex-argv"
+    bin_dir.mkdir()
+    (bin_dir / "codex").write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" > {seen}\n")
+    (bin_dir / "codex").chmod(0o755)
+    r = run_cli(home, "launch", "codex", "coder", LLMCTL_SERVER__PORT=port, PATH=f"{bin_dir}:{os.environ['PATH']}",
+                timeout=120)
+    assert r.returncode == 0, r.stderr + proc.output
+    argv = seen.read_text().splitlines()
+    served = _engine_context(proc.backend("coder"))
+    # the backends' default is 2048 (tests' harness); the model was trained on 16384 and fits: llmctl set that
+    assert served == 16384 and f"model_context_window={served}" in argv and argv[-2:] == ["-m", "coder"]
+    assert 'model_providers.llmctl.wire_api="responses"' in argv
+    assert tomllib.loads((home / "config" / "config.toml").read_text())["models"]["coder"] == {"ctx-size": 16384}
+    assert "note: set ctx-size = 16384 in [models.coder]" in r.stderr
+
     r = run_cli(home, "launch", "codex", "coder", "--print", "--json", LLMCTL_SERVER__PORT=port, timeout=120)
     assert r.returncode == 0, r.stderr + proc.output
     shown = json.loads(r.stdout)
-    served = _engine_context(proc.backend("coder"))
-    # the backends' default is 2048 (tests' harness); the model was trained on 16384 and fits: llmctl set that
-    assert shown["context"] == served == 16384 and shown["context_source"] == "read from the engine"
-    assert f"model_context_window={served}" in shown["argv"] and shown["argv"][-2:] == ["-m", "coder"]
-    assert 'model_providers.llmctl.wire_api="responses"' in shown["argv"]
-    assert tomllib.loads((home / "config" / "config.toml").read_text())["models"]["coder"] == {"ctx-size": 16384}
-    assert any(n.startswith("set ctx-size = 16384 in [models.coder]") for n in shown["notes"])
+    assert shown["context"] == served and shown["context_source"] == "read from the engine"
+    assert shown["start"] is False and shown["profile"] is None and shown["argv"][1:] == argv
     assert any("has no tool calling" in n for n in shown["notes"])  # the tiny model's template reads no tools
     assert not any("no inference key" in n for n in shown["notes"])  # no keys at all: nothing to warn of
     assert shown["installed"] is False
@@ -82,3 +94,41 @@ def test_an_agent_that_is_not_installed_says_how_to_install_it(home: Path) -> No
     assert not (home / "state" / "controller.json").exists()  # nothing was started for it
     r = run_cli(home, "launch", "cursor")
     assert r.returncode == 1 and "it launches: codex, claude, opencode, aider" in r.stderr
+
+
+def test_print_changes_nothing(home: Path, controller, tmp_path: Path) -> None:
+    """`--print` answers "what would run?" and changes nothing: no ctx-size written to the profile, the model not
+    started, no agent file written; it says the context it would set, why, that the model would be started, and
+    the files it would write (path and content)."""
+    ModelStore(home / "data").import_file(write_tiny_llama(tmp_path / "coder.gguf", ctx=16384), "coder")
+    proc = controller()
+    config = home / "config" / "config.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text("# mine\n[models.other]\nctx-size = 4096\n")
+    before = config.read_bytes()
+
+    def coder_backend() -> list:
+        with proc.client() as c:
+            return [b for b in c.get("/llmctl/v1/backends").json()["backends"] if b["model"] == "coder"]
+
+    assert coder_backend() == []  # not loaded
+    for agent in ("opencode", "aider"):
+        r = run_cli(home, "launch", agent, "coder", "--print", "--json", LLMCTL_SERVER__PORT=str(proc.port),
+                    timeout=120)
+        assert r.returncode == 0, r.stderr + proc.output
+        shown = json.loads(r.stdout)
+        assert config.read_bytes() == before  # no ctx-size written
+        assert coder_backend() == []  # not started
+        assert not (home / "data" / "agents").exists()  # no agent file written
+        assert shown["context"] == 16384 and shown["context_source"].startswith("would be set")
+        assert shown["start"] is True
+        assert shown["profile"] == {"path": str(config), "set": {"ctx-size": 16384}}
+        assert any(n.startswith("would set ctx-size = 16384 in [models.coder]") for n in shown["notes"])
+        [(path, content)] = shown["files"].items()
+        assert path.startswith(str(home / "data" / "agents")) and "16384" in content
+    r = run_cli(home, "launch", "opencode", "coder", "--print", LLMCTL_SERVER__PORT=str(proc.port), timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "coder would be started with context 16384" in r.stdout
+    assert f"would write to {config}:\n[models.coder]\nctx-size = 16384" in r.stdout
+    assert "would write file " + str(home / "data" / "agents" / "opencode-coder.json") in r.stdout
+    assert config.read_bytes() == before and coder_backend() == []
