@@ -121,8 +121,9 @@ def _must_start(target: Target, backend: dict[str, Any] | None) -> bool:
             or (target.ctx is not None and backend is not None and backend.get("ctx_size") != target.ctx))
 
 
-async def _status(client, model: str) -> dict[str, Any]:
-    return next(b for b in await client.backends(engine_metrics=True) if b["model"] == model)
+async def _status(client, model: str) -> dict[str, Any] | None:
+    """The model's deployment as the engine reports it; None when it is not loaded (unloaded meanwhile)."""
+    return next((b for b in await client.backends(engine_metrics=True) if b["model"] == model), None)
 
 
 async def _serve(client, target: Target) -> dict[str, Any]:
@@ -134,7 +135,11 @@ async def _serve(client, target: Target) -> dict[str, Any]:
         await client.load(target.model, reload_profile=True)
     else:
         await client.load(target.model)  # waits until it is ready
-    return await _status(client, target.model)
+    status = await _status(client, target.model)
+    if status is None:
+        raise LlmctlError(f"{target.model} was unloaded as it started", "run the launch again; `llmctl ps` shows "
+                          "what is loaded, `llmctl logs` why a model stopped.")
+    return status
 
 
 def _would_serve(target: Target, backend: dict[str, Any] | None, need: int, agent_key: str) -> tuple[int, str]:
@@ -192,11 +197,16 @@ def launch(ctx: Context, agent: str, model: str | None, agent_args: tuple[str, .
     no_controller = show and running_controller(ctx.paths) is None
     if no_controller:  # --print starts nothing: the model is one of the store's
         backends: list[dict] = []
+        if model is not None and "/" in model and model not in {e.name for e in ctx.store().list()}:
+            raise LlmctlError(f"no controller runs, so {model!r} cannot be looked up",
+                              "a remote's or an Ollama server's models are listed by the controller: start it "
+                              "(`llmctl serve`), then run this again.")
         name = _pick_model(model, [{"name": e.name} for e in ctx.store().list()], backends)
     else:
-        notice = ensure_controller(ctx.settings, ctx.paths)
-        if notice:
-            click.echo(notice, err=True)
+        if not show:  # --print never starts a controller (one that stopped meanwhile: the call below says so)
+            notice = ensure_controller(ctx.settings, ctx.paths)
+            if notice:
+                click.echo(notice, err=True)
 
         async def pick(client):
             backends = await client.backends()
@@ -216,7 +226,9 @@ def launch(ctx: Context, agent: str, model: str | None, agent_args: tuple[str, .
         if no_controller:
             target.notes.append("no controller runs: launch would start one in the background")
     else:
-        served, source = _served_context(ctx.call(lambda c: _status(c, name)))
+        status = ctx.call(lambda c: _status(c, name))
+        served, source = _served_context(status) if status is not None else \
+            _would_serve(target, None, spec.min_context, spec.key)  # unloaded since: it would be started
     if served < spec.min_context:
         raise LlmctlError(f"{name} is served with {served} tokens of context; {spec.key} needs at least "
                           f"{spec.min_context}", "raise its context (for an Ollama model: its num_ctx).")

@@ -51,6 +51,7 @@ from llmctl.app.controller.upstream import Upstreams
 from llmctl.app.controller.validation import check_chat, check_completion, check_embeddings
 from llmctl.catalog.errors import LlmctlError
 from llmctl.catalog.store import ModelEntry
+from llmctl.catalog.text import printable
 from llmctl.runtimes.base import (
     ANTHROPIC_MESSAGES,
     APPLY_TEMPLATE,
@@ -675,21 +676,23 @@ _DECODER = json.JSONDecoder()
 
 
 def _said(data: bytes) -> str:
-    """What an engine's error answer says, for the request record (``llmctl`` requests, the TUI): its
-    ``error.message`` (OpenAI's shape; llama.cpp's and vLLM's) or ``error`` string, else its first bytes; at most
-    300 characters."""
+    """What an engine's error answer says, for the request record (``GET /llmctl/v1/requests``): its
+    ``error.message`` (OpenAI's shape: llama.cpp's, vLLM's), ``error``, ``detail`` or ``message`` string, else its
+    first bytes; at most 300 characters, control characters shown escaped. Never raises (a hostile answer)."""
     text = data[:4096].decode("utf-8", "replace")
     try:
         body = json.loads(data) if len(data) <= 65536 else None
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past Python's stack
         body = None
     if isinstance(body, dict):
-        error = body.get("error", body.get("detail", body.get("message")))
-        if isinstance(error, dict):
-            error = error.get("message", error)
-        if error is not None:
-            text = error if isinstance(error, str) else json.dumps(error)
-    text = " ".join(text.split())
+        for name in ("error", "detail", "message"):
+            said = body.get(name)
+            if isinstance(said, dict):
+                said = said.get("message")
+            if isinstance(said, str) and said.strip():
+                text = said
+                break
+    text = printable(" ".join(text.split())) or "(nothing)"
     return "the model server answered: " + (text[:300] + "…" if len(text) > 300 else text)
 
 

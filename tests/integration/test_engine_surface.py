@@ -230,4 +230,4 @@ def test_an_engines_refusal_is_kept_in_the_request_record(ctl) -> None:
     assert r.status_code == 400
     said = r.json()["error"]["message"]
     record = next(x for x in reversed(_records(ctl)) if x["endpoint"] == "/v1/completions" and x["status"] == 400)
-    assert record["error"] == "the model server answered: " + said  # what a user reads in `llmctl requests`
+    assert record["error"] == "the model server answered: " + said  # GET /llmctl/v1/requests shows why it failed

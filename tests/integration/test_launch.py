@@ -132,3 +132,18 @@ def test_print_changes_nothing(home: Path, controller, tmp_path: Path) -> None:
     assert f"would write to {config}:\n[models.coder]\nctx-size = 16384" in r.stdout
     assert "would write file " + str(home / "data" / "agents" / "opencode-coder.json") in r.stdout
     assert config.read_bytes() == before and coder_backend() == []
+
+
+def test_print_with_no_controller_starts_none(home: Path, tmp_path: Path) -> None:
+    """With nothing running, `--print` reads the model from the store and says a controller would be started; it
+    starts none and writes nothing."""
+    ModelStore(home / "data").import_file(write_tiny_llama(tmp_path / "coder.gguf", ctx=16384), "coder")
+    r = run_cli(home, "launch", "opencode", "coder", "--print", "--json", timeout=120)
+    assert r.returncode == 0, r.stderr
+    shown = json.loads(r.stdout)
+    assert shown["start"] is True and shown["context"] == 16384
+    assert any("no controller runs" in n for n in shown["notes"])
+    assert not (home / "state" / "controller.json").exists()  # no controller was started
+    assert not (home / "config" / "config.toml").exists() and not (home / "data" / "agents").exists()
+    remote = run_cli(home, "launch", "opencode", "lab/gpt", "--print", timeout=60)
+    assert remote.returncode != 0 and "no controller runs" in remote.stderr

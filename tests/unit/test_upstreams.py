@@ -9,12 +9,13 @@ import json
 from pathlib import Path
 
 import httpx
+import pytest
 from aiohttp import web
 from fake_engine import FakeEngine, FakeSocketEngine
 
 from llmctl.app.controller.directory import ModelDirectory
 from llmctl.app.controller.engine_metrics import scrape
-from llmctl.app.controller.gateway import Gateway
+from llmctl.app.controller.gateway import Gateway, _said
 from llmctl.app.controller.metrics import Metrics
 from llmctl.app.controller.upstream import Upstreams
 from llmctl.catalog.store import ModelEntry, ModelStore
@@ -133,3 +134,19 @@ async def test_the_gateway_serves_a_backend_on_a_unix_socket(tmp_path: Path, tin
         await scheduler.shutdown()
         await gateway.close()
         await runner.cleanup()
+
+
+@pytest.mark.parametrize("data, said", [
+    (b'{"error": {"code": 400, "message": "the request exceeds the available context size"}}',
+     "the request exceeds the available context size"),
+    (b'{"detail": "Not Found"}', "Not Found"),  # FastAPI's shape
+    (b'{"error": null, "message": "x"}', "x"),
+    (b'{"error": ""}', b'{"error": ""}'.decode()),
+    (b"[" * 5000, "[" * 300 + "…"),  # nested past Python's stack: shown as bytes, never a 500
+    (b"[1,2]", "[1,2]"),
+    (b'{"error": {"message": "\\u001b]0;owned\\u0007\\u001b[2J"}}', r"\x1b]0;owned\x07\x1b[2J"),  # shown, not obeyed
+    (b"", "(nothing)"),
+    (b"x" * (1 << 20), "x" * 300 + "…"),
+])
+def test_what_an_engine_said_is_kept_whatever_it_sent(data: bytes, said: str) -> None:
+    assert _said(data) == "the model server answered: " + said

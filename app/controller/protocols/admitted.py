@@ -46,7 +46,7 @@ def check_keep_alive(request: web.Request, keep_alive: float | None, *, unload: 
     if keep_alive is not None and math.isinf(keep_alive):
         what = "keep_alive < 0 (keep the model loaded for ever)"
     elif keep_alive is not None and keep_alive > MAX_APP_KEEP_ALIVE:
-        what = f"a keep_alive over 24h ({keep_alive:.0f} s: a pin in all but name)"
+        what = f"a keep_alive over 24h ({keep_alive / 3600:.4g} h: a pin in all but name)"
     elif unload:
         what = "keep_alive 0 with nothing to answer (unload the model)"
     else:

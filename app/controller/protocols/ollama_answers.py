@@ -34,7 +34,7 @@ def error_message(data: bytes) -> str:
     """The message of an engine's error answer, whatever its shape."""
     try:
         err = json.loads(data).get("error")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):  # RecursionError: JSON nested past Python's stack
         return data.decode("utf-8", "replace")[:500] or "the model server failed"
     if isinstance(err, dict):
         return str(err.get("message") or err)

@@ -180,7 +180,7 @@ def anthropic_errors(request: web.Request, response: web.StreamResponse) -> web.
         body = json.loads(response.body)  # type: ignore[arg-type]
         error = body.get("error")
         message = error.get("message") if isinstance(error, dict) else str(error or body)
-    except (TypeError, ValueError, AttributeError):
+    except (TypeError, ValueError, AttributeError, RecursionError):  # RecursionError: nested past the stack
         message = response.text or response.reason or "request failed"
     headers = {k: v for k, v in response.headers.items() if k.lower() not in ("content-type", "content-length")}
     return web.json_response({"type": "error", "error": {"type": messages.error_type(response.status),
