@@ -17,7 +17,6 @@ Marked slow.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,13 +24,13 @@ from pathlib import Path
 import httpx
 import pytest
 from harness import ControllerProcess, llmctl_env
+from npm_tools import npm_tool
 from test_protocols_real import _demo_file
 
 from llmctl.catalog.store import ModelStore
 
 pytestmark = [pytest.mark.slow]
 
-CACHE = Path.home() / ".cache" / "llmctl-ci" / "claude"
 GIVEN = os.environ.get("LLMCTL_TEST_CLAUDE")  # read at import: conftest clears LLMCTL_* per test
 ADMIN_KEY = "sk-llmctl-test-admin"
 QUIET = {"DISABLE_TELEMETRY": "1", "DISABLE_AUTOUPDATER": "1", "DISABLE_ERROR_REPORTING": "1",
@@ -46,21 +45,13 @@ def _claude() -> str:
                     "Claude Code's second prompt fits its context); LLMCTL_TEST_CLAUDE=run runs it")
     if GIVEN and GIVEN != "run":
         return GIVEN
-    exe = CACHE / "node_modules" / ".bin" / "claude"
-    if not exe.exists():
-        if shutil.which("npm") is None or shutil.which("node") is None:
-            pytest.skip("node and npm are not installed: Claude Code (npm @anthropic-ai/claude-code) cannot be "
-                        "installed here")
-        done = subprocess.run(["npm", "install", "--prefix", str(CACHE), "@anthropic-ai/claude-code@2.1"],
-                              capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0 and exe.exists(), (
-            f"installing Claude Code from npm failed (set LLMCTL_TEST_CLAUDE=skip to skip knowingly):\n{done.stderr}")
+    exe = npm_tool("@anthropic-ai/claude-code@2.1", "claude", "LLMCTL_TEST_CLAUDE")
     # the package's postinstall puts the native binary in place of a stub; an npm that skipped it leaves the stub
-    version = subprocess.run([str(exe), "--version"], capture_output=True, text=True, timeout=60,
+    version = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=60,
                              env={**os.environ, **QUIET})
     assert version.returncode == 0 and "Claude Code" in version.stdout, (
         f"{exe} --version failed (did npm skip the package's postinstall?):\n{version.stdout}{version.stderr}")
-    return str(exe)
+    return exe
 
 
 def test_claude_code_answers_through_llmctl_launch(tmp_path: Path) -> None:

@@ -11,38 +11,26 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
 from harness import ControllerProcess
+from npm_tools import npm_tool
 from test_protocols_real import _demo_file
 
 from llmctl.catalog.store import ModelStore
 
 pytestmark = [pytest.mark.slow]
 
-CACHE = Path.home() / ".cache" / "llmctl-ci" / "codex"
 GIVEN = os.environ.get("LLMCTL_TEST_CODEX")  # read at import: conftest clears LLMCTL_* per test
 
 
 def _codex() -> str:
     if GIVEN == "skip":
         pytest.skip("LLMCTL_TEST_CODEX=skip: the Codex CLI test is skipped knowingly")
-    if GIVEN:
-        return GIVEN
-    exe = CACHE / "node_modules" / ".bin" / "codex"
-    if exe.exists():
-        return str(exe)
-    if shutil.which("npm") is None or shutil.which("node") is None:
-        pytest.skip("node and npm are not installed: the Codex CLI (npm @openai/codex) cannot be installed here")
-    done = subprocess.run(["npm", "install", "--prefix", str(CACHE), "@openai/codex"], capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0 and exe.exists(), (
-        f"installing the Codex CLI from npm failed (set LLMCTL_TEST_CODEX=skip to skip knowingly):\n{done.stderr}")
-    return str(exe)
+    return GIVEN or npm_tool("@openai/codex", "codex", "LLMCTL_TEST_CODEX")
 
 
 def test_codex_exec_answers_through_llmctl(tmp_path: Path) -> None:
