@@ -20,10 +20,11 @@ T = TypeVar("T")
 WATCH_EVERY = 0.2  # seconds between looks at the client's connection
 
 
-# set on a request once its streamed answer has begun: from then on the stream's own writes see a departed client
-# (and end it as 499), and a client that leaves after reading the end must not turn a whole answer (or the error
-# event that ended it) into a cancelled one
-ANSWERING = web.RequestKey("answering", bool)
+# set on a request once its streamed answer is complete: its closing event went out, or the error event that ended
+# it. A client that leaves after reading that (the openai SDK hangs up at [DONE]) must not turn a whole answer into a
+# cancelled one; until then the watch goes on, so a client that leaves mid-stream frees its request even while the
+# engine sends nothing (test_a_stream_left_after_its_first_token_is_let_go_while_the_engine_is_silent)
+ANSWERED = web.RequestKey("answered", bool)
 
 
 class ClientGone(Exception):
@@ -43,7 +44,7 @@ async def while_present(request: web.Request, step: Awaitable[T]) -> T:
             done, _ = await asyncio.wait({task}, timeout=WATCH_EVERY)
             if done:
                 return task.result()
-            if gone(request) and not request.get(ANSWERING, False):
+            if gone(request) and not request.get(ANSWERED, False):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task

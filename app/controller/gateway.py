@@ -35,7 +35,7 @@ from aiohttp import web
 
 from llmctl.app.controller.cache import ResponseCache, cache_key, cacheable
 from llmctl.app.controller.charging import charged
-from llmctl.app.controller.departure import ANSWERING, ClientGone, gone, while_present
+from llmctl.app.controller.departure import ANSWERED, ClientGone, gone, while_present
 from llmctl.app.controller.directory import ModelDirectory
 from llmctl.app.controller.engine_link import Dropped, EngineLink, NotConnected
 from llmctl.app.controller.errors import ApiError, error_body
@@ -352,7 +352,7 @@ class Gateway:
             status, error = 503, exc.message
             raise ApiError(503, f"{exc.title}: {exc.message}", code="backend_unavailable") from None
         finally:
-            if status != 200 and gone(request) and not request.get(ANSWERING, False):
+            if status != 200 and gone(request) and not request.get(ANSWERED, False):
                 # whatever broke after the client left, nobody was answered (a stream that began was answered up to
                 # its end or its error event, and says itself whether its client left)
                 status, error = 499, "the client went away"
@@ -506,7 +506,7 @@ class Gateway:
             else:
                 err = json.dumps(error_body(message, 502, code="backend_error")).encode()
                 await response.write(b"data: " + err + b"\n\n")
-            request[ANSWERING] = True  # the client was told: its leaving after reading that is no departure
+            request[ANSWERED] = True  # the client was told: its leaving after reading that is no departure
             await response.write_eof()
         return response, 502, message
 
@@ -565,9 +565,6 @@ class Gateway:
                                 code="backend_error") from None
             if response is None:
                 response = await self._open(request, headers)
-            # the first chunk is here: from now on the stream's own writes see a client that leaves (until now,
-            # prefill included, the departure watch could still cancel the request)
-            request[ANSWERING] = True
             shape = request.get(SHAPE)
             gaps: list[float] = []  # observed in batches: one histogram update per token is per-token work
             try:
@@ -576,6 +573,8 @@ class Gateway:
                     out = chunk if shape is None else shape.feed(chunk)
                     if out:
                         await response.write(out)
+                    if meter.done:
+                        request[ANSWERED] = True  # its closing event went out: a client that leaves now was answered
                     if len(gaps) >= 64:
                         self.metrics.observe_gaps(model, gaps)
                         gaps = []

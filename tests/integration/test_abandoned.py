@@ -196,3 +196,30 @@ def test_a_stream_left_during_prefill_is_cancelled_before_its_first_token(tmp_pa
     finally:
         release.touch()
         proc.kill_everything()
+
+
+def test_a_stream_left_after_its_first_token_is_let_go_while_the_engine_is_silent(tmp_path: Path,
+                                                                                  tiny_gguf: Path) -> None:
+    """A client that leaves mid-stream while the engine sends nothing more (stalled, or a long pause) frees its
+    request at once: the departure watch goes on through the stream, not only the stream's next write. The fake
+    engine sends one chunk, then holds until the test's signal."""
+    from fake_engine import llama_server_shim
+
+    home = tmp_path / "home"
+    ModelStore(home / "data").import_file(tiny_gguf, "tiny")
+    release = tmp_path / "release"
+    proc = ControllerProcess(home, FAKE_ENGINE_HOLD=str(release),
+                             LLMCTL_BACKENDS__LLAMA_SERVER=str(llama_server_shim(tmp_path))).start()
+    try:
+        with httpx.stream("POST", proc.url + "/v1/chat/completions", json={**LONG, "stream": True},
+                          timeout=60) as r:
+            assert next(line for line in r.iter_lines() if line.startswith("data: {"))  # the first chunk came
+        with proc.client() as c:
+            rec = _until("the stream was let go", lambda: next(
+                (x for x in c.get("/llmctl/v1/requests").json()["requests"] if x.get("stream")), None)
+                if c.get("/llmctl/v1/requests").json()["in_flight"] == 0 else None)
+        assert rec["status"] == 499, rec
+        assert not release.exists()  # let go while the engine was still holding its answer
+    finally:
+        release.touch()
+        proc.kill_everything()
