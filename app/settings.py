@@ -145,15 +145,19 @@ class ServerSettings(BaseModel):
         return self.api_key is not None or bool(self.keys)
 
     def app_key(self) -> str | None:
-        """The key to hand to an app llmctl starts (``llmctl launch``): the first named inference key whose secret
-        resolves (an app needs no more), else an admin one (``client_key``)."""
+        """The key to hand to an app llmctl starts (``llmctl launch``): an inference key (an app needs no more),
+        else an admin one (``client_key``)."""
+        return self.inference_key() or self.client_key()
+
+    def inference_key(self) -> str | None:
+        """The first named inference key whose secret resolves here (one whose ``key_env`` is unset does not)."""
         for key in self.keys:
             if key.role == "inference":
                 try:
                     return key.secret()
                 except ConfigError:
                     continue
-        return self.client_key()
+        return None
 
     def client_key(self) -> str | None:
         """A configured key with the admin role: ``api_key``, else the first named admin key whose secret resolves.

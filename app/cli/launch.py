@@ -236,7 +236,7 @@ def launch(ctx: Context, agent: str, model: str | None, agent_args: tuple[str, .
         target.notes.append(f"{name}'s chat template has no tool calling: {spec.title} will not be able to run "
                             "commands or edit files through it")
     keys = ctx.settings.server
-    if keys.app_key() is not None and not any(k.role == "inference" for k in keys.keys):
+    if keys.app_key() is not None and keys.inference_key() is None:  # none configured, or none resolves here
         # an agent runs commands its model chooses: with only an admin key configured it could stop the controller
         target.notes.append("no inference key is configured, so the agent gets an admin key (it could unload models "
                             "or stop llmctl); add a [[server.keys]] entry with role = \"inference\" to give it less")

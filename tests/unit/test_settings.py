@@ -160,3 +160,15 @@ def test_key_names_are_unique() -> None:
     _write(paths.config_file, one + one)
     with pytest.raises(ConfigError, match="a appears more than once"):
         load_settings(paths)
+
+
+def test_an_inference_key_whose_secret_is_not_here_is_not_handed_to_an_app(monkeypatch) -> None:
+    """`llmctl launch` hands an app an inference key; one whose key_env is unset where launch runs does not count,
+    so the app gets the admin key, and launch says so (it asks `inference_key()`)."""
+    from llmctl.app.settings import ServerSettings
+
+    monkeypatch.delenv("LLMCTL_TEST_UNSET_KEY", raising=False)
+    server = ServerSettings(api_key="admin-secret", keys=[{"name": "app", "key_env": "LLMCTL_TEST_UNSET_KEY"}])
+    assert server.inference_key() is None and server.app_key() == "admin-secret"
+    monkeypatch.setenv("LLMCTL_TEST_UNSET_KEY", "app-secret")
+    assert server.inference_key() == server.app_key() == "app-secret"
