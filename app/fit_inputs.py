@@ -48,7 +48,6 @@ def host_and_probe():
 def fill_vram_from_table(gpus: Iterable[GpuInfo]) -> list[GpuInfo]:
     """A GPU read from a list that does not report memory (Vulkan's) gets its card's VRAM from llmctl's table,
     and says so."""
-    from dataclasses import replace
 
     from llmctl.catalog.errors import LlmctlError
     from llmctl.catalog.known import find_gpu

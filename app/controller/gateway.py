@@ -37,7 +37,7 @@ from llmctl.app.controller.cache import ResponseCache, cache_key, cacheable
 from llmctl.app.controller.charging import charged
 from llmctl.app.controller.departure import ANSWERED, ClientGone, gone, while_present
 from llmctl.app.controller.directory import ModelDirectory
-from llmctl.app.controller.engine_link import Dropped, EngineLink, NotConnected
+from llmctl.app.controller.engine_link import Dropped, EngineLink, EngineResponse, NotConnected
 from llmctl.app.controller.errors import ApiError, error_body
 from llmctl.app.controller.limits import Keys, ModelQueue
 from llmctl.app.controller.metrics import Metrics, StreamMeter, queue_families
@@ -437,7 +437,7 @@ class Gateway:
     @staticmethod
     async def _post(session: aiohttp.ClientSession | EngineLink, url: str, auth: dict[str, str], raw: bytes,
                     limits: RequestTimeouts = _UNBOUNDED, request: web.Request | None = None,
-                    ) -> aiohttp.ClientResponse:
+                    ) -> aiohttp.ClientResponse | EngineResponse:
         """POST to a backend. A pooled connection the backend closed between requests (llama-server's HTTP
         library does so after a number of keep-alive requests) fails before any answer; inference has no side
         effects, so that one case is retried once on a fresh connection."""

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from llmctl.app.controller.errors import ApiError
 from llmctl.app.controller.media_urls import inline_only
-from llmctl.app.controller.protocols.stream import sse
+from llmctl.app.controller.protocols.stream import reasoning_of, sse
 from llmctl.app.controller.validation import MAX_TOKENS_LIMIT
 
 log = logging.getLogger("llmctl.controller")
@@ -253,14 +253,6 @@ def _input(args) -> dict:
     return value if isinstance(value, dict) else {"value": value}
 
 
-def _reasoning_of(message: dict) -> str | None:
-    """A reasoning model's thinking, as llama.cpp (``reasoning_content``) or vLLM (``reasoning``) names it."""
-    for name in ("reasoning_content", "reasoning"):
-        if isinstance(message.get(name), str) and message[name]:
-            return message[name]
-    return None
-
-
 def _stop(finish: object, choice: dict, stops: Sequence[str]) -> tuple[str, str | None]:
     """Anthropic's ``stop_reason`` and ``stop_sequence`` for an engine's finish: ``stop_sequence`` and the string
     when one of the request's ``stop_sequences`` ended it. Only an engine that says which string matched can tell:
@@ -277,7 +269,7 @@ def from_chat(chat: dict, model: str, stops: Sequence[str] = ()) -> dict:
     choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
     message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
     content: list[dict] = []
-    thought = _reasoning_of(message)
+    thought = reasoning_of(message)
     if thought:
         content.append({"type": "thinking", "thinking": thought, "signature": ""})
     if isinstance(message.get("content"), str) and message["content"]:
@@ -348,7 +340,7 @@ class MessagesStream:
             return
         choice = choices[0]
         delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
-        thought = _reasoning_of(delta)
+        thought = reasoning_of(delta)
         if thought:
             if self.open != "thinking":
                 yield from self._block({"type": "thinking", "thinking": "", "signature": ""})

@@ -13,6 +13,8 @@ from typing import Any
 
 from aiohttp import web
 
+from llmctl.app.controller.protocols.stream import reasoning_of
+
 NDJSON = "application/x-ndjson"
 _EVENT_SPLIT = re.compile(rb"\r?\n\r?\n")
 _REASONS = {"length": "length", "stop": "stop", "tool_calls": "stop", "function_call": "stop"}
@@ -223,14 +225,6 @@ class ChatShape(_Ollama):
             calls = tool_calls([self._calls[i] for i in sorted(self._calls)])
             out += self._line(message={"role": "assistant", "content": "", "tool_calls": calls}, done=False)
         return out + self._line(message={"role": "assistant", "content": ""}, **self._done())
-
-
-def reasoning_of(message: dict) -> str | None:
-    """A reasoning model's thinking, as llama.cpp (``reasoning_content``) or vLLM (``reasoning``) names it."""
-    for name in ("reasoning_content", "reasoning"):
-        if isinstance(message.get(name), str) and message[name]:
-            return message[name]
-    return None
 
 
 class GenerateShape(_Ollama):

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 
 from llmctl.app.controller.errors import ApiError
 from llmctl.app.controller.media_urls import DATA_URL, inline_only
-from llmctl.app.controller.protocols.stream import sse
+from llmctl.app.controller.protocols.stream import reasoning_of, sse
 from llmctl.app.controller.validation import MAX_TOKENS_LIMIT
 
 log = logging.getLogger("llmctl.controller")
@@ -276,14 +276,6 @@ def _reasoning_item(item_id: str, text: str, status: str = "completed") -> dict:
     return {"type": "reasoning", "id": item_id, "summary": [], "content": content, "status": status}
 
 
-def _reasoning_of(message: dict) -> str | None:
-    """A reasoning model's thinking, as llama.cpp (``reasoning_content``) or vLLM (``reasoning``) names it."""
-    for name in ("reasoning_content", "reasoning"):
-        if isinstance(message.get(name), str) and message[name]:
-            return message[name]
-    return None
-
-
 def _call_item(item_id: str, call_id: str, name: str, arguments: str, status: str = "completed") -> dict:
     return {"type": "function_call", "id": item_id, "call_id": call_id, "name": name, "arguments": arguments,
             "status": status}
@@ -300,7 +292,7 @@ def from_chat(shell: ResponseShell, chat: dict) -> dict:
     choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
     message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
     output: list[dict] = []
-    thought = _reasoning_of(message)
+    thought = reasoning_of(message)
     if thought:
         output.append(_reasoning_item(_id("rs"), thought))
     text = message.get("content")
@@ -394,7 +386,7 @@ class ResponsesStream:
             return
         choice = choices[0]
         delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
-        thought = _reasoning_of(delta)
+        thought = reasoning_of(delta)
         if thought:
             if self.open is None or self.open["item"]["type"] != "reasoning":
                 yield from self._open_item(_reasoning_item(_id("rs"), "", "in_progress"), text="")

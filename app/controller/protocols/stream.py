@@ -123,3 +123,11 @@ class TranslatedShape:
     def error(self, message: str) -> bytes:
         assert self.translator is not None
         return b"".join(self.translator.feed({"error": {"message": message}}))
+
+
+def reasoning_of(message: dict) -> str | None:
+    """A reasoning model's thinking, as llama.cpp (``reasoning_content``) or vLLM (``reasoning``) names it."""
+    for name in ("reasoning_content", "reasoning"):
+        if isinstance(message.get(name), str) and message[name]:
+            return message[name]
+    return None
